@@ -1,0 +1,1 @@
+"""Console scripts. Each parses its arguments and calls one library function."""

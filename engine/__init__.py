@@ -1,0 +1,1 @@
+"""The engine: market data, features, the reference model, windows, runs and inference."""

@@ -1,0 +1,138 @@
+"""The dataclasses that describe a run; each is serialized beside what it produced.
+
+``RunConfig`` is ``config.json`` in a run folder (design.md, "Runs"): the model's
+hyperparameters, the window length, the label horizons, the sparse sampling step, the
+ordered feature names and the training dates and splits. Loading is strict: unknown or
+missing keys are a ``RunFormatError`` that names the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tthf.errors import RunFormatError
+
+T = TypeVar("T")
+
+SEQ_LEN = 30
+RET_HORIZON = 60
+VOL_HORIZON = 10
+OUTPUT_NAMES = ("ret_1h", "vol_10m", "ret_conf", "vol_conf")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of ``ThreeHeadedTransformer`` and what its outputs mean.
+
+    ``ret_scale`` and ``vol_scale`` put the targets on unit scale inside the model, so
+    the exported graph maps scaled features straight to forecasts in natural units.
+    ``ret_band`` and ``vol_band`` define the confidence scores (docs/model.md):
+    ``ret_conf`` is the model's probability that ``|realized - forecast| <= ret_band``;
+    ``vol_conf`` that ``|log(realized) - log(forecast)| <= vol_band``.
+    """
+
+    n_features: int
+    seq_len: int = SEQ_LEN
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 128
+    dropout: float = 0.1
+    ret_scale: float = 1e-2
+    vol_scale: float = 1e-3
+    ret_band: float = 2.5e-3
+    vol_band: float = math.log(1.25)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings, recorded in the run so that it can be reproduced."""
+
+    seed: int = 0
+    epochs: int = 8
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 2
+    train_stride: int = 5
+    max_train_windows: int = 200_000
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    purge_days: int = 1
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Time-ordered trading dates (ISO strings) of each split; ``purged`` were dropped."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    purged: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``config.json`` of a run."""
+
+    model: ModelConfig
+    feature_names: list[str]
+    splits: Splits
+    train: TrainConfig
+    data_root: str
+    seq_len: int = SEQ_LEN
+    horizons: dict[str, int] = field(
+        default_factory=lambda: {"ret_1h": RET_HORIZON, "vol_10m": VOL_HORIZON}
+    )
+    sample_every: int = 10
+    model_type: str = "three_headed_transformer"
+    tthf_version: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config.json") -> "RunConfig":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RunFormatError(f"{source}: not valid JSON ({exc}); re-create the run with tthf-train") from exc
+        cfg = from_dict(cls, raw, source)
+        if cfg.model.n_features != len(cfg.feature_names):
+            raise RunFormatError(
+                f"{source}: model.n_features={cfg.model.n_features} but {len(cfg.feature_names)} feature_names; "
+                "the config was edited by hand or is corrupt, re-create the run with tthf-train"
+            )
+        return cfg
+
+
+_NESTED = {"model": ModelConfig, "splits": Splits, "train": TrainConfig}
+
+
+def from_dict(cls: type[T], raw: Any, source: str) -> T:
+    """Build a config dataclass from JSON, naming any unknown or missing key."""
+    if not isinstance(raw, dict):
+        raise RunFormatError(f"{source}: expected an object for {cls.__name__}, got {type(raw).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise RunFormatError(
+            f"{source}: unknown key(s) {unknown} in {cls.__name__}; "
+            "this run was written by a different tthf version, upgrade tthf or re-create the run"
+        )
+    missing = [
+        n for n, f in names.items()
+        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    if missing:
+        raise RunFormatError(f"{source}: missing key(s) {missing} in {cls.__name__}; re-create the run with tthf-train")
+    kwargs = {}
+    for key, value in raw.items():
+        sub = _NESTED.get(key) if cls is RunConfig else None
+        kwargs[key] = from_dict(sub, value, source) if sub else value
+    return cls(**kwargs)  # type: ignore[call-arg]

@@ -1,0 +1,74 @@
+"""One exception hierarchy for the whole package.
+
+Every message says what went wrong and how to fix it; the CLIs print the message on
+one line and exit with ``exit_code`` instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TthfError(Exception):
+    """Base of every error tthf raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(TthfError):
+    """Bad arguments or options (a date spec that does not parse, an unknown backend)."""
+
+    exit_code = 2
+
+
+class DataError(TthfError):
+    """Raw market data that does not follow the contract in docs/data.md.
+
+    Messages name the file, the column, the problem and the fix.
+    """
+
+    exit_code = 3
+
+
+class FeatureMismatchError(DataError):
+    """Features at inference do not match the run's ordered feature names."""
+
+
+class NoDataError(DataError):
+    """A requested date has no data under the data root."""
+
+
+class StoreError(TthfError):
+    """Reading or writing the run store or data root failed (local disk or S3)."""
+
+    exit_code = 4
+
+
+class RunNotFoundError(StoreError):
+    """No run matches the requested prefix; the message lists the runs that exist."""
+
+
+class AmbiguousRunError(StoreError):
+    """Several runs match the requested prefix; the message lists them."""
+
+
+class RunFormatError(StoreError):
+    """A run folder is incomplete or its files do not parse (config, checkpoint, scalers)."""
+
+
+class ExportError(TthfError):
+    """Exporting a checkpoint to ONNX or TensorRT failed."""
+
+    exit_code = 5
+
+
+class ValidationError(ExportError):
+    """A compiled artifact disagrees with the PyTorch reference beyond tolerance."""
+
+
+class StaleArtifactError(ExportError):
+    """An exported artifact does not match the run's checkpoint, GPU or TensorRT version."""
+
+
+class BackendUnavailableError(TthfError):
+    """The requested inference backend cannot run here (missing package, no CUDA device)."""
+
+    exit_code = 6
