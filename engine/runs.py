@@ -1,0 +1,163 @@
+"""Where a training run lives and how ``--run NAME`` finds it.
+
+Layout: ``{store}/{experiment}/{model_type}/{run_id}/`` holding the files named by the
+constants below. This module only moves bytes and text and resolves names; the model and
+scaler modules own the formats of their files.
+
+Matching (``find_run``): a run whose ``run_id`` equals the name wins; otherwise the runs
+whose ``run_id`` starts with it; exactly one is used, none or several is an error that
+lists the candidates. ``experiment`` / ``model_type`` narrow the search.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tthf.engine.config import RunConfig
+from tthf.engine.store import KeyNotFoundError, Store, as_store
+from tthf.errors import AmbiguousRunError, RunFormatError, RunNotFoundError, StoreError, UsageError
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.safetensors"
+SCALERS = "scalers.json"
+METRICS = "metrics.json"
+EXPORT_DIR = "export"
+INFERENCE_DIR = "inference"
+
+DEFAULT_EXPERIMENT = "demo"
+DEFAULT_MODEL_TYPE = "three_headed_transformer"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_LIST_LIMIT = 20
+
+
+def check_name(kind: str, value: str) -> str:
+    """Experiment, model type and run id are single folder names."""
+    if not _NAME.match(value):
+        raise UsageError(
+            f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One run folder; ``store`` is rooted at it."""
+
+    experiment: str
+    model_type: str
+    run_id: str
+    store: Store = field(compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.experiment}/{self.model_type}/{self.run_id}"
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri()
+
+
+def _listing(refs: list[RunRef]) -> str:
+    names = [r.name for r in refs[:_LIST_LIMIT]]
+    more = f" ... and {len(refs) - _LIST_LIMIT} more" if len(refs) > _LIST_LIMIT else ""
+    return ", ".join(names) + more
+
+
+def list_runs(store: Store | str, *, experiment: str | None = None, model_type: str | None = None) -> list[RunRef]:
+    """Every run folder in the store (optionally within one experiment / model type), sorted."""
+    root = as_store(store)
+    refs = []
+    for exp in [experiment] if experiment else root.list_dirs(""):
+        for mt in [model_type] if model_type else root.list_dirs(exp):
+            for run_id in root.list_dirs(f"{exp}/{mt}"):
+                refs.append(RunRef(exp, mt, run_id, root.child(f"{exp}/{mt}/{run_id}")))
+    return refs
+
+
+def find_run(
+    store: Store | str, run: str, *, experiment: str | None = None, model_type: str | None = None
+) -> RunRef:
+    """Resolve ``run`` (a run_id or a prefix of one) to exactly one run folder."""
+    root = as_store(store)
+    if not run:
+        raise UsageError("empty run name: pass --run with a run id or a prefix of one")
+    refs = list_runs(root, experiment=experiment, model_type=model_type)
+    scope = "/".join(p for p in (experiment, model_type) if p)
+    where = f"{root.uri()}" + (f" (within {scope})" if scope else "")
+    exact = [r for r in refs if r.run_id == run]
+    matches = exact or [r for r in refs if r.run_id.startswith(run)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        existing = f"runs there: {_listing(refs)}" if refs else "there are no runs there; train one with tthf-train"
+        raise RunNotFoundError(f"no run matches {run!r} in {where}; {existing}")
+    kind = "runs named" if exact else "runs start with"
+    raise AmbiguousRunError(
+        f"{len(matches)} {kind} {run!r} in {where}: {_listing(matches)}; "
+        "give a longer prefix or narrow with --experiment / --model-type"
+    )
+
+
+def create_run(
+    store: Store | str, experiment: str, model_type: str, run_id: str, *, overwrite: bool = False
+) -> RunRef:
+    """Claim a new run folder. With ``overwrite`` an existing run's files are deleted first."""
+    for kind, value in (("experiment", experiment), ("model type", model_type), ("run id", run_id)):
+        check_name(kind, value)
+    root = as_store(store)
+    ref = RunRef(experiment, model_type, run_id, root.child(f"{experiment}/{model_type}/{run_id}"))
+    existing = ref.store.list("")
+    if existing and not overwrite:
+        raise StoreError(f"run {ref.name} already exists at {ref.uri}; pass --overwrite to replace it or choose another name")
+    for key in existing:
+        ref.store.delete(key)
+    return ref
+
+
+class Run:
+    """An opened run: its validated config plus atomic access to its files."""
+
+    def __init__(self, ref: RunRef, config: RunConfig) -> None:
+        self.ref = ref
+        self.config = config
+
+    @property
+    def store(self) -> Store:
+        return self.ref.store
+
+    @classmethod
+    def open(cls, ref: RunRef) -> "Run":
+        try:
+            text = ref.store.read_text(CONFIG)
+        except KeyNotFoundError as exc:
+            raise RunFormatError(
+                f"run {ref.name} at {ref.uri} has no {CONFIG}: training did not finish; "
+                "re-run tthf-train with --overwrite or delete the folder"
+            ) from exc
+        return cls(ref, RunConfig.from_json(text, source=ref.store.uri(CONFIG)))
+
+    @classmethod
+    def new(cls, ref: RunRef, config: RunConfig) -> "Run":
+        """Write ``config.json`` into a run folder claimed with ``create_run``."""
+        ref.store.write_text(CONFIG, config.to_json())
+        return cls(ref, config)
+
+    def exists(self, key: str) -> bool:
+        return self.store.exists(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.store.read_bytes(key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.store.write_bytes(key, data)
+
+    def read_text(self, key: str) -> str:
+        return self.store.read_text(key)
+
+    def write_text(self, key: str, text: str) -> None:
+        self.store.write_text(key, text)
+
+    def __repr__(self) -> str:
+        return f"Run({self.ref.name!r}, {self.ref.uri!r})"

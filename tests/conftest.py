@@ -1,0 +1,81 @@
+"""Shared fixtures: a loopback S3 server (moto) and stores that run a test on disk and on S3.
+
+Heavy imports stay inside fixtures so collecting the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_moto(port: int):  # -> moto ThreadedMotoServer
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Endpoint URL of a moto S3 server on 127.0.0.1, shared by the session."""
+    server = start_moto(free_port())
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Fake credentials and TTHF_S3_ENDPOINT_URL for one test; real AWS config is never read."""
+    nowhere = tmp_path_factory.getbasetemp() / "no-aws-config"
+    for name in (
+        "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("TTHF_S3_ENDPOINT_URL", s3_server)
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
+    """A fresh, empty bucket; returns ``s3://bucket/prefix``."""
+    import boto3
+
+    bucket = f"tthf-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/prefix"
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def tmp_store_uri(request: pytest.FixtureRequest, tmp_path) -> str:
+    """An empty store root, once as a local folder and once as an S3 prefix."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3_bucket")
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def tmp_store(tmp_store_uri: str):  # -> tthf.engine.store.Store
+    from tthf.engine.store import open_store
+
+    return open_store(tmp_store_uri)
