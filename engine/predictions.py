@@ -1,0 +1,85 @@
+"""Turn model outputs at window positions into the per-date predictions table.
+
+Dense mode predicts every valid window; sparse mode predicts every ``stride``-th minute
+and forward-fills. Both produce one row per (symbol, minute) whose dense window is
+valid (design.md, "Predictions file"); a sparse row takes the prediction of the last
+*scheduled* sample at or before its minute, ``source_ts``. If that scheduled window
+is not valid (the symbol was halted or had no quotes inside it), the minutes it would
+have filled get no row rather than an older, staler forecast: a fill never spans more
+than ``stride - 1`` minutes. So sparse rows are a subset of dense rows and equal them at
+sampled minutes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import polars as pl
+
+from tthf.engine.config import OUTPUT_NAMES
+
+COLUMNS = ("ts", "symbol", *OUTPUT_NAMES, "source_ts")
+FORMATS = ("csv", "parquet")
+
+
+def scheduled_minute(minutes: np.ndarray, seq_len: int, stride: int) -> np.ndarray:
+    """The sampled minute at or before each minute index (windows start at ``seq_len - 1``)."""
+    return minutes - (minutes - (seq_len - 1)) % stride
+
+
+def assemble(
+    symbols: list[str],
+    minutes: np.ndarray,
+    dense_pos: tuple[np.ndarray, np.ndarray],
+    sampled_pos: tuple[np.ndarray, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    *,
+    seq_len: int,
+    stride: int,
+) -> pl.DataFrame:
+    """Rows for every dense position whose scheduled sample was predicted, sorted by (ts, symbol).
+
+    ``dense_pos`` / ``sampled_pos`` are (symbol index, minute index) arrays of the valid
+    windows at stride 1 and at ``stride``; ``outputs`` holds one value per sampled window.
+    """
+    n_sym, n_min = len(symbols), len(minutes)
+    lookup = np.full((n_sym, n_min), -1, dtype=np.int64)
+    lookup[sampled_pos[0], sampled_pos[1]] = np.arange(len(sampled_pos[0]))
+    sym, minute = dense_pos
+    source = scheduled_minute(minute.astype(np.int64), seq_len, stride)
+    row = lookup[sym, source]
+    keep = row >= 0
+    sym, minute, source, row = sym[keep], minute[keep], source[keep], row[keep]
+    order = np.lexsort((sym, minute))
+    sym, minute, source, row = sym[order], minute[order], source[order], row[order]
+    table = {
+        "ts": pl.Series("ts", minutes[minute]).dt.replace_time_zone("UTC"),
+        "symbol": pl.Series("symbol", symbols, dtype=pl.String).gather(sym),
+    }
+    for name in OUTPUT_NAMES:
+        table[name] = pl.Series(name, np.asarray(outputs[name], dtype=np.float32)[row])
+    table["source_ts"] = pl.Series("source_ts", minutes[source]).dt.replace_time_zone("UTC")
+    return pl.DataFrame(table).select(COLUMNS)
+
+
+def encode(frame: pl.DataFrame, fmt: str) -> bytes:
+    """Serialize a predictions table; byte-identical for identical tables (reruns compare equal)."""
+    buf = io.BytesIO()
+    if fmt == "csv":
+        frame.write_csv(buf, datetime_format="%Y-%m-%dT%H:%M:%SZ")
+    elif fmt == "parquet":
+        frame.write_parquet(buf, compression="zstd", statistics=False)
+    else:
+        raise ValueError(f"unknown predictions format {fmt!r}; use one of {FORMATS}")
+    return buf.getvalue()
+
+
+def decode(data: bytes, fmt: str) -> pl.DataFrame:
+    """Read a predictions file back with the types ``assemble`` produced."""
+    if fmt == "parquet":
+        return pl.read_parquet(io.BytesIO(data))
+    frame = pl.read_csv(io.BytesIO(data), schema_overrides={n: pl.Float32 for n in OUTPUT_NAMES})
+    return frame.with_columns(
+        pl.col("ts", "source_ts").str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="us", time_zone="UTC")
+    )
