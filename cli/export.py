@@ -1,0 +1,88 @@
+"""tthf-export: checkpoint -> ONNX (fp32, fp16) -> TensorRT engine, each validated against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tthf.cli._common import run_cli
+from tthf.engine.runs import DEFAULT_EXPERIMENT
+from tthf.export.config import EXPORTERS, ExportConfig
+
+STORE_ENV, DATA_ENV, ENDPOINT_ENV = "TTHF_STORE", "TTHF_DATA", "TTHF_S3_ENDPOINT_URL"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ExportConfig()
+    parser = argparse.ArgumentParser(
+        prog="tthf-export",
+        description=(
+            "Export a run's checkpoint to ONNX (fp32 model.onnx and mixed-precision model_fp16.onnx) and, "
+            "on a host with a CUDA GPU and TensorRT, to an fp16 TensorRT engine. Every artifact is compared "
+            "with the PyTorch reference on random inputs and on real windows from the run's held-out dates; "
+            "a difference beyond the documented tolerance (docs/export.md) fails the export and writes "
+            "nothing. Writes {run}/export/ with manifest.json (hashes, versions, validation) and prints "
+            "the validation table. Without a GPU the engine is skipped with the reason and the command "
+            "that builds it; --require-engine makes that an error."
+        ),
+    )
+    parser.add_argument("--run", required=True, help="run id or a unique prefix of one, e.g. jennifer")
+    parser.add_argument("--store", default=os.environ.get(STORE_ENV, "./runs"),
+                        help=f"run store, a folder or s3://bucket/prefix (default: ${STORE_ENV} or ./runs)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment folder (default: %(default)s)")
+    parser.add_argument("--data", default=None,
+                        help="data root for the held-out windows (default: the run's data root in config.json)")
+    parser.add_argument("--require-engine", action="store_true",
+                        help="fail unless the TensorRT engine is built and validated (needs CUDA + tensorrt)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default=d.exporter,
+                        help="ONNX exporter (default: %(default)s; docs/export.md explains the choice)")
+    parser.add_argument("--opset", type=int, default=d.opset, help="ONNX opset, >= 17 (default: %(default)s)")
+    parser.add_argument("--min-batch", type=int, default=d.min_batch,
+                        help="smallest batch the engine accepts (default: %(default)s)")
+    parser.add_argument("--opt-batch", type=int, action="append", dest="opt_batches",
+                        help="batch the engine is tuned for; repeat for several optimization profiles "
+                             f"(default: {' and '.join(map(str, d.opt_batches))}: one minute of every symbol, "
+                             "and the dense runner's batch)")
+    parser.add_argument("--max-batch", type=int, default=d.max_batch,
+                        help="largest batch per engine call; larger batches are split (default: %(default)s)")
+    parser.add_argument("--workspace-mib", type=int, default=d.workspace_mib,
+                        help="TensorRT builder workspace limit in MiB (default: %(default)s)")
+    parser.add_argument("--real-windows", type=int, default=d.real_windows,
+                        help="held-out windows to validate on, 0 to skip (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the random validation inputs")
+    parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENDPOINT_ENV),
+                        help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def body(args: argparse.Namespace) -> int:
+    from tthf.engine.runs import Run, find_run
+    from tthf.engine.store import open_store
+    from tthf.export.api import export_run
+
+    cfg = ExportConfig(
+        exporter=args.exporter, opset=args.opset, min_batch=args.min_batch,
+        opt_batches=tuple(args.opt_batches or ExportConfig().opt_batches), max_batch=args.max_batch,
+        workspace_mib=args.workspace_mib, real_windows=args.real_windows, seed=args.seed,
+        require_engine=args.require_engine,
+    )
+    store = open_store(args.store, endpoint_url=args.s3_endpoint_url)
+    run = Run.open(find_run(store, args.run, experiment=args.experiment))
+    result = export_run(run, cfg, store_uri=args.store, data_root=args.data, endpoint_url=args.s3_endpoint_url)
+    print(result.table)
+    for note in result.manifest.notes:
+        print(f"note: {note}")
+    print(result.engine_message)
+    print(f"export of {run.ref.name} written to {run.store.uri('export')} "
+          f"({len(result.manifest.artifacts)} artifacts, {len(result.results)} checks passed)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("tthf-export", body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""``ExportConfig``: every setting of one export, saved in ``export/manifest.json``.
+
+The TensorRT engine gets one optimization profile per entry of ``opt_batches``, all
+sharing ``min_batch``..``max_batch``: the realistic batches are every symbol of one
+minute (the real-time runner) and the dense runner's batch, and TensorRT tunes its
+kernels for the ``opt`` shape of each profile. The engine picks the profile whose
+``opt`` is nearest to the batch it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tthf.engine.config import from_dict
+from tthf.errors import UsageError
+
+EXPORTERS = ("dynamo", "torchscript")
+
+# Symbols of one minute for a broad US universe (the real-time batch), and the dense
+# runner's batch. Both are defaults only: pass the real ones with --opt-batch.
+REALTIME_BATCH = 512
+DENSE_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export, build and validate; ``tthf-export --help`` documents each flag."""
+
+    exporter: str = "dynamo"
+    opset: int = 18
+    min_batch: int = 1
+    opt_batches: tuple[int, ...] = (REALTIME_BATCH, DENSE_BATCH)
+    max_batch: int = 8192
+    workspace_mib: int = 2048
+    # Validation: random N(0, 1) batches (features are scaled to unit scale) at these
+    # sizes, plus up to ``real_windows`` windows from the held-out (test) dates.
+    random_batches: tuple[int, ...] = (1, 37, REALTIME_BATCH)
+    real_windows: int = 2048
+    seed: int = 0
+    require_engine: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "opt_batches", tuple(int(b) for b in self.opt_batches))
+        object.__setattr__(self, "random_batches", tuple(int(b) for b in self.random_batches))
+        if self.exporter not in EXPORTERS:
+            raise UsageError(f"unknown exporter {self.exporter!r}; choose one of {', '.join(EXPORTERS)}")
+        if self.opset < 17:
+            raise UsageError(f"opset {self.opset} is too old: LayerNormalization needs opset 17 or newer")
+        if self.exporter == "dynamo" and self.opset < 18:
+            raise UsageError("the dynamo exporter writes opset 18 or newer; pass --opset 18")
+        if not self.opt_batches:
+            raise UsageError("give at least one --opt-batch")
+        if not 1 <= self.min_batch <= min(self.opt_batches) <= max(self.opt_batches) <= self.max_batch:
+            raise UsageError(
+                f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= every opt {list(self.opt_batches)} "
+                f"<= max ({self.max_batch}); fix --min-batch/--opt-batch/--max-batch"
+            )
+        if any(b < 1 for b in self.random_batches) or self.real_windows < 0:
+            raise UsageError("validation batch sizes must be >= 1 and --real-windows >= 0")
+        if self.workspace_mib < 1:
+            raise UsageError("--workspace-mib must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "export/manifest.json") -> "ExportConfig":
+        return from_dict(cls, raw, source)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

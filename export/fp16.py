@@ -1,0 +1,179 @@
+"""fp32 ONNX -> mixed-precision fp16 ONNX for strongly typed TensorRT engines.
+
+TensorRT 11 removed the FP16 builder flag: a network's precision is the precision of
+its ONNX tensors. This pass decides per node. A node runs in fp16 only when its op is
+in ``FP16_OPS`` (matrix products, elementwise arithmetic, GELU's erf, layout ops) AND
+it feeds a later matrix product. Everything else stays fp32:
+
+- LayerNormalization, Softmax and reductions (their statistics overflow or lose
+  digits in fp16);
+- the heads' output tails (exp of the log-vol, erf of the confidence, clips and
+  scalings after the last matrix product), so every output is computed in fp32 from
+  the fp16 matrix product before it;
+- the graph inputs and outputs (float32), so callers never see half precision.
+
+Casts go in on the edges where a tensor's precision changes; one Cast per tensor and
+target type is shared by all consumers. Float initializers used by fp16 nodes get an
+fp16 copy (clipped to the fp16 range; the clip count is logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tthf.errors import ExportError
+
+log = logging.getLogger("tthf.export")
+
+FP16_OPS = frozenset({
+    "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Neg", "Erf", "Relu", "Tanh", "Sigmoid",
+    "Reshape", "Transpose", "Gather", "Concat", "Squeeze", "Unsqueeze", "Slice", "Flatten", "Identity",
+})
+MATMUL_OPS = frozenset({"MatMul", "Gemm"})
+FP16_MAX = float(np.finfo(np.float16).max)
+_FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+def half_nodes(graph: onnx.GraphProto) -> set[int]:
+    """Indices of the nodes that run in fp16 (see the module docstring for the rule)."""
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            consumers[name].append(i)
+    feeds_matmul = [False] * len(graph.node)
+    for i in reversed(range(len(graph.node))):  # nodes are topologically sorted (onnx.checker)
+        feeds_matmul[i] = any(
+            graph.node[j].op_type in MATMUL_OPS or feeds_matmul[j]
+            for out in graph.node[i].output
+            for j in consumers.get(out, ())
+        )
+    return {
+        i for i, node in enumerate(graph.node)
+        if node.op_type in FP16_OPS and (node.op_type in MATMUL_OPS or feeds_matmul[i])
+    }
+
+
+def _float_types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    g = inferred.graph
+    types = {init.name: init.data_type for init in g.initializer}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        types[vi.name] = vi.type.tensor_type.elem_type
+    for node in g.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+    return types
+
+
+def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A new model: fp16 where safe, fp32 where it must be, float32 inputs and outputs."""
+    src = model.graph
+    for node in src.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise ExportError(
+                f"node {node.name or node.op_type} has a subgraph ({node.op_type}); the fp16 pass handles "
+                "straight-line graphs only, export the model without control flow"
+            )
+    types = _float_types(model)
+    half = half_nodes(src)
+    inits = {init.name: init for init in src.initializer}
+    graph_outputs = {o.name for o in src.output}
+
+    nodes = [onnx.NodeProto() for _ in src.node]
+    for new, old in zip(nodes, src.node):
+        new.CopyFrom(old)
+    # An output produced in fp16 keeps its name on a final Cast to float32.
+    renamed = {}
+    for i in half:
+        for k, out in enumerate(nodes[i].output):
+            if out in graph_outputs and types.get(out) == _FLOAT:
+                renamed[out] = f"{out}__fp16"
+                nodes[i].output[k] = renamed[out]
+    for node in nodes:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+
+    original_of = {new: old for old, new in renamed.items()}
+
+    def is_float(name: str) -> bool:
+        return types.get(original_of.get(name, name)) == _FLOAT
+
+    is_half: set[str] = set()
+    half_inits: dict[str, TensorProto] = {}
+    casts: dict[tuple[str, int], str] = {}
+    out_nodes: list[onnx.NodeProto] = []
+    clipped = 0
+
+    def cast(name: str, to: int) -> str:
+        key = (name, to)
+        if key not in casts:
+            casts[key] = f"{name}__to_{'fp16' if to == _HALF else 'fp32'}"
+            out_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to, name=f"Cast_{casts[key]}"))
+        return casts[key]
+
+    for i, node in enumerate(nodes):
+        want = _HALF if i in half else _FLOAT
+        for k, name in enumerate(node.input):
+            if not name or not is_float(name):
+                continue
+            if name in inits and want == _HALF:
+                if name not in half_inits:
+                    arr = numpy_helper.to_array(inits[name])
+                    clipped += int(np.count_nonzero(np.abs(arr) > FP16_MAX))
+                    half_inits[name] = numpy_helper.from_array(
+                        np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), f"{name}__fp16"
+                    )
+                node.input[k] = half_inits[name].name
+                continue
+            have = _HALF if name in is_half else _FLOAT
+            if have != want:
+                node.input[k] = cast(name, want)
+        out_nodes.append(node)
+        if want == _HALF:
+            is_half.update(o for o in node.output if is_float(o))
+    for original, fp16_name in renamed.items():
+        out_nodes.append(helper.make_node("Cast", [fp16_name], [original], to=_FLOAT, name=f"Cast_{original}"))
+    if clipped:
+        log.warning("fp16: %d weight value(s) beyond +-%.0f were clipped to the fp16 range", clipped, FP16_MAX)
+
+    used = {name for node in out_nodes for name in node.input}
+    graph = helper.make_graph(
+        out_nodes,
+        src.name,
+        list(src.input),
+        list(src.output),
+        initializer=[t for t in src.initializer if t.name in used] + [t for t in half_inits.values() if t.name in used],
+    )
+    result = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="tthf.export.fp16")
+    result.ir_version = model.ir_version
+    for prop in model.metadata_props:
+        result.metadata_props.add().CopyFrom(prop)
+    try:
+        onnx.checker.check_model(result, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the fp16 model fails onnx.checker ({exc}); report this with the fp32 model.onnx") from exc
+    return result
+
+
+def precision_summary(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes compute in each precision, and how many Casts were added (for the manifest)."""
+    types = _float_types(model)
+    counts = {"fp16_nodes": 0, "fp32_nodes": 0, "casts": 0}
+    for node in model.graph.node:
+        if node.op_type == "Cast":
+            counts["casts"] += 1
+            continue
+        out_types = {types.get(o) for o in node.output}
+        if _HALF in out_types:
+            counts["fp16_nodes"] += 1
+        elif _FLOAT in out_types:
+            counts["fp32_nodes"] += 1
+    return counts
