@@ -1,6 +1,7 @@
 """Inference backends behind one interface: ``Backend.predict(batch) -> {output: (B,) float32}``.
 
-- ``torch``: the PyTorch reference from the checkpoint (CUDA when available, else CPU).
+- ``torch``: the PyTorch reference from the checkpoint (CUDA with fp16 autocast when
+  available, else fp32 on CPU).
 - ``onnxruntime``: the exported fp32 ``model.onnx`` with the best provider present
   (TensorRT EP, CUDA EP, else CPU); on CUDA the batch goes through I/O binding.
 - ``tensorrt``: the native fp16 engine for this host's GPU and TensorRT version; when
@@ -65,7 +66,9 @@ class TorchBackend(Backend):
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         parts = []
-        with torch.inference_mode():
+        # fp16 autocast on CUDA, as the original workflow ran; fp32 on CPU (the reference).
+        autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
+        with torch.inference_mode(), autocast:
             for i in range(0, len(batch), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(batch[i:i + self.batch_size], dtype=np.float32))
                 parts.append([t.float().cpu().numpy() for t in self.model(x.to(self.device))])

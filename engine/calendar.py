@@ -1,7 +1,8 @@
 """The US equity regular session: trading days, half days, and DST-aware session bounds.
 
 Rules follow NYSE's published holiday and early-close calendar (observed-date shifts,
-Good Friday, Juneteenth from 2022). Raw data also carries extended-hours rows; only the
+Good Friday, Juneteenth from 2022), plus the unscheduled closures listed in
+``SPECIAL_CLOSURES``. Raw data also carries extended-hours rows; only the
 minutes returned by ``session_minutes`` are ever used.
 """
 
@@ -17,6 +18,16 @@ NEW_YORK = ZoneInfo("America/New_York")
 OPEN = dt.time(9, 30)
 CLOSE = dt.time(16, 0)
 EARLY_CLOSE = dt.time(13, 0)
+
+# Unscheduled full-day closures that no rule produces (attacks, weather, days of mourning).
+SPECIAL_CLOSURES = frozenset({
+    dt.date(2001, 9, 11), dt.date(2001, 9, 12), dt.date(2001, 9, 13), dt.date(2001, 9, 14),
+    dt.date(2004, 6, 11),  # President Reagan
+    dt.date(2007, 1, 2),  # President Ford
+    dt.date(2012, 10, 29), dt.date(2012, 10, 30),  # Hurricane Sandy
+    dt.date(2018, 12, 5),  # President G. H. W. Bush
+    dt.date(2025, 1, 9),  # President Carter
+})
 
 
 def _easter(year: int) -> dt.date:
@@ -67,6 +78,7 @@ def holidays(year: int) -> frozenset[dt.date]:
         _observed(dt.date(year, 12, 25)),
     ]
     # A Saturday Jan 1 of next year is not observed on this year's Dec 31 (NYSE rule).
+    days += [d for d in SPECIAL_CLOSURES if d.year == year]
     return frozenset(d for d in days if d is not None)
 
 

@@ -37,10 +37,10 @@ class ModelConfig:
 
     n_features: int
     seq_len: int = SEQ_LEN
-    d_model: int = 64
+    d_model: int = 32
     n_heads: int = 4
     n_layers: int = 2
-    d_ff: int = 128
+    d_ff: int = 64
     dropout: float = 0.1
     ret_scale: float = 1e-2
     vol_scale: float = 1e-3
@@ -53,13 +53,13 @@ class TrainConfig:
     """Training settings, recorded in the run so that it can be reproduced."""
 
     seed: int = 0
-    epochs: int = 8
-    batch_size: int = 256
-    lr: float = 2e-3
+    epochs: int = 6
+    batch_size: int = 512
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     patience: int = 2
     train_stride: int = 5
-    max_train_windows: int = 200_000
+    max_train_windows: int = 40_000
     val_frac: float = 0.15
     test_frac: float = 0.15
     purge_days: int = 1
