@@ -19,19 +19,23 @@ libstdcxx="$("${CXX:-c++}" -print-file-name=libstdc++.so)"
 [[ -f "$libasan" ]] || { echo "sanitize: libasan.so not found (install the compiler's ASan runtime)" >&2; exit 1; }
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:strict_string_checks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-cd "$root"
 # Put the sanitized module first on tthf.engine's search path, then run the tests.
-LD_PRELOAD="$libasan $libstdcxx" PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" python - "$build" <<'PY'
+# tthf itself is whatever this interpreter imports (the installed package in CI, the
+# source tree in development); the build folder as working directory keeps the
+# checkout's tthf/ folder from shadowing it.
+cd "$build"
+LD_PRELOAD="$libasan $libstdcxx" python - "$build" "$root/tests/test_windows.py" <<'PY'
 import sys
 
 import tthf.engine
 
-tthf.engine.__path__.insert(0, sys.argv[1])
+build, tests = sys.argv[1:]
+tthf.engine.__path__.insert(0, build)
 import tthf.engine._windows as kernel
 
-assert kernel.__file__.startswith(sys.argv[1]), f"not the sanitized build: {kernel.__file__}"
+assert kernel.__file__.startswith(build), f"not the sanitized build: {kernel.__file__}"
 print(f"sanitize: testing {kernel.__file__}")
 import pytest
 
-sys.exit(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "tests/test_windows.py"]))
+sys.exit(pytest.main(["-x", "-q", "-p", "no:cacheprovider", tests]))
 PY
