@@ -41,7 +41,7 @@ class ModelConfig:
     n_heads: int = 4
     n_layers: int = 2
     d_ff: int = 64
-    dropout: float = 0.1
+    dropout: float = 0.0
     ret_scale: float = 1e-2
     vol_scale: float = 1e-3
     ret_band: float = 2.5e-3
