@@ -274,6 +274,12 @@ def _rmean(expr: pl.Expr, k: int) -> pl.Expr:
     return _o(expr.rolling_mean(k, min_samples=1))
 
 
+def _rsqrt(squares: pl.Expr, k: int) -> pl.Expr:
+    """Root of a rolling mean of squares; clipped at 0 because polars' running sums can end a
+    little below zero (e.g. -3e-22) after a stretch of zeros, and the root would be NaN."""
+    return _rmean(squares, k).clip(lower_bound=0).sqrt()
+
+
 def _rstd(expr: pl.Expr, k: int) -> pl.Expr:
     return _o(expr.rolling_std(k, min_samples=2))
 
@@ -336,8 +342,8 @@ def base_exprs() -> list[list[pl.Expr]]:
         ],
         [
             _o(col("_macd").ewm_mean(span=9, adjust=False)).alias("_macd_signal"),
-            _o(col("_r2").rolling_mean(5, min_samples=1)).sqrt().alias("_rv5"),
-            _o(col("_r2").rolling_mean(30, min_samples=1)).sqrt().alias("_rv30"),
+            _rsqrt(col("_r2"), 5).alias("_rv5"),
+            _rsqrt(col("_r2"), 30).alias("_rv30"),
         ],
     ]
 
@@ -397,11 +403,11 @@ def feature_exprs(n_minutes: int) -> list[pl.Expr]:
         "minutes_since_trade": (col("_row") - col("_last_trade")).clip(upper_bound=60),
         "signed_flow_15": _rmean((col("close") - _lag(mid, 1)).sign().fill_null(0.0) * lvol, 15),
         "rv_5": col("_rv5"),
-        "rv_10": _o(col("_r2").rolling_mean(10, min_samples=1)).sqrt(),
-        "rv_15": _o(col("_r2").rolling_mean(15, min_samples=1)).sqrt(),
+        "rv_10": _rsqrt(col("_r2"), 10),
+        "rv_15": _rsqrt(col("_r2"), 15),
         "rv_30": col("_rv30"),
         "rv_day": (_o(col("_r2").cum_sum()) / _o(col("_r2").cum_count())).sqrt(),
-        "parkinson_15": _rmean(hl, 15).sqrt(),
+        "parkinson_15": _rsqrt(hl, 15),
         "range_30": (hi30 / lo30).log(),
         "vol_of_vol_30": _rstd(col("_rv5"), 30),
         "vol_ratio_5_30": ((col("_rv5") + _VOL_EPS) / (col("_rv30") + _VOL_EPS)).log(),

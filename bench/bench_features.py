@@ -1,0 +1,46 @@
+"""Features of one market day: tthf's polars ``build_day`` against the pandas baseline.
+
+Both start from the same raw frame in memory (reading Parquet is the end-to-end
+benchmark's business) and must produce the same features and mask (asserted, with the
+tolerance of baseline/parity.py). Throughput is raw rows per second.
+"""
+
+from __future__ import annotations
+
+import pytest
+from baseline import build_features
+from baseline.parity import compare
+
+from tthf.engine.features import build_day
+from tthf.engine.marketdata import read_day
+
+
+@pytest.fixture(scope="module")
+def raw_day(market):
+    day = market.dates[-1]
+    raw = read_day(str(market.root), day)
+    return day, raw, raw.to_pandas()
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict:
+    return {}
+
+
+@pytest.mark.parametrize("variant", ["tthf-polars", "baseline-pandas"])
+def test_features(benchmark, sizes, raw_day, outputs, variant: str) -> None:
+    day, raw, raw_pd = raw_day
+    if variant == "tthf-polars":
+        fn = lambda: build_day(raw, day)  # noqa: E731
+    else:
+        fn = lambda: build_features(raw_pd, day)  # noqa: E731
+    benchmark.group = "features"
+    benchmark.extra_info.update(section="features", variant=variant, units=raw.height, unit="rows",
+                                symbols=sizes.symbols)
+    outputs[variant] = benchmark.pedantic(fn, rounds=sizes.rounds, warmup_rounds=0 if sizes.smoke else 1)
+    if len(outputs) == 2:
+        tthf = outputs["tthf-polars"]
+        symbols, frame, mask = outputs["baseline-pandas"]
+        parity = compare(tthf.features, tthf.mask, tthf.symbols, tthf.feature_names, symbols, frame, mask)
+        benchmark.extra_info.update(max_rel_err=parity.worst[1], worst_feature=parity.worst[0])
+        assert parity.ok, f"baseline and tthf features differ: {parity.beyond_tolerance()}, mask equal {parity.mask_equal}"

@@ -1,0 +1,158 @@
+"""Shared set-up of the benchmarks: collection, full vs smoke mode, the market and the run.
+
+Modes (docs in bench/README.md):
+
+- **full** (``bash bench/run.sh``): real sizes, pytest-benchmark timing, results in
+  bench/results.json, then bench/report.py writes bench/RESULTS.md.
+- **smoke** (``--benchmark-disable``, as .ci/run does, or ``TTHF_BENCH_SMOKE=1``): every
+  benchmark body runs once on tiny sizes with every correctness assert on, so the
+  suite cannot rot; the whole folder takes well under a minute or two.
+
+Sizes in full mode: ``TTHF_BENCH_SYMBOLS`` symbols (default 1000; also read by
+bench_windows.py) and ``TTHF_BENCH_DATES`` dates (default 2). The market is written once
+per session with engine/synth.py into a temporary folder; the run has the default model
+size with random weights (seed 0): speed does not depend on the weights, and the
+baseline's equality with tthf is checked on the same weights.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from benchlib import cpu_flags
+
+SMOKE_SYMBOLS = 24
+RUN_ID = "bench"
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    """Collect bench_*.py as test modules (pytest's default pattern is test_*.py).
+
+    A file named on the command line is collected by pytest itself already.
+    """
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not parent.session.isinitpath(file_path):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def smoke_mode(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_disable", False)) or os.environ.get("TTHF_BENCH_SMOKE") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if smoke_mode(config):
+        os.environ["TTHF_BENCH_SYMBOLS"] = str(SMOKE_SYMBOLS)  # bench_windows.py reads it too
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """What RESULTS.md needs to describe the machine, recorded in the JSON itself."""
+    import numpy
+    import pandas
+    import polars
+    import torch
+
+    info = {
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "cpu_flags": sorted(f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")),
+        "versions": {"torch": torch.__version__, "numpy": numpy.__version__, "polars": polars.__version__,
+                     "pandas": pandas.__version__},
+        "smoke": smoke_mode(config),
+        "symbols": int(os.environ.get("TTHF_BENCH_SYMBOLS", "1000")),
+    }
+    try:
+        import onnxruntime
+
+        info["versions"]["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    machine_info["tthf"] = info
+
+
+@dataclass(frozen=True)
+class Sizes:
+    smoke: bool
+    symbols: int
+    dates: int
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of the slow, whole-pipeline benchmarks."""
+        return 1 if self.smoke else 3
+
+
+@pytest.fixture(scope="session")
+def sizes(pytestconfig: pytest.Config) -> Sizes:
+    smoke = smoke_mode(pytestconfig)
+    symbols = int(os.environ.get("TTHF_BENCH_SYMBOLS", "1000"))
+    dates = 2 if smoke else int(os.environ.get("TTHF_BENCH_DATES", "2"))
+    return Sizes(smoke, symbols, dates)
+
+
+@dataclass(frozen=True)
+class Market:
+    root: Path
+    dates: list[dt.date]  # the first one also fits the scalers
+    symbols: int
+
+
+@pytest.fixture(scope="session")
+def market(sizes: Sizes, tmp_path_factory: pytest.TempPathFactory) -> Market:
+    from tthf.engine.marketdata import write_day
+    from tthf.engine.synth import SynthConfig, generate_day
+
+    cfg = SynthConfig(n_symbols=sizes.symbols, start=dt.date(2024, 3, 4), end=dt.date(2024, 3, 29), seed=11)
+    root = tmp_path_factory.mktemp("market")
+    days = cfg.days[: sizes.dates]
+    for day in days:
+        write_day(str(root), day, generate_day(cfg, day))
+    return Market(root, days, sizes.symbols)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    store: str
+    run: object  # tthf.engine.runs.Run
+    path: Path
+
+
+@pytest.fixture(scope="session")
+def bench_run(market: Market, tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    """A run with the default model size and random weights, exported (ONNX; TensorRT where possible)."""
+    import torch
+
+    from tthf.engine import runs
+    from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
+    from tthf.engine.features import build_day
+    from tthf.engine.marketdata import read_day
+    from tthf.engine.model import ThreeHeadedTransformer, save_checkpoint
+    from tthf.engine.scalers import Scalers
+    from tthf.export.api import export_run
+    from tthf.export.config import ExportConfig
+
+    store = str(tmp_path_factory.mktemp("store"))
+    train_day = build_day(read_day(str(market.root), market.dates[0]), market.dates[0])
+    names = list(train_day.feature_names)
+    torch.manual_seed(0)
+    model_cfg = ModelConfig(n_features=len(names))
+    model = ThreeHeadedTransformer(model_cfg).eval()
+    ref = runs.create_run(store, runs.DEFAULT_EXPERIMENT, runs.DEFAULT_MODEL_TYPE, RUN_ID, overwrite=True)
+    ref.store.write_bytes(runs.CHECKPOINT, save_checkpoint(model))
+    ref.store.write_text(runs.SCALERS, Scalers.fit([train_day]).to_json())
+    iso = [d.isoformat() for d in market.dates]
+    splits = Splits(train=iso[:1], val=iso[1:2], test=iso[-1:])
+    config = RunConfig(model=model_cfg, feature_names=names, splits=splits, train=TrainConfig(),
+                       data_root=str(market.root), seq_len=model_cfg.seq_len)
+    run = runs.Run.new(ref, config)
+    export_run(run, ExportConfig(real_windows=512), store_uri=store, data_root=str(market.root))
+    return BenchRun(store, run, Path(ref.uri))
