@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
-from tthf.cli._common import progress, run_cli
+from typing import Any
+
+from tthf.cli._common import run_cli
+from tthf.engine.gpu import WINDOWING
 from tthf.engine.inference import DateResult, InferenceSummary, RunOptions, run_inference
 
 EPILOG = """\
@@ -14,6 +18,9 @@ dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range 
 those (2024-01:2024-03) or a comma list (2024-03-05,2024-03-07). Dates without data are
 reported and skipped. Outputs go to {run}/inference/YYYY-MM-DD.csv (or .parquet) with a
 manifest; a rerun skips dates already done with the same model and settings.
+Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
+flight at once; a killed run loses at most those, and the rerun completes them. A date
+that cannot be read is recorded with its reason and the others go on.
 Exit code: 0 when every date with data was predicted, 1 if any failed, 2+ on usage,
 data, store or backend errors.
 """
@@ -33,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", default="csv", choices=("csv", "parquet"), help="output format (default: csv)")
     p.add_argument("--overwrite", action="store_true", help="redo dates that are already done")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed date")
+    p.add_argument("--no-overlap", dest="overlap", action="store_false",
+                   help="run the stages (read, features, predict, encode, write) one after another instead of "
+                        "overlapping them; slower, for measuring the overlap")
+    p.add_argument("--windowing", default="auto", choices=WINDOWING,
+                   help="GPU only: cut windows on the host and upload them, or upload each day's grid once and cut "
+                        "on the device (auto: whichever moves fewer bytes; default auto)")
     p.add_argument("--store", default=os.environ.get("TTHF_STORE", "runs"), help="run store: folder or s3://bucket/prefix (env TTHF_STORE; default ./runs)")
     p.add_argument("--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)")
     p.add_argument("--experiment", default=None, help="restrict the run search to one experiment")
@@ -42,27 +55,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _report(result: DateResult) -> None:
+class _Progress:
+    """A bar (dates, windows per second, ETA) on a terminal; one log line per date otherwise."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.windows = 0
+        self.started = time.perf_counter()
+
+    def start(self, total: int) -> None:
+        self.started = time.perf_counter()
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="dates", unit="date", dynamic_ncols=True, file=sys.stderr)
+
+    def date(self, result: DateResult) -> None:
+        if result.status == "ok":
+            self.windows += result.windows
+        if self.bar is not None:
+            rate = self.windows / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{rate:,.0f} windows/s")
+            self.bar.update(1)
+            if result.status == "failed":
+                self.bar.write(_line(result), file=sys.stderr)
+            return
+        print(_line(result), file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _line(result: DateResult) -> str:
     if result.status == "ok":
         s = result.seconds
-        print(f"{result.date}  ok       {result.rows:>9,} rows  {result.windows:>9,} windows  {s['total']:6.2f}s", file=sys.stderr)
-    else:
-        print(f"{result.date}  {result.status:<8} {result.reason}", file=sys.stderr)
+        return f"{result.date}  ok       {result.rows:>9,} rows  {result.windows:>9,} windows  {s['total']:6.2f}s"
+    return f"{result.date}  {result.status:<8} {result.reason}"
 
 
 def print_summary(summary: InferenceSummary) -> None:
     ok, failed = summary.by_status("ok"), summary.by_status("failed")
     skipped, missing = summary.by_status("skipped"), summary.by_status("no_data")
-    stages: dict[str, float] = {}
-    for r in ok:
-        for k, v in r.seconds.items():
-            stages[k] = stages.get(k, 0.0) + v
+    stages = summary.stage_seconds()
     rate = summary.windows / summary.seconds if summary.seconds else 0.0
     print(f"\nrun {summary.run}  backend {summary.backend}  stride {summary.stride}")
     print(f"dates: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped (already done), {len(missing)} without data")
     print(f"windows: {summary.windows:,} in {summary.seconds:.1f}s ({rate:,.0f} windows/s)")
     if stages:
-        print("time per stage: " + ", ".join(f"{k} {v:.2f}s" for k, v in stages.items() if k != "total"))
+        busy = {k: v for k, v in stages.items() if k not in ("total", "windows", "inference")}
+        print("time per stage (busy seconds, all dates): " + ", ".join(f"{k} {v:.2f}s" for k, v in busy.items())
+              + f" (of which windows {stages.get('windows', 0.0):.2f}s, inference {stages.get('inference', 0.0):.2f}s)")
+        mode = "overlapped" if summary.overlap else "one after another"
+        print(f"stages {mode}: {summary.pipeline_seconds:.2f}s wall for {sum(busy.values()):.2f}s of stage work")
     for r in failed:
         print(f"FAILED {r.date}: {r.reason}")
     files = [r.file for r in ok + skipped if r.file]
@@ -77,12 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(
             dates=args.dates, dense=args.dense, sample_every=args.sample_every, backend=args.backend,
             batch_size=args.batch_size, fmt=args.fmt, overwrite=args.overwrite, data_root=args.data,
-            fail_fast=args.fail_fast,
+            fail_fast=args.fail_fast, overlap=args.overlap, windowing=args.windowing,
         )
-        summary = run_inference(
-            args.store, args.run, options, experiment=args.experiment, model_type=args.model_type,
-            on_date=_report, progress=lambda dates: progress(dates, "dates", unit="date"),
-        )
+        bar = _Progress()
+        try:
+            summary = run_inference(
+                args.store, args.run, options, experiment=args.experiment, model_type=args.model_type,
+                on_date=bar.date, on_start=bar.start,
+            )
+        finally:
+            bar.close()
         print_summary(summary)
         return summary.exit_code
 

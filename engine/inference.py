@@ -1,16 +1,19 @@
 """Batch inference over many dates: ``tthf-run``'s library function.
 
-Per date: read the raw bars (local or S3), build the features exactly as training did,
-scale them with the run's scalers in the run's feature order, cut windows with the C++
-kernel into one reused buffer, predict with the chosen backend, and write one
-predictions file into the run's ``inference/`` folder atomically. A run manifest,
-``inference/manifest.json``, records every date's outcome; a rerun skips dates already
-done with the same model and settings. A date that fails is recorded with a one-line
-reason and the others go on.
+Per date, as overlapping stages (engine/pipeline.py, bounded queues): read the raw bars
+(local or S3; the next dates are read while this one computes), build the features
+exactly as training did and scale them in the run's feature order, cut windows with the
+C++ kernel straight into the next free (pinned, on GPU) buffer and predict with the
+chosen backend (engine/gpu.py), encode, and write one predictions file into the run's
+``inference/`` folder atomically. A run manifest, ``inference/manifest.json``, is
+rewritten (atomically) after every date with its outcome, so a killed run loses at most
+the dates in flight; a rerun skips dates already done with the same model and settings.
+A date that fails is recorded with a one-line reason and the others go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -18,7 +21,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,11 +31,14 @@ import tthf
 from tthf.engine import marketdata, predictions, windows
 from tthf.engine.backends import Backend, open_backend
 from tthf.engine.dates import parse_dates
+from tthf.engine.daydata import DayFeatures
 from tthf.engine.features import build_day
+from tthf.engine.gpu import WINDOWING, DayOutputs, make_runner
+from tthf.engine.pipeline import Item, Pipeline, Stage
 from tthf.engine.runs import CHECKPOINT, INFERENCE_DIR, SCALERS, Run, find_run
 from tthf.engine.scalers import Scalers
 from tthf.engine.store import KeyNotFoundError, Store, as_store
-from tthf.errors import DataError, StoreError, TthfError, UsageError
+from tthf.errors import DataError, StoreError, UsageError
 
 log = logging.getLogger("tthf.run")
 
@@ -52,6 +58,8 @@ class RunOptions:
     overwrite: bool = False
     data_root: str | None = None
     fail_fast: bool = False
+    overlap: bool = True  # False: the stages one after another (to measure the overlap)
+    windowing: str = "auto"  # GPU only: where windows are cut (tthf.engine.gpu.WINDOWING)
 
     def stride(self, run: Run) -> int:
         if self.dense:
@@ -66,6 +74,8 @@ class RunOptions:
             raise UsageError(f"unknown --format {self.fmt!r}; use one of {', '.join(predictions.FORMATS)}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.windowing not in WINDOWING:
+            raise UsageError(f"unknown --windowing {self.windowing!r}; use one of {', '.join(WINDOWING)}")
 
 
 @dataclass
@@ -81,6 +91,8 @@ class DateResult:
     reason: str = ""
     file: str = ""
     settings: str = ""
+    backend: str = ""
+    windowing: str = ""  # "host" or "device": where the windows were cut
 
 
 @dataclass
@@ -90,6 +102,16 @@ class InferenceSummary:
     stride: int
     results: list[DateResult]
     seconds: float
+    overlap: bool = True
+    pipeline_seconds: float = 0.0  # wall time of the dates that were computed
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Busy seconds per stage over the dates computed in this call (read, features, ...)."""
+        total: dict[str, float] = {}
+        for r in self.by_status("ok"):
+            for k, v in r.seconds.items():
+                total[k] = total.get(k, 0.0) + v
+        return total
 
     def by_status(self, status: str) -> list[DateResult]:
         return [r for r in self.results if r.status == status]
@@ -104,59 +126,54 @@ class InferenceSummary:
 
 
 class DayPredictor:
-    """Everything that turns one day's raw bars into its predictions table; built once per run."""
+    """Everything that turns one day's raw bars into its predictions table; built once per run.
 
-    def __init__(self, run: Run, backend: Backend, *, stride: int, batch_size: int) -> None:
+    ``features`` and ``predict_features`` are the two compute stages of the pipeline;
+    ``predict`` runs both (the real-time engine and the tests use it).
+    """
+
+    def __init__(self, run: Run, backend: Backend, *, stride: int, batch_size: int, windowing: str = "auto") -> None:
         cfg = run.config
         self.feature_names = list(cfg.feature_names)
         self.seq_len = cfg.seq_len
         self.stride = stride
         self.backend = backend
         self.scalers = Scalers.from_json(run.read_text(SCALERS), source=run.ref.store.uri(SCALERS))
-        self.buffer = np.empty((batch_size, cfg.seq_len, len(self.feature_names)), dtype=np.float32)
-        self.sym_out = np.empty(batch_size, dtype=np.int32)
-        self.minute_out = np.empty(batch_size, dtype=np.int32)
+        self.runner = make_runner(backend, capacity=batch_size, seq_len=cfg.seq_len,
+                                  n_features=len(self.feature_names), windowing=windowing)
+
+    def features(self, raw: pl.DataFrame, day: dt.date, *, source: str = "") -> tuple[DayFeatures, np.ndarray]:
+        """The day's features (cleaning counts included) and their scaled grid in the run's order."""
+        feats = build_day(raw, day, source=source)
+        return feats, self.scalers.transform(feats, self.feature_names)
+
+    def predict_features(self, feats: DayFeatures, scaled: np.ndarray) -> tuple[pl.DataFrame, DayOutputs]:
+        """Predictions table of a day from its scaled grid; the runner's outputs say where time went."""
+        result = self.runner.run(scaled, feats.mask, stride=self.stride)
+        dense_pos = windows.window_positions(feats.mask, self.seq_len, 1)
+        frame = predictions.assemble(feats.symbols, feats.minutes, dense_pos, (result.sym, result.minute),
+                                     result.outputs, seq_len=self.seq_len, stride=self.stride)
+        return frame, result
 
     def predict(self, raw: pl.DataFrame, day: dt.date, *, source: str = "") -> tuple[pl.DataFrame, dict[str, float], dict[str, int]]:
         """Predictions table, per-stage seconds and cleaning counts of one day."""
         t0 = time.perf_counter()
-        feats = build_day(raw, day, source=source)
-        scaled = self.scalers.transform(feats, self.feature_names)
+        feats, scaled = self.features(raw, day, source=source)
         t1 = time.perf_counter()
-        total = windows.count_windows(feats.mask, self.seq_len, self.stride)
-        outputs = {name: np.empty(total, dtype=np.float32) for name in predictions.OUTPUT_NAMES}
-        sym = np.empty(total, dtype=np.int32)
-        minute = np.empty(total, dtype=np.int32)
-        infer_s = 0.0
-        start = 0
-        while start < total:
-            n, nxt = windows.cut_windows(
-                scaled, feats.mask, self.buffer, seq_len=self.seq_len, stride=self.stride, start=start,
-                sym_out=self.sym_out, minute_out=self.minute_out,
-            )
-            t_inf = time.perf_counter()
-            batch = self.backend.predict(self.buffer[:n])
-            infer_s += time.perf_counter() - t_inf
-            for name in predictions.OUTPUT_NAMES:
-                outputs[name][start:nxt] = batch[name]
-            sym[start:nxt] = self.sym_out[:n]
-            minute[start:nxt] = self.minute_out[:n]
-            start = nxt
-        dense_pos = windows.window_positions(feats.mask, self.seq_len, 1)
-        frame = predictions.assemble(
-            feats.symbols, feats.minutes, dense_pos, (sym, minute), outputs, seq_len=self.seq_len, stride=self.stride
-        )
+        frame, result = self.predict_features(feats, scaled)
         t2 = time.perf_counter()
-        seconds = {"features": t1 - t0, "windows": t2 - t1 - infer_s, "inference": infer_s, "windows_count": float(total)}
+        seconds = {"features": t1 - t0, "windows": t2 - t1 - result.seconds["inference"],
+                   "inference": result.seconds["inference"], "windows_count": float(len(result.sym))}
         return frame, seconds, dict(feats.counts)
 
 
-def _settings_key(run: Run, options: RunOptions, stride: int, backend: str) -> str:
+def _settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
     """Identifies a date's output: same key means a rerun may skip it."""
     checkpoint = hashlib.sha256(run.read_bytes(CHECKPOINT)).hexdigest()
     scalers = hashlib.sha256(run.read_bytes(SCALERS)).hexdigest()
     payload = json.dumps(
-        {"checkpoint": checkpoint, "scalers": scalers, "stride": stride, "format": options.fmt, "backend": backend},
+        {"checkpoint": checkpoint, "scalers": scalers, "stride": stride, "format": options.fmt, "backend": backend,
+         "data_root": data_root},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -199,9 +216,13 @@ def run_inference(
     experiment: str | None = None,
     model_type: str | None = None,
     on_date: Callable[[DateResult], None] | None = None,
-    progress: Callable[[Iterable[dt.date]], Iterable[dt.date]] = lambda dates: dates,
+    on_start: Callable[[int], None] | None = None,
 ) -> InferenceSummary:
-    """Predict every selected date of ``run_name`` and write one file per date (see module doc)."""
+    """Predict every selected date of ``run_name`` and write one file per date (see module doc).
+
+    ``on_start(n)`` is called once with the number of dates, ``on_date`` with each date's
+    result as soon as it is final (in date order).
+    """
     options.check()
     started = time.perf_counter()
     run = Run.open(find_run(store, run_name, experiment=experiment, model_type=model_type))
@@ -210,8 +231,8 @@ def run_inference(
     available = marketdata.list_dates(data_root)
     selection = parse_dates(options.dates, available)
     backend = open_backend(run, options.backend)
-    predictor = DayPredictor(run, backend, stride=stride, batch_size=options.batch_size)
-    settings = _settings_key(run, options, stride, backend.name)
+    predictor = DayPredictor(run, backend, stride=stride, batch_size=options.batch_size, windowing=options.windowing)
+    settings = _settings_key(run, options, stride, backend.name, data_root.uri())
     manifest = _load_manifest(run)
     manifest.update(
         run=run.ref.name,
@@ -219,47 +240,130 @@ def run_inference(
                   "format": options.fmt, "data_root": data_root.uri()},
         versions=_versions(backend),
     )
-    results = [DateResult(d.isoformat(), "no_data", reason=f"no data under {data_root.uri()}") for d in selection.missing]
-    for result in results:
+    if on_start:
+        on_start(len(selection.dates) + len(selection.missing))
+    results: list[DateResult] = []
+
+    def report(result: DateResult) -> None:
+        results.append(result)
         if on_date:
             on_date(result)
-    for day in progress(selection.dates):
-        result = _run_date(run, predictor, data_root, day, options, settings, manifest)
-        results.append(result)
-        if result.status != "skipped":
+
+    for day in selection.missing:
+        missing = DateResult(day.isoformat(), "no_data", reason=f"no data under {data_root.uri(marketdata.partition(day))}")
+        manifest["dates"][missing.date] = dataclasses.asdict(missing)
+        report(missing)
+    # skipped dates are reported in date order among the computed ones (--fail-fast stops there)
+    skipped: list[DateResult] = []
+    todo = []
+    for day in selection.dates:
+        done = _already_done(run, manifest, day, options, settings)
+        if done:
+            skipped.append(done)
+        else:
+            todo.append(day)
+    stages = _stages(predictor, data_root, options.fmt)
+    wall = time.perf_counter()
+    stopped = False
+    with contextlib.closing(Pipeline(stages, overlap=options.overlap).run(todo)) as items:
+        for item in items:
+            while skipped and skipped[0].date < item.key.isoformat():
+                report(skipped.pop(0))
+            result = _finish(run, item, options.fmt, settings, backend.name)
             manifest["dates"][result.date] = dataclasses.asdict(result)
             run.write_text(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        if on_date:
-            on_date(result)
-        if result.status == "failed" and options.fail_fast:
-            break
+            report(result)
+            if result.status == "failed" and options.fail_fast:
+                stopped = True
+                break
+    if not stopped:
+        for result in skipped:
+            report(result)
+    if selection.missing:
+        run.write_text(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    wall = time.perf_counter() - wall
     results.sort(key=lambda r: r.date)
-    return InferenceSummary(run.ref.name, backend.name, stride, results, time.perf_counter() - started)
+    return InferenceSummary(run.ref.name, backend.name, stride, results, time.perf_counter() - started,
+                            overlap=options.overlap, pipeline_seconds=wall)
 
 
-def _run_date(run: Run, predictor: DayPredictor, data_root: Store, day: dt.date, options: RunOptions,
-              settings: str, manifest: dict) -> DateResult:
+def _already_done(run: Run, manifest: dict, day: dt.date, options: RunOptions, settings: str) -> DateResult | None:
     key = output_key(day, options.fmt)
     previous = manifest["dates"].get(day.isoformat(), {})
-    if (not options.overwrite and previous.get("status") == "ok" and previous.get("settings") == settings
-            and run.exists(key)):
-        return DateResult(day.isoformat(), "skipped", rows=previous.get("rows", 0), file=run.ref.store.uri(key),
-                          settings=settings, reason="already done with the same model and settings")
-    t0 = time.perf_counter()
-    try:
-        raw = marketdata.read_day(data_root, day)
-        t1 = time.perf_counter()
-        frame, seconds, counts = predictor.predict(raw, day, source=data_root.uri(marketdata.partition(day)))
-        t2 = time.perf_counter()
-        run.write_bytes(key, predictions.encode(frame, options.fmt))
-        t3 = time.perf_counter()
-    except (DataError, StoreError) as exc:
-        log.warning("%s failed: %s", day, exc)
-        return DateResult(day.isoformat(), "failed", reason=str(exc), settings=settings)
-    except TthfError:
-        raise
-    n_windows = int(seconds.pop("windows_count"))
-    seconds = {"read": t1 - t0, **seconds, "write": t3 - t2, "total": t3 - t0}
-    return DateResult(day.isoformat(), "ok", rows=frame.height, windows=n_windows,
-                      seconds={k: round(v, 4) for k, v in seconds.items()}, counts=counts,
-                      file=run.ref.store.uri(key), settings=settings)
+    if (options.overwrite or previous.get("status") != "ok" or previous.get("settings") != settings
+            or not run.exists(key)):
+        return None
+    return DateResult(day.isoformat(), "skipped", rows=previous.get("rows", 0), windows=previous.get("windows", 0),
+                      file=run.ref.store.uri(key), settings=settings, backend=previous.get("backend", ""),
+                      reason="already done with the same model and settings")
+
+
+@dataclass
+class _Day:
+    """What travels between the stages for one date."""
+
+    raw: pl.DataFrame | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    feats: DayFeatures | None = None
+    scaled: np.ndarray | None = None
+    frame: pl.DataFrame | None = None
+    outputs: DayOutputs | None = None
+    data: bytes = b""
+
+
+def _stages(predictor: DayPredictor, data_root: Store, fmt: str) -> list[Stage]:
+    """read -> features -> predict -> encode; the caller writes (it owns the manifest)."""
+
+    def read(day: dt.date, _: None) -> _Day:
+        counts: dict[str, int] = {}
+        return _Day(raw=marketdata.read_day(data_root, day, counts=counts), counts=counts)
+
+    def features(day: dt.date, state: _Day) -> _Day:
+        assert state.raw is not None
+        state.feats, state.scaled = predictor.features(state.raw, day, source=data_root.uri(marketdata.partition(day)))
+        state.raw = None
+        return state
+
+    def predict(day: dt.date, state: _Day) -> _Day:
+        assert state.feats is not None and state.scaled is not None
+        state.frame, state.outputs = predictor.predict_features(state.feats, state.scaled)
+        state.counts.update(state.feats.counts)
+        state.feats = state.scaled = None
+        return state
+
+    def encode(day: dt.date, state: _Day) -> _Day:
+        assert state.frame is not None
+        state.data = predictions.encode(state.frame, fmt)
+        return state
+
+    return [("read", read), ("features", features), ("predict", predict), ("encode", encode)]
+
+
+def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str) -> DateResult:
+    """Write a date's file (atomic) and turn its pipeline item into the manifest entry."""
+    day: dt.date = item.key
+    key = output_key(day, fmt)
+    error = item.error
+    if error is None:
+        state: _Day = item.payload
+        t0 = time.perf_counter()
+        try:
+            run.write_bytes(key, state.data)
+        except StoreError as exc:
+            error = exc
+        item.seconds["write"] = time.perf_counter() - t0
+    if error is not None:
+        if not isinstance(error, (DataError, StoreError)):
+            raise error
+        reason = " ".join(str(error).split())  # one line
+        log.warning("%s failed in %s: %s", day, item.failed_in or "write", reason)
+        return DateResult(day.isoformat(), "failed", reason=reason, settings=settings, backend=backend)
+    assert state.frame is not None and state.outputs is not None
+    seconds = dict(item.seconds)
+    seconds["windows"] = state.outputs.seconds["windows"]
+    seconds["inference"] = state.outputs.seconds["inference"]
+    seconds["total"] = sum(item.seconds.values())
+    return DateResult(day.isoformat(), "ok", rows=state.frame.height, windows=len(state.outputs.sym),
+                      seconds={k: round(v, 4) for k, v in seconds.items()}, counts=state.counts,
+                      file=run.ref.store.uri(key), settings=settings, backend=backend,
+                      windowing=state.outputs.windowing)

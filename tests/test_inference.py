@@ -102,8 +102,11 @@ def test_rerun_skips_done_dates_and_overwrite_redoes_them_identically(work: Path
     assert _run(work, "--dates", "2024-01", "--dense", "--overwrite") == 0
     assert {p.name: p.read_bytes() for p in (work / "runs" / RUN_DIR).glob("*.csv")} == files
     manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
-    assert sorted(manifest["dates"]) == [d.isoformat() for d in DAYS]
-    assert all(v["status"] == "ok" and v["rows"] > 0 for v in manifest["dates"].values())
+    ok = {d: v for d, v in manifest["dates"].items() if v["status"] == "ok"}
+    assert sorted(ok) == [d.isoformat() for d in DAYS]
+    assert all(v["rows"] > 0 and v["backend"] == "torch" and v["seconds"]["total"] > 0 for v in ok.values())
+    # the other trading days of January are recorded as having no data
+    assert {v["status"] for d, v in manifest["dates"].items() if d not in ok} == {"no_data"}
 
 
 def test_a_date_without_data_is_reported_not_fatal(work: Path, capsys: pytest.CaptureFixture) -> None:
