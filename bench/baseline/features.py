@@ -15,20 +15,10 @@ import numpy as np
 import pandas as pd
 
 from tthf.engine.calendar import session_bounds
+from tthf.engine.features import MAX_QUOTE_AGE, NEUTRAL  # the docs' constants, not the polars code
 
-MAX_QUOTE_AGE = 5
 QUOTE = ["bid", "ask", "bid_size", "ask_size"]
 TRADE_PRICES = ["open", "high", "low", "close", "vwap"]
-
-#: docs/features.md, "Missing-value policy": what a missing / non-finite value becomes
-NEUTRAL = {
-    "minutes_since_trade": 60.0,
-    "quote_age": float(MAX_QUOTE_AGE + 1),
-    "rsi_14": 50.0,
-    "bb_pctb_20": 0.5,
-    "stoch_k_14": 0.5,
-    "no_trade": 1.0,
-}
 
 
 def clean(raw: pd.DataFrame, day: dt.date) -> tuple[pd.DataFrame, list[str], int]:
