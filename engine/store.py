@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -135,6 +136,7 @@ class LocalStore(Store):
                 f"cannot write {path}: {exc.strerror or exc}; check free disk space and permissions on {path.parent}"
             ) from exc
         _fsync_dir(path.parent)
+        _remove_stale_temps(path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -171,6 +173,21 @@ class LocalStore(Store):
 
     def child(self, prefix: str) -> LocalStore:
         return LocalStore(self._path(prefix, allow_empty=True))
+
+
+#: a temp file this old belongs to a writer that was killed (SIGKILL skips the cleanup)
+STALE_TEMP_SECONDS = 3600
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files that killed writers left for ``path``; young ones may still be in flight."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for tmp in path.parent.glob(f"{_TMP_PREFIX}*-{path.name}"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except OSError:
+            pass  # raced with another writer's cleanup, or not ours to delete
 
 
 def _fsync_dir(path: Path) -> None:

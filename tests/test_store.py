@@ -129,6 +129,27 @@ def test_local_listing_skips_leftover_temp_files(tmp_path: Path) -> None:
     assert store.list() == ["d/f"]
 
 
+def test_local_write_removes_stale_temp_files_of_killed_writers(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from tthf.engine.store import STALE_TEMP_SECONDS
+
+    store = LocalStore(tmp_path)
+    stale, young, other = (tmp_path / "d" / n for n in (".tthf-tmp-aa-f", ".tthf-tmp-bb-f", ".tthf-tmp-cc-g"))
+    stale.parent.mkdir()
+    for tmp in (stale, young, other):
+        tmp.write_bytes(b"partial")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    store.write_bytes("d/f", b"x")
+    assert not stale.exists()  # a killed writer's leftover for this key
+    assert young.exists()  # may belong to a writer still in flight
+    assert other.exists()  # another key's temp is that key's writer's business
+    assert store.read_bytes("d/f") == b"x"
+
+
 def test_local_permission_error_names_path_and_fix(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root ignores file permissions")
