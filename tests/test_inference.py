@@ -153,3 +153,25 @@ def test_end_to_end_on_s3(work: Path, s3_bucket: str) -> None:
     assert sorted(out.list("")) == sorted([f"{d}.csv" for d in DAYS] + ["manifest.json"])
     assert _run(work, "--dates", "2024-01-02", "--data", str(work / "data")) == 0
     assert out.read_bytes("2024-01-02.csv") == (work / "runs" / RUN_DIR / "2024-01-02.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_onnxruntime_and_torch_runs_agree_within_the_fp32_tolerance(work: Path) -> None:
+    from tthf.export.api import export_run
+    from tthf.export.config import ExportConfig
+    from tthf.export.validate import tolerances
+
+    run = runs.Run.open(runs.find_run(str(work / "runs"), "jennifer"))
+    export_run(run, ExportConfig(), store_uri=str(work / "runs"), data_root=str(work / "data"))
+    spec = f"{DAYS[0]}:{DAYS[-1]}"
+    assert _run(work, "--dates", spec, "--dense", "--backend", "torch") == 0
+    reference = {d: _read(work, d.isoformat()) for d in DAYS}
+    assert _run(work, "--dates", spec, "--dense", "--backend", "onnxruntime") == 0
+    manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    assert {v["backend"] for v in manifest["dates"].values() if v["status"] == "ok"} == {"onnxruntime"}
+    for day, ref in reference.items():
+        got = _read(work, day.isoformat())
+        assert got.select("ts", "symbol", "source_ts").equals(ref.select("ts", "symbol", "source_ts"))
+        for name, tol in tolerances("fp32", run.config.model).items():
+            np.testing.assert_allclose(got[name].to_numpy(), ref[name].to_numpy(), atol=tol.atol, rtol=tol.rtol,
+                                       err_msg=f"{day} {name}")
