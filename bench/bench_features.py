@@ -27,10 +27,10 @@ def outputs() -> dict:
     return {}
 
 
-@pytest.mark.parametrize("variant", ["tthf-polars", "baseline-pandas"])
+@pytest.mark.parametrize("variant", ["tthf", "baseline-pandas"])
 def test_features(benchmark, sizes, raw_day, outputs, variant: str) -> None:
     day, raw, raw_pd = raw_day
-    if variant == "tthf-polars":
+    if variant == "tthf":
         fn = lambda: build_day(raw, day)  # noqa: E731
     else:
         fn = lambda: build_features(raw_pd, day)  # noqa: E731
@@ -39,7 +39,7 @@ def test_features(benchmark, sizes, raw_day, outputs, variant: str) -> None:
                                 symbols=sizes.symbols)
     outputs[variant] = benchmark.pedantic(fn, rounds=sizes.rounds, warmup_rounds=0 if sizes.smoke else 1)
     if len(outputs) == 2:
-        tthf = outputs["tthf-polars"]
+        tthf = outputs["tthf"]
         symbols, frame, mask = outputs["baseline-pandas"]
         parity = compare(tthf.features, tthf.mask, tthf.symbols, tthf.feature_names, symbols, frame, mask)
         benchmark.extra_info.update(max_rel_err=parity.worst[1], worst_feature=parity.worst[0])

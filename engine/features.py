@@ -6,12 +6,21 @@ between the two. Every feature at minute ``t`` is a function of the day's rows a
 recursive EMAs), so a real-time engine that sees the day's history up to ``t`` computes
 the same values bit for bit. docs/features.md is the reference for every definition, the
 cleaning rules, the missing-value policy, the mask and the labels.
+
+Two stages: polars cleans the raw rows (``clean_rows``: session filter, rules, counts,
+duplicates); numpy computes the features on the dense time-major grid (``grid_arrays``,
+``compute_grid``). Every symbol has every minute, so per-symbol windows are plain array
+shifts vectorized across symbols, faster than polars' per-symbol ``over``
+windows, and ``compute_grid`` can compute only the latest minutes with the full-day bits,
+which is what the real-time engine (engine/realtime.py) calls.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -106,6 +115,8 @@ _QUOTE = ("bid", "ask", "bid_size", "ask_size")
 _TRADE_PRICES = ("open", "high", "low", "close", "vwap")
 _REQUIRED = ("symbol", "ts", *_QUOTE, "open", "high", "low", "close", "volume")
 _OPTIONAL = ("trade_count", "vwap")
+#: the clean grid's value columns (``grid_arrays``), the input of ``compute_grid``
+GRID_COLUMNS = (*_QUOTE, *_TRADE_PRICES, "volume", "trade_count")
 _MINUTE_US = 60_000_000
 #: added to both realized vols in vol_ratio_5_30 so that a quiet stretch is a finite ratio
 _VOL_EPS = 1e-6
@@ -163,7 +174,7 @@ def _finite(col: str) -> pl.Expr:
     return pl.col(col).is_finite().fill_null(False)
 
 
-def _clean(
+def clean_rows(
     raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str
 ) -> tuple[pl.DataFrame, list[str], int, dict[str, int]]:
     """Apply the cleaning rules; return rows keyed by (sid, tid), the symbols, M and the counts."""
@@ -195,6 +206,7 @@ def _clean(
     counts.update({k: int(v) for k, v in row_counts.items()})
     frame = frame.filter(~(null_key | outside | off_minute))
 
+    given = symbols is not None
     if symbols is None:
         symbols = sorted(frame.get_column("symbol").unique().to_list())
         if not symbols:
@@ -207,14 +219,17 @@ def _clean(
         if len(set(symbols)) != len(symbols):
             dup = sorted({s for s in symbols if symbols.count(s) > 1})
             raise UsageError(f"symbols lists {dup} more than once; pass each symbol once")
-    table = pl.DataFrame({"symbol": symbols, "sid": np.arange(len(symbols), dtype=np.int32)},
-                         schema={"symbol": pl.String, "sid": pl.Int32})
     before = frame.height
-    frame = frame.join(table, on="symbol", how="inner").drop("symbol")
+    if given:
+        frame = frame.filter(pl.col("symbol").is_in(symbols))
     counts["unlisted_symbol"] = before - frame.height
-
-    frame = frame.with_columns((pl.col("_off") // _MINUTE_US).cast(pl.Int32).alias("tid")).drop("_off")
-    if frame.select(pl.struct("sid", "tid").is_duplicated().any()).item():
+    # the symbol's position in ``symbols``: an Enum's physical code (cheaper than a join on strings)
+    frame = frame.with_columns(
+        pl.col("symbol").cast(pl.Enum(symbols)).to_physical().cast(pl.Int32).alias("sid"),
+        (pl.col("_off") // _MINUTE_US).cast(pl.Int32).alias("tid"),
+    ).drop("symbol", "_off")
+    cell = frame.get_column("sid").to_numpy().astype(np.int64) * n_minutes + frame.get_column("tid").to_numpy()
+    if len(cell) and np.bincount(cell).max() > 1:
         unique = frame.unique()
         conflict = unique.filter(pl.struct("sid", "tid").is_duplicated())
         if conflict.height:
@@ -258,237 +273,432 @@ def _clean(
 
 
 # ---------------------------------------------------------------------------------------
-# expressions on the dense grid (rows ordered by sid, then tid; one day only)
+# numpy on the dense grid, time-major: (minutes, symbols) arrays, NaN is "missing".
+# Time-major makes a lag a contiguous block of rows and a day-to-date sum a row-wise
+# cumulative sum vectorized across symbols, which measured faster than (symbols, minutes).
 
 
-def _o(expr: pl.Expr) -> pl.Expr:
-    return expr.over("sid")
+def _shift(x: np.ndarray, k: int, fill: float = np.nan) -> np.ndarray:
+    """``x`` k minutes earlier in the same symbol (``fill`` before the open)."""
+    out = np.empty_like(x)
+    out[:k] = fill
+    out[k:] = x[: len(x) - k]
+    return out
 
 
-def _lag(expr: pl.Expr, k: int) -> pl.Expr:
-    """``expr`` k minutes earlier in the same symbol: a plain shift is exact on the dense grid."""
-    return pl.when(pl.col("tid") >= k).then(expr.shift(k))
+def _take(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``x[idx[t, s], s]``, NaN where ``idx`` is -1."""
+    flat = np.maximum(idx, 0) * x.shape[1] + np.arange(x.shape[1])
+    out = np.take(x, flat)
+    out[idx < 0] = np.nan
+    return out
 
 
-def _rmean(expr: pl.Expr, k: int) -> pl.Expr:
-    return _o(expr.rolling_mean(k, min_samples=1))
+def _add_earlier(out: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """``out += x`` k minutes earlier, in place (nothing is added before the open)."""
+    out[k:] += x[: len(x) - k]
+    return out
 
 
-def _rsqrt(squares: pl.Expr, k: int) -> pl.Expr:
-    """Root of a rolling mean of squares; clipped at 0 because polars' running sums can end a
-    little below zero (e.g. -3e-22) after a stretch of zeros, and the root would be NaN."""
-    return _rmean(squares, k).clip(lower_bound=0).sqrt()
+class _Windows:
+    """Trailing k-minute sums and counts of the available (non-NaN) values of one series.
 
-
-def _rstd(expr: pl.Expr, k: int) -> pl.Expr:
-    return _o(expr.rolling_std(k, min_samples=2))
-
-
-def _std_floor(sd: pl.Expr, level: pl.Expr) -> pl.Expr:
-    return pl.when(sd > _REL_STD_FLOOR * level.abs()).then(sd)
-
-
-def _ffill_in_symbol(expr: pl.Expr) -> pl.Expr:
-    """Forward fill of ``expr`` within the symbol.
-
-    A plain forward fill over the whole grid, kept only where the row it came from is in
-    the same symbol (``_row`` is the grid row, ``sid * M + tid``): exact, and far cheaper
-    than ``over``.
+    Sums of power-of-two blocks (``s_2p[t] = s_p[t] + s_p[t-p]``) combined in a fixed
+    order: the bits of a window's sum depend only on the values in that window, not on
+    where the array starts, so the real-time engine (which computes only the last minutes)
+    gets the bits of the full-day batch; a window of zeros sums to exactly zero.
     """
-    last = pl.when(expr.is_not_null()).then(pl.col("_row")).forward_fill()
-    return pl.when(pl.col("_row") - last <= pl.col("tid")).then(expr.forward_fill())
+
+    def __init__(self, x: np.ndarray) -> None:
+        valid = ~np.isnan(x)
+        self._levels = {"sum": [np.where(valid, x, 0.0)], "count": [valid.astype(np.float64)]}
+
+    def _window(self, kind: str, k: int) -> np.ndarray:
+        levels = self._levels[kind]
+        while 2 ** len(levels) <= k:
+            span = 2 ** (len(levels) - 1)
+            levels.append(_add_earlier(levels[-1].copy(), levels[-1], span))
+        out, done = None, 0
+        for bit in range(len(levels) - 1, -1, -1):
+            if k & (1 << bit):
+                out = levels[bit].copy() if out is None else _add_earlier(out, levels[bit], done)
+                done += 1 << bit
+        assert out is not None
+        return out
+
+    def sum(self, k: int) -> np.ndarray:
+        return self._window("sum", k)
+
+    def count(self, k: int) -> np.ndarray:
+        return self._window("count", k)
+
+    def mean(self, k: int) -> np.ndarray:
+        n = self.count(k)
+        return np.where(n > 0, self.sum(k) / np.maximum(n, 1.0), np.nan)
+
+    def root_mean(self, k: int) -> np.ndarray:
+        """Root of the trailing mean (of squares)."""
+        return np.sqrt(self.mean(k))
+
+    def std(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Trailing sample std (ddof 1, at least two values) and mean.
+
+        Two-pass, deviations from the window's own mean summed lag by lag, rather than
+        running sums of squares: a constant window of prices must give (almost exactly) zero,
+        which the std floor tests.
+        """
+        mean, n = self.mean(k), self.count(k)
+        available = self._levels["count"][0]
+        values = self._levels["sum"][0]  # x with missing values as 0: their deviation times 0 adds nothing
+        ss = np.zeros_like(values)
+        m = len(values)
+        for j in range(min(k, m)):
+            d = values[: m - j] - mean[j:]
+            d *= available[: m - j]
+            d *= d
+            ss[j:] += d
+        return np.where(n >= 2, np.sqrt(ss / np.maximum(n - 1, 1.0)), np.nan), mean
 
 
-def base_exprs() -> list[list[pl.Expr]]:
-    """Stages of intermediate columns, each stage using only earlier ones."""
-    col = pl.col
-    traded = col("volume") > 0
-    return [
-        [
-            _ffill_in_symbol(pl.when(col("bid").is_not_null()).then(col("_row"))).alias("_last_quote"),
-            _ffill_in_symbol(pl.when(traded).then(col("_row"))).alias("_last_trade"),
-            _ffill_in_symbol(pl.when(traded).then(col("close"))).alias("_last_px"),
-            *[_ffill_in_symbol(col(c)).alias(c) for c in _QUOTE],
-        ],
-        [
-            (col("_row") - col("_last_quote")).alias("_age"),
-            ((col("bid") + col("ask")) / 2).alias("_mid"),
-            (col("bid_size") + col("ask_size")).alias("_depth"),
-            pl.coalesce(col("vwap"), col("close"), (col("bid") + col("ask")) / 2).alias("_px"),
-            col("volume").log1p().alias("_lvol"),
-        ],
-        [
-            (col("_age") <= MAX_QUOTE_AGE).fill_null(False).alias("_mask"),
-            col("_mid").log().alias("_lm"),
-            ((col("bid_size") - col("ask_size")) / col("_depth")).fill_nan(0.0).alias("_imb"),
-            ((col("ask") - col("bid")) / col("_mid") * 1e4).alias("_spread"),
-            pl.when(traded & col("_px").is_not_null()).then(col("_px") * col("volume")).otherwise(0.0).alias("_pv"),
-            pl.when(traded & col("_px").is_not_null()).then(col("volume")).otherwise(0.0).alias("_vpx"),
-            _ofi().alias("_ofi"),
-        ],
-        [
-            (col("_lm") - _lag(col("_lm"), 1)).alias("_r"),
-            _o(col("_pv").cum_sum()).alias("_cum_pv"),
-            _o(col("_vpx").cum_sum()).alias("_cum_vpx"),
-            _o(col("volume").cum_sum()).alias("_cum_vol"),
-            _o(col("_mid").ewm_mean(span=12, adjust=False)).alias("_ema12"),
-            _o(col("_mid").ewm_mean(span=26, adjust=False)).alias("_ema26"),
-        ],
-        [
-            (col("_r") ** 2).alias("_r2"),
-            ((col("_ema12") / col("_ema26")).log() * 1e4).alias("_macd"),
-            _o(col("_r").clip(lower_bound=0).ewm_mean(alpha=1 / 14, adjust=False)).alias("_gain"),
-            _o((-col("_r")).clip(lower_bound=0).ewm_mean(alpha=1 / 14, adjust=False)).alias("_loss"),
-        ],
-        [
-            _o(col("_macd").ewm_mean(span=9, adjust=False)).alias("_macd_signal"),
-            _rsqrt(col("_r2"), 5).alias("_rv5"),
-            _rsqrt(col("_r2"), 30).alias("_rv30"),
-        ],
-    ]
+def _rextreme(x: np.ndarray, k: int, fn: np.ufunc) -> np.ndarray:
+    """Trailing k-minute max (``np.fmax``) or min (``np.fmin``) ignoring NaN, by doubling."""
+    span, cur = 1, x
+    while span * 2 <= k:
+        cur = fn(cur, _shift(cur, span))
+        span *= 2
+    return cur if span == k else fn(cur, _shift(cur, k - span))
 
 
-def _ofi() -> pl.Expr:
-    """Cont-Kukanov-Stoikov order-flow imbalance of the minute, in shares."""
-    bid, ask, bs, as_ = (pl.col(c) for c in _QUOTE)
-    pbid, pask, pbs, pas = (_lag(pl.col(c), 1) for c in _QUOTE)
-    return (
-        pl.when(bid >= pbid).then(bs).otherwise(0.0)
-        - pl.when(bid <= pbid).then(pbs).otherwise(0.0)
-        - pl.when(ask <= pask).then(as_).otherwise(0.0)
-        + pl.when(ask >= pask).then(pas).otherwise(0.0)
+def _after(x: np.ndarray, carry: np.ndarray | None) -> np.ndarray:
+    """``x`` one minute earlier, the first row taken from ``carry`` (the minute before ``x``'s rows; None: missing)."""
+    out = np.empty_like(x)
+    out[0] = np.nan if carry is None else carry
+    out[1:] = x[:-1]
+    return out
+
+
+def _cumsum(x: np.ndarray, carry: np.ndarray | None) -> np.ndarray:
+    """Running sum down the day, resumed from ``carry`` (the sum at the minute before ``x``'s rows).
+
+    Resuming adds ``carry + x_0`` first, then the rest in order: the bits of a sum from the open.
+    """
+    if carry is None:
+        return np.cumsum(x, axis=0)
+    return np.cumsum(np.concatenate([carry[None], x]), axis=0)[1:]
+
+
+def _ewm(x: np.ndarray, t: np.ndarray, alpha: float, prev: np.ndarray | None, carry: np.ndarray | None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Recursive EMA ``y_t = (1 - alpha) y_{t-1} + alpha x_t`` seeded with the symbol's first value.
+
+    ``x`` may only be missing before its first value (true of every input here). Closed form
+    ``y_t = q^t (q^-t0 x_t0 + alpha sum_{t0<j<=t} q^-j x_j)``, ``q = 1 - alpha``: one running
+    sum, resumable like the others (``prev``: ``x`` at the minute before, ``carry``: the sum
+    there); the weights stay far below float64's range for 390 minutes. Returns y and the sum.
+    """
+    q = 1.0 - alpha
+    valid = ~np.isnan(x)
+    first = valid & np.isnan(_after(x, prev))
+    weight = np.where(first, 1.0, alpha) * q ** (-t)
+    total = _cumsum(np.where(valid, x * weight, 0.0), carry)
+    y = total * q**t
+    y[~valid] = np.nan
+    return y, total
+
+
+#: minutes of history the windowed features at a minute read, at most (vol_of_vol_30: a 30-minute
+#: std of rv_5, itself 5 minutes of returns); the real-time tail computes from this far back
+LOOKBACK = 40
+
+#: DayState's arrays: forward-fill minutes (int64) and running statistics (float64)
+_STATE_INT = ("last_quote", "last_trade", "last_px_at", "first_quote")
+_STATE_FLOAT = ("mid", "lm", "r", "cum_pv", "cum_vpx", "cum_vol", "sum_r2", "n_r2",
+                "s_ema12", "s_ema26", "s_gain", "s_loss", "s_signal", "macd", "gain", "loss", "macd_signal")
+_NEVER = np.iinfo(np.int64).max  # first_quote of a symbol without a quote yet
+
+
+class DayState:
+    """The day's expanding and recursive statistics (forward fills, running sums, EMAs) so far.
+
+    Batch computes them once over the whole grid. The real-time engine keeps one DayState
+    per day and passes it to every ``compute_grid`` call: only the minutes from the first
+    one not yet computed (or invalidated by a late row) on are computed, each running
+    statistic resuming from the minute before, which gives the bits of a computation from
+    the open. Arrays are time-major (minutes, symbols).
+    """
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self.rows = 0  # minutes 0..rows-1 are up to date
+
+    def invalidate(self, minute: int) -> None:
+        """Grid rows from ``minute`` on changed: recompute from there next time."""
+        self.rows = min(self.rows, minute)
+
+    def _fit(self, n_rows: int, n_sym: int) -> None:
+        """Arrays for ``n_rows`` minutes of ``n_sym`` symbols; new ones (all to compute) when the symbols change."""
+        some = self.arrays.get("mid")
+        if some is None or some.shape[1] != n_sym or some.shape[0] < n_rows:
+            self.arrays = {n: np.empty((n_rows, n_sym), dtype=np.int64) for n in _STATE_INT}
+            self.arrays.update({n: np.empty((n_rows, n_sym)) for n in _STATE_FLOAT})
+            self.rows = 0
+
+    def update(self, g: dict[str, np.ndarray], n_minutes: int) -> None:
+        """Bring minutes ``rows..W-1`` up to date from the grid ``g`` (W = its rows) of an ``n_minutes`` day."""
+        w, n_sym = g["bid"].shape
+        self._fit(max(w, n_minutes), n_sym)
+        c = min(self.rows, w)
+        if c < w:
+            self._compute(g, c, w)
+        self.rows = w
+
+    def _compute(self, g: dict[str, np.ndarray], c: int, w: int) -> None:
+        st = self.arrays
+        before = (lambda name: st[name][c - 1]) if c > 0 else (lambda name: None)  # noqa: E731
+        minute = np.arange(c, w)[:, None]
+        t = minute.astype(np.float64)
+
+        def ffill(valid: np.ndarray, name: str) -> np.ndarray:
+            out = np.maximum.accumulate(np.where(valid, minute, -1), axis=0)
+            if c > 0:
+                np.maximum(out, st[name][c - 1], out=out)
+            st[name][c:w] = out
+            return out
+
+        volume, close, vwap = g["volume"][c:w], g["close"][c:w], g["vwap"][c:w]
+        traded = volume > 0
+        quoted = ~np.isnan(g["bid"][c:w])
+        last_quote = ffill(quoted, "last_quote")
+        ffill(traded, "last_trade")
+        ffill(traded & ~np.isnan(close), "last_px_at")
+        first = np.minimum.accumulate(np.where(quoted, minute, _NEVER), axis=0)
+        if c > 0:
+            np.minimum(first, st["first_quote"][c - 1], out=first)
+        st["first_quote"][c:w] = first
+        mid = (_take(g["bid"], last_quote) + _take(g["ask"], last_quote)) / 2
+        lm = np.log(mid)
+        r = lm - _after(lm, before("lm"))
+        px = np.where(~np.isnan(vwap), vwap, np.where(~np.isnan(close), close, mid))
+        px_ok = traded & ~np.isnan(px)
+        st["cum_pv"][c:w] = _cumsum(np.where(px_ok, px * volume, 0.0), before("cum_pv"))
+        st["cum_vpx"][c:w] = _cumsum(np.where(px_ok, volume, 0.0), before("cum_vpx"))
+        st["cum_vol"][c:w] = _cumsum(volume, before("cum_vol"))
+        r2 = r * r
+        r2_valid = ~np.isnan(r2)
+        st["sum_r2"][c:w] = _cumsum(np.where(r2_valid, r2, 0.0), before("sum_r2"))
+        st["n_r2"][c:w] = _cumsum(r2_valid.astype(np.float64), before("n_r2"))
+        ema12, st["s_ema12"][c:w] = _ewm(mid, t, 2 / 13, before("mid"), before("s_ema12"))
+        ema26, st["s_ema26"][c:w] = _ewm(mid, t, 2 / 27, before("mid"), before("s_ema26"))
+        macd = np.log(ema12 / ema26) * 1e4
+        st["gain"][c:w], st["s_gain"][c:w] = _ewm(np.maximum(r, 0.0), t, 1 / 14, before("r"), before("s_gain"))
+        st["loss"][c:w], st["s_loss"][c:w] = _ewm(np.maximum(-r, 0.0), t, 1 / 14, before("r"), before("s_loss"))
+        st["macd_signal"][c:w], st["s_signal"][c:w] = _ewm(macd, t, 2 / 10, before("macd"), before("s_signal"))
+        st["mid"][c:w], st["lm"][c:w], st["r"][c:w], st["macd"][c:w] = mid, lm, r, macd
+
+
+def compute_grid(
+    g: dict[str, np.ndarray], n_minutes: int, start: int = 0, *, state: DayState | None = None,
+    labels: bool = True, out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features (S, W-start, F) float32, mask (S, W) and labels (S, W, 2) of the grid ``g``.
+
+    ``g`` holds (W, S) float64 arrays of the clean rows (``grid_arrays``); ``W`` may be less
+    than the session length ``n_minutes`` (the day so far). Features are returned for the
+    minutes ``start..W-1`` only, bit for bit equal to those of the whole grid: the day
+    statistics come from ``state`` (brought up to date here; a fresh one if None), the
+    windowed ones are computed over the last ``W - start + LOOKBACK`` minutes only. That is
+    what makes the real-time update cheap. ``labels=False`` skips the labels (None); ``out``
+receives the features instead of a new array.
+    docs/features.md defines every value.
+    """
+    with np.errstate(all="ignore"):  # NaN and inf are expected; the missing-value policy handles them
+        state = state or DayState()
+        state.update(g, n_minutes)
+        return _compute(g, n_minutes, start, state.arrays, labels, out)
+
+
+def _compute(g: dict[str, np.ndarray], n_minutes: int, start: int, st: dict[str, np.ndarray], want_labels: bool,
+             out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    m, n_sym = g["bid"].shape
+    t_all = np.arange(m, dtype=np.float64)[:, None]
+    last_quote = st["last_quote"][:m]
+    age = np.where(last_quote >= 0, t_all - last_quote, np.nan)
+    mask = age <= MAX_QUOTE_AGE
+    labels = None
+    if want_labels:
+        r = st["r"][:m]
+        labels = _labels(mask, st["lm"][:m], r * r, n_minutes)
+
+    # windowed and pointwise features: from LOOKBACK minutes before ``start`` on
+    lo = max(0, start - LOOKBACK)
+    cut = lambda x: x[lo:m]  # noqa: E731
+    t = t_all[lo:]
+    volume, close, vwap, high, low = (cut(g[c]) for c in ("volume", "close", "vwap", "high", "low"))
+    bid, ask, bs, as_ = (_take(g[c], cut(last_quote)) for c in _QUOTE)
+    mid, lm, r = cut(st["mid"]), cut(st["lm"]), cut(st["r"])
+    r2 = r * r
+    px = np.where(~np.isnan(vwap), vwap, np.where(~np.isnan(close), close, mid))
+    last_trade = cut(st["last_trade"])
+    last_px = _take(g["close"], cut(st["last_px_at"]))
+    first = cut(st["first_quote"])
+    lm_open = _take(st["lm"], np.where(first == _NEVER, -1, first))
+    cum_pv, cum_vpx, cum_vol = cut(st["cum_pv"]), cut(st["cum_vpx"]), cut(st["cum_vol"])
+    n_r2 = cut(st["n_r2"])
+    rv_day = np.where(np.isnan(r2), np.nan, np.sqrt(cut(st["sum_r2"]) / n_r2))
+    gain, loss, macd, macd_signal = cut(st["gain"]), cut(st["loss"]), cut(st["macd"]), cut(st["macd_signal"])
+    depth = bs + as_
+    lvol = np.log1p(volume)
+    imb = np.where(depth == 0, 0.0, (bs - as_) / depth)
+    spread = (ask - bid) / mid * 1e4
+    pbid, pask, pbs, pas = (_shift(x, 1) for x in (bid, ask, bs, as_))
+    ofi = (  # NaN comparisons are False: no quote yet or no previous minute adds nothing
+        np.where(bid >= pbid, bs, 0.0) - np.where(bid <= pbid, pbs, 0.0)
+        - np.where(ask <= pask, as_, 0.0) + np.where(ask >= pask, pas, 0.0)
     )
-
-
-def feature_exprs(n_minutes: int) -> list[pl.Expr]:
-    """The FEATURE_NAMES columns, in order, from the ``base_exprs`` columns (docs/features.md)."""
-    col = pl.col
-    lm, mid, r = col("_lm"), col("_mid"), col("_r")
-    lvol, vol = col("_lvol"), col("volume")
-    imb, spread = col("_imb"), col("_spread")
-    sd20, ma20 = _rstd(mid, 20), _rmean(mid, 20)
-    sd30, ma30 = _rstd(mid, 30), _rmean(mid, 30)
-    hi14, lo14 = _o(mid.rolling_max(14, min_samples=1)), _o(mid.rolling_min(14, min_samples=1))
-    hi30, lo30 = _o(mid.rolling_max(30, min_samples=1)), _o(mid.rolling_min(30, min_samples=1))
-    hl = pl.when(col("high").is_not_null() & col("low").is_not_null()).then(
-        (col("high") / col("low")).log() ** 2 / (4 * math.log(2))
-    )
-    day_open = _o(lm.drop_nulls().first())
-    phase = col("tid") / n_minutes
-    exprs = {
+    w_mid, w_r2, w_vol, w_imb = _Windows(mid), _Windows(r2), _Windows(volume), _Windows(imb)
+    rv5, rv30 = w_r2.root_mean(5), w_r2.root_mean(30)
+    sd20, ma20 = w_mid.std(20)
+    sd30, ma30 = w_mid.std(30)
+    hi14, lo14 = _rextreme(mid, 14, np.fmax), _rextreme(mid, 14, np.fmin)
+    hi30, lo30 = _rextreme(mid, 30, np.fmax), _rextreme(mid, 30, np.fmin)
+    hl = np.log(high / low) ** 2 / (4 * math.log(2))
+    signed = np.nan_to_num(np.sign(close - _shift(mid, 1)), nan=0.0) * lvol
+    phase = t / n_minutes
+    floor = lambda sd, level: np.where(sd > _REL_STD_FLOOR * np.abs(level), sd, np.nan)  # noqa: E731
+    values = {
         "ret_1": r,
-        "ret_5": lm - _lag(lm, 5),
-        "ret_15": lm - _lag(lm, 15),
-        "ret_30": lm - _lag(lm, 30),
-        "ret_open": lm - day_open,
-        "mid_vs_ma5": lm - _rmean(mid, 5).log(),
-        "mid_vs_ma15": lm - _rmean(mid, 15).log(),
-        "mid_vs_ma30": lm - ma30.log(),
-        "dist_high_30": lm - hi30.log(),
-        "dist_low_30": lm - lo30.log(),
-        "microprice_dev": (
-            (col("bid") * col("ask_size") + col("ask") * col("bid_size")) / col("_depth") / mid - 1
-        ) * 1e4,
-        "trade_vs_mid": (col("_last_px") / mid).log() * 1e4,
-        "mid_vs_vwap": (mid / (col("_cum_pv") / col("_cum_vpx"))).log() * 1e4,
+        "ret_5": lm - _shift(lm, 5),
+        "ret_15": lm - _shift(lm, 15),
+        "ret_30": lm - _shift(lm, 30),
+        "ret_open": lm - lm_open,
+        "mid_vs_ma5": lm - np.log(w_mid.mean(5)),
+        "mid_vs_ma15": lm - np.log(w_mid.mean(15)),
+        "mid_vs_ma30": lm - np.log(ma30),
+        "dist_high_30": lm - np.log(hi30),
+        "dist_low_30": lm - np.log(lo30),
+        "microprice_dev": ((bid * as_ + ask * bs) / depth / mid - 1) * 1e4,
+        "trade_vs_mid": np.log(last_px / mid) * 1e4,
+        "mid_vs_vwap": np.log(mid / (cum_pv / cum_vpx)) * 1e4,
         "log_volume": lvol,
-        "volume_rel_5": lvol - _rmean(vol, 5).log1p(),
-        "volume_rel_15": lvol - _rmean(vol, 15).log1p(),
-        "volume_rel_30": lvol - _rmean(vol, 30).log1p(),
-        "log_trade_count": col("trade_count").log1p(),
-        "log_dollar_volume": (col("_px") * vol).log1p(),
-        "log_cum_volume": col("_cum_vol").log1p(),
-        "volume_share": vol / col("_cum_vol"),
-        "no_trade": (vol <= 0).cast(pl.Float64),
-        "minutes_since_trade": (col("_row") - col("_last_trade")).clip(upper_bound=60),
-        "signed_flow_15": _rmean((col("close") - _lag(mid, 1)).sign().fill_null(0.0) * lvol, 15),
-        "rv_5": col("_rv5"),
-        "rv_10": _rsqrt(col("_r2"), 10),
-        "rv_15": _rsqrt(col("_r2"), 15),
-        "rv_30": col("_rv30"),
-        "rv_day": (_o(col("_r2").cum_sum()) / _o(col("_r2").cum_count())).sqrt(),
-        "parkinson_15": _rsqrt(hl, 15),
-        "range_30": (hi30 / lo30).log(),
-        "vol_of_vol_30": _rstd(col("_rv5"), 30),
-        "vol_ratio_5_30": ((col("_rv5") + _VOL_EPS) / (col("_rv30") + _VOL_EPS)).log(),
-        "abs_ret_1": r.abs(),
+        "volume_rel_5": lvol - np.log1p(w_vol.mean(5)),
+        "volume_rel_15": lvol - np.log1p(w_vol.mean(15)),
+        "volume_rel_30": lvol - np.log1p(w_vol.mean(30)),
+        "log_trade_count": np.log1p(cut(g["trade_count"])),
+        "log_dollar_volume": np.log1p(px * volume),
+        "log_cum_volume": np.log1p(cum_vol),
+        "volume_share": volume / cum_vol,
+        "no_trade": (volume <= 0).astype(np.float64),
+        "minutes_since_trade": np.minimum(np.where(last_trade >= 0, t - last_trade, np.nan), 60),
+        "signed_flow_15": _Windows(signed).mean(15),
+        "rv_5": rv5,
+        "rv_10": w_r2.root_mean(10),
+        "rv_15": w_r2.root_mean(15),
+        "rv_30": rv30,
+        "rv_day": rv_day,
+        "parkinson_15": _Windows(hl).root_mean(15),
+        "range_30": np.log(hi30 / lo30),
+        "vol_of_vol_30": _Windows(rv5).std(30)[0],
+        "vol_ratio_5_30": np.log((rv5 + _VOL_EPS) / (rv30 + _VOL_EPS)),
+        "abs_ret_1": np.abs(r),
         "spread_bps": spread,
-        "spread_vs_ma30": spread - _rmean(spread, 30),
-        "log_bid_size": col("bid_size").log1p(),
-        "log_ask_size": col("ask_size").log1p(),
-        "log_depth": col("_depth").log1p(),
+        "spread_vs_ma30": spread - _Windows(spread).mean(30),
+        "log_bid_size": np.log1p(bs),
+        "log_ask_size": np.log1p(as_),
+        "log_depth": np.log1p(depth),
         "imbalance": imb,
-        "imbalance_ma5": _rmean(imb, 5),
-        "imbalance_ma15": _rmean(imb, 15),
-        "imbalance_ma30": _rmean(imb, 30),
-        "imbalance_chg": imb - _lag(imb, 1),
-        "ofi_5": _o(col("_ofi").rolling_sum(5, min_samples=1)) / _rmean(col("_depth"), 5),
-        "bid_move": (col("bid") - _lag(col("bid"), 1)).sign(),
-        "ask_move": (col("ask") - _lag(col("ask"), 1)).sign(),
-        "quote_age": col("_age").clip(upper_bound=MAX_QUOTE_AGE + 1),
-        "rsi_14": 100 * col("_gain") / (col("_gain") + col("_loss")),
-        "macd": col("_macd"),
-        "macd_signal": col("_macd_signal"),
-        "macd_hist": col("_macd") - col("_macd_signal"),
-        "bb_pctb_20": (mid - ma20 + 2 * sd20) / (4 * _std_floor(sd20, ma20)),
+        "imbalance_ma5": w_imb.mean(5),
+        "imbalance_ma15": w_imb.mean(15),
+        "imbalance_ma30": w_imb.mean(30),
+        "imbalance_chg": imb - _shift(imb, 1),
+        "ofi_5": _Windows(ofi).sum(5) / _Windows(depth).mean(5),
+        "bid_move": np.sign(bid - pbid),
+        "ask_move": np.sign(ask - pask),
+        "quote_age": np.minimum(cut(age), MAX_QUOTE_AGE + 1),
+        "rsi_14": 100 * gain / (gain + loss),
+        "macd": macd,
+        "macd_signal": macd_signal,
+        "macd_hist": macd - macd_signal,
+        "bb_pctb_20": (mid - ma20 + 2 * sd20) / (4 * floor(sd20, ma20)),
         "bb_width_20": 4 * sd20 / ma20,
         "stoch_k_14": (mid - lo14) / (hi14 - lo14),
-        "zscore_30": (mid - ma30) / _std_floor(sd30, ma30),
-        "tod_frac": phase,
-        "tod_sin": (2 * math.pi * phase).sin(),
-        "tod_cos": (2 * math.pi * phase).cos(),
+        "zscore_30": (mid - ma30) / floor(sd30, ma30),
+        "tod_frac": np.broadcast_to(phase, mid.shape),
+        "tod_sin": np.broadcast_to(np.sin(2 * math.pi * phase), mid.shape),
+        "tod_cos": np.broadcast_to(np.cos(2 * math.pi * phase), mid.shape),
     }
-    assert tuple(exprs) == FEATURE_NAMES
-    return [_finalize(expr, name) for name, expr in exprs.items()]
+    assert tuple(values) == FEATURE_NAMES
+    skip = start - lo
+    features = np.empty((n_sym, m - start, len(FEATURE_NAMES)), dtype=np.float32) if out is None else out
+    for i, (name, value) in enumerate(values.items()):
+        x = value[skip:].astype(np.float32)  # the policy looks at the float32 value (overflow -> inf)
+        x[~np.isfinite(x)] = neutral(name)
+        features[:, :, i] = x.T
+    return features, np.ascontiguousarray(mask.T), labels
 
 
-def _finalize(expr: pl.Expr, name: str) -> pl.Expr:
-    """Missing-value policy: float32, and anything null / NaN / inf becomes the neutral value."""
-    x = expr.cast(pl.Float32)
-    return pl.when(x.is_finite()).then(x).otherwise(pl.lit(neutral(name), pl.Float32)).alias(name)
-
-
-def label_exprs(n_minutes: int) -> list[pl.Expr]:
-    """``ret_1h`` and ``vol_10m`` (docs/features.md, "Labels"); null where unavailable.
-
-    Rows are one day's grid ordered by (sid, tid), so a plain shift by ``-k`` stays within
-    the symbol wherever ``tid + k < n_minutes``, the only rows where a label exists.
-    """
-    col = pl.col
-    mask, lm, r2 = col("_mask"), col("_lm"), col("_r2")
-    ret_ok = (col("tid") + RET_HORIZON < n_minutes) & mask & mask.shift(-RET_HORIZON)
-    vol_ok = (col("tid") + VOL_HORIZON < n_minutes) & pl.all_horizontal(mask.shift(-k) for k in range(VOL_HORIZON + 1))
-    vol_sum = pl.sum_horizontal(r2.shift(-k) for k in range(1, VOL_HORIZON + 1))
-    return [
-        pl.when(ret_ok).then(lm.shift(-RET_HORIZON) - lm).cast(pl.Float32).alias("ret_1h"),
-        pl.when(vol_ok).then(vol_sum.sqrt()).cast(pl.Float32).alias("vol_10m"),
-    ]
+def _labels(mask: np.ndarray, lm: np.ndarray, r2: np.ndarray, n_minutes: int) -> np.ndarray:
+    """``ret_1h`` and ``vol_10m`` (docs/features.md, "Labels"); NaN where unavailable or beyond the grid."""
+    m, n_sym = mask.shape
+    labels = np.full((n_sym, m, 2), np.nan, dtype=np.float32)
+    h = RET_HORIZON
+    if m > h:
+        ok = mask[: m - h] & mask[h:]
+        labels[:, : m - h, 0] = np.where(ok, lm[h:] - lm[: m - h], np.nan).T
+    h = VOL_HORIZON
+    if m > h:
+        ok = mask[: m - h].copy()
+        total = np.zeros((m - h, n_sym))
+        for k in range(1, h + 1):
+            ok &= mask[k : m - h + k]
+            total += r2[k : m - h + k]
+        labels[:, : m - h, 1] = np.where(ok, np.sqrt(total), np.nan).T
+    return labels
 
 
 # ---------------------------------------------------------------------------------------
 
 
-def _grid(rows: pl.DataFrame, n_sym: int, n_minutes: int) -> pl.DataFrame:
-    """The dense (sid, tid) grid, ordered by sid then tid, with each clean row in its cell.
+def grid_arrays(rows: pl.DataFrame, n_sym: int, n_minutes: int) -> dict[str, np.ndarray]:
+    """The dense grid, (minutes, symbols) per column: each clean row's values in its cell, NaN elsewhere.
 
-    A scatter by grid row: cleaned columns hold no NaN (non-finite values became null), so
-    NaN marks an empty cell and turns back into null.
+    Cleaned columns hold no NaN (non-finite values became null), so NaN marks a missing
+    value; a minute without a row has volume 0.
     """
-    n = n_sym * n_minutes
-    at = (rows.get_column("sid").to_numpy().astype(np.int64) * n_minutes + rows.get_column("tid").to_numpy())
-    columns: dict[str, pl.Series] = {
-        "_row": pl.Series("_row", np.arange(n, dtype=np.int64)),
-        "sid": pl.Series("sid", np.repeat(np.arange(n_sym, dtype=np.int32), n_minutes)),
-        "tid": pl.Series("tid", np.tile(np.arange(n_minutes, dtype=np.int32), n_sym)),
-    }
-    for name in rows.columns:
-        if name in ("sid", "tid"):
-            continue
-        cell = np.full(n, np.nan)
-        cell[at] = rows.get_column(name).to_numpy()
-        columns[name] = pl.Series(name, cell, nan_to_null=True)
-    columns["volume"] = columns["volume"].fill_null(0.0)
-    return pl.DataFrame(list(columns.values()))
+    at = rows.get_column("tid").to_numpy().astype(np.int64) * n_sym + rows.get_column("sid").to_numpy()
+    columns: dict[str, np.ndarray] = {}
+    for name in GRID_COLUMNS:
+        cell = np.full(n_sym * n_minutes, np.nan)
+        cell[at] = rows.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
+        columns[name] = cell.reshape(n_minutes, n_sym)
+    columns["volume"] = np.nan_to_num(columns["volume"], nan=0.0)
+    return columns
+
+
+#: symbols per thread below which build_day stays on one thread
+_MIN_BLOCK = 128
+
+
+def _compute_in_threads(g: dict[str, np.ndarray], n_minutes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``compute_grid`` on blocks of symbols in parallel threads (numpy releases the GIL in its loops).
+
+    Symbols never mix in any computation, so the blocks give the bits of one call.
+    """
+    n_sym = g["bid"].shape[1]
+    n_blocks = max(1, min(len(os.sched_getaffinity(0)), n_sym // _MIN_BLOCK))
+    if n_blocks == 1:
+        features, mask, labels = compute_grid(g, n_minutes)
+        assert labels is not None
+        return features, mask, labels
+    edges = np.linspace(0, n_sym, n_blocks + 1).astype(int)
+    features = np.empty((n_sym, n_minutes, len(FEATURE_NAMES)), dtype=np.float32)
+
+    def block(a: int, b: int) -> tuple[np.ndarray, np.ndarray | None]:
+        part = {name: np.ascontiguousarray(column[:, a:b]) for name, column in g.items()}
+        return compute_grid(part, n_minutes, out=features[a:b])[1:]
+
+    with ThreadPoolExecutor(n_blocks) as pool:
+        parts = list(pool.map(block, edges[:-1], edges[1:]))
+    return features, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])  # type: ignore[misc]
 
 
 def build_day(
@@ -501,26 +711,18 @@ def build_day(
     the regular session, sorted. ``source`` names the data in error messages.
     """
     source = source or f"raw data of {day}"
-    rows, symbols, n_minutes, counts = _clean(raw, day, symbols, source)
+    rows, symbols, n_minutes, counts = clean_rows(raw, day, symbols, source)
     n_sym = len(symbols)
-    lazy = _grid(rows, n_sym, n_minutes).lazy()
-    for stage in base_exprs():
-        lazy = lazy.with_columns(stage)
-    out = lazy.select("_mask", *label_exprs(n_minutes), *feature_exprs(n_minutes)).collect()
+    features, mask, labels = _compute_in_threads(grid_arrays(rows, n_sym, n_minutes), n_minutes)
     counts["missing_minutes"] = n_sym * n_minutes - counts["rows_used"]
-    mask = out.get_column("_mask").to_numpy().reshape(n_sym, n_minutes)
     counts["masked_out"] = int(mask.size - mask.sum())
-    # polars' column-major export, reshaped as a view, then one C-order copy below: faster
-    # than polars' row-major export
-    labels = out.select("ret_1h", "vol_10m").to_numpy().reshape(n_sym, n_minutes, 2)
-    features = out.select(FEATURE_NAMES).to_numpy().reshape(n_sym, n_minutes, len(FEATURE_NAMES))
     return DayFeatures(
         date=day,
         symbols=symbols,
         minutes=session_minutes(day),
         feature_names=list(FEATURE_NAMES),
-        features=np.ascontiguousarray(features, dtype=np.float32),
-        mask=np.ascontiguousarray(mask, dtype=np.bool_),
-        labels=np.ascontiguousarray(labels, dtype=np.float32),
+        features=features,
+        mask=mask,
+        labels=labels,
         counts=counts,
     )

@@ -19,6 +19,9 @@ from tthf.engine.features import (
     FEATURE_NAMES,
     MAX_QUOTE_AGE,
     build_day,
+    clean_rows,
+    compute_grid,
+    grid_arrays,
     neutral,
 )
 from tthf.errors import DataError, NoDataError, UsageError
@@ -248,6 +251,19 @@ def test_features_and_mask_up_to_t_ignore_everything_after_t(t):
         assert np.array_equal(bits(other.labels[rows, : max(t - 9, 0), 1]), bits(base.labels[:, : max(t - 9, 0), 1])), name
         changed_any = other.symbols != base.symbols or not np.array_equal(bits(other.features), bits(base.features))
         assert changed_any, f"{name} changed nothing"
+
+
+def test_the_latest_minutes_alone_have_the_full_day_bits():
+    """compute_grid(..., start) on the grid cut at t -- the real-time call -- in any symbol order."""
+    raw = random_raw(DAY, n_sym=9, seed=4)
+    base = build_day(raw, DAY)
+    rows, symbols, n_minutes, _ = clean_rows(raw, DAY, None, "test")
+    order = np.random.default_rng(2).permutation(len(symbols))
+    grid = {k: np.ascontiguousarray(v[:, order]) for k, v in grid_arrays(rows, len(symbols), n_minutes).items()}
+    for t, start in [(0, 0), (29, 0), (35, 6), (200, 171), (389, 360), (389, 389)]:
+        features, mask, _ = compute_grid({k: v[: t + 1] for k, v in grid.items()}, n_minutes, start=start)
+        assert np.array_equal(bits(features), bits(base.features[order, start : t + 1])), t
+        assert np.array_equal(mask, base.mask[order, : t + 1]), t
 
 
 def test_labels_react_to_a_price_jump_after_t():

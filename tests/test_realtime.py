@@ -97,3 +97,18 @@ def test_arrow_tables_and_empty_updates(setup: tuple[str, pl.DataFrame, pl.DataF
     got = rt.update(raw.filter(pl.col("ts") <= _minute(50)).to_arrow())
     assert got.equals(batch.filter(pl.col("ts") == _minute(50)).sort("symbol"))
     assert (got["ts"] == got["source_ts"]).all()
+
+
+def test_late_symbols_and_repeated_rows_still_equal_batch(setup: tuple[str, pl.DataFrame, pl.DataFrame]) -> None:
+    store, raw, batch = setup
+    rt = RealtimePredictor.from_run(store, "jen", backend="torch")
+    first = sorted(raw.get_column("symbol").unique().to_list())[0]
+    late = pl.col("symbol") == first
+    # every symbol but the first alphabetically up to minute 60; it arrives with minute 61 (a new grid column)
+    assert rt.update(raw.filter((pl.col("ts") <= _minute(60)) & ~late)).height > 0
+    got = rt.update(raw.filter(((pl.col("ts") <= _minute(60)) & late) | (pl.col("ts") == _minute(61))))
+    assert first in got.get_column("symbol").to_list()
+    assert got.equals(batch.filter(pl.col("ts") == _minute(61)).sort("symbol"))
+    # an exact repeat of earlier rows is dropped, as batch drops duplicates
+    got = rt.update(pl.concat([raw.filter(pl.col("ts") == _minute(30)), raw.filter(pl.col("ts") == _minute(62))]))
+    assert got.equals(batch.filter(pl.col("ts") == _minute(62)).sort("symbol"))
