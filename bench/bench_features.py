@@ -1,4 +1,4 @@
-"""Features of one market day: tthf's polars ``build_day`` against the pandas baseline.
+"""Features of one market day: tthf's ``build_day`` (polars cleaning, numpy statistics) against the pandas baseline.
 
 Both start from the same raw frame in memory (reading Parquet is the end-to-end
 benchmark's business) and must produce the same features and mask (asserted, with the
