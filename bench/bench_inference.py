@@ -4,7 +4,10 @@ Backends (each skipped with the reason where it cannot run):
 
 - ``torch-fp32``: tthf's torch backend, the eager PyTorch reference;
 - ``torch-bf16``: the same model under CPU bf16 autocast (CPUs with avx512_bf16 / AMX);
-- ``onnxruntime-fp32``: tthf's onnxruntime backend on the exported ``model.onnx``;
+- ``onnxruntime-fp32``: tthf's onnxruntime backend on the exported ``model.onnx`` (on CPU:
+  one single-threaded session per core, the batch split between them);
+- ``onnxruntime-fp32-intraop``: the same model in one session with one intra-op thread per
+  core (the previous default, kept to show what the data-parallel split buys);
 - ``onnxruntime-int8``: ``model.onnx`` with dynamically quantized int8 weights (a candidate
   faster CPU path, not a tthf backend: its accuracy is recorded against the fp16 bar);
 - on CUDA hosts: ``torch-cuda-fp32``, ``torch-cuda-autocast`` (fp16) and ``tensorrt-fp16``.
@@ -29,7 +32,7 @@ from tthf.engine.windows import cut_windows
 from tthf.export.validate import compare, tolerances
 
 DENSE_BATCH = 4096
-CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-int8")
+CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-fp32-intraop", "onnxruntime-int8")
 GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-autocast", "tensorrt-fp16")
 PRECISION = {"torch-bf16": "fp16", "onnxruntime-int8": "fp16", "torch-cuda-autocast": "fp16", "tensorrt-fp16": "fp16"}
 
@@ -86,6 +89,9 @@ def open_predictor(name: str, bench_run):
         return _torch_predictor(bench_run, "cpu", "bfloat16")
     if name == "onnxruntime-fp32":
         return OnnxRuntimeBackend(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"]).predict
+    if name == "onnxruntime-fp32-intraop":
+        return OnnxRuntimeBackend(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"],
+                                  data_parallel=False).predict
     if name == "onnxruntime-int8":
         return _int8_predictor(bench_run)
     if name == "torch-cuda-fp32":

@@ -3,7 +3,8 @@
 - ``torch``: the PyTorch reference from the checkpoint (CUDA with fp16 autocast when
   available, else fp32 on CPU).
 - ``onnxruntime``: the exported fp32 ``model.onnx`` with the best provider present
-  (TensorRT EP, CUDA EP, else CPU); on CUDA the batch goes through I/O binding.
+  (TensorRT EP, CUDA EP, else CPU); on CUDA the batch goes through I/O binding; on CPU
+  one single-threaded session per core, each batch split between them (data parallel).
 - ``tensorrt``: the native fp16 engine for this host's GPU and TensorRT version; when
   the run was exported elsewhere, the engine is rebuilt from ``model_fp16.onnx`` (and
   validated) or, with ``rebuild_engine=False``, refused with the command that builds it.
@@ -18,7 +19,10 @@ a ``StaleArtifactError`` that says to re-export.
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +34,20 @@ log = logging.getLogger("tthf")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 INPUT_NAME = "features"
+# CPU data parallelism (docs/export.md, "CPU inference speed"): a batch is split over the
+# sessions only as far as every shard gets at least MIN_SHARD windows, and each shard runs
+# in sub-batches of at most MAX_SUB_BATCH windows (measured best of 32..4096).
+MIN_SHARD = 64
+MAX_SUB_BATCH = 128
+
+
+def _session_options(ort: Any, threads: int) -> Any:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
 
 
 class Backend(ABC):
@@ -84,7 +102,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
-    def __init__(self, run: Run, *, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(self, run: Run, *, threads: int | None = None, providers: list[str] | None = None,
+                 data_parallel: bool = True, sub_batch: int = MAX_SUB_BATCH) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -102,19 +121,57 @@ class OnnxRuntimeBackend(Backend):
         chosen = [p for p in (providers or self.PREFERENCE) if p in available]
         if not chosen:
             raise BackendUnavailableError(f"none of the providers {providers} is available here (have {available})")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        if sub_batch < 1:
+            raise UsageError(f"sub_batch must be >= 1, got {sub_batch}")
         self._ort = ort
-        self.session = ort.InferenceSession(model, opts, providers=chosen)
+        self.sub_batch = sub_batch
+        threads = threads or len(os.sched_getaffinity(0))
+        self.session = ort.InferenceSession(model, _session_options(ort, 1 if data_parallel else threads),
+                                            providers=chosen)
         active = self.session.get_providers()
         self.on_gpu = active[0] != "CPUExecutionProvider"
-        self.detail = active[0]
+        self.sessions = [self.session]
+        if not self.on_gpu and data_parallel and threads > 1:
+            self.sessions += [ort.InferenceSession(model, _session_options(ort, 1), providers=chosen)
+                              for _ in range(threads - 1)]
+        self._pool = (ThreadPoolExecutor(len(self.sessions), thread_name_prefix="tthf-ort")
+                      if len(self.sessions) > 1 else None)
+        self.detail = active[0] if self.on_gpu else (
+            f"{active[0]}, {len(self.sessions)} session(s) x {1 if data_parallel else threads} thread(s)")
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        if not self.on_gpu:
-            return dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})))
+        if self.on_gpu:
+            return self._predict_gpu(x)
+        n = len(x)
+        if n <= self.sub_batch:
+            return self._run_cpu(self.session, x)
+        # Data parallel: one contiguous shard per single-threaded session (ONNX Runtime
+        # releases the GIL), each run in sub-batches. The model's ops are too small for
+        # intra-op threads to pay: docs/export.md, "CPU inference speed".
+        shards = max(1, min(len(self.sessions), n // MIN_SHARD))
+        bounds = np.linspace(0, n, shards + 1).astype(int)
+        out = {name: np.empty(n, dtype=np.float32) for name in OUTPUT_NAMES}
+
+        def work(i: int) -> None:
+            lo, hi = bounds[i], bounds[i + 1]
+            for a in range(lo, hi, self.sub_batch):
+                part = self._run_cpu(self.sessions[i], x[a:min(a + self.sub_batch, hi)])
+                for name in OUTPUT_NAMES:
+                    out[name][a:a + len(part[name])] = part[name]
+
+        if shards == 1 or self._pool is None:
+            work(0)
+        else:
+            for future in [self._pool.submit(work, i) for i in range(shards)]:
+                future.result()
+        return out
+
+    @staticmethod
+    def _run_cpu(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})))
+
+    def _predict_gpu(self, x: np.ndarray) -> dict[str, np.ndarray]:
         # One host->device copy of the batch and device-side outputs, copied back once.
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(INPUT_NAME, self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))

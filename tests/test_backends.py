@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tthf.engine import runs
-from tthf.engine.backends import OnnxRuntimeBackend, TorchBackend, open_backend
+from tthf.engine.backends import MAX_SUB_BATCH, MIN_SHARD, OnnxRuntimeBackend, TorchBackend, open_backend
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model import ThreeHeadedTransformer, save_checkpoint
 from tthf.errors import BackendUnavailableError, StaleArtifactError, UsageError
@@ -53,6 +53,24 @@ def test_onnxruntime_matches_torch_on_heldout_windows(exported_run: tuple[Path, 
                       precision="fp32", tolerance=tolerances("fp32", run.config.model))
     enforce(results)
     assert ref["vol_10m"].min() > 0 and 0 <= ref["ret_conf"].min() and ref["ret_conf"].max() <= 1
+
+
+def test_cpu_data_parallel_split_matches_one_session(exported_run: tuple[Path, runs.Run]) -> None:
+    """Shards (uneven, over 3 sessions) and sub-batches (> MAX_SUB_BATCH) reassemble in order."""
+    _, run = exported_run
+    n = 3 * MAX_SUB_BATCH + 7
+    x = np.random.default_rng(3).standard_normal((n, run.config.seq_len, len(run.config.feature_names)),
+                                                 dtype=np.float32)
+    one = OnnxRuntimeBackend(run, threads=1, providers=["CPUExecutionProvider"], sub_batch=n)  # one call
+    split = OnnxRuntimeBackend(run, threads=3, providers=["CPUExecutionProvider"])
+    assert len(one.sessions) == 1 and len(split.sessions) == 3 and "3 session(s) x 1 thread(s)" in split.detail
+    ref = one.predict(x)
+    for batch in (x, x[:2 * MIN_SHARD - 1], x[:2 * MIN_SHARD + 1]):
+        got = split.predict(batch)
+        assert all(got[k].shape == (len(batch),) and got[k].dtype == np.float32 for k in OUTPUT_NAMES)
+        enforce(compare({k: v[:len(batch)] for k, v in ref.items()}, got, artifact="model.onnx",
+                        backend="onnxruntime-dp", inputs=f"random@{len(batch)}", precision="fp32",
+                        tolerance=tolerances("fp32", run.config.model)))
 
 
 @pytest.mark.slow
