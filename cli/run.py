@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dates", required=True, help="which dates to predict (see below)")
     p.add_argument("--dense", action="store_true", help="predict every minute (default: every sample_every minutes, forward-filled)")
     p.add_argument("--sample-every", type=int, default=None, help="sparse sampling step in minutes (default: the run's config)")
-    p.add_argument("--backend", default="torch", help="torch, onnxruntime, tensorrt or auto (default: torch)")
+    p.add_argument("--backend", default="auto",
+                   help="auto (default: the fastest available, torch if the run has no export), tensorrt, onnxruntime or torch")
     p.add_argument("--batch-size", type=int, default=4096, help="windows per inference batch (default: 4096)")
     p.add_argument("--format", dest="fmt", default="csv", choices=("csv", "parquet"), help="output format (default: csv)")
     p.add_argument("--overwrite", action="store_true", help="redo dates that are already done")

@@ -52,7 +52,7 @@ class RunOptions:
     dates: str
     dense: bool = False
     sample_every: int | None = None
-    backend: str = "torch"
+    backend: str = "auto"
     batch_size: int = 4096
     fmt: str = "csv"
     overwrite: bool = False
