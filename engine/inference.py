@@ -128,8 +128,7 @@ class InferenceSummary:
 class DayPredictor:
     """Everything that turns one day's raw bars into its predictions table; built once per run.
 
-    ``features`` and ``predict_features`` are the two compute stages of the pipeline;
-    ``predict`` runs both (the real-time engine and the tests use it).
+    ``features`` and ``predict_features`` are the two compute stages of the pipeline.
     """
 
     def __init__(self, run: Run, backend: Backend, *, stride: int, batch_size: int, windowing: str = "auto") -> None:
@@ -154,17 +153,6 @@ class DayPredictor:
         frame = predictions.assemble(feats.symbols, feats.minutes, dense_pos, (result.sym, result.minute),
                                      result.outputs, seq_len=self.seq_len, stride=self.stride)
         return frame, result
-
-    def predict(self, raw: pl.DataFrame, day: dt.date, *, source: str = "") -> tuple[pl.DataFrame, dict[str, float], dict[str, int]]:
-        """Predictions table, per-stage seconds and cleaning counts of one day."""
-        t0 = time.perf_counter()
-        feats, scaled = self.features(raw, day, source=source)
-        t1 = time.perf_counter()
-        frame, result = self.predict_features(feats, scaled)
-        t2 = time.perf_counter()
-        seconds = {"features": t1 - t0, "windows": t2 - t1 - result.seconds["inference"],
-                   "inference": result.seconds["inference"], "windows_count": float(len(result.sym))}
-        return frame, seconds, dict(feats.counts)
 
 
 def _settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:

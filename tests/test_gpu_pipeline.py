@@ -6,7 +6,6 @@ streams, events) with each engine the host has and skip with the reason otherwis
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -27,7 +26,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, pl.DataFrame, 
     make_run(str(base / "runs"), data)
     raw = read_day(str(data), DAY)
     run = runs.Run.open(runs.find_run(str(base / "runs"), "jen"))
-    batch, _, _ = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512).predict(raw, DAY)
+    predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512)
+    batch, _ = predictor.predict_features(*predictor.features(raw, DAY))
     return str(base / "runs"), raw, batch
 
 
