@@ -4,14 +4,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from tthf.engine.store import ENDPOINT_ENV
 from tthf.errors import TthfError
 
 T = TypeVar("T")
 log = logging.getLogger("tthf")
+
+STORE_ENV, DATA_ENV = "TTHF_STORE", "TTHF_DATA"
+DEFAULT_STORE, DEFAULT_DATA = "./runs", "./data/market"
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    """``--store``: the run store, from $TTHF_STORE or ./runs."""
+    parser.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE),
+                        help=f"run store, a folder or s3://bucket/prefix (default: ${STORE_ENV} or {DEFAULT_STORE})")
+
+
+def add_data_root_option(parser: argparse.ArgumentParser, flag: str = "--data") -> None:
+    """The raw-data root, from $TTHF_DATA or ./data/market (``tthf-synth`` calls it ``--out``)."""
+    parser.add_argument(flag, default=os.environ.get(DATA_ENV, DEFAULT_DATA),
+                        help=f"data root, a folder or s3://bucket/prefix (default: ${DATA_ENV} or {DEFAULT_DATA})")
+
+
+def add_endpoint_option(parser: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint-url``: an S3-compatible server; credentials always come from boto3's chain."""
+    parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENDPOINT_ENV),
+                        help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)")
 
 
 def setup_logging(verbose: bool = False) -> None:

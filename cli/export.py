@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from tthf.cli._common import run_cli
+from tthf.cli._common import add_endpoint_option, add_store_option, run_cli
 from tthf.engine.runs import DEFAULT_EXPERIMENT
 from tthf.export.config import EXPORTERS, ExportConfig
-
-STORE_ENV, DATA_ENV, ENDPOINT_ENV = "TTHF_STORE", "TTHF_DATA", "TTHF_S3_ENDPOINT_URL"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--run", required=True, help="run id or a unique prefix of one, e.g. jennifer")
-    parser.add_argument("--store", default=os.environ.get(STORE_ENV, "./runs"),
-                        help=f"run store, a folder or s3://bucket/prefix (default: ${STORE_ENV} or ./runs)")
+    add_store_option(parser)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment folder (default: %(default)s)")
     parser.add_argument("--data", default=None,
                         help="data root for the held-out windows (default: the run's data root in config.json)")
@@ -51,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--real-windows", type=int, default=d.real_windows,
                         help="held-out windows to validate on, 0 to skip (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of the random validation inputs")
-    parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENDPOINT_ENV),
-                        help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)")
+    add_endpoint_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

@@ -9,9 +9,10 @@ import time
 
 from typing import Any
 
-from tthf.cli._common import run_cli
+from tthf.cli._common import add_endpoint_option, add_store_option, run_cli
 from tthf.engine.gpu import WINDOWING
 from tthf.engine.inference import DateResult, InferenceSummary, RunOptions, run_inference
+from tthf.engine.store import ENDPOINT_ENV
 
 EPILOG = """\
 dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
@@ -47,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windowing", default="auto", choices=WINDOWING,
                    help="GPU only: cut windows on the host and upload them, or upload each day's grid once and cut "
                         "on the device (auto: whichever moves fewer bytes; default auto)")
-    p.add_argument("--store", default=os.environ.get("TTHF_STORE", "runs"), help="run store: folder or s3://bucket/prefix (env TTHF_STORE; default ./runs)")
+    add_store_option(p)
     p.add_argument("--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)")
     p.add_argument("--experiment", default=None, help="restrict the run search to one experiment")
     p.add_argument("--model-type", default=None, help="restrict the run search to one model type")
-    p.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint (env TTHF_S3_ENDPOINT_URL)")
+    add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -119,7 +120,7 @@ def print_summary(summary: InferenceSummary) -> None:
 def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         if args.s3_endpoint_url:
-            os.environ["TTHF_S3_ENDPOINT_URL"] = args.s3_endpoint_url
+            os.environ[ENDPOINT_ENV] = args.s3_endpoint_url  # every store this run opens uses it
         options = RunOptions(
             dates=args.dates, dense=args.dense, sample_every=args.sample_every, backend=args.backend,
             batch_size=args.batch_size, fmt=args.fmt, overwrite=args.overwrite, data_root=args.data,

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 
-from tthf.cli._common import run_cli
-
-DATA_ENV, ENDPOINT_ENV = "TTHF_DATA", "TTHF_S3_ENDPOINT_URL"
+from tthf.cli._common import add_data_root_option, add_endpoint_option, run_cli
 
 EPILOG = """\
 Writes {out}/date=YYYY-MM-DD/part-0.parquet for every NYSE trading day in [--start, --end]
@@ -46,16 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default=os.environ.get(DATA_ENV, "./data/market"),
-                   help=f"data root, a folder or s3://bucket/prefix (default: ${DATA_ENV} or ./data/market)")
+    add_data_root_option(p, "--out")
     p.add_argument("--symbols", type=int, default=d.n_symbols, help="number of symbols (default: %(default)s)")
     p.add_argument("--start", type=_date, default=d.start, help="first date, YYYY-MM-DD (default: %(default)s)")
     p.add_argument("--end", type=_date, default=d.end, help="last date, inclusive (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed, same bytes (default: %(default)s)")
     p.add_argument("--no-extended-hours", action="store_true",
                    help="omit the 04:00-09:30 and 16:00-20:00 New York rows")
-    p.add_argument("--s3-endpoint-url", default=os.environ.get(ENDPOINT_ENV),
-                   help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)")
+    add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per file written)")
     return p
 

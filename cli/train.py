@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from tthf.cli._common import run_cli
+from tthf.cli._common import add_data_root_option, add_endpoint_option, add_store_option, run_cli
 from tthf.engine.runs import DEFAULT_EXPERIMENT
-
-DATA_ENV, STORE_ENV, ENDPOINT_ENV = "TTHF_DATA", "TTHF_STORE", "TTHF_S3_ENDPOINT_URL"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,17 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--run", required=True, help="run id to create, e.g. jennifer")
-    parser.add_argument("--data", default=os.environ.get(DATA_ENV, "./data/market"),
-                        help=f"data root, a folder or s3://bucket/prefix (default: ${DATA_ENV} or ./data/market)")
-    parser.add_argument("--store", default=os.environ.get(STORE_ENV, "./runs"),
-                        help=f"run store, a folder or s3://bucket/prefix (default: ${STORE_ENV} or ./runs)")
+    add_data_root_option(parser)
+    add_store_option(parser)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, help="most training epochs (default: TrainConfig.epochs)")
     parser.add_argument("--seed", type=int, help="random seed for weights, shuffling and subsampling (default: 0)")
     parser.add_argument("--threads", type=int, help="torch CPU threads; 0 = torch's default")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
-    parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENDPOINT_ENV),
-                        help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)")
+    add_endpoint_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
