@@ -136,7 +136,6 @@ class DayPredictor:
         self.feature_names = list(cfg.feature_names)
         self.seq_len = cfg.seq_len
         self.stride = stride
-        self.backend = backend
         self.scalers = Scalers.from_json(run.read_text(SCALERS), source=run.ref.store.uri(SCALERS))
         self.runner = make_runner(backend, capacity=batch_size, seq_len=cfg.seq_len,
                                   n_features=len(self.feature_names), windowing=windowing)
