@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from baseline import run_baseline
 
-from tthf.engine.inference import RunOptions, run_inference
+from tthf.engine.runtime.batch import RunOptions, run_inference
 
 _done: dict[str, dict[str, pd.DataFrame]] = {}
 

@@ -19,7 +19,7 @@ import torch
 
 from tthf.engine.config import OUTPUT_NAMES, ModelConfig
 from tthf.engine.features import FEATURE_NAMES
-from tthf.engine.model import ThreeHeadedTransformer
+from tthf.engine.model.network import ThreeHeadedTransformer
 from tthf.export.fp16 import convert_to_fp16
 from tthf.export.onnx_export import export_onnx
 from tthf.export.validate import compare, format_table, tolerances

@@ -12,7 +12,7 @@ from baseline import build_features
 from baseline.parity import compare
 
 from tthf.engine.features import build_day
-from tthf.engine.marketdata import read_day
+from tthf.engine.data.marketdata import read_day
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def open_predictor(name: str, bench_run):
     """``predict(batch) -> {output: (B,)}`` for ``name``, or pytest.skip with the reason."""
     import torch
 
-    from tthf.engine.backends import OnnxRuntimeBackend, TorchBackend, open_backend
+    from tthf.engine.runtime.backends import OnnxRuntimeBackend, TorchBackend, open_backend
     from tthf.errors import BackendUnavailableError
 
     torch.set_num_threads(_threads())

@@ -1,6 +1,6 @@
 """Real-time latency: all symbols at one minute, from the new minute's raw bars to predictions.
 
-Through ``tthf.engine.realtime.RealtimePredictor`` (backend ``auto``), on one market day
+Through ``tthf.engine.runtime.realtime.RealtimePredictor`` (backend ``auto``), on one market day
 replayed minute by minute. The predictor rebuilds the day's features from its history at
 every minute, so latency grows through the day; the timed stretch is the session's last
 ``TIMED`` minutes (the longest history: the worst case), after one catch-up update with
@@ -18,12 +18,12 @@ import polars as pl
 import pytest
 from benchlib import day_windows
 
-from tthf.engine.calendar import session_minutes
+from tthf.engine.data.calendar import session_minutes
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.marketdata import read_day
+from tthf.engine.data.marketdata import read_day
 from tthf.engine.windows import gather_windows
 
-realtime = pytest.importorskip("tthf.engine.realtime", reason="engine/realtime.py is not there")
+realtime = pytest.importorskip("tthf.engine.runtime.realtime", reason="engine/realtime.py is not there")
 
 
 def test_realtime_latency(benchmark, sizes, market, bench_run) -> None:

@@ -26,8 +26,8 @@ def cpu_has_bf16() -> bool:
 def day_windows(market: Any, bench_run: Any, day_index: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Scaled (S, M, F) features and mask of one market day, as tthf-run prepares them."""
     from tthf.engine.features import build_day
-    from tthf.engine.marketdata import read_day
-    from tthf.engine.scalers import Scalers
+    from tthf.engine.data.marketdata import read_day
+    from tthf.engine.features.scalers import Scalers
 
     day = market.dates[day_index]
     feats = build_day(read_day(str(market.root), day), day)

@@ -108,8 +108,8 @@ class Market:
 
 @pytest.fixture(scope="session")
 def market(sizes: Sizes, tmp_path_factory: pytest.TempPathFactory) -> Market:
-    from tthf.engine.marketdata import write_day
-    from tthf.engine.synth import SynthConfig, generate_day
+    from tthf.engine.data.marketdata import write_day
+    from tthf.engine.data.synth import SynthConfig, generate_day
 
     cfg = SynthConfig(n_symbols=sizes.symbols, start=dt.date(2024, 3, 4), end=dt.date(2024, 3, 29), seed=11)
     root = tmp_path_factory.mktemp("market")
@@ -129,30 +129,11 @@ class BenchRun:
 @pytest.fixture(scope="session")
 def bench_run(market: Market, tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
     """A run with the default model size and random weights, exported (ONNX; TensorRT where possible)."""
-    import torch
-
-    from tthf.engine import runs
-    from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
-    from tthf.engine.features import build_day
-    from tthf.engine.marketdata import read_day
-    from tthf.engine.model import ThreeHeadedTransformer, save_checkpoint
-    from tthf.engine.scalers import Scalers
+    from tthf.engine.testing import make_random_run
     from tthf.export.api import export_run
     from tthf.export.config import ExportConfig
 
     store = str(tmp_path_factory.mktemp("store"))
-    train_day = build_day(read_day(str(market.root), market.dates[0]), market.dates[0])
-    names = list(train_day.feature_names)
-    torch.manual_seed(0)
-    model_cfg = ModelConfig(n_features=len(names))
-    model = ThreeHeadedTransformer(model_cfg).eval()
-    ref = runs.create_run(store, runs.DEFAULT_EXPERIMENT, runs.DEFAULT_MODEL_TYPE, RUN_ID, overwrite=True)
-    ref.store.write_bytes(runs.CHECKPOINT, save_checkpoint(model))
-    ref.store.write_text(runs.SCALERS, Scalers.fit([train_day]).to_json())
-    iso = [d.isoformat() for d in market.dates]
-    splits = Splits(train=iso[:1], val=iso[1:2], test=iso[-1:])
-    config = RunConfig(model=model_cfg, feature_names=names, splits=splits, train=TrainConfig(),
-                       data_root=str(market.root), seq_len=model_cfg.seq_len)
-    run = runs.Run.new(ref, config)
+    run = make_random_run(store, market.root, market.dates, RUN_ID)
     export_run(run, ExportConfig(real_windows=512), store_uri=store, data_root=str(market.root))
-    return BenchRun(store, run, Path(ref.uri))
+    return BenchRun(store, run, Path(run.ref.uri))

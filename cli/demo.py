@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
-        from tthf.engine.demo import run_demo
+        from tthf.demo import run_demo
 
         result = run_demo(args.workdir, backend=args.backend)
         print(format_metrics(result.metrics))

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from tthf.cli._common import add_endpoint_option, add_store_option, run_cli
-from tthf.engine.gpu import WINDOWING
-from tthf.engine.inference import DateResult, InferenceSummary, RunOptions, run_inference
+from tthf.engine.runtime.runner import WINDOWING
+from tthf.engine.runtime.batch import DateResult, InferenceSummary, RunOptions, run_inference
 from tthf.engine.store import ENDPOINT_ENV
 
 EPILOG = """\

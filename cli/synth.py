@@ -34,7 +34,7 @@ def _date(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tthf.engine.synth import SynthConfig
+    from tthf.engine.data.synth import SynthConfig
 
     d = SynthConfig()
     p = argparse.ArgumentParser(
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.store import open_store
-    from tthf.engine.synth import SynthConfig, generate_market
+    from tthf.engine.data.synth import SynthConfig, generate_market
 
     cfg = SynthConfig(n_symbols=args.symbols, start=args.start, end=args.end, seed=args.seed,
                       extended_hours=not args.no_extended_hours)

@@ -62,7 +62,7 @@ def format_metrics(metrics: dict) -> str:
 
 
 def body(args: argparse.Namespace) -> int:
-    from tthf.engine.train import train_run
+    from tthf.engine.training.train import train_run
 
     overrides = {k: getattr(args, k) for k in ("epochs", "seed", "threads") if getattr(args, k) is not None}
     result = train_run(args.data, args.store, args.run, experiment=args.experiment, overrides=overrides,

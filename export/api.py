@@ -17,7 +17,7 @@ import numpy as np
 
 from tthf.engine import runs
 from tthf.engine.config import OUTPUT_NAMES, ModelConfig
-from tthf.engine.model import ThreeHeadedTransformer, load_checkpoint
+from tthf.engine.model.network import ThreeHeadedTransformer, load_checkpoint
 from tthf.errors import ExportError, RunFormatError
 from tthf.export import inputs as inputs_mod
 from tthf.export import tensorrt_engine as trt_engine

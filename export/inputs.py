@@ -40,8 +40,8 @@ def heldout_windows(run: runs.Run, n: int, *, data_root: str | None = None, endp
     """
     from tthf.engine import windows
     from tthf.engine.features import build_day
-    from tthf.engine.marketdata import read_day
-    from tthf.engine.scalers import Scalers
+    from tthf.engine.data.marketdata import read_day
+    from tthf.engine.features.scalers import Scalers
     from tthf.engine.store import open_store
 
     cfg = run.config

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the ba
 from baseline import build_features, run_baseline  # noqa: E402
 from baseline.parity import compare  # noqa: E402
 
-from _tiny_run import DAYS, make_data, make_run  # noqa: E402
+from tthf.engine.testing import DAYS, make_data, make_run  # noqa: E402
 from tthf.engine.features import build_day  # noqa: E402
-from tthf.engine.inference import RunOptions, run_inference  # noqa: E402
-from tthf.engine.synth import SynthConfig, generate_day  # noqa: E402
+from tthf.engine.runtime.batch import RunOptions, run_inference  # noqa: E402
+from tthf.engine.data.synth import SynthConfig, generate_day  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from tthf.engine.calendar import session_bounds
+from tthf.engine.data.calendar import session_bounds
 from tthf.engine.features import MAX_QUOTE_AGE, NEUTRAL  # the docs' constants, not the polars code
 
 QUOTE = ["bid", "ask", "bid_size", "ask_size"]

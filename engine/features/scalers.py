@@ -1,0 +1,183 @@
+"""Per-feature standardization, fitted on the training split only and saved as ``scalers.json``.
+
+Fitting streams over days (a per-day mean and sum of squared deviations, merged with
+Chan's parallel update), so a long training range never has to be held in memory. Only
+masked-valid minutes count: those are the only minutes a valid window contains.
+``transform`` reorders the day's columns to the run's feature order by name, so a run
+never silently reads a feature in the wrong column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tthf.engine.features.day import DayFeatures
+from tthf.errors import DataError, FeatureMismatchError, RunFormatError
+
+#: scaled values are clipped to [-CLIP, CLIP] so that one bad print cannot dominate a window
+CLIP = 10.0
+#: a std at or below this (times max(1, |mean|)) means the feature is constant: std becomes 1
+_STD_FLOOR = 1e-9
+#: rows per block while fitting (bounds the float64 temporaries to ~30 MB at 59 features)
+_CHUNK = 65_536
+_FORMAT = "tthf-scalers"
+_VERSION = 1
+_KEYS = {"format", "version", "clip", "count", "features"}
+_FEATURE_KEYS = {"name", "mean", "std"}
+_FIX_MISMATCH = (
+    "the features this tthf computes do not match the run; use the tthf version that trained "
+    "the run (config.json 'tthf_version') or retrain the run with this version"
+)
+
+
+@dataclass(frozen=True)
+class Scalers:
+    """``(x - mean) / std``, clipped to ``[-clip, clip]``, per feature name."""
+
+    names: tuple[str, ...]
+    mean: np.ndarray  # (F,) float64
+    std: np.ndarray  # (F,) float64, > 0
+    count: int
+    clip: float = CLIP
+
+    @classmethod
+    def fit(cls, days: Iterable[DayFeatures]) -> "Scalers":
+        """Fit on the masked-valid minutes of ``days`` (pass the training days only)."""
+        names: tuple[str, ...] | None = None
+        count, mean, m2 = 0, np.zeros(0), np.zeros(0)
+        for day in days:
+            if names is None:
+                names = tuple(day.feature_names)
+                _check_unique(names, f"features of {day.date}")
+                mean, m2 = np.zeros(len(names)), np.zeros(len(names))
+            elif tuple(day.feature_names) != names:
+                raise FeatureMismatchError(
+                    f"{day.date}: feature names differ from the earlier training days "
+                    f"({_diff(names, day.feature_names)}); build all days with the same tthf version"
+                )
+            rows = day.features[day.mask]  # (n, F)
+            for lo in range(0, rows.shape[0], _CHUNK):
+                count, mean, m2 = _merge(count, mean, m2, rows[lo : lo + _CHUNK].astype(np.float64))
+        if names is None or count == 0:
+            raise DataError(
+                "cannot fit scalers: the training days have no masked-valid minutes; "
+                "check the data root and the training dates (every day may be missing quotes)"
+            )
+        std = np.sqrt(m2 / count)
+        std = np.where(std > _STD_FLOOR * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        return cls(names=names, mean=mean, std=std, count=count)
+
+    def transform(self, day: DayFeatures, expected_names: Sequence[str]) -> np.ndarray:
+        """The day's features scaled, as ``(S, M, F)`` float32 in ``expected_names`` order."""
+        expected = tuple(expected_names)
+        _check_unique(expected, "the run's feature names")
+        _check_cover(tuple(day.feature_names), expected, f"features of {day.date}")
+        _check_cover(self.names, expected, "scalers.json")
+        day_index = {n: i for i, n in enumerate(day.feature_names)}
+        own_index = {n: i for i, n in enumerate(self.names)}
+        cols = np.array([day_index[n] for n in expected], dtype=np.intp)
+        params = np.array([own_index[n] for n in expected], dtype=np.intp)
+        out = day.features.take(cols, axis=2)  # a new C-contiguous (S, M, F) array
+        out -= self.mean[params].astype(np.float32)
+        out *= (1.0 / self.std[params]).astype(np.float32)
+        np.clip(out, -self.clip, self.clip, out=out)
+        return out
+
+    def to_json(self) -> str:
+        doc = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "clip": self.clip,
+            "count": self.count,
+            "features": [
+                {"name": n, "mean": float(m), "std": float(s)} for n, m, s in zip(self.names, self.mean, self.std)
+            ],
+        }
+        return json.dumps(doc, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "scalers.json") -> "Scalers":
+        fix = "re-create the run with tthf-train"
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RunFormatError(f"{source}: not valid JSON ({exc}); {fix}") from exc
+        if not isinstance(doc, dict) or set(doc) != _KEYS:
+            got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+            raise RunFormatError(f"{source}: expected an object with keys {sorted(_KEYS)}, got {got}; {fix}")
+        if doc["format"] != _FORMAT or doc["version"] != _VERSION:
+            raise RunFormatError(
+                f"{source}: format {doc['format']!r} version {doc['version']!r}, this tthf reads "
+                f"{_FORMAT!r} version {_VERSION}; use the tthf version that wrote it or {fix}"
+            )
+        if not _is_number(doc["clip"]) or doc["clip"] <= 0:
+            raise RunFormatError(f"{source}: 'clip' must be a positive number, got {doc['clip']!r}; {fix}")
+        if not isinstance(doc["count"], int) or isinstance(doc["count"], bool) or doc["count"] <= 0:
+            raise RunFormatError(f"{source}: 'count' must be a positive integer, got {doc['count']!r}; {fix}")
+        if not isinstance(doc["features"], list) or not doc["features"]:
+            raise RunFormatError(f"{source}: 'features' must be a non-empty list; {fix}")
+        names, means, stds = [], [], []
+        for i, item in enumerate(doc["features"]):
+            if not isinstance(item, dict) or set(item) != _FEATURE_KEYS:
+                raise RunFormatError(f"{source}: features[{i}] must have exactly the keys {sorted(_FEATURE_KEYS)}; {fix}")
+            name, mean, std = item["name"], item["mean"], item["std"]
+            if not isinstance(name, str) or not name:
+                raise RunFormatError(f"{source}: features[{i}].name must be a non-empty string; {fix}")
+            if not _is_number(mean) or not _is_number(std) or std <= 0:
+                raise RunFormatError(
+                    f"{source}: feature {name!r} needs a finite mean and a positive finite std, "
+                    f"got mean={mean!r} std={std!r}; {fix}"
+                )
+            names.append(name)
+            means.append(float(mean))
+            stds.append(float(std))
+        try:
+            _check_unique(tuple(names), source)
+        except FeatureMismatchError as exc:
+            raise RunFormatError(f"{exc}; {fix}") from exc
+        return cls(
+            names=tuple(names), mean=np.array(means), std=np.array(stds), count=doc["count"], clip=float(doc["clip"])
+        )
+
+
+def _merge(count: int, mean: np.ndarray, m2: np.ndarray, rows: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Chan et al.'s update of (count, mean, sum of squared deviations) with a block of rows."""
+    n = rows.shape[0]
+    block_mean = rows.mean(axis=0)
+    block_m2 = ((rows - block_mean) ** 2).sum(axis=0)
+    total = count + n
+    delta = block_mean - mean
+    return total, mean + delta * (n / total), m2 + block_m2 + delta**2 * (count * n / total)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_unique(names: tuple[str, ...], what: str) -> None:
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise FeatureMismatchError(f"{what}: feature name(s) {dup} appear more than once")
+
+
+def _diff(expected: Sequence[str], have: Sequence[str]) -> str:
+    have_set, expected_set = set(have), set(expected)
+    missing = [n for n in expected if n not in have_set]
+    extra = [n for n in have if n not in expected_set]
+    parts = [f"missing {missing}" if missing else "", f"extra {extra}" if extra else ""]
+    return "; ".join(p for p in parts if p) or "same names in a different order"
+
+
+def _check_cover(have: tuple[str, ...], expected: tuple[str, ...], what: str) -> None:
+    """``have`` must hold exactly the names of ``expected`` (any order)."""
+    _check_unique(have, what)
+    if set(have) != set(expected):
+        raise FeatureMismatchError(
+            f"{what}: feature names do not match the run's {len(expected)} features: "
+            f"{_diff(expected, have)}; {_FIX_MISMATCH}"
+        )

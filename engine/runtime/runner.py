@@ -1,0 +1,301 @@
+"""Where a day's windows meet the backend: host buffers on CPU, a pinned ring on CUDA.
+
+``make_runner`` picks the runner once per run; both have ``run(scaled, mask, stride)``
+that returns every valid window's four outputs in cursor order.
+
+- ``HostRunner`` (CPU backends): one ordinary buffer allocated once; the C++ kernel
+  writes each batch straight into it and the backend reads it.
+- ``CudaRunner`` (a backend on a GPU): a ring of ``slots`` pinned host buffers, device
+  input / output buffers and pinned output buffers, all allocated once per run. Per batch
+  the kernel writes the windows into the next free pinned buffer, an async H2D copy runs
+  on the copy stream, the engine runs on the compute stream after an event, the D2H copy
+  of the outputs goes back on the copy stream after another event, and the slot is read
+  back only when it comes round again, so cutting batch ``i+1`` overlaps the copy and
+  execution of batch ``i``. No allocation per batch (beyond what a PyTorch forward does).
+
+  ``windowing="device"`` uploads the day's scaled (S, M, F) grid once and cuts windows on
+  the GPU with ``index_select`` into the device input buffer; ``"host"`` cuts them on the
+  CPU and uploads each window; ``"auto"`` uploads the grid when it is fewer bytes than the
+  windows (dense mode: about ``seq_len`` times fewer) and fits in a quarter of free memory.
+
+The engines: TensorRT through tensor addresses and ``execute_async_v3`` on the compute
+stream; ONNX Runtime through I/O binding of the device buffers (it runs on its own
+stream, so the runner waits for the upload first); PyTorch under fp16 autocast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tthf.engine import windows
+from tthf.engine.runtime.backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
+from tthf.engine.config import OUTPUT_NAMES
+from tthf.errors import ExportError, UsageError
+
+WINDOWING = ("auto", "host", "device")
+#: pinned buffers in the ring: one being cut, one copying / running, one being read back
+RING_SLOTS = 3
+#: the day grid goes to the device only if grid + gather indices take under this share of free memory
+DEVICE_GRID_SHARE = 0.25
+
+
+@dataclass
+class DayOutputs:
+    """Outputs of one day's valid windows in cursor order, and where the time went."""
+
+    outputs: dict[str, np.ndarray]
+    sym: np.ndarray
+    minute: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)  # "windows" (cutting), "inference"
+    windowing: str = "host"
+
+
+def _empty_outputs(total: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    outputs = {name: np.empty(total, dtype=np.float32) for name in OUTPUT_NAMES}
+    return outputs, np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
+
+
+class HostRunner:
+    """Windows cut into one reused host buffer, predicted batch by batch."""
+
+    def __init__(self, backend: Backend, *, capacity: int, seq_len: int, n_features: int) -> None:
+        self.backend = backend
+        self.seq_len = seq_len
+        self.buffer = np.empty((capacity, seq_len, n_features), dtype=np.float32)
+
+    def run(self, scaled: np.ndarray, mask: np.ndarray, *, stride: int) -> DayOutputs:
+        total = windows.count_windows(mask, self.seq_len, stride)
+        outputs, sym, minute = _empty_outputs(total)
+        cut_s = infer_s = 0.0
+        start = 0
+        while start < total:
+            t0 = time.perf_counter()
+            m = min(len(self.buffer), total - start)
+            n, nxt = windows.cut_windows(scaled, mask, self.buffer[:m], seq_len=self.seq_len, stride=stride,
+                                         start=start, sym_out=sym[start:start + m], minute_out=minute[start:start + m])
+            t1 = time.perf_counter()
+            batch = self.backend.predict(self.buffer[:n])
+            for name in OUTPUT_NAMES:
+                outputs[name][start:nxt] = batch[name]
+            infer_s += time.perf_counter() - t1
+            cut_s += t1 - t0
+            start = nxt
+        return DayOutputs(outputs, sym, minute, {"windows": cut_s, "inference": infer_s}, "host")
+
+
+# ---------------------------------------------------------------------------------------
+# CUDA
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+#: ``execute(x_dev (n, seq, F), outs_dev {name: (n,)}, n, stream)``, enqueued on ``stream``
+Execute = Callable[[Any, dict[str, Any], int, Any], None]
+
+
+@dataclass
+class Engine:
+    """How one backend runs a batch that already sits in device memory."""
+
+    execute: Execute
+    out_dtypes: dict[str, Any]  # torch dtypes of the device outputs
+    max_batch: int | None = None
+    synchronous: bool = False  # runs on its own stream and returns when done (ONNX Runtime)
+
+
+def torch_engine(backend: TorchBackend) -> Engine:
+    import torch
+
+    model = backend.model
+
+    def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
+        with torch.cuda.stream(stream), torch.inference_mode():
+            with torch.autocast("cuda", dtype=torch.float16):
+                result = model(x[:n])
+            for name, value in zip(OUTPUT_NAMES, result):
+                outs[name][:n].copy_(value)
+
+    return Engine(execute, dict.fromkeys(OUTPUT_NAMES, torch.float32))
+
+
+def tensorrt_engine(backend: TensorRTBackend) -> Engine:
+    from tthf.engine.runtime.backends import INPUT_NAME
+
+    trt = backend.engine  # tthf.export.tensorrt_engine.TensorRTEngine
+    context = trt.context
+    current = [-1]
+
+    def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
+        fits = [i for i, (lo, _, hi) in enumerate(trt.profiles) if lo <= n <= hi]
+        if not fits:
+            raise ExportError(f"batch {n} is outside every optimization profile {trt.profiles}; "
+                              "rebuild the engine with tthf-export --min-batch/--max-batch covering it")
+        best = min(fits, key=lambda i: abs(trt.profiles[i][1] - n))
+        if best != current[0]:
+            context.set_optimization_profile_async(best, stream.cuda_stream)
+            current[0] = best
+        context.set_input_shape(INPUT_NAME, (n, *x.shape[1:]))
+        context.set_tensor_address(INPUT_NAME, x.data_ptr())
+        for name, tensor in outs.items():
+            context.set_tensor_address(name, tensor.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise ExportError("TensorRT execute_async_v3 failed (its log above says why)")
+
+    return Engine(execute, dict(trt.output_dtypes), max_batch=trt.max_batch)
+
+
+def onnxruntime_engine(backend: OnnxRuntimeBackend) -> Engine:
+    import torch
+
+    from tthf.engine.runtime.backends import INPUT_NAME
+
+    session = backend.session
+    binding = session.io_binding()
+    device_id = torch.cuda.current_device()
+
+    def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
+        binding.bind_input(INPUT_NAME, "cuda", device_id, np.float32, (n, *x.shape[1:]), x.data_ptr())
+        for name, tensor in outs.items():
+            binding.bind_output(name, "cuda", device_id, np.float32, (n,), tensor.data_ptr())
+        session.run_with_iobinding(binding)
+
+    return Engine(execute, dict.fromkeys(OUTPUT_NAMES, torch.float32), synchronous=True)
+
+
+class _Slot:
+    def __init__(self, torch: Any, capacity: int, seq_len: int, n_features: int, out_dtypes: dict[str, Any]) -> None:
+        self.host_in = torch.empty((capacity, seq_len, n_features), dtype=torch.float32, pin_memory=True)
+        self.dev_in = torch.empty((capacity, seq_len, n_features), dtype=torch.float32, device="cuda")
+        self.dev_out = {n: torch.empty(capacity, dtype=d, device="cuda") for n, d in out_dtypes.items()}
+        self.host_out = {n: torch.empty(capacity, dtype=d, pin_memory=True) for n, d in out_dtypes.items()}
+        self.uploaded = torch.cuda.Event()
+        self.computed = torch.cuda.Event()
+        self.downloaded = torch.cuda.Event()
+        self.span: tuple[int, int] | None = None  # cursors whose outputs are on their way back
+
+
+class CudaRunner:
+    """The pinned ring described in the module docstring."""
+
+    def __init__(self, engine: Engine, *, capacity: int, seq_len: int, n_features: int,
+                 windowing: str = "auto", slots: int = RING_SLOTS) -> None:
+        import torch
+
+        if windowing not in WINDOWING:
+            raise UsageError(f"unknown windowing {windowing!r}; use one of {', '.join(WINDOWING)}")
+        self._torch = torch
+        self.engine = engine
+        self.seq_len = seq_len
+        self.n_features = n_features
+        self.windowing = windowing
+        self.capacity = min(capacity, engine.max_batch) if engine.max_batch else capacity
+        self.copy_stream = torch.cuda.Stream()
+        self.compute_stream = torch.cuda.Stream()
+        self.slots = [_Slot(torch, self.capacity, seq_len, n_features, engine.out_dtypes) for _ in range(slots)]
+        self._offsets = torch.arange(seq_len, device="cuda", dtype=torch.int64) - (seq_len - 1)
+
+    def choose_windowing(self, n_sym: int, n_min: int, total: int) -> str:
+        """Device windowing when the grid is fewer bytes than the windows and fits comfortably."""
+        if self.windowing != "auto":
+            return self.windowing
+        grid = n_sym * n_min * self.n_features * 4
+        cut = total * self.seq_len * self.n_features * 4
+        index = total * self.seq_len * 8
+        free, _ = self._torch.cuda.mem_get_info()
+        return "device" if grid < cut and grid + index < DEVICE_GRID_SHARE * free else "host"
+
+    def run(self, scaled: np.ndarray, mask: np.ndarray, *, stride: int) -> DayOutputs:
+        torch = self._torch
+        total = windows.count_windows(mask, self.seq_len, stride)
+        outputs, sym, minute = _empty_outputs(total)
+        if total == 0:
+            return DayOutputs(outputs, sym, minute, {"windows": 0.0, "inference": 0.0}, self.windowing)
+        mode = self.choose_windowing(scaled.shape[0], scaled.shape[1], total)
+        t0 = time.perf_counter()
+        cut_s = 0.0
+        rows = None
+        if mode == "device":
+            # the day's grid once, and for every window the grid rows it covers
+            sym[:], minute[:] = windows.window_positions(mask, self.seq_len, stride)
+            with torch.cuda.stream(self.copy_stream):
+                grid = torch.from_numpy(scaled).to("cuda", non_blocking=False).view(-1, scaled.shape[2])
+                ends = torch.from_numpy(sym.astype(np.int64) * scaled.shape[1] + minute).to("cuda")
+                rows = (ends[:, None] + self._offsets).view(-1)
+            self.compute_stream.wait_stream(self.copy_stream)
+        i = 0
+        start = 0
+        while start < total:
+            slot = self.slots[i % len(self.slots)]
+            i += 1
+            self._collect(slot, outputs)
+            m = min(self.capacity, total - start)
+            if mode == "device":
+                n, nxt = m, start + m
+                with torch.cuda.stream(self.compute_stream):
+                    torch.index_select(grid, 0, rows[start * self.seq_len:nxt * self.seq_len],
+                                       out=slot.dev_in[:n].view(-1, self.n_features))
+            else:
+                c0 = time.perf_counter()
+                n, nxt = windows.cut_windows(scaled, mask, slot.host_in[:m], seq_len=self.seq_len, stride=stride,
+                                             start=start, sym_out=sym[start:start + m],
+                                             minute_out=minute[start:start + m])
+                cut_s += time.perf_counter() - c0
+                with torch.cuda.stream(self.copy_stream):
+                    slot.dev_in[:n].copy_(slot.host_in[:n], non_blocking=True)
+                    slot.uploaded.record(self.copy_stream)
+                self.compute_stream.wait_event(slot.uploaded)
+            if self.engine.synchronous:
+                self.compute_stream.synchronize()
+            self.engine.execute(slot.dev_in, slot.dev_out, n, self.compute_stream)
+            slot.computed.record(self.compute_stream)
+            self.copy_stream.wait_event(slot.computed)
+            with torch.cuda.stream(self.copy_stream):
+                for name, tensor in slot.dev_out.items():
+                    slot.host_out[name][:n].copy_(tensor[:n], non_blocking=True)
+                slot.downloaded.record(self.copy_stream)
+            slot.span = (start, nxt)
+            start = nxt
+        for slot in self.slots:
+            self._collect(slot, outputs)
+        elapsed = time.perf_counter() - t0
+        return DayOutputs(outputs, sym, minute, {"windows": cut_s, "inference": elapsed - cut_s}, mode)
+
+    def _collect(self, slot: _Slot, outputs: dict[str, np.ndarray]) -> None:
+        """Wait for a slot's results and move them out; its buffers are then free again."""
+        if slot.span is None:
+            return
+        slot.downloaded.synchronize()
+        lo, hi = slot.span
+        for name, tensor in slot.host_out.items():
+            outputs[name][lo:hi] = tensor[: hi - lo].numpy()
+        slot.span = None
+
+
+Runner = HostRunner | CudaRunner
+
+
+def make_runner(backend: Backend, *, capacity: int, seq_len: int, n_features: int, windowing: str = "auto") -> Runner:
+    """The pinned ring when ``backend`` runs on a GPU, else ordinary host buffers."""
+    if windowing not in WINDOWING:
+        raise UsageError(f"unknown windowing {windowing!r}; use one of {', '.join(WINDOWING)}")
+    engine = None
+    if isinstance(backend, TensorRTBackend):
+        engine = tensorrt_engine(backend)
+    elif isinstance(backend, OnnxRuntimeBackend) and backend.on_gpu:
+        engine = onnxruntime_engine(backend)
+    elif isinstance(backend, TorchBackend) and backend.device.type == "cuda":
+        engine = torch_engine(backend)
+    if engine is None:
+        return HostRunner(backend, capacity=capacity, seq_len=seq_len, n_features=n_features)
+    return CudaRunner(engine, capacity=capacity, seq_len=seq_len, n_features=n_features, windowing=windowing)

@@ -1,0 +1,62 @@
+"""Small real fixtures for tests and benchmarks (as ``polars.testing`` / ``numpy.testing``).
+
+A tiny but real run: synthetic raw data on disk, real features and scalers, and a
+randomly initialized (untrained) model. Validation compares artifacts with the
+reference, so training would add minutes and test nothing more. torch is imported
+only by the functions that need it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tthf.engine import runs
+from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
+from tthf.engine.data.marketdata import read_day, write_day
+from tthf.engine.data.synth import SynthConfig, generate_day
+from tthf.engine.features import build_day
+from tthf.engine.features.scalers import Scalers
+
+DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)]
+
+
+def make_data(root: Path, n_symbols: int = 3) -> Path:
+    """The three ``DAYS`` of a small synthetic market under ``root``."""
+    cfg = SynthConfig(n_symbols=n_symbols, start=DAYS[0], end=DAYS[-1], seed=3)
+    for day in DAYS:
+        write_day(str(root), day, generate_day(cfg, day))
+    return root
+
+
+def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date], run_id: str, *, seed: int = 0,
+                    **model: Any) -> runs.Run:
+    """A complete run with random weights: scalers fitted on ``dates[0]``, splits one date each.
+
+    ``model`` overrides ``ModelConfig`` fields (the defaults are the production defaults).
+    """
+    import torch
+
+    from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
+
+    train_day = build_day(read_day(str(data_root), dates[0]), dates[0])
+    names = list(train_day.feature_names)
+    torch.manual_seed(seed)
+    model_cfg = ModelConfig(n_features=len(names), **model)
+    network = ThreeHeadedTransformer(model_cfg).eval()
+    ref = runs.create_run(store, runs.DEFAULT_EXPERIMENT, runs.DEFAULT_MODEL_TYPE, run_id, overwrite=True)
+    ref.store.write_bytes(runs.CHECKPOINT, save_checkpoint(network))
+    ref.store.write_text(runs.SCALERS, Scalers.fit([train_day]).to_json())
+    iso = [d.isoformat() for d in dates]
+    splits = Splits(train=iso[:1], val=iso[1:2], test=iso[-1:])
+    config = RunConfig(model=model_cfg, feature_names=names, splits=splits, train=TrainConfig(),
+                       data_root=str(data_root), seq_len=model_cfg.seq_len)
+    return runs.Run.new(ref, config)
+
+
+def make_run(store: str, data_root: Path, run_id: str = "jennifer", seed: int = 0, *, d_model: int = 16) -> runs.Run:
+    """The tests' tiny run over ``DAYS``: one layer of width ``d_model``."""
+    return make_random_run(store, data_root, DAYS, run_id, seed=seed, d_model=d_model, n_heads=2, n_layers=1,
+                           d_ff=2 * d_model)

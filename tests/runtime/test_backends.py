@@ -1,0 +1,135 @@
+"""Inference backends on a tiny real run: torch vs onnxruntime on held-out windows, auto, staleness."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tthf.engine import runs
+from tthf.engine.runtime.backends import MAX_SUB_BATCH, MIN_SHARD, OnnxRuntimeBackend, TorchBackend, open_backend
+from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
+from tthf.errors import BackendUnavailableError, StaleArtifactError, UsageError
+from tthf.export.api import export_run
+from tthf.export.config import ExportConfig
+from tthf.export.inputs import heldout_windows
+from tthf.export.validate import compare, enforce, tolerances
+
+from tthf.engine.testing import make_data, make_run
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run]:
+    torch.set_num_threads(2)
+    base = tmp_path_factory.mktemp("backends")
+    data = make_data(base / "data")
+    store = str(base / "store")
+    run = make_run(store, data)
+    export_run(run, ExportConfig(real_windows=256, random_batches=(3,)), store_uri=store)
+    return base, run
+
+
+def _copy(base: Path, run: runs.Run, tmp_path: Path) -> runs.Run:
+    """A private copy of the exported run that a test may damage."""
+    shutil.copytree(base / "store", tmp_path / "store")
+    return runs.Run.open(runs.find_run(str(tmp_path / "store"), run.ref.run_id))
+
+
+@pytest.mark.slow
+def test_onnxruntime_matches_torch_on_heldout_windows(exported_run: tuple[Path, runs.Run]) -> None:
+    _, run = exported_run
+    x = heldout_windows(run, 700, seed=5)
+    assert x.shape == (700, run.config.seq_len, len(run.config.feature_names)) and x.dtype == np.float32
+    ref = open_backend(run, "torch").predict(x)
+    got = open_backend(run, "onnxruntime", threads=2).predict(x)
+    assert set(got) == set(ref) == set(OUTPUT_NAMES)
+    assert all(v.shape == (700,) and v.dtype == np.float32 for v in got.values())
+    results = compare(ref, got, artifact="model.onnx", backend="onnxruntime", inputs="heldout@700",
+                      precision="fp32", tolerance=tolerances("fp32", run.config.model))
+    enforce(results)
+    assert ref["vol_10m"].min() > 0 and 0 <= ref["ret_conf"].min() and ref["ret_conf"].max() <= 1
+
+
+def test_cpu_data_parallel_split_matches_one_session(exported_run: tuple[Path, runs.Run]) -> None:
+    """Shards (uneven, over 3 sessions) and sub-batches (> MAX_SUB_BATCH) reassemble in order."""
+    _, run = exported_run
+    n = 3 * MAX_SUB_BATCH + 7
+    x = np.random.default_rng(3).standard_normal((n, run.config.seq_len, len(run.config.feature_names)),
+                                                 dtype=np.float32)
+    one = OnnxRuntimeBackend(run, threads=1, providers=["CPUExecutionProvider"], sub_batch=n)  # one call
+    split = OnnxRuntimeBackend(run, threads=3, providers=["CPUExecutionProvider"])
+    assert len(one.sessions) == 1 and len(split.sessions) == 3 and "3 session(s) x 1 thread(s)" in split.detail
+    ref = one.predict(x)
+    for batch in (x, x[:2 * MIN_SHARD - 1], x[:2 * MIN_SHARD + 1]):
+        got = split.predict(batch)
+        assert all(got[k].shape == (len(batch),) and got[k].dtype == np.float32 for k in OUTPUT_NAMES)
+        enforce(compare({k: v[:len(batch)] for k, v in ref.items()}, got, artifact="model.onnx",
+                        backend="onnxruntime-dp", inputs=f"random@{len(batch)}", precision="fp32",
+                        tolerance=tolerances("fp32", run.config.model)))
+
+
+@pytest.mark.slow
+def test_auto_picks_the_fastest_available_and_says_which(exported_run: tuple[Path, runs.Run],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from tthf.export.tensorrt_engine import unavailable_reason
+
+    _, run = exported_run
+    with caplog.at_level(logging.INFO, logger="tthf"):
+        backend = open_backend(run, "auto")
+    expected = "tensorrt" if unavailable_reason() is None else "onnxruntime"
+    assert backend.name == expected
+    assert f"backend auto: using {expected}" in caplog.text
+    if expected == "onnxruntime":
+        assert isinstance(backend, OnnxRuntimeBackend) and "tensorrt:" in caplog.text  # the skip reason
+
+
+def test_tensorrt_backend_unavailable_says_why(exported_run: tuple[Path, runs.Run]) -> None:
+    from tthf.export.tensorrt_engine import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present (tests/test_gpu_engine.py covers this backend)")
+    _, run = exported_run
+    with pytest.raises(BackendUnavailableError, match="TensorRT cannot run here"):
+        open_backend(run, "tensorrt")
+
+
+@pytest.mark.slow
+def test_stale_export_is_refused_after_retraining(exported_run: tuple[Path, runs.Run], tmp_path: Path) -> None:
+    base, run = exported_run
+    copy = _copy(base, run, tmp_path)
+    torch.manual_seed(99)
+    copy.write_bytes(runs.CHECKPOINT, save_checkpoint(ThreeHeadedTransformer(copy.config.model)))
+    for name in ("onnxruntime", "auto"):
+        with pytest.raises(StaleArtifactError, match=r"checkpoint.safetensors changed.*tthf-export --run jennifer"):
+            open_backend(copy, name)
+    assert isinstance(open_backend(copy, "torch"), TorchBackend)  # the reference needs no export
+
+
+def test_modified_artifact_is_refused(exported_run: tuple[Path, runs.Run], tmp_path: Path) -> None:
+    base, run = exported_run
+    copy = _copy(base, run, tmp_path)
+    data = bytearray(copy.read_bytes("export/model.onnx"))
+    data[-1] ^= 0xFF
+    copy.write_bytes("export/model.onnx", bytes(data))
+    with pytest.raises(StaleArtifactError, match="does not match the sha256"):
+        open_backend(copy, "onnxruntime")
+
+
+def test_without_export(exported_run: tuple[Path, runs.Run], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    base, run = exported_run
+    copy = _copy(base, run, tmp_path)
+    for key in copy.store.list("export"):
+        copy.store.delete(key)
+    with pytest.raises(StaleArtifactError, match="export it first: tthf-export --run jennifer"):
+        open_backend(copy, "onnxruntime")
+    with caplog.at_level(logging.INFO, logger="tthf"):
+        assert open_backend(copy, "auto").name == "torch"
+    assert "has no export" in caplog.text
+    with pytest.raises(UsageError, match="unknown backend"):
+        open_backend(copy, "tflite")

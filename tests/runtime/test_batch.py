@@ -1,0 +1,177 @@
+"""tthf-run end to end on a tiny real run: dense, sparse, resume, failures, S3."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tthf.engine.testing import DAYS, make_data, make_run
+from tthf.cli.run import main
+from tthf.engine import runs
+from tthf.engine.features import build_day
+from tthf.engine.data.marketdata import read_day
+from tthf.engine.model.network import load_checkpoint
+from tthf.engine.features.scalers import Scalers
+
+RUN_DIR = Path("demo/three_headed_transformer/jennifer/inference")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("tiny")
+    make_run(str(base / "runs"), make_data(base / "data", n_symbols=4))
+    return base
+
+
+@pytest.fixture
+def work(tiny: Path, tmp_path: Path) -> Path:
+    shutil.copytree(tiny, tmp_path, dirs_exist_ok=True)
+    # the run records its training data root; point it at this copy
+    cfg_path = tmp_path / "runs" / RUN_DIR.parent / runs.CONFIG
+    cfg = json.loads(cfg_path.read_text())
+    cfg["data_root"] = str(tmp_path / "data")
+    cfg_path.write_text(json.dumps(cfg))
+    return tmp_path
+
+
+def _run(work: Path, *args: str) -> int:
+    return main(["--run", "jen", "--store", str(work / "runs"), *args])
+
+
+def _read(work: Path, day: str) -> pl.DataFrame:
+    return pl.read_csv(work / "runs" / RUN_DIR / f"{day}.csv")
+
+
+def test_dense_predictions_equal_the_model_on_naively_cut_windows(work: Path) -> None:
+    assert _run(work, "--dates", "2024-01-03", "--dense") == 0
+    got = _read(work, "2024-01-03")
+    run = runs.Run.open(runs.find_run(str(work / "runs"), "jennifer"))
+    day = build_day(read_day(str(work / "data"), DAYS[1]), DAYS[1])
+    scaled = Scalers.from_json(run.read_text(runs.SCALERS)).transform(day, run.config.feature_names)
+    model = load_checkpoint(run.read_bytes(runs.CHECKPOINT), run.config.model).eval()
+    rows, xs = [], []
+    for s, sym in enumerate(day.symbols):
+        for t in range(29, len(day.minutes)):
+            if day.mask[s, t - 29 : t + 1].all():
+                rows.append((sym, t))
+                xs.append(scaled[s, t - 29 : t + 1])
+    assert got.height == len(rows) > 0
+    with torch.inference_mode():
+        ref = [o.numpy() for o in model(torch.from_numpy(np.stack(xs)))]
+    expected = pl.DataFrame({
+        "ts": [str(day.minutes[t].astype("datetime64[s]")) + "Z" for _, t in rows],
+        "symbol": [s for s, _ in rows],
+        "ret_1h": ref[0], "vol_10m": ref[1], "ret_conf": ref[2], "vol_conf": ref[3],
+    }).sort("ts", "symbol")
+    assert got["ts"].to_list() == expected["ts"].to_list()
+    assert got["symbol"].to_list() == expected["symbol"].to_list()
+    assert (got["ts"] == got["source_ts"]).all()
+    for name in ("ret_1h", "vol_10m", "ret_conf", "vol_conf"):
+        np.testing.assert_allclose(got[name].to_numpy(), expected[name].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_rows_equal_dense_rows_at_sampled_minutes(work: Path) -> None:
+    assert _run(work, "--dates", "2024-01-03", "--dense") == 0
+    dense = _read(work, "2024-01-03")
+    assert _run(work, "--dates", "2024-01-03", "--sample-every", "7") == 0
+    sparse = _read(work, "2024-01-03")
+    keys = ["ts", "symbol"]
+    assert sparse.join(dense.select(keys), on=keys, how="anti").height == 0
+    sampled = sparse.filter(pl.col("ts") == pl.col("source_ts"))
+    assert sampled.equals(dense.join(sampled.select(keys), on=keys, how="semi"))
+    filled = sparse.filter(pl.col("ts") != pl.col("source_ts"))
+    assert filled.height > 5 * sampled.height
+    joined = filled.join(sampled, left_on=["source_ts", "symbol"], right_on=["ts", "symbol"], suffix="_src")
+    assert joined.height == filled.height  # every filled row points at a sampled row of its symbol
+    assert (joined["ret_1h"] == joined["ret_1h_src"]).all()
+
+
+def test_rerun_skips_done_dates_and_overwrite_redoes_them_identically(work: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run(work, "--dates", "2024-01", "--dense") == 0
+    files = {p.name: p.read_bytes() for p in (work / "runs" / RUN_DIR).glob("*.csv")}
+    assert sorted(files) == [f"{d}.csv" for d in DAYS]
+    capsys.readouterr()
+    assert _run(work, "--dates", "2024-01", "--dense") == 0
+    assert "3 skipped" in capsys.readouterr().out
+    assert _run(work, "--dates", "2024-01", "--dense", "--overwrite") == 0
+    assert {p.name: p.read_bytes() for p in (work / "runs" / RUN_DIR).glob("*.csv")} == files
+    manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    ok = {d: v for d, v in manifest["dates"].items() if v["status"] == "ok"}
+    assert sorted(ok) == [d.isoformat() for d in DAYS]
+    assert all(v["rows"] > 0 and v["backend"] == "torch" and v["seconds"]["total"] > 0 for v in ok.values())
+    # the other trading days of January are recorded as having no data
+    assert {v["status"] for d, v in manifest["dates"].items() if d not in ok} == {"no_data"}
+
+
+def test_a_date_without_data_is_reported_not_fatal(work: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run(work, "--dates", "2024-01-03,2024-01-05", "--dense") == 0
+    out = capsys.readouterr()
+    assert "2024-01-05  no_data" in out.err
+    assert "1 ok" in out.out and "1 without data" in out.out
+
+
+def test_an_unreadable_date_is_recorded_and_the_others_finish(work: Path, capsys: pytest.CaptureFixture) -> None:
+    part = work / "data" / "date=2024-01-03" / "part-0.parquet"
+    pl.read_parquet(part).drop("ask").write_parquet(part)
+    assert _run(work, "--dates", "2024-01", "--dense") == 1
+    out = capsys.readouterr().out
+    assert "2 ok, 1 failed" in out
+    assert "FAILED 2024-01-03" in out and "ask" in out and "part-0.parquet" in out
+    manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    assert manifest["dates"]["2024-01-03"]["status"] == "failed"
+    assert not (work / "runs" / RUN_DIR / "2024-01-03.csv").exists()
+    assert _run(work, "--dates", "2024-01", "--dense", "--fail-fast") == 1
+    assert "0 ok, 1 failed, 1 skipped" in capsys.readouterr().out  # stopped before 2024-01-04
+
+
+def test_unknown_run_is_a_one_line_error_listing_candidates(work: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--run", "nobody", "--store", str(work / "runs"), "--dates", "2024"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "no run matches 'nobody'" in err and "demo/three_headed_transformer/jennifer" in err
+
+
+@pytest.mark.s3
+def test_end_to_end_on_s3(work: Path, s3_bucket: str) -> None:
+    from tthf.engine.data.marketdata import write_day
+    from tthf.engine.store import open_store
+
+    data_uri, store_uri = f"{s3_bucket}/market", f"{s3_bucket}/runs"
+    for day in DAYS:
+        write_day(data_uri, day, read_day(str(work / "data"), day))
+    src, dst = open_store(str(work / "runs")), open_store(store_uri)
+    for key in src.list(""):
+        dst.write_bytes(key, src.read_bytes(key))
+    assert main(["--run", "jen", "--store", store_uri, "--data", data_uri, "--dates", "2024-01-02:2024-01-04"]) == 0
+    out = open_store(f"{store_uri}/{RUN_DIR}")
+    assert sorted(out.list("")) == sorted([f"{d}.csv" for d in DAYS] + ["manifest.json"])
+    assert _run(work, "--dates", "2024-01-02", "--data", str(work / "data")) == 0
+    assert out.read_bytes("2024-01-02.csv") == (work / "runs" / RUN_DIR / "2024-01-02.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_onnxruntime_and_torch_runs_agree_within_the_fp32_tolerance(work: Path) -> None:
+    from tthf.export.api import export_run
+    from tthf.export.config import ExportConfig
+    from tthf.export.validate import tolerances
+
+    run = runs.Run.open(runs.find_run(str(work / "runs"), "jennifer"))
+    export_run(run, ExportConfig(), store_uri=str(work / "runs"), data_root=str(work / "data"))
+    spec = f"{DAYS[0]}:{DAYS[-1]}"
+    assert _run(work, "--dates", spec, "--dense", "--backend", "torch") == 0
+    reference = {d: _read(work, d.isoformat()) for d in DAYS}
+    assert _run(work, "--dates", spec, "--dense", "--backend", "onnxruntime") == 0
+    manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    assert {v["backend"] for v in manifest["dates"].values() if v["status"] == "ok"} == {"onnxruntime"}
+    for day, ref in reference.items():
+        got = _read(work, day.isoformat())
+        assert got.select("ts", "symbol", "source_ts").equals(ref.select("ts", "symbol", "source_ts"))
+        for name, tol in tolerances("fp32", run.config.model).items():
+            np.testing.assert_allclose(got[name].to_numpy(), ref[name].to_numpy(), atol=tol.atol, rtol=tol.rtol,
+                                       err_msg=f"{day} {name}")

@@ -1,0 +1,96 @@
+"""The stage pipeline: order, errors, bounded memory, real overlap; tthf-run with and without it."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tthf.engine.testing import make_data, make_run
+from tthf.cli.run import main
+from tthf.engine.runtime.stages import Pipeline
+
+INFERENCE = Path("demo/three_headed_transformer/jennifer/inference")
+
+
+def _sleepy(name: str, seconds: float, log: list | None = None):
+    def fn(key: int, payload: list | None) -> list:
+        time.sleep(seconds)
+        if log is not None:
+            log.append((name, key))
+        return [*(payload or []), name]
+    return (name, fn)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_items_come_out_in_order_through_every_stage(overlap: bool) -> None:
+    pipe = Pipeline([_sleepy("a", 0.001), _sleepy("b", 0.003), _sleepy("c", 0.0)], overlap=overlap)
+    items = list(pipe.run(range(20)))
+    assert [i.key for i in items] == list(range(20))
+    assert all(i.payload == ["a", "b", "c"] and set(i.seconds) == {"a", "b", "c"} for i in items)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_an_error_skips_the_later_stages_of_that_item_only(overlap: bool) -> None:
+    def boom(key: int, payload: list) -> list:
+        if key == 2:
+            raise ValueError("bad item")
+        return payload
+
+    items = list(Pipeline([_sleepy("a", 0), ("boom", boom), _sleepy("c", 0)], overlap=overlap).run(range(5)))
+    assert [i.error is None for i in items] == [True, True, False, True, True]
+    assert items[2].failed_in == "boom" and "c" not in items[2].seconds and str(items[2].error) == "bad item"
+    assert items[3].payload == ["a", "c"]
+
+
+def test_overlap_approaches_the_slowest_stage() -> None:
+    stages = [_sleepy("read", 0.04), _sleepy("compute", 0.06), _sleepy("write", 0.04)]
+    t0 = time.perf_counter()
+    list(Pipeline(stages, overlap=False).run(range(8)))
+    sequential = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    list(Pipeline(stages, overlap=True).run(range(8)))
+    overlapped = time.perf_counter() - t0
+    assert sequential >= 8 * 0.14
+    # ideal: 8 * 0.06 + 0.08 = 0.56 s; sleeping threads leave room for a loaded machine
+    assert overlapped < 0.75 * sequential
+
+
+def test_items_in_flight_stay_bounded_and_stopping_early_ends_the_threads() -> None:
+    alive, peak, lock = [0], [0], threading.Lock()
+
+    def enter(key: int, _: None) -> int:
+        with lock:
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+        return key
+
+    def slow_exit(key: int, payload: int) -> int:
+        time.sleep(0.01)
+        with lock:
+            alive[0] -= 1
+        return payload
+
+    pipe = Pipeline([("enter", enter), ("mid", lambda key, payload: payload), ("exit", slow_exit)], depth=1)
+    before = threading.active_count()
+    for item in pipe.run(range(1000)):
+        assert item.error is None
+        if item.key == 30:
+            break
+    assert peak[0] <= 3 * 2 + 1  # stages * (depth + 1) + the one being handed over
+    time.sleep(0.3)
+    assert threading.active_count() <= before
+
+
+def test_no_overlap_writes_the_same_bytes(tmp_path: Path) -> None:
+    data = make_data(tmp_path / "data", n_symbols=3)
+    make_run(str(tmp_path / "runs"), data)
+    shutil.copytree(tmp_path / "runs", tmp_path / "runs2")
+    args = ["--run", "jen", "--dates", "2024-01", "--data", str(data), "--dense", "--format", "parquet"]
+    assert main([*args, "--store", str(tmp_path / "runs")]) == 0
+    assert main([*args, "--store", str(tmp_path / "runs2"), "--no-overlap"]) == 0
+    for a in sorted((tmp_path / "runs" / INFERENCE).glob("*.parquet")):
+        assert a.read_bytes() == (tmp_path / "runs2" / INFERENCE / a.name).read_bytes()
