@@ -27,11 +27,10 @@ import numpy as np
 import pytest
 from benchlib import cpu_has_bf16, day_windows
 
-from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.windows import cut_windows
 from tthf.export.validate import compare, tolerances
 
-DENSE_BATCH = 4096
 CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-fp32-intraop", "onnxruntime-int8")
 GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-autocast", "tensorrt-fp16")
 PRECISION = {"torch-bf16": "fp16", "onnxruntime-int8": "fp16", "torch-cuda-autocast": "fp16", "tensorrt-fp16": "fp16"}
@@ -58,9 +57,8 @@ def batch_sizes(sizes) -> list[int]:
 def _torch_predictor(bench_run, device: str, autocast: str | None):
     import torch
 
-    from tthf.export.api import load_reference
 
-    model = load_reference(bench_run.run).to(device)
+    model = bench_run.run.load_model().to(device)
 
     def predict(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode(), torch.autocast(device, dtype=getattr(torch, autocast or "float32"),
@@ -82,15 +80,15 @@ def open_predictor(name: str, bench_run):
     if name in GPU_BACKENDS and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     if name == "torch-fp32":
-        return TorchBackend(bench_run.run, device="cpu", batch_size=DENSE_BATCH).predict
+        return TorchBackend.from_run(bench_run.run, device="cpu", batch_size=DENSE_BATCH).predict
     if name == "torch-bf16":
         if not cpu_has_bf16():
             pytest.skip("this CPU has no native bf16 (avx512_bf16 / amx_bf16); autocast would emulate it")
         return _torch_predictor(bench_run, "cpu", "bfloat16")
     if name == "onnxruntime-fp32":
-        return OnnxRuntimeBackend(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"]).predict
+        return OnnxRuntimeBackend.from_run(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"]).predict
     if name == "onnxruntime-fp32-intraop":
-        return OnnxRuntimeBackend(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"],
+        return OnnxRuntimeBackend.from_run(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"],
                                   data_parallel=False).predict
     if name == "onnxruntime-int8":
         return _int8_predictor(bench_run)
@@ -135,10 +133,9 @@ def model_flops(bench_run) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tthf.export.api import load_reference
 
     cfg = bench_run.run.config
-    model = load_reference(bench_run.run)
+    model = bench_run.run.load_model()
     x = torch.zeros(16, cfg.seq_len, len(cfg.feature_names))
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x)

@@ -25,11 +25,9 @@ def cpu_has_bf16() -> bool:
 
 def day_windows(market: Any, bench_run: Any, day_index: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Scaled (S, M, F) features and mask of one market day, as tthf-run prepares them."""
-    from tthf.engine.features import build_day
     from tthf.engine.data.marketdata import read_day
-    from tthf.engine.features.scalers import Scalers
+    from tthf.engine.features import build_scaled_day
 
-    day = market.dates[day_index]
-    feats = build_day(read_day(str(market.root), day), day)
-    scalers = Scalers.from_json(bench_run.run.read_text("scalers.json"))
-    return scalers.transform(feats, bench_run.run.config.feature_names), feats.mask
+    day, run = market.dates[day_index], bench_run.run
+    feats, scaled = build_scaled_day(read_day(str(market.root), day), day, run.load_scalers(), run.config.feature_names)
+    return scaled, feats.mask

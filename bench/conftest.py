@@ -135,5 +135,5 @@ def bench_run(market: Market, tmp_path_factory: pytest.TempPathFactory) -> Bench
 
     store = str(tmp_path_factory.mktemp("store"))
     run = make_random_run(store, market.root, market.dates, RUN_ID)
-    export_run(run, ExportConfig(real_windows=512), store_uri=store, data_root=str(market.root))
+    export_run(run, ExportConfig(real_windows=512), data=str(market.root))
     return BenchRun(store, run, Path(run.ref.uri))

@@ -25,6 +25,14 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
                         help=f"run store, a folder or s3://bucket/prefix (default: ${STORE_ENV} or {DEFAULT_STORE})")
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--run`` (an id or a unique prefix), ``--store`` and the optional search scope, alike in every command."""
+    parser.add_argument("--run", required=True, help="run id or a unique prefix of one (e.g. jennifer)")
+    add_store_option(parser)
+    parser.add_argument("--experiment", default=None, help="restrict the run search to one experiment (default: all)")
+    parser.add_argument("--model-type", default=None, help="restrict the run search to one model type (default: all)")
+
+
 def add_data_root_option(parser: argparse.ArgumentParser, flag: str = "--data") -> None:
     """The raw-data root, from $TTHF_DATA or ./data/market (``tthf-synth`` calls it ``--out``)."""
     parser.add_argument(flag, default=os.environ.get(DATA_ENV, DEFAULT_DATA),

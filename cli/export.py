@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_store_option, run_cli
-from tthf.engine.runs import DEFAULT_EXPERIMENT
+from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
 from tthf.export.config import EXPORTERS, ExportConfig
 
 
@@ -24,9 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
             "that builds it; --require-engine makes that an error."
         ),
     )
-    parser.add_argument("--run", required=True, help="run id or a unique prefix of one, e.g. jennifer")
-    add_store_option(parser)
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment folder (default: %(default)s)")
+    add_run_options(parser)
     parser.add_argument("--data", default=None,
                         help="data root for the held-out windows (default: the run's data root in config.json)")
     parser.add_argument("--require-engine", action="store_true",
@@ -64,8 +61,9 @@ def body(args: argparse.Namespace) -> int:
         require_engine=args.require_engine,
     )
     store = open_store(args.store, endpoint_url=args.s3_endpoint_url)
-    run = Run.open(find_run(store, args.run, experiment=args.experiment))
-    result = export_run(run, cfg, store_uri=args.store, data_root=args.data, endpoint_url=args.s3_endpoint_url)
+    run = Run.open(find_run(store, args.run, experiment=args.experiment, model_type=args.model_type))
+    data = open_store(args.data, endpoint_url=args.s3_endpoint_url) if args.data else None
+    result = export_run(run, cfg, data=data)
     print(result.table)
     for note in result.manifest.notes:
         print(f"note: {note}")

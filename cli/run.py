@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-
 from typing import Any
 
-from tthf.cli._common import add_endpoint_option, add_store_option, run_cli
-from tthf.engine.runtime.runner import WINDOWING
+from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
+from tthf.engine.predictions import FORMATS
+from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.batch import DateResult, InferenceSummary, RunOptions, run_inference
-from tthf.engine.store import ENDPOINT_ENV
+from tthf.engine.runtime.runner import WINDOWING
+
+DEFAULTS = RunOptions(dates="")
 
 EPILOG = """\
 dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
@@ -32,26 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tthf-run", description="Predict ret_1h, vol_10m and their confidences for every stock and minute.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--run", required=True, help="run id or a unique prefix of one (e.g. jennifer)")
+    add_run_options(p)
     p.add_argument("--dates", required=True, help="which dates to predict (see below)")
     p.add_argument("--dense", action="store_true", help="predict every minute (default: every sample_every minutes, forward-filled)")
     p.add_argument("--sample-every", type=int, default=None, help="sparse sampling step in minutes (default: the run's config)")
-    p.add_argument("--backend", default="auto",
-                   help="auto (default: the fastest available, torch if the run has no export), tensorrt, onnxruntime or torch")
-    p.add_argument("--batch-size", type=int, default=4096, help="windows per inference batch (default: 4096)")
-    p.add_argument("--format", dest="fmt", default="csv", choices=("csv", "parquet"), help="output format (default: csv)")
+    p.add_argument("--backend", default=DEFAULTS.backend, choices=BACKENDS,
+                   help="auto (default: the fastest available, torch if the run has no export), or one backend")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="windows per inference batch (default: %(default)s)")
+    p.add_argument("--format", dest="fmt", default=DEFAULTS.fmt, choices=FORMATS, help="output format (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="redo dates that are already done")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed date")
     p.add_argument("--no-overlap", dest="overlap", action="store_false",
                    help="run the stages (read, features, predict, encode, write) one after another instead of "
                         "overlapping them; slower, for measuring the overlap")
-    p.add_argument("--windowing", default="auto", choices=WINDOWING,
+    p.add_argument("--windowing", default=DEFAULTS.windowing, choices=WINDOWING,
                    help="GPU only: cut windows on the host and upload them, or upload each day's grid once and cut "
                         "on the device (auto: whichever moves fewer bytes; default auto)")
-    add_store_option(p)
     p.add_argument("--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)")
-    p.add_argument("--experiment", default=None, help="restrict the run search to one experiment")
-    p.add_argument("--model-type", default=None, help="restrict the run search to one model type")
     add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -119,8 +118,9 @@ def print_summary(summary: InferenceSummary) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
-        if args.s3_endpoint_url:
-            os.environ[ENDPOINT_ENV] = args.s3_endpoint_url  # every store this run opens uses it
+        from tthf.engine.store import open_store
+        from tthf.export.api import rebuild_engine
+
         options = RunOptions(
             dates=args.dates, dense=args.dense, sample_every=args.sample_every, backend=args.backend,
             batch_size=args.batch_size, fmt=args.fmt, overwrite=args.overwrite, data_root=args.data,
@@ -129,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         bar = _Progress()
         try:
             summary = run_inference(
-                args.store, args.run, options, experiment=args.experiment, model_type=args.model_type,
-                on_date=bar.date, on_start=bar.start,
+                open_store(args.store, endpoint_url=args.s3_endpoint_url), args.run, options,
+                experiment=args.experiment, model_type=args.model_type, rebuild=rebuild_engine,
+                endpoint_url=args.s3_endpoint_url, on_date=bar.date, on_start=bar.start,
             )
         finally:
             bar.close()

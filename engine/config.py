@@ -22,6 +22,10 @@ SEQ_LEN = 30
 RET_HORIZON = 60
 VOL_HORIZON = 10
 OUTPUT_NAMES = ("ret_1h", "vol_10m", "ret_conf", "vol_conf")
+#: windows per batch of a dense run (tthf-run's --batch-size default, an engine optimization profile)
+DENSE_BATCH = 4096
+#: every symbol of one minute for a broad US universe: the real-time batch, an engine optimization profile
+REALTIME_BATCH = 512
 
 
 @dataclass(frozen=True)

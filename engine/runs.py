@@ -1,8 +1,9 @@
-"""Where a training run lives and how ``--run NAME`` finds it.
+"""The run folder: every file in it, and how ``--run NAME`` finds it.
 
 Layout: ``{store}/{experiment}/{model_type}/{run_id}/`` holding the files named by the
-constants below. This module only moves bytes and text and resolves names; the model and
-scaler modules own the formats of their files.
+constants below; no other module spells a run-folder path. This module moves bytes and
+text, resolves names and opens the run's model and scalers; the model, scaler and
+manifest modules own the formats of their files.
 
 Matching (``find_run``): a run whose ``run_id`` equals the name wins; otherwise the runs
 whose ``run_id`` starts with it; exactly one is used, none or several is an error that
@@ -11,12 +12,19 @@ lists the candidates. ``experiment`` / ``model_type`` narrow the search.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tthf.engine.config import RunConfig
+from tthf.engine.features.scalers import Scalers
 from tthf.engine.store import KeyNotFoundError, Store, as_store
 from tthf.errors import AmbiguousRunError, RunFormatError, RunNotFoundError, StoreError, UsageError
+
+if TYPE_CHECKING:  # the network pulls in torch; only load_model needs it
+    from tthf.engine.model.network import ThreeHeadedTransformer
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.safetensors"
@@ -24,6 +32,38 @@ SCALERS = "scalers.json"
 METRICS = "metrics.json"
 EXPORT_DIR = "export"
 INFERENCE_DIR = "inference"
+EVALUATION_DIR = "evaluation"
+#: ``export/manifest.json``: what was exported from what (tthf.engine.artifacts reads it)
+EXPORT_MANIFEST = f"{EXPORT_DIR}/manifest.json"
+#: ``inference/manifest.json``: each predicted date's outcome (tthf.engine.runtime.manifest)
+INFERENCE_MANIFEST = f"{INFERENCE_DIR}/manifest.json"
+#: artifact names inside ``export/`` (the export manifest keys its artifacts by these)
+FP32_ONNX = "model.onnx"
+FP16_ONNX = "model_fp16.onnx"
+
+
+def export_key(name: str) -> str:
+    """The key of artifact ``name`` (``model.onnx``, an engine, a timing cache) in the run folder."""
+    return f"{EXPORT_DIR}/{name}"
+
+
+def engine_name(sm: str, tensorrt_version: str) -> str:
+    """TensorRT engine file for one GPU architecture (``sm90``) and TensorRT version."""
+    return f"model_fp16.{sm}.trt{tensorrt_version}.engine"
+
+
+def timing_cache_name(sm: str, tensorrt_version: str) -> str:
+    """TensorRT timing cache beside the engine; kept across exports (it does not depend on the weights)."""
+    return f"timing.{sm}.trt{tensorrt_version}.cache"
+
+
+def is_timing_cache(name: str) -> bool:
+    return name.startswith("timing.")
+
+
+def output_key(day: dt.date, fmt: str) -> str:
+    """The predictions file of one date."""
+    return f"{INFERENCE_DIR}/{day.isoformat()}.{fmt}"
 
 DEFAULT_EXPERIMENT = "demo"
 DEFAULT_MODEL_TYPE = "three_headed_transformer"
@@ -49,6 +89,7 @@ class RunRef:
     model_type: str
     run_id: str
     store: Store = field(compare=False, repr=False)
+    root: str = field(default="", compare=False, repr=False)  # URI of the run store the run lives in
 
     @property
     def name(self) -> str:
@@ -72,7 +113,7 @@ def list_runs(store: Store | str, *, experiment: str | None = None, model_type: 
     for exp in [experiment] if experiment else root.list_dirs(""):
         for mt in [model_type] if model_type else root.list_dirs(exp):
             for run_id in root.list_dirs(f"{exp}/{mt}"):
-                refs.append(RunRef(exp, mt, run_id, root.child(f"{exp}/{mt}/{run_id}")))
+                refs.append(RunRef(exp, mt, run_id, root.child(f"{exp}/{mt}/{run_id}"), root.uri()))
     return refs
 
 
@@ -107,7 +148,7 @@ def create_run(
     for kind, value in (("experiment", experiment), ("model type", model_type), ("run id", run_id)):
         check_name(kind, value)
     root = as_store(store)
-    ref = RunRef(experiment, model_type, run_id, root.child(f"{experiment}/{model_type}/{run_id}"))
+    ref = RunRef(experiment, model_type, run_id, root.child(f"{experiment}/{model_type}/{run_id}"), root.uri())
     existing = ref.store.list("")
     if existing and not overwrite:
         raise StoreError(f"run {ref.name} already exists at {ref.uri}; pass --overwrite to replace it or choose another name")
@@ -143,6 +184,22 @@ class Run:
         """Write ``config.json`` into a run folder claimed with ``create_run``."""
         ref.store.write_text(CONFIG, config.to_json())
         return cls(ref, config)
+
+    def load_scalers(self) -> Scalers:
+        """``scalers.json``, strictly parsed."""
+        return Scalers.from_json(self.read_text(SCALERS), source=self.store.uri(SCALERS))
+
+    def load_model(self) -> ThreeHeadedTransformer:
+        """The PyTorch reference network from ``checkpoint.safetensors`` (no pickle), in eval mode on the CPU."""
+        from tthf.engine.model.network import load_checkpoint
+
+        if not self.exists(CHECKPOINT):
+            raise RunFormatError(f"run {self.ref.name} at {self.ref.uri} has no {CHECKPOINT}; re-create it with tthf-train")
+        return load_checkpoint(self.read_bytes(CHECKPOINT), self.config.model, source=self.store.uri(CHECKPOINT))
+
+    def sha256(self, key: str) -> str:
+        """sha256 of one file of the run ("" when it does not exist)."""
+        return hashlib.sha256(self.read_bytes(key)).hexdigest() if self.exists(key) else ""
 
     def exists(self, key: str) -> bool:
         return self.store.exists(key)

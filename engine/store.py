@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from tthf.errors import StoreError, UsageError
+from tthf.errors import KeyNotFoundError, StoreError, UsageError
 
 ENDPOINT_ENV = "TTHF_S3_ENDPOINT_URL"
 ATTEMPTS_ENV = "TTHF_S3_MAX_ATTEMPTS"
@@ -37,10 +37,6 @@ _NO_CREDENTIALS = (
     "no usable S3 credentials; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
     "(boto3's standard credential chain)"
 )
-
-
-class KeyNotFoundError(StoreError):
-    """The key does not exist in the store."""
 
 
 def _clean_key(key: str, *, allow_empty: bool = False) -> str:

@@ -10,19 +10,13 @@ kernels for the ``opt`` shape of each profile. The engine picks the profile whos
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from tthf.engine.config import from_dict
+from tthf.engine.config import DENSE_BATCH, REALTIME_BATCH, from_dict
 from tthf.errors import UsageError
 
 EXPORTERS = ("dynamo", "torchscript")
-
-# Symbols of one minute for a broad US universe (the real-time batch), and the dense
-# runner's batch. Both are defaults only: pass the real ones with --opt-batch.
-REALTIME_BATCH = 512
-DENSE_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -35,6 +29,7 @@ class ExportConfig:
     opt_batches: tuple[int, ...] = (REALTIME_BATCH, DENSE_BATCH)
     max_batch: int = 8192
     workspace_mib: int = 2048
+    # The real-time and the dense runner's batch (defaults only: pass the real ones with --opt-batch).
     # Validation: random N(0, 1) batches (features are scaled to unit scale) at these
     # sizes, plus up to ``real_windows`` windows from the held-out (test) dates.
     random_batches: tuple[int, ...] = (1, 37, REALTIME_BATCH)
@@ -69,6 +64,3 @@ class ExportConfig:
     @classmethod
     def from_dict(cls, raw: Any, source: str = "export/manifest.json") -> "ExportConfig":
         return from_dict(cls, raw, source)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

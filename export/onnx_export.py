@@ -21,12 +21,11 @@ import onnx
 import torch
 
 from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.model.interface import BATCH_DIM, INPUT_NAME
 from tthf.errors import ExportError
 
 log = logging.getLogger("tthf.export")
 
-INPUT_NAME = "features"
-BATCH_DIM = "batch"
 # Upper bound torch.export checks the batch symbol against; the ONNX axis stays symbolic.
 MAX_TRACED_BATCH = 1 << 24
 _CHATTY = ("onnxscript", "onnx_ir", "torch.onnx")

@@ -6,8 +6,8 @@ reference's shape, and every element must satisfy
 
     |artifact - reference| <= atol + rtol * |reference|
 
-with ``atol``/``rtol`` per output and precision (``TOLERANCES``, scaled by the run's
-output scales; docs/export.md says where they come from). Each comparison records the max absolute error, the max
+with ``atol``/``rtol`` per output and precision (``tthf.engine.model.interface.TOLERANCES``, scaled by
+the run's output scales; docs/export.md says where they come from). Each comparison records the max absolute error, the max
 relative error ``|d| / (|reference| + atol)`` (bounded near zero, unlike ``|d|/|ref|``),
 the 99.9th percentile of the absolute error and how many elements broke the bound.
 A failure names the artifact, the input set, the output and those numbers.
@@ -20,47 +20,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tthf.engine.config import OUTPUT_NAMES, ModelConfig
+from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.model.interface import Tolerance, tolerances
 from tthf.errors import ValidationError
 
+__all__ = ["Comparison", "compare", "enforce", "format_table", "summarize", "tolerances"]
+
 QUANTILE = 99.9
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float
-
-
-# ``atol`` is in units of each output's scale (``OUTPUT_SCALES``): the model computes
-# ret_1h / ret_scale and log(vol_10m / vol_scale) at unit scale, so its rounding error
-# scales with them; the confidences are probabilities (scale 1). fp32 bounds leave room
-# for reassociation and fused kernels only; fp16 bounds sit well above the errors measured
-# on the reference model (docs/export.md) and far below what matters for a forecast.
-TOLERANCES: dict[str, dict[str, Tolerance]] = {
-    "fp32": {
-        "ret_1h": Tolerance(atol=1e-5, rtol=1e-4),
-        "vol_10m": Tolerance(atol=1e-5, rtol=1e-4),
-        "ret_conf": Tolerance(atol=1e-5, rtol=1e-4),
-        "vol_conf": Tolerance(atol=1e-5, rtol=1e-4),
-    },
-    "fp16": {
-        "ret_1h": Tolerance(atol=3e-3, rtol=2e-2),
-        "vol_10m": Tolerance(atol=3e-3, rtol=2e-2),
-        "ret_conf": Tolerance(atol=5e-3, rtol=0.0),
-        "vol_conf": Tolerance(atol=5e-3, rtol=0.0),
-    },
-}
-OUTPUT_SCALES = {"ret_1h": "ret_scale", "vol_10m": "vol_scale"}
-
-
-def tolerances(precision: str, model: ModelConfig) -> dict[str, Tolerance]:
-    """Absolute tolerances of each output for ``precision`` and this run's output scales."""
-    out = {}
-    for name, tol in TOLERANCES[precision].items():
-        scale = float(getattr(model, OUTPUT_SCALES[name])) if name in OUTPUT_SCALES else 1.0
-        out[name] = Tolerance(atol=tol.atol * scale, rtol=tol.rtol)
-    return out
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,6 +29,7 @@ import polars as pl
 from tthf.engine.data.calendar import is_trading_day, session_bounds, session_minutes
 from tthf.engine.config import RET_HORIZON, VOL_HORIZON
 from tthf.engine.features.day import DayFeatures
+from tthf.engine.features.scalers import Scalers
 from tthf.errors import DataError, NoDataError, UsageError
 
 #: a minute's quote is usable for the mask if the last clean quote is at most this many minutes old
@@ -726,3 +728,10 @@ def build_day(
         labels=labels,
         counts=counts,
     )
+
+
+def build_scaled_day(raw: pl.DataFrame, day: dt.date, scalers: Scalers, feature_names: Sequence[str], *,
+                     source: str = "") -> tuple[DayFeatures, np.ndarray]:
+    """``build_day`` and its features scaled in the run's order: what inference and validation feed the model."""
+    feats = build_day(raw, day, source=source)
+    return feats, scalers.transform_day(feats, feature_names)

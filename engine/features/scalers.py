@@ -72,21 +72,29 @@ class Scalers:
         std = np.where(std > _STD_FLOOR * np.maximum(1.0, np.abs(mean)), std, 1.0)
         return cls(names=names, mean=mean, std=std, count=count)
 
-    def transform(self, day: DayFeatures, expected_names: Sequence[str]) -> np.ndarray:
-        """The day's features scaled, as ``(S, M, F)`` float32 in ``expected_names`` order."""
+    def transform(self, features: np.ndarray, names: Sequence[str], expected_names: Sequence[str], *,
+                  what: str = "features") -> np.ndarray:
+        """``features`` (..., F) with columns ``names``, scaled, as float32 in ``expected_names`` order.
+
+        The result is a new C-contiguous array; ``what`` names the features in errors.
+        """
         expected = tuple(expected_names)
         _check_unique(expected, "the run's feature names")
-        _check_cover(tuple(day.feature_names), expected, f"features of {day.date}")
+        _check_cover(tuple(names), expected, what)
         _check_cover(self.names, expected, "scalers.json")
-        day_index = {n: i for i, n in enumerate(day.feature_names)}
+        index = {n: i for i, n in enumerate(names)}
         own_index = {n: i for i, n in enumerate(self.names)}
-        cols = np.array([day_index[n] for n in expected], dtype=np.intp)
+        cols = np.array([index[n] for n in expected], dtype=np.intp)
         params = np.array([own_index[n] for n in expected], dtype=np.intp)
-        out = day.features.take(cols, axis=2)  # a new C-contiguous (S, M, F) array
+        out = features.take(cols, axis=-1)
         out -= self.mean[params].astype(np.float32)
         out *= (1.0 / self.std[params]).astype(np.float32)
         np.clip(out, -self.clip, self.clip, out=out)
         return out
+
+    def transform_day(self, day: DayFeatures, expected_names: Sequence[str]) -> np.ndarray:
+        """The day's features scaled, as ``(S, M, F)`` float32 in ``expected_names`` order."""
+        return self.transform(day.features, day.feature_names, expected_names, what=f"features of {day.date}")
 
     def to_json(self) -> str:
         doc = {

@@ -1,20 +1,21 @@
 """Batch inference over many dates: ``tthf-run``'s library function.
 
-Per date, as overlapping stages (engine/pipeline.py, bounded queues): read the raw bars
-(local or S3; the next dates are read while this one computes), build the features
-exactly as training did and scale them in the run's feature order, cut windows with the
-C++ kernel straight into the next free (pinned, on GPU) buffer and predict with the
-chosen backend (engine/gpu.py), encode, and write one predictions file into the run's
-``inference/`` folder atomically. A run manifest, ``inference/manifest.json``, is
-rewritten (atomically) after every date with its outcome, so a killed run loses at most
-the dates in flight; a rerun skips dates already done with the same model and settings.
-A date that fails is recorded with a one-line reason and the others go on.
+``plan_inference`` opens the run, its data root and backend and decides which dates to
+compute; ``execute`` runs them. Per date, as overlapping stages
+(``tthf.engine.runtime.stages``, bounded queues): read the raw bars (local or S3; the
+next dates are read while this one computes), build the features exactly as training
+did and scale them in the run's feature order, cut windows with the C++ kernel straight
+into the next free (pinned, on GPU) buffer and predict with the chosen backend
+(``tthf.engine.runtime.runner``), encode, and write one predictions file into the run's
+``inference/`` folder atomically. The run manifest (``tthf.engine.runtime.manifest``) is
+rewritten after every date with its outcome, so a killed run loses at most the dates in
+flight; a rerun skips dates already done with the same model and settings. A date that
+fails is recorded with a one-line reason and the others go on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -29,32 +30,35 @@ import polars as pl
 
 import tthf
 from tthf.engine import predictions, windows
+from tthf.engine.config import DENSE_BATCH
 from tthf.engine.data import marketdata
-from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.data.dates import parse_dates
+from tthf.engine.features import build_scaled_day
 from tthf.engine.features.day import DayFeatures
-from tthf.engine.features import build_day
+from tthf.engine.runs import CHECKPOINT, SCALERS, Run, find_run, output_key
+from tthf.engine.runtime.backends import BACKENDS, Backend, open_backend
+from tthf.engine.runtime.backends.tensorrt import Rebuild
+from tthf.engine.runtime.manifest import DateResult, RunManifest
 from tthf.engine.runtime.runner import WINDOWING, DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Pipeline, Stage
-from tthf.engine.runs import CHECKPOINT, INFERENCE_DIR, SCALERS, Run, find_run
-from tthf.engine.features.scalers import Scalers
-from tthf.engine.store import KeyNotFoundError, Store, as_store
+from tthf.engine.store import Store, open_store
 from tthf.errors import DataError, StoreError, UsageError
 
 log = logging.getLogger("tthf.run")
 
-MANIFEST = f"{INFERENCE_DIR}/manifest.json"
+__all__ = ["DateResult", "DayPredictor", "InferencePlan", "InferenceSummary", "RunOptions", "execute",
+           "plan_inference", "run_inference"]
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What ``tthf-run`` was asked to do; its ``settings`` are recorded in the run manifest."""
+    """What ``tthf-run`` was asked to do, validated on construction; recorded in the run manifest."""
 
     dates: str
     dense: bool = False
     sample_every: int | None = None
     backend: str = "auto"
-    batch_size: int = 4096
+    batch_size: int = DENSE_BATCH
     fmt: str = "csv"
     overwrite: bool = False
     data_root: str | None = None
@@ -62,38 +66,26 @@ class RunOptions:
     overlap: bool = True  # False: the stages one after another (to measure the overlap)
     windowing: str = "auto"  # GPU only: where windows are cut (tthf.engine.runtime.runner.WINDOWING)
 
-    def stride(self, run: Run) -> int:
-        if self.dense:
-            return 1
-        stride = self.sample_every if self.sample_every is not None else run.config.sample_every
-        if stride < 1:
-            raise UsageError(f"--sample-every must be >= 1, got {stride}")
-        return stride
-
-    def check(self) -> None:
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.fmt not in predictions.FORMATS:
             raise UsageError(f"unknown --format {self.fmt!r}; use one of {', '.join(predictions.FORMATS)}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.windowing not in WINDOWING:
             raise UsageError(f"unknown --windowing {self.windowing!r}; use one of {', '.join(WINDOWING)}")
+        if self.sample_every is not None and self.sample_every < 1:
+            raise UsageError(f"--sample-every must be >= 1, got {self.sample_every}")
 
-
-@dataclass
-class DateResult:
-    """The outcome of one date, as written to the run manifest."""
-
-    date: str
-    status: str  # "ok", "failed", "skipped" (already done), "no_data"
-    rows: int = 0
-    windows: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    reason: str = ""
-    file: str = ""
-    settings: str = ""
-    backend: str = ""
-    windowing: str = ""  # "host" or "device": where the windows were cut
+    def stride(self, run: Run) -> int:
+        """1 in dense mode, else the sparse sampling step (the option, or the run's ``sample_every``)."""
+        if self.dense:
+            return 1
+        stride = self.sample_every if self.sample_every is not None else run.config.sample_every
+        if stride < 1:
+            raise UsageError(f"the run's sample_every must be >= 1, got {stride}; pass --sample-every")
+        return stride
 
 
 @dataclass
@@ -135,52 +127,34 @@ class DayPredictor:
     def __init__(self, run: Run, backend: Backend, *, stride: int, batch_size: int, windowing: str = "auto") -> None:
         cfg = run.config
         self.feature_names = list(cfg.feature_names)
-        self.seq_len = cfg.seq_len
+        self.seq_len = cfg.model.seq_len
         self.stride = stride
-        self.scalers = Scalers.from_json(run.read_text(SCALERS), source=run.ref.store.uri(SCALERS))
-        self.runner = make_runner(backend, capacity=batch_size, seq_len=cfg.seq_len,
+        self.scalers = run.load_scalers()
+        self.runner = make_runner(backend, capacity=batch_size, seq_len=self.seq_len,
                                   n_features=len(self.feature_names), windowing=windowing)
 
     def features(self, raw: pl.DataFrame, day: dt.date, *, source: str = "") -> tuple[DayFeatures, np.ndarray]:
         """The day's features (cleaning counts included) and their scaled grid in the run's order."""
-        feats = build_day(raw, day, source=source)
-        return feats, self.scalers.transform(feats, self.feature_names)
+        return build_scaled_day(raw, day, self.scalers, self.feature_names, source=source)
 
     def predict_features(self, feats: DayFeatures, scaled: np.ndarray) -> tuple[pl.DataFrame, DayOutputs]:
         """Predictions table of a day from its scaled grid; the runner's outputs say where time went."""
         result = self.runner.run(scaled, feats.mask, stride=self.stride)
-        dense_pos = windows.window_positions(feats.mask, self.seq_len, 1)
+        dense_pos = ((result.sym, result.minute) if self.stride == 1
+                     else windows.window_positions(feats.mask, self.seq_len, 1))
         frame = predictions.assemble(feats.symbols, feats.minutes, dense_pos, (result.sym, result.minute),
                                      result.outputs, seq_len=self.seq_len, stride=self.stride)
         return frame, result
 
 
-def _settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
+def settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
     """Identifies a date's output: same key means a rerun may skip it."""
-    checkpoint = hashlib.sha256(run.read_bytes(CHECKPOINT)).hexdigest()
-    scalers = hashlib.sha256(run.read_bytes(SCALERS)).hexdigest()
     payload = json.dumps(
-        {"checkpoint": checkpoint, "scalers": scalers, "stride": stride, "format": options.fmt, "backend": backend,
-         "data_root": data_root},
+        {"checkpoint": run.sha256(CHECKPOINT), "scalers": run.sha256(SCALERS), "stride": stride,
+         "format": options.fmt, "backend": backend, "data_root": data_root},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _load_manifest(run: Run) -> dict:
-    try:
-        manifest = json.loads(run.read_text(MANIFEST))
-    except KeyNotFoundError:
-        return {"dates": {}}
-    except json.JSONDecodeError:
-        log.warning("%s is not valid JSON; starting a new one (dates will be redone)", run.ref.store.uri(MANIFEST))
-        return {"dates": {}}
-    manifest.setdefault("dates", {})
-    return manifest
-
-
-def output_key(day: dt.date, fmt: str) -> str:
-    return f"{INFERENCE_DIR}/{day.isoformat()}.{fmt}"
 
 
 def _versions(backend: Backend) -> dict[str, str]:
@@ -196,6 +170,108 @@ def _versions(backend: Backend) -> dict[str, str]:
     }
 
 
+@dataclass
+class InferencePlan:
+    """An opened run with its backend, what to compute, and the manifest to record it in."""
+
+    run: Run
+    options: RunOptions
+    stride: int
+    data: Store
+    backend: Backend
+    settings: str
+    manifest: RunManifest
+    todo: list[dt.date]
+    skipped: list[DateResult]
+    missing: list[DateResult]
+    opened: float = field(default_factory=time.perf_counter)
+
+
+def plan_inference(store: Store | str, run_name: str, options: RunOptions, *, experiment: str | None = None,
+                   model_type: str | None = None, rebuild: Rebuild | None = None,
+                   endpoint_url: str | None = None) -> InferencePlan:
+    """Open the run, its data root and backend; sort the selected dates into todo, skipped and missing.
+
+    ``rebuild`` builds a TensorRT engine the export lacks for this GPU (``tthf.export.rebuild_engine``);
+    ``endpoint_url`` is the S3-compatible server of an ``s3://`` data root.
+    """
+    opened = time.perf_counter()
+    run = Run.open(find_run(store, run_name, experiment=experiment, model_type=model_type))
+    stride = options.stride(run)
+    data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
+    selection = parse_dates(options.dates, marketdata.list_dates(data))
+    backend = open_backend(run, options.backend, rebuild=rebuild)
+    settings = settings_key(run, options, stride, backend.name, data.uri())
+    manifest = RunManifest.load(run)
+    manifest.run = run.ref.name
+    manifest.settings = {"key": settings, "backend": backend.name, "stride": stride, "dense": options.dense,
+                         "format": options.fmt, "data_root": data.uri()}
+    manifest.versions = _versions(backend)
+    missing = [DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
+               for day in selection.missing]
+    todo, skipped = [], []
+    for day in selection.dates:
+        done = _already_done(run, manifest, day, options, settings)
+        if done:
+            skipped.append(done)
+        else:
+            todo.append(day)
+    return InferencePlan(run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened)
+
+
+def _already_done(run: Run, manifest: RunManifest, day: dt.date, options: RunOptions, settings: str) -> DateResult | None:
+    key = output_key(day, options.fmt)
+    previous = manifest.dates.get(day.isoformat())
+    if (options.overwrite or previous is None or previous.status != "ok" or previous.settings != settings
+            or not run.exists(key)):
+        return None
+    return DateResult(day.isoformat(), "skipped", rows=previous.rows, windows=previous.windows,
+                      file=run.store.uri(key), settings=settings, backend=previous.backend,
+                      reason="already done with the same model and settings")
+
+
+def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None = None) -> InferenceSummary:
+    """Compute the plan's dates, write each file and manifest entry; results reach ``on_date`` in date order."""
+    run, options = plan.run, plan.options
+    results: list[DateResult] = []
+
+    def report(result: DateResult) -> None:
+        results.append(result)
+        if on_date:
+            on_date(result)
+
+    for missing in plan.missing:
+        plan.manifest.record(missing)
+        report(missing)
+    # skipped dates are reported in date order among the computed ones (--fail-fast stops there)
+    skipped = list(plan.skipped)
+    predictor = DayPredictor(run, plan.backend, stride=plan.stride, batch_size=options.batch_size,
+                             windowing=options.windowing)
+    wall = time.perf_counter()
+    stopped = False
+    stages = day_stages(predictor, plan.data, options.fmt)
+    with contextlib.closing(Pipeline(stages, overlap=options.overlap).run(plan.todo)) as items:
+        for item in items:
+            while skipped and skipped[0].date < item.key.isoformat():
+                report(skipped.pop(0))
+            result = _finish(run, item, options.fmt, plan.settings, plan.backend.name)
+            plan.manifest.record(result)
+            plan.manifest.write(run)
+            report(result)
+            if result.status == "failed" and options.fail_fast:
+                stopped = True
+                break
+    if not stopped:
+        for result in skipped:
+            report(result)
+    if plan.missing:
+        plan.manifest.write(run)
+    wall = time.perf_counter() - wall
+    results.sort(key=lambda r: r.date)
+    return InferenceSummary(run.ref.name, plan.backend.name, plan.stride, results, time.perf_counter() - plan.opened,
+                            overlap=options.overlap, pipeline_seconds=wall)
+
+
 def run_inference(
     store: Store | str,
     run_name: str,
@@ -203,6 +279,8 @@ def run_inference(
     *,
     experiment: str | None = None,
     model_type: str | None = None,
+    rebuild: Rebuild | None = None,
+    endpoint_url: str | None = None,
     on_date: Callable[[DateResult], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> InferenceSummary:
@@ -211,118 +289,62 @@ def run_inference(
     ``on_start(n)`` is called once with the number of dates, ``on_date`` with each date's
     result as soon as it is final (in date order).
     """
-    options.check()
-    started = time.perf_counter()
-    run = Run.open(find_run(store, run_name, experiment=experiment, model_type=model_type))
-    stride = options.stride(run)
-    data_root = as_store(options.data_root or run.config.data_root)
-    available = marketdata.list_dates(data_root)
-    selection = parse_dates(options.dates, available)
-    backend = open_backend(run, options.backend)
-    predictor = DayPredictor(run, backend, stride=stride, batch_size=options.batch_size, windowing=options.windowing)
-    settings = _settings_key(run, options, stride, backend.name, data_root.uri())
-    manifest = _load_manifest(run)
-    manifest.update(
-        run=run.ref.name,
-        settings={"key": settings, "backend": backend.name, "stride": stride, "dense": options.dense,
-                  "format": options.fmt, "data_root": data_root.uri()},
-        versions=_versions(backend),
-    )
+    plan = plan_inference(store, run_name, options, experiment=experiment, model_type=model_type, rebuild=rebuild,
+                          endpoint_url=endpoint_url)
     if on_start:
-        on_start(len(selection.dates) + len(selection.missing))
-    results: list[DateResult] = []
-
-    def report(result: DateResult) -> None:
-        results.append(result)
-        if on_date:
-            on_date(result)
-
-    for day in selection.missing:
-        missing = DateResult(day.isoformat(), "no_data", reason=f"no data under {data_root.uri(marketdata.partition(day))}")
-        manifest["dates"][missing.date] = dataclasses.asdict(missing)
-        report(missing)
-    # skipped dates are reported in date order among the computed ones (--fail-fast stops there)
-    skipped: list[DateResult] = []
-    todo = []
-    for day in selection.dates:
-        done = _already_done(run, manifest, day, options, settings)
-        if done:
-            skipped.append(done)
-        else:
-            todo.append(day)
-    stages = _stages(predictor, data_root, options.fmt)
-    wall = time.perf_counter()
-    stopped = False
-    with contextlib.closing(Pipeline(stages, overlap=options.overlap).run(todo)) as items:
-        for item in items:
-            while skipped and skipped[0].date < item.key.isoformat():
-                report(skipped.pop(0))
-            result = _finish(run, item, options.fmt, settings, backend.name)
-            manifest["dates"][result.date] = dataclasses.asdict(result)
-            run.write_text(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-            report(result)
-            if result.status == "failed" and options.fail_fast:
-                stopped = True
-                break
-    if not stopped:
-        for result in skipped:
-            report(result)
-    if selection.missing:
-        run.write_text(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    wall = time.perf_counter() - wall
-    results.sort(key=lambda r: r.date)
-    return InferenceSummary(run.ref.name, backend.name, stride, results, time.perf_counter() - started,
-                            overlap=options.overlap, pipeline_seconds=wall)
+        on_start(len(plan.todo) + len(plan.skipped) + len(plan.missing))
+    return execute(plan, on_date=on_date)
 
 
-def _already_done(run: Run, manifest: dict, day: dt.date, options: RunOptions, settings: str) -> DateResult | None:
-    key = output_key(day, options.fmt)
-    previous = manifest["dates"].get(day.isoformat(), {})
-    if (options.overwrite or previous.get("status") != "ok" or previous.get("settings") != settings
-            or not run.exists(key)):
-        return None
-    return DateResult(day.isoformat(), "skipped", rows=previous.get("rows", 0), windows=previous.get("windows", 0),
-                      file=run.ref.store.uri(key), settings=settings, backend=previous.get("backend", ""),
-                      reason="already done with the same model and settings")
+# ---------------------------------------------------------------------------------------
+# the stages: each takes the previous stage's typed payload
 
 
 @dataclass
-class _Day:
-    """What travels between the stages for one date."""
-
-    raw: pl.DataFrame | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    feats: DayFeatures | None = None
-    scaled: np.ndarray | None = None
-    frame: pl.DataFrame | None = None
-    outputs: DayOutputs | None = None
-    data: bytes = b""
+class RawDay:
+    raw: pl.DataFrame
+    counts: dict[str, int]
 
 
-def _stages(predictor: DayPredictor, data_root: Store, fmt: str) -> list[Stage]:
+@dataclass
+class ScaledDay:
+    feats: DayFeatures
+    scaled: np.ndarray
+    counts: dict[str, int]
+
+
+@dataclass
+class PredictedDay:
+    frame: pl.DataFrame
+    outputs: DayOutputs
+    counts: dict[str, int]
+
+
+@dataclass
+class EncodedDay:
+    data: bytes
+    rows: int
+    outputs: DayOutputs
+    counts: dict[str, int]
+
+
+def day_stages(predictor: DayPredictor, data_root: Store, fmt: str) -> list[Stage]:
     """read -> features -> predict -> encode; the caller writes (it owns the manifest)."""
 
-    def read(day: dt.date, _: None) -> _Day:
+    def read(day: dt.date, _: None) -> RawDay:
         counts: dict[str, int] = {}
-        return _Day(raw=marketdata.read_day(data_root, day, counts=counts), counts=counts)
+        return RawDay(marketdata.read_day(data_root, day, counts=counts), counts)
 
-    def features(day: dt.date, state: _Day) -> _Day:
-        assert state.raw is not None
-        state.feats, state.scaled = predictor.features(state.raw, day, source=data_root.uri(marketdata.partition(day)))
-        state.raw = None
-        return state
+    def features(day: dt.date, state: RawDay) -> ScaledDay:
+        feats, scaled = predictor.features(state.raw, day, source=data_root.uri(marketdata.partition(day)))
+        return ScaledDay(feats, scaled, state.counts)
 
-    def predict(day: dt.date, state: _Day) -> _Day:
-        assert state.feats is not None and state.scaled is not None
-        state.frame, state.outputs = predictor.predict_features(state.feats, state.scaled)
-        state.counts.update(state.feats.counts)
-        state.feats = state.scaled = None
-        return state
+    def predict(day: dt.date, state: ScaledDay) -> PredictedDay:
+        frame, outputs = predictor.predict_features(state.feats, state.scaled)
+        return PredictedDay(frame, outputs, {**state.counts, **state.feats.counts})
 
-    def encode(day: dt.date, state: _Day) -> _Day:
-        assert state.frame is not None
-        state.data = predictions.encode(state.frame, fmt)
-        return state
+    def encode(day: dt.date, state: PredictedDay) -> EncodedDay:
+        return EncodedDay(predictions.encode(state.frame, fmt), state.frame.height, state.outputs, state.counts)
 
     return [("read", read), ("features", features), ("predict", predict), ("encode", encode)]
 
@@ -333,7 +355,7 @@ def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str) -> Date
     key = output_key(day, fmt)
     error = item.error
     if error is None:
-        state: _Day = item.payload
+        state: EncodedDay = item.payload
         t0 = time.perf_counter()
         try:
             run.write_bytes(key, state.data)
@@ -346,12 +368,11 @@ def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str) -> Date
         reason = " ".join(str(error).split())  # one line
         log.warning("%s failed in %s: %s", day, item.failed_in or "write", reason)
         return DateResult(day.isoformat(), "failed", reason=reason, settings=settings, backend=backend)
-    assert state.frame is not None and state.outputs is not None
     seconds = dict(item.seconds)
     seconds["windows"] = state.outputs.seconds["windows"]
     seconds["inference"] = state.outputs.seconds["inference"]
     seconds["total"] = sum(item.seconds.values())
-    return DateResult(day.isoformat(), "ok", rows=state.frame.height, windows=len(state.outputs.sym),
+    return DateResult(day.isoformat(), "ok", rows=state.rows, windows=len(state.outputs.sym),
                       seconds={k: round(v, 4) for k, v in seconds.items()}, counts=state.counts,
-                      file=run.ref.store.uri(key), settings=settings, backend=backend,
+                      file=run.store.uri(key), settings=settings, backend=backend,
                       windowing=state.outputs.windowing)

@@ -32,10 +32,9 @@ from tthf.engine.data import marketdata
 from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.data.calendar import NEW_YORK, session_bounds, session_minutes
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.features.day import DayFeatures
 from tthf.engine.features import FEATURE_NAMES, GRID_COLUMNS, DayState, clean_rows, compute_grid
-from tthf.engine.runs import SCALERS, Run, find_run
-from tthf.engine.features.scalers import Scalers
+from tthf.engine.runs import Run, find_run
+from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.store import Store
 from tthf.errors import DataError, UsageError
 
@@ -49,19 +48,19 @@ class RealtimePredictor:
         cfg = run.config
         self.run = run
         self.backend = backend
-        self.seq_len = cfg.seq_len
+        self.seq_len = cfg.model.seq_len
         self.feature_names = list(cfg.feature_names)
-        self.scalers = Scalers.from_json(run.read_text(SCALERS), source=run.store.uri(SCALERS))
+        self.scalers = run.load_scalers()
         self.day: dt.date | None = None
         self.seconds: dict[str, float] = {}  # where the last update's time went
-        self._buffer = np.empty((0, cfg.seq_len, len(self.feature_names)), dtype=np.float32)
+        self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
 
     @classmethod
     def from_run(cls, store: Store | str, run: str, *, backend: str = "auto", experiment: str | None = None,
-                 model_type: str | None = None) -> RealtimePredictor:
+                 model_type: str | None = None, rebuild: Rebuild | None = None) -> RealtimePredictor:
         """Open run ``run`` (an id or a unique prefix) and its best backend here (``auto``) or the one named."""
         opened = Run.open(find_run(store, run, experiment=experiment, model_type=model_type))
-        return cls(opened, open_backend(opened, backend))
+        return cls(opened, open_backend(opened, backend, rebuild=rebuild))
 
     def reset(self, day: dt.date) -> None:
         """Start ``day``: forget the previous day's grid (windows never cross a day)."""
@@ -177,13 +176,7 @@ class RealtimePredictor:
         valid = np.flatnonzero(mask.all(axis=1)).astype(np.int32)
         if len(valid) == 0:
             return self._empty()
-        n_sym = len(self._symbols)
-        tail = DayFeatures(
-            date=self.day, symbols=self._symbols, minutes=self._minutes[t - self.seq_len + 1 : t + 1],  # type: ignore[arg-type]
-            feature_names=list(FEATURE_NAMES), features=features, mask=np.ascontiguousarray(mask),
-            labels=np.empty((n_sym, self.seq_len, 2), dtype=np.float32),
-        )
-        scaled = self.scalers.transform(tail, self.feature_names)
+        scaled = self.scalers.transform(features, FEATURE_NAMES, self.feature_names, what=f"features of {self.day}")
         if len(self._buffer) < len(valid):
             self._buffer = np.empty((len(valid), *self._buffer.shape[1:]), dtype=np.float32)
         n = windows.gather_windows(scaled, valid, np.full(len(valid), self.seq_len - 1, dtype=np.int32),

@@ -18,24 +18,25 @@ that returns every valid window's four outputs in cursor order.
   CPU and uploads each window; ``"auto"`` uploads the grid when it is fewer bytes than the
   windows (dense mode: about ``seq_len`` times fewer) and fits in a quarter of free memory.
 
-The engines: TensorRT through tensor addresses and ``execute_async_v3`` on the compute
-stream; ONNX Runtime through I/O binding of the device buffers (it runs on its own
-stream, so the runner waits for the upload first); PyTorch under fp16 autocast.
+Each backend says how it runs a batch in device memory (``Backend.device_engine``):
+TensorRT through tensor addresses and ``execute_async_v3`` on the compute stream; ONNX
+Runtime through I/O binding of the device buffers (it runs on its own stream, so the
+runner waits for the upload first); PyTorch under fp16 autocast.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tthf.engine import windows
-from tthf.engine.runtime.backends import Backend, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.errors import ExportError, UsageError
+from tthf.engine.model.interface import empty_outputs
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+from tthf.errors import UsageError
 
 WINDOWING = ("auto", "host", "device")
 #: pinned buffers in the ring: one being cut, one copying / running, one being read back
@@ -55,9 +56,8 @@ class DayOutputs:
     windowing: str = "host"
 
 
-def _empty_outputs(total: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    outputs = {name: np.empty(total, dtype=np.float32) for name in OUTPUT_NAMES}
-    return outputs, np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
+def _empty_positions(total: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    return empty_outputs(total), np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
 
 
 class HostRunner:
@@ -70,7 +70,7 @@ class HostRunner:
 
     def run(self, scaled: np.ndarray, mask: np.ndarray, *, stride: int) -> DayOutputs:
         total = windows.count_windows(mask, self.seq_len, stride)
-        outputs, sym, minute = _empty_outputs(total)
+        outputs, sym, minute = _empty_positions(total)
         cut_s = infer_s = 0.0
         start = 0
         while start < total:
@@ -92,87 +92,6 @@ class HostRunner:
 # CUDA
 
 
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-#: ``execute(x_dev (n, seq, F), outs_dev {name: (n,)}, n, stream)``, enqueued on ``stream``
-Execute = Callable[[Any, dict[str, Any], int, Any], None]
-
-
-@dataclass
-class Engine:
-    """How one backend runs a batch that already sits in device memory."""
-
-    execute: Execute
-    out_dtypes: dict[str, Any]  # torch dtypes of the device outputs
-    max_batch: int | None = None
-    synchronous: bool = False  # runs on its own stream and returns when done (ONNX Runtime)
-
-
-def torch_engine(backend: TorchBackend) -> Engine:
-    import torch
-
-    model = backend.model
-
-    def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
-        with torch.cuda.stream(stream), torch.inference_mode():
-            with torch.autocast("cuda", dtype=torch.float16):
-                result = model(x[:n])
-            for name, value in zip(OUTPUT_NAMES, result):
-                outs[name][:n].copy_(value)
-
-    return Engine(execute, dict.fromkeys(OUTPUT_NAMES, torch.float32))
-
-
-def tensorrt_engine(backend: TensorRTBackend) -> Engine:
-    from tthf.engine.runtime.backends import INPUT_NAME
-
-    trt = backend.engine  # tthf.export.tensorrt_engine.TensorRTEngine
-    context = trt.context
-    current = [-1]
-
-    def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
-        fits = [i for i, (lo, _, hi) in enumerate(trt.profiles) if lo <= n <= hi]
-        if not fits:
-            raise ExportError(f"batch {n} is outside every optimization profile {trt.profiles}; "
-                              "rebuild the engine with tthf-export --min-batch/--max-batch covering it")
-        best = min(fits, key=lambda i: abs(trt.profiles[i][1] - n))
-        if best != current[0]:
-            context.set_optimization_profile_async(best, stream.cuda_stream)
-            current[0] = best
-        context.set_input_shape(INPUT_NAME, (n, *x.shape[1:]))
-        context.set_tensor_address(INPUT_NAME, x.data_ptr())
-        for name, tensor in outs.items():
-            context.set_tensor_address(name, tensor.data_ptr())
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise ExportError("TensorRT execute_async_v3 failed (its log above says why)")
-
-    return Engine(execute, dict(trt.output_dtypes), max_batch=trt.max_batch)
-
-
-def onnxruntime_engine(backend: OnnxRuntimeBackend) -> Engine:
-    import torch
-
-    from tthf.engine.runtime.backends import INPUT_NAME
-
-    session = backend.session
-    binding = session.io_binding()
-    device_id = torch.cuda.current_device()
-
-    def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
-        binding.bind_input(INPUT_NAME, "cuda", device_id, np.float32, (n, *x.shape[1:]), x.data_ptr())
-        for name, tensor in outs.items():
-            binding.bind_output(name, "cuda", device_id, np.float32, (n,), tensor.data_ptr())
-        session.run_with_iobinding(binding)
-
-    return Engine(execute, dict.fromkeys(OUTPUT_NAMES, torch.float32), synchronous=True)
-
-
 class _Slot:
     def __init__(self, torch: Any, capacity: int, seq_len: int, n_features: int, out_dtypes: dict[str, Any]) -> None:
         self.host_in = torch.empty((capacity, seq_len, n_features), dtype=torch.float32, pin_memory=True)
@@ -188,7 +107,7 @@ class _Slot:
 class CudaRunner:
     """The pinned ring described in the module docstring."""
 
-    def __init__(self, engine: Engine, *, capacity: int, seq_len: int, n_features: int,
+    def __init__(self, engine: DeviceEngine, *, capacity: int, seq_len: int, n_features: int,
                  windowing: str = "auto", slots: int = RING_SLOTS) -> None:
         import torch
 
@@ -218,7 +137,7 @@ class CudaRunner:
     def run(self, scaled: np.ndarray, mask: np.ndarray, *, stride: int) -> DayOutputs:
         torch = self._torch
         total = windows.count_windows(mask, self.seq_len, stride)
-        outputs, sym, minute = _empty_outputs(total)
+        outputs, sym, minute = _empty_positions(total)
         if total == 0:
             return DayOutputs(outputs, sym, minute, {"windows": 0.0, "inference": 0.0}, self.windowing)
         mode = self.choose_windowing(scaled.shape[0], scaled.shape[1], total)
@@ -286,16 +205,8 @@ Runner = HostRunner | CudaRunner
 
 
 def make_runner(backend: Backend, *, capacity: int, seq_len: int, n_features: int, windowing: str = "auto") -> Runner:
-    """The pinned ring when ``backend`` runs on a GPU, else ordinary host buffers."""
-    if windowing not in WINDOWING:
-        raise UsageError(f"unknown windowing {windowing!r}; use one of {', '.join(WINDOWING)}")
-    engine = None
-    if isinstance(backend, TensorRTBackend):
-        engine = tensorrt_engine(backend)
-    elif isinstance(backend, OnnxRuntimeBackend) and backend.on_gpu:
-        engine = onnxruntime_engine(backend)
-    elif isinstance(backend, TorchBackend) and backend.device.type == "cuda":
-        engine = torch_engine(backend)
+    """The pinned ring when ``backend`` runs on a GPU (it has a device engine), else ordinary host buffers."""
+    engine = backend.device_engine()
     if engine is None:
         return HostRunner(backend, capacity=capacity, seq_len=seq_len, n_features=n_features)
     return CudaRunner(engine, capacity=capacity, seq_len=seq_len, n_features=n_features, windowing=windowing)

@@ -294,7 +294,7 @@ def train_run(
     scalers = Scalers.fit(train_raw)
 
     def scale(days: list[DayFeatures]) -> list[ScaledDay]:
-        return [(scalers.transform(d, feature_names), d) for d in days]
+        return [(scalers.transform_day(d, feature_names), d) for d in days]
 
     train_days = scale(train_raw)
     val_days = scale(build_days(data, splits.val, "val"))

@@ -53,7 +53,7 @@ def run_demo(workdir: str | Path = ".", *, run_name: str = "jennifer", synth: Sy
         run = train_run(data_root, store, run_name, overrides=overrides).run
     metrics = json.loads(run.read_text(runs.METRICS))
     log.info("step 3/4: exporting %s to ONNX (fp32 and fp16) and validating against PyTorch", run.ref.name)
-    exported = export_run(run, ExportConfig(), store_uri=store, data_root=data_root)
+    exported = export_run(run, ExportConfig(), data=data_root)
     test = run.config.splits.test
     log.info("step 4/4: dense predictions for the held-out dates %s..%s", test[0], test[-1])
     summary = run_inference(store, run_name, RunOptions(dates=f"{test[0]}:{test[-1]}", dense=True, backend=backend),

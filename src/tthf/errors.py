@@ -42,6 +42,10 @@ class StoreError(TthfError):
     exit_code = 4
 
 
+class KeyNotFoundError(StoreError):
+    """A key (file or object) does not exist in a store."""
+
+
 class RunNotFoundError(StoreError):
     """No run matches the requested prefix; the message lists the runs that exist."""
 
@@ -68,7 +72,15 @@ class StaleArtifactError(ExportError):
     """An exported artifact does not match the run's checkpoint, GPU or TensorRT version."""
 
 
-class BackendUnavailableError(TthfError):
-    """The requested inference backend cannot run here (missing package, no CUDA device)."""
+class NotExportedError(StaleArtifactError):
+    """The run has no export (or not the artifact asked for); the message gives the export command."""
+
+
+class BackendError(TthfError):
+    """An inference backend cannot run here or failed while running a batch."""
 
     exit_code = 6
+
+
+class BackendUnavailableError(BackendError):
+    """The requested inference backend cannot run here (missing package, no CUDA device)."""

@@ -19,7 +19,8 @@ from tthf.engine.config import OUTPUT_NAMES, ModelConfig
 from tthf.errors import ExportError, UsageError, ValidationError
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, half_nodes
-from tthf.export.manifest import MANIFEST, Manifest, sha256
+from tthf.engine.artifacts import Manifest, sha256
+from tthf.engine.runs import EXPORT_MANIFEST as MANIFEST
 from tthf.export.onnx_export import export_onnx
 from tthf.export.validate import Tolerance, compare, enforce, format_table, tolerances
 
@@ -105,7 +106,7 @@ def test_exported_onnx_contract(exported: tuple[runs.Run, subprocess.CompletedPr
 
 def test_require_engine_fails_fast_with_the_reason(tiny: tuple[str, runs.Run], capsys: pytest.CaptureFixture[str]) -> None:
     from tthf.cli.export import main
-    from tthf.export.tensorrt_engine import unavailable_reason
+    from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
     if unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present: --require-engine succeeds here (tests/test_gpu_engine.py)")
@@ -122,7 +123,7 @@ def test_export_config_checks_batches() -> None:
     with pytest.raises(UsageError, match="opset"):
         ExportConfig(exporter="torchscript", opset=16)
     cfg = ExportConfig(opt_batches=(100, 200))
-    assert ExportConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert ExportConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def _tiny_model() -> tuple[torch.nn.Module, ModelConfig]:

@@ -22,8 +22,9 @@ from tthf.errors import StaleArtifactError
 from tthf.export.api import export_run
 from tthf.export.config import ExportConfig
 from tthf.export.inputs import heldout_windows
-from tthf.export.manifest import Manifest
-from tthf.export.tensorrt_engine import TensorRTEngine, current_target, unavailable_reason
+from tthf.engine.artifacts import Manifest
+from tthf.engine.runtime.backends.tensorrt import TensorRTEngine, current_target, unavailable_reason
+from tthf.export.api import rebuild_engine
 from tthf.export.validate import compare, enforce, tolerances
 
 from tthf.engine.testing import make_data, make_run
@@ -39,7 +40,7 @@ def gpu_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run]:
     base = tmp_path_factory.mktemp("gpu")
     data = make_data(base / "data")
     run = make_run(str(base / "store"), data, d_model=32)
-    export_run(run, CFG, store_uri=str(base / "store"))
+    export_run(run, CFG)
     return base, run
 
 
@@ -78,7 +79,7 @@ def test_timing_cache_is_reused(gpu_run: tuple[Path, runs.Run], tmp_path: Path, 
     base, run = gpu_run
     copy = _copy(base, run, tmp_path)
     with caplog.at_level(logging.INFO, logger="tthf.export"):
-        export_run(copy, CFG, store_uri=str(tmp_path / "store"))
+        export_run(copy, CFG)
     assert "timing cache reused" in caplog.text
 
 
@@ -92,8 +93,8 @@ def test_engine_for_another_gpu_is_rebuilt_or_refused(gpu_run: tuple[Path, runs.
     manifest.write(copy)
     copy.store.delete(f"export/{name}")
     with pytest.raises(StaleArtifactError, match="no TensorRT engine for .*--require-engine"):
-        open_backend(copy, "tensorrt", rebuild_engine=False)
-    backend = open_backend(copy, "tensorrt")  # rebuilds, validates and records it
+        open_backend(copy, "tensorrt")
+    backend = open_backend(copy, "tensorrt", rebuild=rebuild_engine)  # rebuilds, validates and records it
     assert name in Manifest.read(copy).artifacts and copy.exists(f"export/{name}")
     assert backend.predict(heldout_windows(copy, 8))["ret_1h"].shape == (8,)
 

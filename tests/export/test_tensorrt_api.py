@@ -4,7 +4,7 @@ CI has no GPU, so the engine code never runs there. This test downloads the
 ``tensorrt-cu13-bindings`` wheel (about 1.3 MB, no CUDA libraries) with pip, reads the
 strings of its compiled ``tensorrt.so`` (pybind11 registers every class, method,
 property and enum value by name) and its Python ``__init__.py``, and checks each name
-that export/tensorrt_engine.py takes from ``tensorrt``: ``trt.X.Y`` chains, and the
+that export/tensorrt_build.py and engine/runtime/backends/tensorrt.py take from ``tensorrt``: ``trt.X.Y`` chains, and the
 methods and properties called on the objects TensorRT hands back (builder, network,
 parser, config, profile, runtime, engine, context, timing cache). It also checks that
 the TensorRT-11-removed ``BuilderFlag.FP16`` is neither used nor present, which shows
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = [REPO / "export" / "tensorrt_engine.py"]
+SOURCES = [REPO / "export" / "tensorrt_build.py", REPO / "engine" / "runtime" / "backends" / "tensorrt.py"]
 WHEEL = "tensorrt-cu13-bindings"
 # Local names that hold TensorRT objects in SOURCES; attributes read on them are TensorRT API.
 TRT_OBJECTS = {"builder", "network", "parser", "config", "profile", "cache", "timing", "engine", "context", "runtime",

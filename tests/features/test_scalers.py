@@ -66,7 +66,7 @@ def test_constant_feature_scales_to_zero():
     day.features[..., 2] = 7.5
     sc = Scalers.fit([day])
     assert sc.std[2] == 1.0 and sc.mean[2] == 7.5
-    out = sc.transform(day, NAMES)
+    out = sc.transform_day(day, NAMES)
     assert (out[..., 2] == 0).all()
 
 
@@ -75,7 +75,7 @@ def test_transform_reorders_by_name_scales_and_clips():
     sc = Scalers.fit([day])
     original = day.features.copy()
     order = ["c", "a", "d", "b"]
-    out = sc.transform(day, order)
+    out = sc.transform_day(day, order)
     assert out.shape == day.features.shape and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
     for j, name in enumerate(order):
         i = NAMES.index(name)
@@ -93,19 +93,19 @@ def test_day_features_in_another_order_are_matched_by_name():
     shuffled = make_day(1)
     shuffled.features = np.ascontiguousarray(day.features[..., perm])
     shuffled.feature_names = [NAMES[i] for i in perm]
-    assert np.array_equal(sc.transform(shuffled, NAMES), sc.transform(day, NAMES))
+    assert np.array_equal(sc.transform_day(shuffled, NAMES), sc.transform_day(day, NAMES))
 
 
 def test_missing_or_extra_features_are_errors_that_say_how_to_fix():
     sc = Scalers.fit([make_day(1)])
     with pytest.raises(FeatureMismatchError, match=r"missing \['d'\].*retrain"):
-        sc.transform(make_day(2, names=["a", "b", "c", "x"]), NAMES)
+        sc.transform_day(make_day(2, names=["a", "b", "c", "x"]), NAMES)
     with pytest.raises(FeatureMismatchError, match=r"extra \['e'\].*tthf version"):
-        sc.transform(make_day(2, names=[*NAMES, "e"]), NAMES)
+        sc.transform_day(make_day(2, names=[*NAMES, "e"]), NAMES)
     with pytest.raises(FeatureMismatchError, match=r"scalers\.json.*missing \['e'\]"):
-        sc.transform(make_day(2, names=[*NAMES, "e"]), [*NAMES, "e"])
+        sc.transform_day(make_day(2, names=[*NAMES, "e"]), [*NAMES, "e"])
     with pytest.raises(FeatureMismatchError, match="more than once"):
-        sc.transform(make_day(2), [*NAMES, "a"])
+        sc.transform_day(make_day(2), [*NAMES, "a"])
     with pytest.raises(FeatureMismatchError, match="differ from the earlier training days"):
         Scalers.fit([make_day(1), make_day(2, names=["a", "b", "c", "z"])])
 
@@ -123,7 +123,7 @@ def test_json_round_trip_is_exact():
     assert back.names == sc.names and back.count == sc.count and back.clip == sc.clip
     assert np.array_equal(back.mean, sc.mean) and np.array_equal(back.std, sc.std)
     day = make_day(3)
-    assert np.array_equal(back.transform(day, NAMES), sc.transform(day, NAMES))
+    assert np.array_equal(back.transform_day(day, NAMES), sc.transform_day(day, NAMES))
 
 
 def _edit(doc: dict, path: tuple, value) -> str:
@@ -181,7 +181,7 @@ def test_on_built_features():
     date = dt.date(2024, 1, 3)
     day = build_day(synth.generate_day(synth.SynthConfig(n_symbols=4, start=date, end=date), date), date)
     sc = Scalers.fit([day])
-    out = sc.transform(day, list(FEATURE_NAMES))
+    out = sc.transform_day(day, list(FEATURE_NAMES))
     valid = out[day.mask]
     assert np.isfinite(out).all() and np.abs(out).max() <= CLIP
     varying = sc.std != 1.0

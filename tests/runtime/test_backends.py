@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tthf.engine import runs
-from tthf.engine.runtime.backends import MAX_SUB_BATCH, MIN_SHARD, OnnxRuntimeBackend, TorchBackend, open_backend
+from tthf.engine.runtime.backends import OnnxRuntimeBackend, TorchBackend, open_backend
+from tthf.engine.runtime.backends.onnxruntime import MAX_SUB_BATCH, MIN_SHARD
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
 from tthf.errors import BackendUnavailableError, StaleArtifactError, UsageError
@@ -30,7 +31,7 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.R
     data = make_data(base / "data")
     store = str(base / "store")
     run = make_run(store, data)
-    export_run(run, ExportConfig(real_windows=256, random_batches=(3,)), store_uri=store)
+    export_run(run, ExportConfig(real_windows=256, random_batches=(3,)))
     return base, run
 
 
@@ -61,8 +62,8 @@ def test_cpu_data_parallel_split_matches_one_session(exported_run: tuple[Path, r
     n = 3 * MAX_SUB_BATCH + 7
     x = np.random.default_rng(3).standard_normal((n, run.config.seq_len, len(run.config.feature_names)),
                                                  dtype=np.float32)
-    one = OnnxRuntimeBackend(run, threads=1, providers=["CPUExecutionProvider"], sub_batch=n)  # one call
-    split = OnnxRuntimeBackend(run, threads=3, providers=["CPUExecutionProvider"])
+    one = OnnxRuntimeBackend.from_run(run, threads=1, providers=["CPUExecutionProvider"], sub_batch=n)  # one call
+    split = OnnxRuntimeBackend.from_run(run, threads=3, providers=["CPUExecutionProvider"])
     assert len(one.sessions) == 1 and len(split.sessions) == 3 and "3 session(s) x 1 thread(s)" in split.detail
     ref = one.predict(x)
     for batch in (x, x[:2 * MIN_SHARD - 1], x[:2 * MIN_SHARD + 1]):
@@ -76,7 +77,7 @@ def test_cpu_data_parallel_split_matches_one_session(exported_run: tuple[Path, r
 @pytest.mark.slow
 def test_auto_picks_the_fastest_available_and_says_which(exported_run: tuple[Path, runs.Run],
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    from tthf.export.tensorrt_engine import unavailable_reason
+    from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
     _, run = exported_run
     with caplog.at_level(logging.INFO, logger="tthf"):
@@ -89,7 +90,7 @@ def test_auto_picks_the_fastest_available_and_says_which(exported_run: tuple[Pat
 
 
 def test_tensorrt_backend_unavailable_says_why(exported_run: tuple[Path, runs.Run]) -> None:
-    from tthf.export.tensorrt_engine import unavailable_reason
+    from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
     reason = unavailable_reason()
     if reason is None:

@@ -53,7 +53,7 @@ def test_dense_predictions_equal_the_model_on_naively_cut_windows(work: Path) ->
     got = _read(work, "2024-01-03")
     run = runs.Run.open(runs.find_run(str(work / "runs"), "jennifer"))
     day = build_day(read_day(str(work / "data"), DAYS[1]), DAYS[1])
-    scaled = Scalers.from_json(run.read_text(runs.SCALERS)).transform(day, run.config.feature_names)
+    scaled = Scalers.from_json(run.read_text(runs.SCALERS)).transform_day(day, run.config.feature_names)
     model = load_checkpoint(run.read_bytes(runs.CHECKPOINT), run.config.model).eval()
     rows, xs = [], []
     for s, sym in enumerate(day.symbols):
@@ -162,7 +162,7 @@ def test_onnxruntime_and_torch_runs_agree_within_the_fp32_tolerance(work: Path) 
     from tthf.export.validate import tolerances
 
     run = runs.Run.open(runs.find_run(str(work / "runs"), "jennifer"))
-    export_run(run, ExportConfig(), store_uri=str(work / "runs"), data_root=str(work / "data"))
+    export_run(run, ExportConfig(), data=str(work / "data"))
     spec = f"{DAYS[0]}:{DAYS[-1]}"
     assert _run(work, "--dates", spec, "--dense", "--backend", "torch") == 0
     reference = {d: _read(work, d.isoformat()) for d in DAYS}

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tthf.engine.testing import DAYS, make_data, make_run
 from tthf.engine import runs, windows
 from tthf.engine.runtime.backends import open_backend
 from tthf.engine.features import build_day
-from tthf.engine.runtime.runner import CudaRunner, HostRunner, cuda_available, make_runner
+from tthf.engine.runtime.runner import CudaRunner, HostRunner, make_runner
 from tthf.engine.data.marketdata import read_day
-from tthf.engine.features.scalers import Scalers
 from tthf.errors import BackendUnavailableError
 
-needs_cuda = pytest.mark.skipif(not cuda_available(), reason="CUDA is not available on this host (torch.cuda.is_available() is False)")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this host (torch.cuda.is_available() is False)")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def day(tmp_path_factory: pytest.TempPathFactory):
     data = make_data(base / "data", n_symbols=5)
     run = make_run(str(base / "runs"), data)
     feats = build_day(read_day(str(data), DAYS[1]), DAYS[1])
-    scaled = Scalers.from_json(run.read_text(runs.SCALERS)).transform(feats, run.config.feature_names)
+    scaled = run.load_scalers().transform_day(feats, run.config.feature_names)
     return run, feats, scaled
 
 
@@ -63,7 +63,7 @@ def test_host_runner_equals_the_backend_on_naively_cut_windows(day, stride: int)
 def test_cuda_ring_equals_the_reference_in_both_windowing_modes(day, backend_name: str, windowing: str) -> None:
     run, feats, scaled = day
     if backend_name != "torch":
-        from tthf.export.manifest import MANIFEST
+        from tthf.engine.runs import EXPORT_MANIFEST as MANIFEST
 
         if not run.exists(MANIFEST):
             pytest.skip(f"{backend_name} needs an exported run (tthf-export); this tiny run has none")
@@ -111,9 +111,9 @@ def test_auto_windowing_uploads_the_grid_in_dense_mode(day) -> None:
     assert runner.choose_windowing(*feats.mask.shape, total // 60) == "host"
 
 
-def test_runner_rejects_an_unknown_windowing(day) -> None:
+def test_an_unknown_windowing_is_refused_before_any_work() -> None:
+    from tthf.engine.runtime.batch import RunOptions
     from tthf.errors import UsageError
 
-    run, _, scaled = day
     with pytest.raises(UsageError, match="windowing"):
-        make_runner(open_backend(run, "torch"), capacity=8, seq_len=30, n_features=scaled.shape[2], windowing="gpu")
+        RunOptions(dates="2024", windowing="gpu")

@@ -108,7 +108,7 @@ def test_train_run_writes_a_complete_run_that_loads_and_predicts(tiny_market: st
     scalers = Scalers.from_json(run.read_text(runs.SCALERS))
     day = dt.date.fromisoformat(cfg.splits.test[0])
     features = build_day(read_day(tiny_market, day), day)
-    ds = ThreeHeadedTransformerDataset([(scalers.transform(features, cfg.feature_names), features)], require_labels=False)
+    ds = ThreeHeadedTransformerDataset([(scalers.transform_day(features, cfg.feature_names), features)], require_labels=False)
     pred = predict(model, ds)
     np.testing.assert_array_equal(pred, predict(result.model, ds))
     assert np.isfinite(pred).all() and (pred[:, 1] > 0).all() and ((pred[:, 2:] >= 0) & (pred[:, 2:] <= 1)).all()

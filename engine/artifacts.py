@@ -1,0 +1,121 @@
+"""The read side of ``export/manifest.json``: what was exported from what, and whether it still holds.
+
+The manifest binds the exported artifacts to the run: the sha256 of the checkpoint,
+config and scalers they were made from, and of every artifact file. Backends call
+``Manifest.read`` and ``check_fresh`` before loading anything, and ``read_artifact``
+to load: an export made from another checkpoint (the run was retrained afterwards) or
+an artifact whose bytes changed is a ``StaleArtifactError`` that says to re-export.
+``tthf.export`` builds and writes the manifest; it lives here so that inference never
+imports the exporter (the layout in the manifest is TensorRT-LLM's ``Engine.from_dir``
+idea: the owner of a folder's format also reads it back).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tthf.engine import runs
+from tthf.errors import NotExportedError, RunFormatError, StaleArtifactError
+
+FORMAT = 1
+#: the run files an export is made from; a change to any of them makes the export stale
+SOURCES = (runs.CHECKPOINT, runs.CONFIG, runs.SCALERS)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def source_hashes(run: runs.Run) -> dict[str, str]:
+    """sha256 of the run files an export depends on."""
+    return {key: run.sha256(key) for key in SOURCES}
+
+
+def _reexport(run: runs.Run) -> str:
+    return f"re-export with: tthf-export --run {run.ref.run_id}"
+
+
+@dataclass
+class Manifest:
+    """``export/manifest.json``."""
+
+    run: str
+    sources: dict[str, str]
+    export_config: dict[str, Any]
+    versions: dict[str, str | None]
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)  # {"built": bool, "reason"/"target", "command"}
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    format: int = FORMAT
+
+    def add_artifact(self, name: str, data: bytes, **info: Any) -> None:
+        self.artifacts[name] = {"sha256": sha256(data), "bytes": len(data), **info}
+
+    def engines(self) -> list[str]:
+        """Names of the TensorRT engines in the export, one per GPU architecture and TensorRT version."""
+        return [name for name, info in self.artifacts.items() if info.get("kind") == "tensorrt"]
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+
+    def write(self, run: runs.Run) -> None:
+        run.write_text(runs.EXPORT_MANIFEST, self.to_json())
+
+    @classmethod
+    def read(cls, run: runs.Run) -> Manifest:
+        where = run.store.uri(runs.EXPORT_MANIFEST)
+        if not run.exists(runs.EXPORT_MANIFEST):
+            raise NotExportedError(
+                f"run {run.ref.name} was never exported (no {runs.EXPORT_MANIFEST}); "
+                f"export it first: tthf-export --run {run.ref.run_id}"
+            )
+        try:
+            manifest = cls(**json.loads(run.read_text(runs.EXPORT_MANIFEST)))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise RunFormatError(f"{where} does not parse ({exc}); {_reexport(run)}") from exc
+        if manifest.format != FORMAT:
+            raise StaleArtifactError(f"{where} has format {manifest.format}, this tthf reads {FORMAT}; {_reexport(run)}")
+        return manifest
+
+
+def is_exported(run: runs.Run) -> bool:
+    return run.exists(runs.EXPORT_MANIFEST)
+
+
+def check_fresh(run: runs.Run, manifest: Manifest) -> None:
+    """Refuse an export made from another checkpoint, config or scalers than the run has now."""
+    now = source_hashes(run)
+    for key, was in manifest.sources.items():
+        if now.get(key) != was:
+            raise StaleArtifactError(
+                f"the export of run {run.ref.name} is stale: {key} changed since it was exported "
+                f"(sha256 {was[:12]}... at export, {now.get(key, '')[:12]}... now); {_reexport(run)}"
+            )
+
+
+def read_artifact(run: runs.Run, manifest: Manifest, name: str) -> bytes:
+    """The bytes of ``export/{name}``, checked against the sha256 the manifest recorded."""
+    key = runs.export_key(name)
+    info = manifest.artifacts.get(name)
+    if info is None or not run.exists(key):
+        raise NotExportedError(f"run {run.ref.name} has no exported {name}; export it with: tthf-export --run {run.ref.run_id}")
+    data = run.read_bytes(key)
+    if sha256(data) != info["sha256"]:
+        raise StaleArtifactError(
+            f"{run.store.uri(key)} does not match the sha256 in {runs.EXPORT_MANIFEST} (modified or partly copied?); "
+            f"{_reexport(run)}"
+        )
+    return data
+
+
+def open_fresh(run: runs.Run) -> Manifest:
+    """The run's export manifest, checked against the run's current sources."""
+    manifest = Manifest.read(run)
+    check_fresh(run, manifest)
+    return manifest

@@ -1,0 +1,212 @@
+"""TensorRT as a backend: the native fp16 engine for this host's GPU and TensorRT version.
+
+An engine only runs on the GPU architecture and TensorRT version it was built with, so
+its file name carries both (``GpuTarget.engine_filename``, named by ``tthf.engine.runs``).
+When the run was exported elsewhere, the backend asks the ``rebuild`` action its caller
+passed in (``tthf.export.rebuild_engine``: build from ``model_fp16.onnx`` and validate);
+without one it refuses with the command that builds the engine. Building is an export
+action, so this module never imports ``tthf.export``.
+
+``tensorrt`` and CUDA are imported inside functions: this module imports on machines
+without either. Device memory comes from torch CUDA tensors (torch is always installed),
+which also provide the CUDA stream that ``execute_async_v3`` runs on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tthf.engine import artifacts, runs
+from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
+
+log = logging.getLogger("tthf")
+
+#: builds, validates and records the engine for this host from the run's fp16 ONNX; returns its file name
+Rebuild = Callable[[runs.Run, artifacts.Manifest], str]
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """What an engine is bound to: the GPU's compute capability and the TensorRT version."""
+
+    gpu_name: str
+    compute_capability: str  # "9.0"
+    tensorrt_version: str
+    cuda_version: str
+
+    @property
+    def sm(self) -> str:
+        return "sm" + self.compute_capability.replace(".", "")
+
+    def engine_filename(self) -> str:
+        return runs.engine_name(self.sm, self.tensorrt_version)
+
+    def timing_cache_filename(self) -> str:
+        return runs.timing_cache_name(self.sm, self.tensorrt_version)
+
+
+def unavailable_reason() -> str | None:
+    """Why no engine can be built or run here, or None when TensorRT and a CUDA GPU are present."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        return f"the tensorrt package is not installed ({exc}); pip install 'tthf[gpu]' on a GPU host"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)"
+    return None
+
+
+def current_target() -> GpuTarget:
+    """The target of this host's first CUDA device; ``BackendUnavailableError`` if there is none."""
+    reason = unavailable_reason()
+    if reason:
+        raise BackendUnavailableError(f"TensorRT cannot run here: {reason}")
+    import tensorrt as trt
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(0)
+    return GpuTarget(
+        gpu_name=torch.cuda.get_device_name(0),
+        compute_capability=f"{major}.{minor}",
+        tensorrt_version=trt.__version__,
+        cuda_version=str(torch.version.cuda),
+    )
+
+
+def trt_logger() -> Any:
+    import tensorrt as trt
+
+    return trt.Logger(trt.Logger.WARNING)
+
+
+class TensorRTEngine:
+    """A deserialized engine with one execution context; ``predict`` takes any batch size.
+
+    Batches larger than the profiles' max are split. The optimization profile whose
+    ``opt`` is nearest to the batch is selected before each run (``select_profile``, used
+    by ``predict`` and by the CUDA runner alike).
+    """
+
+    def __init__(self, engine_bytes: bytes, *, source: str) -> None:
+        import tensorrt as trt
+        import torch
+
+        self._torch = torch
+        self._runtime = trt.Runtime(trt_logger())
+        engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            raise StaleArtifactError(
+                f"{source}: TensorRT {trt.__version__} cannot load this engine (built for another GPU or TensorRT "
+                "version, or corrupt); rebuild it with tthf-export on this host"
+            )
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
+            raise StaleArtifactError(
+                f"{source}: engine tensors {inputs} -> {outputs} do not match {INPUT_NAME!r} -> {list(OUTPUT_NAMES)}; "
+                "re-run tthf-export"
+            )
+        self.output_dtypes = {n: torch.from_numpy(np.empty(0, dtype=trt.nptype(engine.get_tensor_dtype(n)))).dtype
+                              for n in outputs}
+        self.profiles = [
+            tuple(int(shape[0]) for shape in engine.get_tensor_profile_shape(INPUT_NAME, p))
+            for p in range(engine.num_optimization_profiles)
+        ]  # (min, opt, max) batch of each profile
+        self.max_batch = min(p[2] for p in self.profiles)
+        self._profile = -1
+
+    def select_profile(self, batch: int, stream: Any) -> None:
+        """Switch to the profile whose ``opt`` is nearest to ``batch`` (on ``stream``) if it is not current."""
+        fits = [i for i, (lo, _, hi) in enumerate(self.profiles) if lo <= batch <= hi]
+        if not fits:
+            raise BackendError(
+                f"batch {batch} is outside every optimization profile {self.profiles}; rebuild the engine with "
+                "tthf-export --min-batch/--max-batch covering it"
+            )
+        best = min(fits, key=lambda i: abs(self.profiles[i][1] - batch))
+        if best != self._profile:
+            self.context.set_optimization_profile_async(best, stream.cuda_stream)
+            self._profile = best
+
+    def execute(self, x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
+        """Enqueue one batch of ``n`` windows already in device memory on ``stream``."""
+        self.select_profile(n, stream)
+        self.context.set_input_shape(INPUT_NAME, (n, *x.shape[1:]))
+        self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
+        for name, tensor in outs.items():
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
+
+    def predict(self, batch: np.ndarray) -> Outputs:
+        return predict_in_chunks(self._predict_chunk, batch, self.max_batch)
+
+    def _predict_chunk(self, chunk: np.ndarray) -> Outputs:
+        torch = self._torch
+        with torch.cuda.stream(self.stream):
+            x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to("cuda", non_blocking=False)
+            out = {n: torch.empty(len(chunk), dtype=d, device="cuda") for n, d in self.output_dtypes.items()}
+            self.execute(x, out, len(chunk), self.stream)
+            self.stream.synchronize()
+        return {n: t.float().cpu().numpy() for n, t in out.items()}
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
+        self.engine = engine
+        self.detail = detail
+        self._trt_version = tensorrt_version
+
+    @classmethod
+    def from_bytes(cls, engine_bytes: bytes, *, source: str = "engine") -> TensorRTBackend:
+        target = current_target()
+        return cls(TensorRTEngine(engine_bytes, source=source), detail=f"{target.gpu_name}, {source}",
+                   tensorrt_version=target.tensorrt_version)
+
+    @classmethod
+    def from_run(cls, run: runs.Run, *, rebuild: Rebuild | None = None) -> TensorRTBackend:
+        """The run's engine for this GPU; built with ``rebuild`` when the export has none for it."""
+        target = current_target()  # BackendUnavailableError without TensorRT or a GPU
+        manifest = artifacts.open_fresh(run)
+        name = target.engine_filename()
+        if name not in manifest.artifacts:
+            built = manifest.engines()
+            elsewhere = (f"engines exist only for {', '.join(built)}" if built
+                         else f"no engine was built ({manifest.engine.get('reason', 'unknown reason')})")
+            if rebuild is None:
+                raise NotExportedError(
+                    f"run {run.ref.name} has no TensorRT engine for {target.gpu_name} (compute "
+                    f"{target.compute_capability}, TensorRT {target.tensorrt_version}): {elsewhere}; build it here "
+                    f"with: tthf-export --run {run.ref.run_id} --require-engine"
+                )
+            log.info("no engine for %s / TensorRT %s (%s); building it from the exported fp16 ONNX",
+                     target.sm, target.tensorrt_version, elsewhere)
+            rebuild(run, manifest)
+        data = artifacts.read_artifact(run, manifest, name)
+        return cls(TensorRTEngine(data, source=run.store.uri(runs.export_key(name))),
+                   detail=f"{target.gpu_name}, {name}", tensorrt_version=target.tensorrt_version)
+
+    def predict(self, batch: np.ndarray) -> Outputs:
+        return self.engine.predict(batch)
+
+    def device_engine(self) -> DeviceEngine:
+        return DeviceEngine(self.engine.execute, dict(self.engine.output_dtypes), max_batch=self.engine.max_batch)
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), "tensorrt": self._trt_version}

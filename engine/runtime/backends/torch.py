@@ -1,0 +1,62 @@
+"""The PyTorch reference as a backend: the checkpoint's network, fp32 on the CPU (fp16 autocast on CUDA)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
+from tthf.engine.model.interface import Outputs, predict_in_chunks
+from tthf.engine.runs import Run
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+
+if TYPE_CHECKING:
+    from tthf.engine.model.network import ThreeHeadedTransformer
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: ThreeHeadedTransformer, *, device: str | None = None,
+                 batch_size: int = 2 * DENSE_BATCH) -> None:
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.detail = str(self.device)
+
+    @classmethod
+    def from_run(cls, run: Run, **options: Any) -> TorchBackend:
+        """The run's checkpoint; the reference needs no export."""
+        return cls(run.load_model(), **options)
+
+    def predict(self, batch: np.ndarray) -> Outputs:
+        return predict_in_chunks(self._predict_chunk, batch, self.batch_size)
+
+    def _predict_chunk(self, batch: np.ndarray) -> Outputs:
+        torch = self._torch
+        # fp16 autocast on CUDA; fp32 on CPU (the reference).
+        autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
+        with torch.inference_mode(), autocast:
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return {n: t.float().cpu().numpy() for n, t in zip(OUTPUT_NAMES, self.model(x))}
+
+    def device_engine(self) -> DeviceEngine | None:
+        if self.device.type != "cuda":
+            return None
+        torch, model = self._torch, self.model
+
+        def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
+            with torch.cuda.stream(stream), torch.inference_mode():
+                with torch.autocast("cuda", dtype=torch.float16):
+                    result = model(x[:n])
+                for name, value in zip(OUTPUT_NAMES, result):
+                    outs[name][:n].copy_(value)
+
+        return DeviceEngine(execute, dict.fromkeys(OUTPUT_NAMES, torch.float32))
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), "torch": self._torch.__version__}
