@@ -20,7 +20,25 @@ import polars as pl
 from tthf.engine.config import OUTPUT_NAMES
 
 COLUMNS = ("ts", "symbol", *OUTPUT_NAMES, "source_ts")
+SCHEMA = {"ts": pl.Datetime("us", "UTC"), "symbol": pl.String, **dict.fromkeys(OUTPUT_NAMES, pl.Float32),
+          "source_ts": pl.Datetime("us", "UTC")}
 FORMATS = ("csv", "parquet")
+
+
+def empty() -> pl.DataFrame:
+    """A predictions table without rows."""
+    return pl.DataFrame(schema=SCHEMA)
+
+
+def table(ts: np.ndarray, symbols: pl.Series, outputs: dict[str, np.ndarray], source_ts: np.ndarray) -> pl.DataFrame:
+    """The predictions table from row-aligned arrays: minutes (datetime64[us], UTC), symbols, outputs, sources."""
+    columns = {
+        "ts": pl.Series("ts", ts).dt.replace_time_zone("UTC"),
+        "symbol": symbols.alias("symbol"),
+        **{name: pl.Series(name, np.asarray(outputs[name], dtype=np.float32)) for name in OUTPUT_NAMES},
+        "source_ts": pl.Series("source_ts", source_ts).dt.replace_time_zone("UTC"),
+    }
+    return pl.DataFrame(columns).select(COLUMNS)
 
 
 def scheduled_minute(minutes: np.ndarray, seq_len: int, stride: int) -> np.ndarray:
@@ -53,14 +71,9 @@ def assemble(
     sym, minute, source, row = sym[keep], minute[keep], source[keep], row[keep]
     order = np.lexsort((sym, minute))
     sym, minute, source, row = sym[order], minute[order], source[order], row[order]
-    table = {
-        "ts": pl.Series("ts", minutes[minute]).dt.replace_time_zone("UTC"),
-        "symbol": pl.Series("symbol", symbols, dtype=pl.String).gather(sym),
-    }
-    for name in OUTPUT_NAMES:
-        table[name] = pl.Series(name, np.asarray(outputs[name], dtype=np.float32)[row])
-    table["source_ts"] = pl.Series("source_ts", minutes[source]).dt.replace_time_zone("UTC")
-    return pl.DataFrame(table).select(COLUMNS)
+    names = pl.Series("symbol", symbols, dtype=pl.String).gather(sym)
+    return table(minutes[minute], names, {n: np.asarray(outputs[n], dtype=np.float32)[row] for n in OUTPUT_NAMES},
+                 minutes[source])
 
 
 def encode(frame: pl.DataFrame, fmt: str) -> bytes:

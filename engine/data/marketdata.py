@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -21,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tthf.engine.data.calendar import NEW_YORK
-from tthf.engine.store import KeyNotFoundError, Store, as_store
-from tthf.errors import DataError, NoDataError
+from tthf.engine.store import Store, as_store
+from tthf.errors import DataError, KeyNotFoundError, NoDataError
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 
@@ -180,6 +181,19 @@ def _read_file(store: Store, key: str, day: dt.date) -> pl.DataFrame:
     return frame
 
 
+def split_duplicates(frame: pl.DataFrame, key: Sequence[str], *, subset: Sequence[str] | None = None
+                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(``frame`` without exact repeats, the rows left that share a ``key`` with different values).
+
+    The one rule for duplicates, used on raw files and on clean rows: an exact repeat
+    carries no information and is dropped; two rows of one key that disagree cannot be
+    resolved safely and the caller reports them. ``subset`` names the columns that
+    make rows equal (default: all).
+    """
+    unique = frame.unique(subset=list(subset) if subset is not None else None, keep="first", maintain_order=True)
+    return unique, unique.filter(pl.struct(*key).is_duplicated())
+
+
 def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None = None) -> pl.DataFrame:
     """All rows of ``day`` in canonical types (RAW_SCHEMA order), file by file in key order.
 
@@ -203,8 +217,7 @@ def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None =
     table = pl.concat(frames)
     dropped = 0
     if table.select(pl.struct("symbol", "ts").is_duplicated().any()).item():
-        unique = table.unique(subset=list(RAW_COLUMNS), keep="first", maintain_order=True)
-        conflict = unique.filter(pl.struct("symbol", "ts").is_duplicated())
+        unique, conflict = split_duplicates(table, ("symbol", "ts"), subset=RAW_COLUMNS)
         if conflict.height:
             symbol, ts = conflict.row(0)[:2]
             files = conflict.filter((pl.col("symbol") == symbol) & (pl.col("ts") == ts)).get_column("_file").unique()

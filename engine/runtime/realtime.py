@@ -6,9 +6,10 @@
     # rows: ts, symbol, ret_1h, vol_10m, ret_conf, vol_conf, source_ts -- one per symbol whose
     # 30-minute window ending at the latest minute is valid, sorted by symbol
 
-Exactness: the predictor keeps the day's clean grid so far (engine/features.py's cleaning,
-one cell per symbol and minute) and calls ``features.compute_grid`` -- the function batch's
-``build_day`` calls -- for the latest ``seq_len`` minutes only. The day statistics (forward
+Exactness: the predictor keeps the day's clean grid so far in a ``features.DayGrid`` -- the
+grid batch's ``build_day`` fills, with its cleaning, de-duplication and contradiction check --
+and calls ``features.compute_grid`` -- the function batch calls -- for the latest ``seq_len``
+minutes only. The day statistics (forward
 fills, cumulative volume and VWAP, EMAs) live in a ``features.DayState`` that resumes from
 the previous minute (from a late row's minute when one arrives; from the open when a new
 symbol appears); windowed features are computed in a way whose bits do not depend on where
@@ -21,19 +22,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from tthf.engine import predictions, windows
-from tthf.engine.data import marketdata
-from tthf.engine.runtime.backends import Backend, open_backend
-from tthf.engine.data.calendar import NEW_YORK, session_bounds, session_minutes
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.features import FEATURE_NAMES, GRID_COLUMNS, DayState, clean_rows, compute_grid
+from tthf.engine.data import marketdata
+from tthf.engine.data.calendar import NEW_YORK, is_trading_day
+from tthf.engine.features import FEATURE_NAMES, DayGrid, compute_grid
 from tthf.engine.runs import Run, find_run
+from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.store import Store
 from tthf.errors import DataError, UsageError
@@ -51,7 +51,7 @@ class RealtimePredictor:
         self.seq_len = cfg.model.seq_len
         self.feature_names = list(cfg.feature_names)
         self.scalers = run.load_scalers()
-        self.day: dt.date | None = None
+        self.grid: DayGrid | None = None
         self.seconds: dict[str, float] = {}  # where the last update's time went
         self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
 
@@ -62,26 +62,15 @@ class RealtimePredictor:
         opened = Run.open(find_run(store, run, experiment=experiment, model_type=model_type))
         return cls(opened, open_backend(opened, backend, rebuild=rebuild))
 
+    @property
+    def day(self) -> dt.date | None:
+        return self.grid.day if self.grid is not None else None
+
     def reset(self, day: dt.date) -> None:
         """Start ``day``: forget the previous day's grid (windows never cross a day)."""
-        self.day = day
-        start, end = session_bounds(day)
-        self._start_us = int(start.timestamp()) * 1_000_000
-        self._end_us = int(end.timestamp()) * 1_000_000
-        self._minutes = session_minutes(day)
-        self._symbols: list[str] = []
-        self._sid: dict[str, int] = {}
-        # the clean values so far, time-major (minutes, symbols) as compute_grid takes them; NaN = missing
-        self._grid = {name: np.zeros((len(self._minutes), 0)) for name in GRID_COLUMNS}
-        self._filled = np.zeros((len(self._minutes), 0), dtype=np.bool_)
-        self._state = DayState()  # the day statistics so far, resumed minute by minute
-        self._latest = -1  # the latest minute with a row today
-        self._rows_in = 0
-
-    @property
-    def rows_kept(self) -> int:
-        """Regular-session rows received today."""
-        return self._rows_in if self.day is not None else 0
+        if not is_trading_day(day):
+            raise DataError(f"{day} is not a trading day (weekend or exchange holiday); there is nothing to predict")
+        self.grid = DayGrid(day)
 
     def update(self, bars: pl.DataFrame | pa.Table) -> pl.DataFrame:
         """Add the newest bars (one minute, or several to catch up) and predict the latest minute.
@@ -96,102 +85,45 @@ class RealtimePredictor:
         frame = pl.from_arrow(marketdata.conform(table, "realtime bars"))
         assert isinstance(frame, pl.DataFrame)
         if frame.height == 0:
-            return self._empty()
-        if self.day is None:
+            return predictions.empty()
+        if self.grid is None:
             self.reset(frame.get_column("ts").max().astimezone(NEW_YORK).date())  # type: ignore[union-attr]
-        us = pl.col("ts").dt.epoch("us")
-        in_session = frame.filter((us >= self._start_us) & (us < self._end_us))
-        other_day = frame.filter(pl.col("ts").dt.convert_time_zone(str(NEW_YORK)).dt.date() != self.day)
+        grid = self.grid
+        assert grid is not None
+        other_day = frame.filter(pl.col("ts").dt.convert_time_zone(str(NEW_YORK)).dt.date() != grid.day)
         if other_day.height:
             raise UsageError(
-                f"bars for {other_day.get_column('ts').min()} arrived while predicting {self.day}; "
+                f"bars for {other_day.get_column('ts').min()} arrived while predicting {grid.day}; "
                 "call reset(day) at the start of each trading day"
             )
+        us = pl.col("ts").dt.epoch("us")
+        in_session = frame.filter((us >= grid.session.start_us) & (us < grid.session.end_us))
         if in_session.height:
-            self._add(in_session)
+            grid.add(in_session, f"realtime bars of {grid.day}")
         t1 = time.perf_counter()
-        t = self._latest
+        t = grid.latest
         lo = t - self.seq_len + 1
         if lo < 0:
-            return self._empty()
-        grid = {name: column[: t + 1] for name, column in self._grid.items()}
-        features, mask, _ = compute_grid(grid, len(self._minutes), start=lo, state=self._state, labels=False)
+            return predictions.empty()
+        features, mask, _ = compute_grid(grid.so_far(), grid.session.n_minutes, start=lo, state=grid.state,
+                                         labels=False)
         t2 = time.perf_counter()
-        result = self._predict(features, mask[:, lo:], t)
+        result = self._predict(grid, features, mask[:, lo:], t)
         t3 = time.perf_counter()
         self.seconds = {"ingest": t1 - t0, "features": t2 - t1, "predict": t3 - t2, "total": t3 - t0}
         return result
 
-    def _add(self, frame: pl.DataFrame) -> None:
-        """Clean ``frame`` as batch does and put its rows into the day's grid."""
-        names = sorted(frame.get_column("symbol").drop_nulls().unique().to_list())
-        if not names:
-            return
-        rows, names, _, _ = clean_rows(frame, self.day, names, f"realtime bars of {self.day}")  # type: ignore[arg-type]
-        if rows.height == 0:
-            return
-        self._add_symbols([s for s in names if s not in self._sid])
-        sid = np.array([self._sid[s] for s in names], dtype=np.int64)[rows.get_column("sid").to_numpy()]
-        tid = rows.get_column("tid").to_numpy().astype(np.int64)
-        values = {name: rows.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy() for name in self._grid}
-        seen = self._filled[tid, sid]
-        if seen.any():  # an exact repeat of an earlier row is dropped, as batch drops duplicates
-            differ = np.zeros(int(seen.sum()), dtype=np.bool_)
-            for name, value in values.items():
-                old, new = self._grid[name][tid[seen], sid[seen]], value[seen]
-                differ |= ~((old == new) | (np.isnan(old) & np.isnan(new)))
-            if differ.any():
-                i = int(np.flatnonzero(seen)[np.argmax(differ)])
-                when = self._minutes[tid[i]].astype("datetime64[us]").item().replace(tzinfo=dt.timezone.utc)
-                raise DataError(
-                    f"realtime bars of {self.day}: {int(differ.sum())} row(s) repeat an earlier (symbol, ts) with "
-                    f"different values, e.g. symbol={self._symbols[sid[i]]!r} ts={when.isoformat()}; "
-                    "send one row per symbol and minute"
-                )
-            tid, sid = tid[~seen], sid[~seen]
-            values = {name: value[~seen] for name, value in values.items()}
-        for name, value in values.items():
-            self._grid[name][tid, sid] = value
-        self._filled[tid, sid] = True
-        self._rows_in += frame.height
-        if len(tid):
-            self._latest = max(self._latest, int(tid.max()))
-            self._state.invalidate(int(tid.min()))  # a late row changes the day statistics from its minute on
-
-    def _add_symbols(self, new: list[str]) -> None:
-        """Empty grid columns for symbols first seen now (a minute without a row has volume 0)."""
-        if not new:
-            return
-        for name in new:
-            self._sid[name] = len(self._symbols)
-            self._symbols.append(name)
-        shape = (len(self._minutes), len(new))
-        for name, old in self._grid.items():
-            empty = np.zeros(shape) if name == "volume" else np.full(shape, np.nan)
-            self._grid[name] = np.concatenate([old, empty], axis=1)
-        self._filled = np.concatenate([self._filled, np.zeros(shape, dtype=np.bool_)], axis=1)
-
-    def _predict(self, features: np.ndarray, mask: np.ndarray, t: int) -> pl.DataFrame:
+    def _predict(self, grid: DayGrid, features: np.ndarray, mask: np.ndarray, t: int) -> pl.DataFrame:
         """The windows ending at minute ``t`` from the (S, seq_len, F) features of minutes ``t-seq_len+1..t``."""
         valid = np.flatnonzero(mask.all(axis=1)).astype(np.int32)
         if len(valid) == 0:
-            return self._empty()
-        scaled = self.scalers.transform(features, FEATURE_NAMES, self.feature_names, what=f"features of {self.day}")
+            return predictions.empty()
+        scaled = self.scalers.transform(features, FEATURE_NAMES, self.feature_names, what=f"features of {grid.day}")
         if len(self._buffer) < len(valid):
             self._buffer = np.empty((len(valid), *self._buffer.shape[1:]), dtype=np.float32)
         n = windows.gather_windows(scaled, valid, np.full(len(valid), self.seq_len - 1, dtype=np.int32),
                                    self._buffer, seq_len=self.seq_len)
         out = self.backend.predict(self._buffer[:n])
-        ts = pl.Series("ts", np.full(n, self._minutes[t])).dt.replace_time_zone("UTC")
-        table: dict[str, Any] = {
-            "ts": ts,
-            "symbol": pl.Series("symbol", self._symbols, dtype=pl.String).gather(valid),
-            **{name: pl.Series(name, np.asarray(out[name], dtype=np.float32)) for name in OUTPUT_NAMES},
-            "source_ts": ts.alias("source_ts"),
-        }
-        return pl.DataFrame(table).select(predictions.COLUMNS).sort("symbol")
-
-    def _empty(self) -> pl.DataFrame:
-        schema = {"ts": pl.Datetime("us", "UTC"), "symbol": pl.String, **dict.fromkeys(OUTPUT_NAMES, pl.Float32),
-                  "source_ts": pl.Datetime("us", "UTC")}
-        return pl.DataFrame(schema=schema)
+        ts = np.full(n, grid.minutes[t])
+        symbols = pl.Series("symbol", grid.symbols, dtype=pl.String).gather(valid)
+        return predictions.table(ts, symbols, {name: out[name] for name in OUTPUT_NAMES}, ts).sort("symbol")

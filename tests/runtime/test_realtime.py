@@ -54,7 +54,7 @@ def test_each_minute_equals_the_batch_rows_of_that_minute(setup: tuple[str, pl.D
         assert got.equals(want), f"minute {t}"
         checked += 1
     assert checked == 6
-    assert rt.rows_kept == raw.filter(pl.col("ts").is_between(_minute(0), _minute(389))).height
+    assert rt.grid.rows_in == raw.filter(pl.col("ts").is_between(_minute(0), _minute(389))).height
 
 
 def test_minutes_fed_one_by_one_equal_batch(setup: tuple[str, pl.DataFrame, pl.DataFrame]) -> None:
@@ -72,12 +72,12 @@ def test_reset_starts_a_new_day_and_other_day_bars_are_refused(setup: tuple[str,
     store, raw, _ = setup
     rt = RealtimePredictor.from_run(store, "jen", backend="torch")
     rt.update(raw.filter(pl.col("ts") <= _minute(35)))
-    assert rt.day == DAY and rt.rows_kept > 0
+    assert rt.day == DAY and rt.grid.rows_in > 0
     next_day = raw.with_columns(pl.col("ts") + dt.timedelta(days=1))
     with pytest.raises(UsageError, match="reset"):
         rt.update(next_day.filter(pl.col("ts") == _minute(35) + dt.timedelta(days=1)))
     rt.reset(DAYS[2])
-    assert rt.rows_kept == 0
+    assert rt.grid.rows_in == 0
     assert rt.update(next_day.filter(pl.col("ts") <= _minute(35) + dt.timedelta(days=1))).height > 0
 
 

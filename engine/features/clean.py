@@ -1,0 +1,198 @@
+"""Cleaning: a day's raw rows -> one clean row per (symbol, minute) of the regular session, and counts.
+
+polars does this part (docs/features.md, "Cleaning rules"): the session filter, the
+symbol mapping, duplicates, and the rules that null out bad quotes and trades. Every
+rule is counted (``COUNT_KEYS``) so a run manifest says what was cleaned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+
+from tthf.engine.data.calendar import is_trading_day, session_bounds
+from tthf.engine.data.marketdata import split_duplicates
+from tthf.errors import DataError, NoDataError, UsageError
+
+QUOTE = ("bid", "ask", "bid_size", "ask_size")
+TRADE_PRICES = ("open", "high", "low", "close", "vwap")
+_REQUIRED = ("symbol", "ts", *QUOTE, "open", "high", "low", "close", "volume")
+_OPTIONAL = ("trade_count", "vwap")
+MINUTE_US = 60_000_000
+_FIX = "see docs/data.md for the raw schema and fix the writer"
+
+# the counts every DayFeatures carries, in pipeline order (docs/features.md, "Cleaning rules")
+COUNT_KEYS = (
+    "rows_in",
+    "null_key",
+    "extended_hours",
+    "off_minute",
+    "unlisted_symbol",
+    "duplicate_rows",
+    "rows_used",
+    "quote_null",
+    "quote_nonfinite",
+    "quote_nonpositive",
+    "quote_crossed",
+    "trade_invalid",
+    "missing_minutes",
+    "masked_out",
+)
+_FLAGS = ("quote_null", "quote_nonfinite", "quote_nonpositive", "quote_crossed", "trade_invalid")
+
+
+class Session(NamedTuple):
+    """A trading day's regular session: its first minute (µs since the epoch) and its length."""
+
+    start_us: int
+    n_minutes: int
+
+    @classmethod
+    def of(cls, day: dt.date) -> Session:
+        start, end = session_bounds(day)
+        return cls(int(start.timestamp()) * 1_000_000, int((end - start).total_seconds()) // 60)
+
+    @property
+    def end_us(self) -> int:
+        return self.start_us + self.n_minutes * MINUTE_US
+
+
+class CleanRows(NamedTuple):
+    """Rows keyed by (sid, tid) -- symbol index, minute index -- with the clean values."""
+
+    rows: pl.DataFrame
+    symbols: list[str]
+    n_minutes: int
+    counts: dict[str, int]
+
+
+def _check_columns(raw: pl.DataFrame, source: str) -> None:
+    missing = [c for c in _REQUIRED if c not in raw.columns]
+    if missing:
+        raise DataError(f"{source}: required column(s) {missing} missing; the frame has {raw.columns}; {_FIX}")
+    for name in (*_REQUIRED, *_OPTIONAL):
+        if name not in raw.columns:
+            continue
+        dtype = raw.schema[name]
+        if name == "symbol":
+            ok = dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+        elif name == "ts":
+            ok = isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+        else:
+            ok = dtype.is_numeric() or dtype == pl.Null
+        if not ok:
+            want = {"symbol": "string", "ts": "timestamp[us, UTC] (time-zone aware)"}.get(name, "a numeric type")
+            raise DataError(f"{source}: column {name!r} has type {dtype}, expected {want}; {_FIX}")
+
+
+def _finite(col: str) -> pl.Expr:
+    return pl.col(col).is_finite().fill_null(False)
+
+
+def _session_rows(raw: pl.DataFrame, session: Session, counts: dict[str, int]) -> pl.DataFrame:
+    """Canonical float columns and the minute offset; rows without a key, outside the session or off the minute dropped."""
+    offset = pl.col("ts").dt.epoch("us") - session.start_us
+    frame = raw.select(
+        pl.col("symbol").cast(pl.String),
+        offset.alias("_off"),
+        *[pl.col(c).cast(pl.Float64) for c in (*QUOTE, "open", "high", "low", "close", "volume")],
+        *[(pl.col(c) if c in raw.columns else pl.lit(None)).cast(pl.Float64).alias(c) for c in _OPTIONAL],
+    )
+    null_key = pl.col("symbol").is_null() | pl.col("_off").is_null()
+    outside = ~null_key & ((pl.col("_off") < 0) | (pl.col("_off") >= session.n_minutes * MINUTE_US))
+    off_minute = ~null_key & ~outside & (pl.col("_off") % MINUTE_US != 0)
+    row_counts = frame.select(
+        null_key.sum().alias("null_key"), outside.sum().alias("extended_hours"), off_minute.sum().alias("off_minute")
+    ).row(0, named=True)
+    counts.update({k: int(v) for k, v in row_counts.items()})
+    return frame.filter(~(null_key | outside | off_minute))
+
+
+def _symbols(frame: pl.DataFrame, symbols: list[str] | None, day: dt.date, source: str,
+             counts: dict[str, int]) -> tuple[pl.DataFrame, list[str]]:
+    """The grid's symbols (given, or every symbol with a session row, sorted); rows of others dropped."""
+    if symbols is None:
+        symbols = sorted(frame.get_column("symbol").unique().to_list())
+        if not symbols:
+            raise NoDataError(
+                f"{source}: no rows in the regular session of {day} ({counts['rows_in']} rows in all, "
+                f"{counts['extended_hours']} outside the session); check the partition's dates and time zone"
+            )
+        return frame, symbols
+    symbols = list(symbols)
+    if len(set(symbols)) != len(symbols):
+        dup = sorted({s for s in symbols if symbols.count(s) > 1})
+        raise UsageError(f"symbols lists {dup} more than once; pass each symbol once")
+    kept = frame.filter(pl.col("symbol").is_in(symbols))
+    counts["unlisted_symbol"] = frame.height - kept.height
+    return kept, symbols
+
+
+def _resolve_duplicates(frame: pl.DataFrame, symbols: list[str], session: Session, source: str,
+                        counts: dict[str, int]) -> pl.DataFrame:
+    """Exact repeats of a (symbol, minute) row are dropped and counted; rows that disagree are a DataError."""
+    cell = frame.get_column("sid").to_numpy().astype(np.int64) * session.n_minutes + frame.get_column("tid").to_numpy()
+    if not len(cell) or np.bincount(cell).max() <= 1:
+        return frame
+    unique, conflict = split_duplicates(frame, ("sid", "tid"))
+    if conflict.height:
+        sid, tid = conflict.select("sid", "tid").row(0)
+        when = dt.datetime.fromtimestamp((session.start_us + tid * MINUTE_US) / 1e6, dt.timezone.utc)
+        raise DataError(
+            f"{source}: {conflict.height} rows share a (symbol, ts) with different values, e.g. "
+            f"symbol={symbols[sid]!r} ts={when.isoformat()}; keep one row per symbol and minute"
+        )
+    counts["duplicate_rows"] = frame.height - unique.height
+    return unique
+
+
+def _flag_bad_values(frame: pl.DataFrame, counts: dict[str, int]) -> pl.DataFrame:
+    """Null out unusable quotes (null, non-finite, non-positive, crossed) and invalid trade fields; count each rule."""
+    quote_null = pl.any_horizontal(*[pl.col(c).is_null() for c in QUOTE])
+    quote_nonfinite = ~quote_null & ~pl.all_horizontal(*[_finite(c) for c in QUOTE])
+    quote_nonpositive = (
+        ~quote_null & ~quote_nonfinite
+        & ((pl.col("bid") <= 0) | (pl.col("ask") <= 0) | (pl.col("bid_size") < 0) | (pl.col("ask_size") < 0))
+    )
+    quote_crossed = ~quote_null & ~quote_nonfinite & ~quote_nonpositive & (pl.col("bid") > pl.col("ask"))
+    bad_price = [pl.col(c).is_not_null() & ~(_finite(c) & (pl.col(c) > 0)) for c in TRADE_PRICES]
+    bad_volume = ~(_finite("volume") & (pl.col("volume") >= 0))
+    bad_count = pl.col("trade_count").is_not_null() & ~(_finite("trade_count") & (pl.col("trade_count") >= 0))
+    frame = frame.with_columns(
+        quote_null.alias("_qn"), quote_nonfinite.alias("_qf"), quote_nonpositive.alias("_qp"),
+        quote_crossed.alias("_qc"), pl.any_horizontal(*bad_price, bad_volume, bad_count).alias("_ti"),
+    )
+    flags = frame.select(pl.col("_qn", "_qf", "_qp", "_qc", "_ti").sum()).row(0)
+    counts.update({key: int(value) for key, value in zip(_FLAGS, flags)})
+    unusable = pl.col("_qn") | pl.col("_qf") | pl.col("_qp") | pl.col("_qc")
+    return frame.select(
+        "sid",
+        "tid",
+        *[pl.when(unusable).then(None).otherwise(pl.col(c)).alias(c) for c in QUOTE],
+        *[pl.when(_finite(c) & (pl.col(c) > 0)).then(pl.col(c)).alias(c) for c in TRADE_PRICES],
+        pl.when(_finite("volume") & (pl.col("volume") >= 0)).then(pl.col("volume")).otherwise(0.0).alias("volume"),
+        pl.when(_finite("trade_count") & (pl.col("trade_count") >= 0)).then(pl.col("trade_count")).alias("trade_count"),
+    )
+
+
+def clean_rows(raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str) -> CleanRows:
+    """Apply the cleaning rules; return rows keyed by (sid, tid), the symbols, the session length and the counts."""
+    if not is_trading_day(day):
+        raise DataError(f"{source}: {day} is not a trading day (weekend or NYSE holiday); drop that date's data")
+    _check_columns(raw, source)
+    session = Session.of(day)
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    counts["rows_in"] = raw.height
+    frame = _session_rows(raw, session, counts)
+    frame, symbols = _symbols(frame, symbols, day, source, counts)
+    # the symbol's position in ``symbols``: an Enum's physical code (cheaper than a join on strings)
+    frame = frame.with_columns(
+        pl.col("symbol").cast(pl.Enum(symbols)).to_physical().cast(pl.Int32).alias("sid"),
+        (pl.col("_off") // MINUTE_US).cast(pl.Int32).alias("tid"),
+    ).drop("symbol", "_off")
+    frame = _resolve_duplicates(frame, symbols, session, source, counts)
+    counts["rows_used"] = frame.height
+    return CleanRows(_flag_bad_values(frame, counts), symbols, session.n_minutes, counts)
