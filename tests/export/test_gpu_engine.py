@@ -66,7 +66,7 @@ def test_engine_built_named_by_gpu_and_validated(gpu_run: tuple[Path, runs.Run])
 def test_backend_matches_torch_at_fp16_tolerance_on_all_profiles(gpu_run: tuple[Path, runs.Run]) -> None:
     _, run = gpu_run
     backend = open_backend(run, "tensorrt")
-    assert isinstance(backend, TensorRTBackend) and len(backend.engine.profiles) == 2
+    assert isinstance(backend, TensorRTBackend) and len(backend.compiled.profiles) == 2
     x = heldout_windows(run, 512, seed=3)
     reference = open_backend(run, "torch")
     for n in (1, 64, 300, 512, 1500):  # 1500 > max_batch: split into two engine calls

@@ -169,7 +169,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
-        self.engine = engine
+        self.compiled = engine  # our TensorRTEngine wrapper
         self.detail = detail
         self._trt_version = tensorrt_version
 
@@ -203,10 +203,10 @@ class TensorRTBackend(Backend):
                    detail=f"{target.gpu_name}, {name}", tensorrt_version=target.tensorrt_version)
 
     def predict(self, batch: np.ndarray) -> Outputs:
-        return self.engine.predict(batch)
+        return self.compiled.predict(batch)
 
     def device_engine(self) -> DeviceEngine:
-        return DeviceEngine(self.engine.execute, dict(self.engine.output_dtypes), max_batch=self.engine.max_batch)
+        return DeviceEngine(self.compiled.execute, dict(self.compiled.output_dtypes), max_batch=self.compiled.max_batch)
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "tensorrt": self._trt_version}
