@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tthf.engine.store import ENDPOINT_ENV
 from tthf.errors import TthfError
@@ -76,3 +76,33 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
+class ProgressBar:
+    """A tqdm bar on a terminal; one log line per step otherwise (logs, CI)."""
+
+    def __init__(self, total: int, desc: str, unit: str = "it") -> None:
+        self.desc = desc
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, message: str = "") -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(message)
+            self.bar.update(1)
+        else:
+            log.info("%s: %s", self.desc, message)
+
+    def write(self, line: str) -> None:
+        """A line above the bar (or on stderr without one)."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from tthf.cli._common import run_cli
-from tthf.cli.run import print_summary
-from tthf.cli.train import format_metrics
+from tthf.cli._report import format_metrics, print_summary
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Any
 
 from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
+from tthf.cli._report import RunProgress, print_summary
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
-from tthf.engine.runtime.batch import DateResult, InferenceSummary, RunOptions, run_inference
+from tthf.engine.runtime.batch import RunOptions, run_inference
 from tthf.engine.runtime.runner import WINDOWING
 
 DEFAULTS = RunOptions(dates="")
@@ -56,66 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Progress:
-    """A bar (dates, windows per second, ETA) on a terminal; one log line per date otherwise."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.windows = 0
-        self.started = time.perf_counter()
-
-    def start(self, total: int) -> None:
-        self.started = time.perf_counter()
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="dates", unit="date", dynamic_ncols=True, file=sys.stderr)
-
-    def date(self, result: DateResult) -> None:
-        if result.status == "ok":
-            self.windows += result.windows
-        if self.bar is not None:
-            rate = self.windows / max(time.perf_counter() - self.started, 1e-9)
-            self.bar.set_postfix_str(f"{rate:,.0f} windows/s")
-            self.bar.update(1)
-            if result.status == "failed":
-                self.bar.write(_line(result), file=sys.stderr)
-            return
-        print(_line(result), file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _line(result: DateResult) -> str:
-    if result.status == "ok":
-        s = result.seconds
-        return f"{result.date}  ok       {result.rows:>9,} rows  {result.windows:>9,} windows  {s['total']:6.2f}s"
-    return f"{result.date}  {result.status:<8} {result.reason}"
-
-
-def print_summary(summary: InferenceSummary) -> None:
-    ok, failed = summary.by_status("ok"), summary.by_status("failed")
-    skipped, missing = summary.by_status("skipped"), summary.by_status("no_data")
-    stages = summary.stage_seconds()
-    rate = summary.windows / summary.seconds if summary.seconds else 0.0
-    print(f"\nrun {summary.run}  backend {summary.backend}  stride {summary.stride}")
-    print(f"dates: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped (already done), {len(missing)} without data")
-    print(f"windows: {summary.windows:,} in {summary.seconds:.1f}s ({rate:,.0f} windows/s)")
-    if stages:
-        busy = {k: v for k, v in stages.items() if k not in ("total", "windows", "inference")}
-        print("time per stage (busy seconds, all dates): " + ", ".join(f"{k} {v:.2f}s" for k, v in busy.items())
-              + f" (of which windows {stages.get('windows', 0.0):.2f}s, inference {stages.get('inference', 0.0):.2f}s)")
-        mode = "overlapped" if summary.overlap else "one after another"
-        print(f"stages {mode}: {summary.pipeline_seconds:.2f}s wall for {sum(busy.values()):.2f}s of stage work")
-    for r in failed:
-        print(f"FAILED {r.date}: {r.reason}")
-    files = [r.file for r in ok + skipped if r.file]
-    if files:
-        print(f"predictions: {files[0].rsplit('/', 1)[0]}/")
-
-
 def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from tthf.engine.store import open_store
@@ -126,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, fmt=args.fmt, overwrite=args.overwrite, data_root=args.data,
             fail_fast=args.fail_fast, overlap=args.overlap, windowing=args.windowing,
         )
-        bar = _Progress()
+        bar = RunProgress()
         try:
             summary = run_inference(
                 open_store(args.store, endpoint_url=args.s3_endpoint_url), args.run, options,

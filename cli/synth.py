@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from tthf.cli._common import add_data_root_option, add_endpoint_option, run_cli
+from tthf.cli._common import add_data_root_option, add_endpoint_option, ProgressBar, run_cli
 
 EPILOG = """\
 Writes {out}/date=YYYY-MM-DD/part-0.parquet for every NYSE trading day in [--start, --end]
@@ -61,7 +61,12 @@ def body(args: argparse.Namespace) -> int:
 
     cfg = SynthConfig(n_symbols=args.symbols, start=args.start, end=args.end, seed=args.seed,
                       extended_hours=not args.no_extended_hours)
-    summary = generate_market(cfg, open_store(args.out, endpoint_url=args.s3_endpoint_url), progress=True)
+    days = ProgressBar(len(cfg.days), "synth", unit="day")
+    try:
+        summary = generate_market(cfg, open_store(args.out, endpoint_url=args.s3_endpoint_url),
+                                  on_day=lambda day, rows: days.update(f"{day} ({rows:,} rows)"))
+    finally:
+        days.close()
     print(summary)
     return 0
 

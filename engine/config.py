@@ -22,6 +22,8 @@ SEQ_LEN = 30
 RET_HORIZON = 60
 VOL_HORIZON = 10
 OUTPUT_NAMES = ("ret_1h", "vol_10m", "ret_conf", "vol_conf")
+#: label horizons in minutes (tthf.engine.features.labels computes the labels at these)
+HORIZONS = {"ret_1h": RET_HORIZON, "vol_10m": VOL_HORIZON}
 #: windows per batch of a dense run (tthf-run's --batch-size default, an engine optimization profile)
 DENSE_BATCH = 4096
 #: every symbol of one minute for a broad US universe: the real-time batch, an engine optimization profile
@@ -89,13 +91,27 @@ class RunConfig:
     splits: Splits
     train: TrainConfig
     data_root: str
-    seq_len: int = SEQ_LEN
-    horizons: dict[str, int] = field(
-        default_factory=lambda: {"ret_1h": RET_HORIZON, "vol_10m": VOL_HORIZON}
-    )
+    seq_len: int = 0  # 0: the model's; always equal to model.seq_len once constructed
+    horizons: dict[str, int] = field(default_factory=lambda: dict(HORIZONS))
     sample_every: int = 10
     model_type: str = "three_headed_transformer"
     tthf_version: str = ""
+
+    def __post_init__(self) -> None:
+        # seq_len and horizons are recorded for readers of config.json (design.md, "Runs"); the
+        # model's seq_len and the label code's horizons are the facts, so the echoes must agree.
+        if not self.seq_len:
+            object.__setattr__(self, "seq_len", self.model.seq_len)
+        if self.seq_len != self.model.seq_len:
+            raise RunFormatError(
+                f"config.json: seq_len={self.seq_len} but model.seq_len={self.model.seq_len}; the config was edited "
+                "by hand or is corrupt, re-create the run with tthf-train"
+            )
+        if self.horizons != HORIZONS:
+            raise RunFormatError(
+                f"config.json: horizons {self.horizons}, but this tthf computes labels at {HORIZONS}; "
+                "use the tthf version that trained the run (config.json 'tthf_version') or retrain it"
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

@@ -52,7 +52,7 @@ def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date],
     iso = [d.isoformat() for d in dates]
     splits = Splits(train=iso[:1], val=iso[1:2], test=iso[-1:])
     config = RunConfig(model=model_cfg, feature_names=names, splits=splits, train=TrainConfig(),
-                       data_root=str(data_root), seq_len=model_cfg.seq_len)
+                       data_root=str(data_root))
     return runs.Run.new(ref, config)
 
 

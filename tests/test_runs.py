@@ -121,3 +121,20 @@ def test_names_must_be_single_folder_names(tmp_path, bad: str) -> None:
 def test_list_runs_sorted(runs: Store) -> None:
     names = [r.name for r in list_runs(runs)]
     assert names == sorted(names) and len(names) == 6
+
+
+def test_config_echoes_must_agree_with_the_model_and_the_label_code() -> None:
+    import dataclasses
+    import json
+
+    from tthf.engine.config import HORIZONS
+    from tthf.errors import RunFormatError
+
+    cfg = config()
+    assert cfg.seq_len == cfg.model.seq_len and cfg.horizons == HORIZONS
+    raw = json.loads(cfg.to_json())
+    raw["seq_len"] = cfg.model.seq_len + 1
+    with pytest.raises(RunFormatError, match="seq_len"):
+        RunConfig.from_json(json.dumps(raw))
+    with pytest.raises(RunFormatError, match="horizons"):
+        dataclasses.replace(cfg, horizons={"ret_1h": 30, "vol_10m": 10})

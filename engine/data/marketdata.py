@@ -138,15 +138,25 @@ def _check_partition_date(table: pl.DataFrame, day: dt.date, source: str) -> Non
         )
 
 
+def day_key(day: dt.date, part: str = "part-0") -> str:
+    """The key of one file of a date's partition."""
+    return f"{partition(day)}/{part}.parquet"
+
+
+def encode_day(day: dt.date, table: pl.DataFrame, source: str) -> bytes:
+    """Validate ``table`` as ``day``'s raw bars and encode it as a Parquet file (zstd)."""
+    canon = conform(table.to_arrow(), source)
+    _check_partition_date(pl.from_arrow(canon), day, source)  # type: ignore[arg-type]
+    buf = io.BytesIO()
+    pq.write_table(canon, buf, compression="zstd")
+    return buf.getvalue()
+
+
 def write_day(root: Store | str, day: dt.date, table: pl.DataFrame, *, part: str = "part-0") -> str:
     """Validate ``table`` and write it atomically as ``date=YYYY-MM-DD/{part}.parquet``; returns its URI."""
     store = as_store(root)
-    key = f"{partition(day)}/{part}.parquet"
-    canon = conform(table.to_arrow(), store.uri(key))
-    _check_partition_date(pl.from_arrow(canon), day, store.uri(key))  # type: ignore[arg-type]
-    buf = io.BytesIO()
-    pq.write_table(canon, buf, compression="zstd")
-    store.write_bytes(key, buf.getvalue())
+    key = day_key(day, part)
+    store.write_bytes(key, encode_day(day, table, store.uri(key)))
     return store.uri(key)
 
 

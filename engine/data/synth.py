@@ -26,7 +26,8 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -34,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from tthf.engine.data.calendar import is_trading_day, session_bounds, trading_days
-from tthf.engine.data.marketdata import write_day
+from tthf.engine.data.marketdata import day_key, encode_day
 from tthf.engine.store import Store, as_store
 from tthf.errors import UsageError
 
@@ -296,22 +297,42 @@ def _ticks(x: np.ndarray) -> np.ndarray:
     return np.round(x / TICK) * TICK
 
 
-def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.ndarray, np.ndarray],
-              block: int) -> _DayPaths:
-    """One block of symbols (``uni`` and ``state`` sliced to it) over the whole day grid."""
-    vol_level, price_level = state
-    rng = np.random.default_rng([cfg.seed, _TAG_DAY, day.toordinal(), cfg.n_symbols, block])
-    open_utc, close_utc = session_bounds(day)
-    n_reg = int((close_utc - open_utc).total_seconds() // 60)
-    S, M = len(uni.names), PRE_MINUTES + n_reg + POST_MINUTES
-    reg = slice(PRE_MINUTES, PRE_MINUTES + n_reg)
-    base = np.datetime64(open_utc.replace(tzinfo=None), "us") - np.timedelta64(PRE_MINUTES, "m")
-    grid_ts = base + np.arange(M) * np.timedelta64(60_000_000, "us")
-    is_reg = np.zeros(M, dtype=bool)
-    is_reg[reg] = True
-    vol_prof, act_prof = _profiles(n_reg)
+class _Clock(NamedTuple):
+    """The day's minute grid: 04:00 New York to the end of post-market, the regular columns, the profiles."""
 
-    # efficient log price: GARCH(1,1) shocks with t(6) innovations, U-shaped scale, latent drift
+    grid_ts: np.ndarray  # (M,) datetime64[us], UTC naive
+    reg: slice
+    is_reg: np.ndarray  # (M,) bool
+    n_reg: int
+    vol_prof: np.ndarray
+    act_prof: np.ndarray
+
+    @classmethod
+    def of(cls, day: dt.date) -> _Clock:
+        open_utc, close_utc = session_bounds(day)
+        n_reg = int((close_utc - open_utc).total_seconds() // 60)
+        m = PRE_MINUTES + n_reg + POST_MINUTES
+        reg = slice(PRE_MINUTES, PRE_MINUTES + n_reg)
+        base = np.datetime64(open_utc.replace(tzinfo=None), "us") - np.timedelta64(PRE_MINUTES, "m")
+        is_reg = np.zeros(m, dtype=bool)
+        is_reg[reg] = True
+        return cls(base + np.arange(m) * np.timedelta64(60_000_000, "us"), reg, is_reg, n_reg, *_profiles(n_reg))
+
+
+class _Prices(NamedTuple):
+    ret: np.ndarray  # (S, M) log mid returns
+    z: np.ndarray  # GARCH shocks
+    h_path: np.ndarray  # GARCH variance state
+    x: np.ndarray  # latent AR(1) signal
+    minute_vol: np.ndarray  # (S,)
+    local: np.ndarray  # scale without the GARCH state
+
+
+def _price_paths(cfg: SynthConfig, uni: _Universe, vol_level: np.ndarray, clock: _Clock,
+                 rng: np.random.Generator) -> _Prices:
+    """Efficient log price: GARCH(1,1) shocks with t(6) innovations, U-shaped scale, latent drift."""
+    S, M = len(uni.names), len(clock.grid_ts)
+    vol_prof = clock.vol_prof
     minute_vol = cfg.annual_vol * uni.vol * np.exp(vol_level) / math.sqrt(MINUTES_PER_YEAR)
     eps = rng.standard_t(6, size=(S, M)) * math.sqrt(4.0 / 6.0)
     eta = rng.standard_normal((S, M))
@@ -334,8 +355,15 @@ def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.nd
     drift = np.zeros((S, M))
     drift[:, 1:] = cfg.signal_drift * minute_vol[:, None] * x[:, :-1]  # announced by x one minute earlier
     ret = local * z + drift
+    return _Prices(ret, z, h_path, x, minute_vol, local)
 
-    # presence: missing rows, extended hours, halts (with a jump on resumption), late starts, thin days
+
+def _presence(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices,
+              rng: np.random.Generator) -> np.ndarray:
+    """Rows emitted: missing rows, extended hours, halts (adding a jump on resumption to the returns), late starts, thin days."""
+    S, M = prices.ret.shape
+    reg, is_reg, n_reg, act_prof, minute_vol, ret = (clock.reg, clock.is_reg, clock.n_reg, clock.act_prof,
+                                                    prices.minute_vol, prices.ret)
     u = rng.random((S, M))
     miss = np.clip(cfg.missing_rate * uni.missing, 0.0, 0.5)
     ext_p = uni.ext_activity[:, None] * act_prof[None, :] / act_prof[~is_reg].max() if cfg.extended_hours else 0.0
@@ -351,10 +379,14 @@ def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.nd
     thin_keep = _episodes(rng, S, M, 1.0, 5, 25, reg.start, reg.stop)
     thin = rng.random(S) < cfg.thin_day_rate
     present &= ~thin[:, None] | thin_keep
+    return present
 
-    log_mid = np.log(uni.price * np.exp(PRICE_DISPERSION * price_level))[:, None] + np.cumsum(ret, axis=1)
-    mid = np.exp(log_mid)
 
+def _quotes(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices, mid: np.ndarray,
+            rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Bid/ask and sizes with stale, crossed and zero quotes; also the clean spread in ticks."""
+    S, M = mid.shape
+    reg, is_reg, vol_prof, h_path, x = clock.reg, clock.is_reg, clock.vol_prof, prices.h_path, prices.x
     # quotes: spreads widen with volatility and in extended hours; at least one tick
     vol_ratio = vol_prof[None, :] * np.sqrt(h_path)
     ext_wide = np.where(is_reg, 1.0, 3.0)[None, :]
@@ -385,8 +417,14 @@ def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.nd
     zero_ask = zero & ~zero_bid
     bid, bid_size = np.where(zero_bid, 0.0, bid), np.where(zero_bid, 0.0, bid_size)
     ask, ask_size = np.where(zero_ask, 0.0, ask), np.where(zero_ask, 0.0, ask_size)
+    return {"bid": bid, "ask": ask, "bid_size": bid_size, "ask_size": ask_size}, n_ticks
 
-    # trades: Poisson counts, busier at the open and close and on large moves
+
+def _trades(uni: _Universe, vol_level: np.ndarray, clock: _Clock, prices: _Prices, mid: np.ndarray,
+            n_ticks: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Trade bars: Poisson counts, busier at the open and close and on large moves."""
+    S, M = mid.shape
+    act_prof, z, local = clock.act_prof, prices.z, prices.local
     lam = uni.trades_per_min[:, None] * act_prof[None, :] * np.exp(vol_level)[:, None] * (0.5 + 0.5 * np.abs(z))
     count = rng.poisson(lam)
     traded = count > 0
@@ -412,8 +450,25 @@ def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.nd
         "trade_count": count.astype(np.int64),
         "vwap": np.where(traded, t_vwap, nan),
     }
-    quote = {"bid": bid, "ask": ask, "bid_size": bid_size, "ask_size": ask_size}
-    return _DayPaths(uni.names, grid_ts, reg, present, quote, trade, x, minute_vol)
+    return trade
+
+
+def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.ndarray, np.ndarray],
+              block: int) -> _DayPaths:
+    """One block of symbols (``uni`` and ``state`` sliced to it) over the whole day grid.
+
+    The phases draw from one random stream in a fixed order, so a block is reproducible.
+    """
+    vol_level, price_level = state
+    rng = np.random.default_rng([cfg.seed, _TAG_DAY, day.toordinal(), cfg.n_symbols, block])
+    clock = _Clock.of(day)
+    prices = _price_paths(cfg, uni, vol_level, clock, rng)
+    present = _presence(cfg, uni, clock, prices, rng)
+    log_mid = np.log(uni.price * np.exp(PRICE_DISPERSION * price_level))[:, None] + np.cumsum(prices.ret, axis=1)
+    mid = np.exp(log_mid)
+    quote, n_ticks = _quotes(cfg, uni, clock, prices, mid, rng)
+    trade = _trades(uni, vol_level, clock, prices, mid, n_ticks, rng)
+    return _DayPaths(uni.names, clock.grid_ts, clock.reg, present, quote, trade, prices.x, prices.minute_vol)
 
 
 def _blocks(cfg: SynthConfig, day: dt.date, state: tuple[np.ndarray, np.ndarray]) -> Iterator[_DayPaths]:
@@ -488,56 +543,26 @@ class SynthSummary:
                 f"{self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s")
 
 
-class _CountingStore(Store):
-    """Passes everything to ``inner`` and counts the bytes written, local or S3 alike."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.written = 0
-
-    def read_bytes(self, key: str) -> bytes:
-        return self.inner.read_bytes(key)
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        self.inner.write_bytes(key, data)
-        self.written += len(data)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def list(self, prefix: str = "") -> list[str]:
-        return self.inner.list(prefix)
-
-    def list_dirs(self, prefix: str = "") -> list[str]:
-        return self.inner.list_dirs(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def uri(self, key: str = "") -> str:
-        return self.inner.uri(key)
-
-    def child(self, prefix: str) -> Store:
-        return self.inner.child(prefix)
-
-
-def generate_market(cfg: SynthConfig, root: Store | str, *, progress: bool = True) -> SynthSummary:
+def generate_market(cfg: SynthConfig, root: Store | str, *,
+                    on_day: Callable[[dt.date, int], None] | None = None) -> SynthSummary:
     """Write every trading day of ``cfg`` as ``{root}/date=YYYY-MM-DD/part-0.parquet``.
 
     Existing partitions of those dates are overwritten; other dates are left alone.
+    ``on_day(day, rows)`` is called after each day is written (the CLI's progress bar).
     """
-    from tthf.cli._common import progress as bar  # the one progress bar of every command
-
     started = time.perf_counter()
-    store = _CountingStore(as_store(root))
+    store = as_store(root)
     days = cfg.days
     states = _daily_states(cfg, days)
-    rows = 0
-    items = bar(days, desc="synth", total=len(days), unit="day") if progress else days
-    for day in items:
+    rows = written = 0
+    for day in days:
         table = _day_frame(cfg, day, states[day])
-        uri = write_day(store, day, table)
+        key = day_key(day)
+        data = encode_day(day, table, store.uri(key))
+        store.write_bytes(key, data)
         rows += table.height
-        # one line per day where no progress bar is drawn (logs, CI), quiet under the bar
-        log.log(logging.DEBUG if sys.stderr.isatty() else logging.INFO, "wrote %s (%d rows)", uri, table.height)
-    return SynthSummary(store.uri(), len(days), cfg.n_symbols, rows, store.written, time.perf_counter() - started)
+        written += len(data)
+        log.debug("wrote %s (%d rows)", store.uri(key), table.height)
+        if on_day:
+            on_day(day, table.height)
+    return SynthSummary(store.uri(), len(days), cfg.n_symbols, rows, written, time.perf_counter() - started)

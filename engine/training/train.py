@@ -271,13 +271,13 @@ def train_run(
     experiment: str = runs.DEFAULT_EXPERIMENT,
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    s3_endpoint_url: str | None = None,
+    endpoint_url: str | None = None,
 ) -> TrainResult:
     """Train a model on ``data_root`` and write the complete run ``run`` into ``store``."""
     started = time.perf_counter()
     train_cfg, model_settings = _apply_overrides(overrides or {})
-    data = open_store(data_root, endpoint_url=s3_endpoint_url)
-    ref = runs.create_run(open_store(store, endpoint_url=s3_endpoint_url), experiment,
+    data = open_store(data_root, endpoint_url=endpoint_url)
+    ref = runs.create_run(open_store(store, endpoint_url=endpoint_url), experiment,
                           runs.DEFAULT_MODEL_TYPE, run, overwrite=overwrite)
     dates = list_dates(data)
     if not dates:
@@ -314,7 +314,7 @@ def train_run(
     metrics = {"test": test_metrics, "training": history.to_dict()}
     config = RunConfig(
         model=model_cfg, feature_names=feature_names, splits=splits, train=train_cfg,
-        data_root=data.uri(), seq_len=model_cfg.seq_len, tthf_version=tthf.__version__,
+        data_root=data.uri(), tthf_version=tthf.__version__,
     )
     ref.store.write_bytes(runs.CHECKPOINT, save_checkpoint(model))
     ref.store.write_text(runs.SCALERS, scalers.to_json())

@@ -159,8 +159,8 @@ def test_a_day_is_the_same_in_any_range(tmp_path: Path) -> None:
     full = config(15, D(2024, 3, 4), D(2024, 3, 15))
     one = config(15, D(2024, 3, 13), D(2024, 3, 13))
     assert synth.generate_day(full, D(2024, 3, 13)).equals(synth.generate_day(one, D(2024, 3, 13)))
-    synth.generate_market(full, str(tmp_path / "full"), progress=False)
-    synth.generate_market(config(15, D(2024, 3, 12), D(2024, 3, 14)), str(tmp_path / "sub"), progress=False)
+    synth.generate_market(full, str(tmp_path / "full"))
+    synth.generate_market(config(15, D(2024, 3, 12), D(2024, 3, 14)), str(tmp_path / "sub"))
     for day in ("2024-03-12", "2024-03-13", "2024-03-14"):
         name = f"date={day}/part-0.parquet"
         assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "sub" / name).read_bytes(), day
@@ -171,7 +171,7 @@ def test_a_day_is_the_same_in_any_range(tmp_path: Path) -> None:
 
 def test_generate_market_writes_trading_days_only(tmp_store_uri: str) -> None:
     cfg = config(8, D(2024, 1, 12), D(2024, 1, 16))  # Fri, weekend, MLK day, Tue
-    summary = synth.generate_market(cfg, tmp_store_uri, progress=False)
+    summary = synth.generate_market(cfg, tmp_store_uri)
     assert list_dates(tmp_store_uri) == [D(2024, 1, 12), D(2024, 1, 16)]
     frames = [read_day(tmp_store_uri, day) for day in cfg.days]
     for day, frame in zip(cfg.days, frames):

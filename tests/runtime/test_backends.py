@@ -45,7 +45,7 @@ def _copy(base: Path, run: runs.Run, tmp_path: Path) -> runs.Run:
 def test_onnxruntime_matches_torch_on_heldout_windows(exported_run: tuple[Path, runs.Run]) -> None:
     _, run = exported_run
     x = heldout_windows(run, 700, seed=5)
-    assert x.shape == (700, run.config.seq_len, len(run.config.feature_names)) and x.dtype == np.float32
+    assert x.shape == (700, run.config.model.seq_len, len(run.config.feature_names)) and x.dtype == np.float32
     ref = open_backend(run, "torch").predict(x)
     got = open_backend(run, "onnxruntime", threads=2).predict(x)
     assert set(got) == set(ref) == set(OUTPUT_NAMES)
@@ -60,7 +60,7 @@ def test_cpu_data_parallel_split_matches_one_session(exported_run: tuple[Path, r
     """Shards (uneven, over 3 sessions) and sub-batches (> MAX_SUB_BATCH) reassemble in order."""
     _, run = exported_run
     n = 3 * MAX_SUB_BATCH + 7
-    x = np.random.default_rng(3).standard_normal((n, run.config.seq_len, len(run.config.feature_names)),
+    x = np.random.default_rng(3).standard_normal((n, run.config.model.seq_len, len(run.config.feature_names)),
                                                  dtype=np.float32)
     one = OnnxRuntimeBackend.from_run(run, threads=1, providers=["CPUExecutionProvider"], sub_batch=n)  # one call
     split = OnnxRuntimeBackend.from_run(run, threads=3, providers=["CPUExecutionProvider"])

@@ -89,7 +89,7 @@ def test_early_stopping_restores_the_best_epoch() -> None:
 @pytest.fixture(scope="module")
 def tiny_market(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("market")
-    generate_market(SynthConfig(n_symbols=8, start=dt.date(2024, 1, 2), end=dt.date(2024, 1, 9)), root, progress=False)
+    generate_market(SynthConfig(n_symbols=8, start=dt.date(2024, 1, 2), end=dt.date(2024, 1, 9)), root)
     return str(root)
 
 

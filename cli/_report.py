@@ -1,0 +1,99 @@
+"""What the commands print: the held-out metrics table, tthf-run's progress and summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tthf.engine.runtime.batch import InferenceSummary
+    from tthf.engine.runtime.manifest import DateResult
+
+
+def format_metrics(metrics: dict) -> str:
+    """The held-out table: each head next to its naive baseline, then the confidence checks."""
+    test = metrics["test"]
+    ret, vol = test["ret_1h"], test["vol_10m"]
+
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4g}"
+
+    lines = [
+        f"held-out test: {len(test['dates'])} dates {test['dates'][0]}..{test['dates'][-1]}, {test['n_windows']} windows",
+        f"{'ret_1h':<26}{'model':>12}{'zero':>12}",
+        *(f"  {k:<24}{f(ret['model'][k]):>12}{f(ret['baseline_zero'][k]):>12}" for k in ("mse", "mae", "ic", "rank_ic")),
+        f"  {'mse skill vs zero':<24}{f(ret['mse_skill']):>12}",
+        f"{'vol_10m':<26}{'model':>12}{'last rv':>12}",
+        *(f"  {k:<24}{f(vol['model'][k]):>12}{f(vol['baseline_last_rv'][k]):>12}" for k in ("mae", "rmse", "qlike", "corr")),
+        f"{'confidence':<26}{'ret_conf':>12}{'vol_conf':>12}",
+    ]
+    rc, vc = test["ret_conf"], test["vol_conf"]
+    for key, label in (("spearman_conf_vs_abs_err", "spearman(conf, |err|)"), ("mean_conf", "mean stated P(in band)"),
+                       ("coverage", "share in band"), ("max_quintile_calibration_gap", "max quintile gap")):
+        lines.append(f"  {label:<24}{f(rc[key]):>12}{f(vc[key]):>12}")
+    for q in range(len(rc["by_quintile"])):
+        r, v = rc["by_quintile"][q], vc["by_quintile"][q] if q < len(vc["by_quintile"]) else None
+        lines.append(f"  {'|err| conf quintile ' + str(q + 1):<24}{f(r['mean_abs_err']):>12}"
+                     f"{f(v['mean_abs_err'] if v else None):>12}")
+    return "\n".join(lines)
+
+
+class RunProgress:
+    """A bar (dates, windows per second, ETA) on a terminal; one log line per date otherwise."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.windows = 0
+        self.started = time.perf_counter()
+
+    def start(self, total: int) -> None:
+        self.started = time.perf_counter()
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="dates", unit="date", dynamic_ncols=True, file=sys.stderr)
+
+    def date(self, result: DateResult) -> None:
+        if result.status == "ok":
+            self.windows += result.windows
+        if self.bar is not None:
+            rate = self.windows / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{rate:,.0f} windows/s")
+            self.bar.update(1)
+            if result.status == "failed":
+                self.bar.write(_line(result), file=sys.stderr)
+            return
+        print(_line(result), file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _line(result: DateResult) -> str:
+    if result.status == "ok":
+        s = result.seconds
+        return f"{result.date}  ok       {result.rows:>9,} rows  {result.windows:>9,} windows  {s['total']:6.2f}s"
+    return f"{result.date}  {result.status:<8} {result.reason}"
+
+
+def print_summary(summary: InferenceSummary) -> None:
+    ok, failed = summary.by_status("ok"), summary.by_status("failed")
+    skipped, missing = summary.by_status("skipped"), summary.by_status("no_data")
+    stages = summary.stage_seconds()
+    rate = summary.windows / summary.seconds if summary.seconds else 0.0
+    print(f"\nrun {summary.run}  backend {summary.backend}  stride {summary.stride}")
+    print(f"dates: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped (already done), {len(missing)} without data")
+    print(f"windows: {summary.windows:,} in {summary.seconds:.1f}s ({rate:,.0f} windows/s)")
+    if stages:
+        busy = {k: v for k, v in stages.items() if k not in ("total", "windows", "inference")}
+        print("time per stage (busy seconds, all dates): " + ", ".join(f"{k} {v:.2f}s" for k, v in busy.items())
+              + f" (of which windows {stages.get('windows', 0.0):.2f}s, inference {stages.get('inference', 0.0):.2f}s)")
+        mode = "overlapped" if summary.overlap else "one after another"
+        print(f"stages {mode}: {summary.pipeline_seconds:.2f}s wall for {sum(busy.values()):.2f}s of stage work")
+    for r in failed:
+        print(f"FAILED {r.date}: {r.reason}")
+    files = [r.file for r in ok + skipped if r.file]
+    if files:
+        print(f"predictions: {files[0].rsplit('/', 1)[0]}/")
