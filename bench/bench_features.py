@@ -11,8 +11,8 @@ import pytest
 from baseline import build_features
 from baseline.parity import compare
 
-from tthf.engine.features import build_day
 from tthf.engine.data.marketdata import read_day
+from tthf.engine.features import build_day
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,9 @@ def outputs() -> dict:
 def test_features(benchmark, sizes, raw_day, outputs, variant: str) -> None:
     day, raw, raw_pd = raw_day
     if variant == "tthf":
-        fn = lambda: build_day(raw, day)  # noqa: E731
+        fn = lambda: build_day(raw, day)
     else:
-        fn = lambda: build_features(raw_pd, day)  # noqa: E731
+        fn = lambda: build_features(raw_pd, day)
     benchmark.group = "features"
     benchmark.extra_info.update(section="features", variant=variant, units=raw.height, unit="rows",
                                 symbols=sizes.symbols)

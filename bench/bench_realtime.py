@@ -18,8 +18,8 @@ import polars as pl
 import pytest
 from benchlib import day_windows
 
-from tthf.engine.data.calendar import session_minutes
 from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.windows import gather_windows
 

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from tthf.cli._common import add_data_root_option, add_endpoint_option, ProgressBar, run_cli
+from tthf.cli._common import ProgressBar, add_data_root_option, add_endpoint_option, run_cli
 
 EPILOG = """\
 Writes {out}/date=YYYY-MM-DD/part-0.parquet for every NYSE trading day in [--start, --end]
@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(args: argparse.Namespace) -> int:
-    from tthf.engine.store import open_store
     from tthf.engine.data.synth import SynthConfig, generate_market
+    from tthf.engine.store import open_store
 
     cfg = SynthConfig(n_symbols=args.symbols, start=args.start, end=args.end, seed=args.seed,
                       extended_hours=not args.no_extended_hours)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._report import format_metrics
 from tthf.cli._common import add_data_root_option, add_endpoint_option, add_store_option, run_cli
+from tthf.cli._report import format_metrics
 from tthf.engine.runs import DEFAULT_EXPERIMENT
 
 

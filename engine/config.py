@@ -117,7 +117,7 @@ class RunConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = "config.json") -> "RunConfig":
+    def from_json(cls, text: str, source: str = "config.json") -> RunConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -147,7 +147,7 @@ def from_dict(cls: type[T], raw: Any, source: str) -> T:
         )
     missing = [
         n for n, f in names.items()
-        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise RunFormatError(f"{source}: missing key(s) {missing} in {cls.__name__}; re-create the run with tthf-train")
@@ -155,4 +155,4 @@ def from_dict(cls: type[T], raw: Any, source: str) -> T:
     for key, value in raw.items():
         sub = _NESTED.get(key) if cls is RunConfig else None
         kwargs[key] = from_dict(sub, value, source) if sub else value
-    return cls(**kwargs)  # type: ignore[call-arg]
+    return cls(**kwargs)

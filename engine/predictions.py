@@ -20,7 +20,7 @@ import polars as pl
 from tthf.engine.config import OUTPUT_NAMES
 
 COLUMNS = ("ts", "symbol", *OUTPUT_NAMES, "source_ts")
-SCHEMA = {"ts": pl.Datetime("us", "UTC"), "symbol": pl.String, **dict.fromkeys(OUTPUT_NAMES, pl.Float32),
+SCHEMA: dict[str, pl.DataType] = {"ts": pl.Datetime("us", "UTC"), "symbol": pl.String(), **dict.fromkeys(OUTPUT_NAMES, pl.Float32()),
           "source_ts": pl.Datetime("us", "UTC")}
 FORMATS = ("csv", "parquet")
 

@@ -169,7 +169,7 @@ class Run:
         return self.ref.store
 
     @classmethod
-    def open(cls, ref: RunRef) -> "Run":
+    def open(cls, ref: RunRef) -> Run:
         try:
             text = ref.store.read_text(CONFIG)
         except KeyNotFoundError as exc:
@@ -180,7 +180,7 @@ class Run:
         return cls(ref, RunConfig.from_json(text, source=ref.store.uri(CONFIG)))
 
     @classmethod
-    def new(cls, ref: RunRef, config: RunConfig) -> "Run":
+    def new(cls, ref: RunRef, config: RunConfig) -> Run:
         """Write ``config.json`` into a run folder claimed with ``create_run``."""
         ref.store.write_text(CONFIG, config.to_json())
         return cls(ref, config)

@@ -15,6 +15,7 @@ botocore's "standard" mode: exponential backoff with jitter, ``S3_MAX_ATTEMPTS``
 
 from __future__ import annotations
 
+import builtins
 import io
 import os
 import re
@@ -72,7 +73,7 @@ class Store(ABC):
         """Keys of all files under the folder ``prefix`` (recursive), relative to this store, sorted."""
 
     @abstractmethod
-    def list_dirs(self, prefix: str = "") -> list[str]:
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         """Names of the immediate sub-folders of the folder ``prefix``, sorted."""
 
     @abstractmethod
@@ -84,7 +85,7 @@ class Store(ABC):
         """Where ``key`` lives, for messages and manifests."""
 
     @abstractmethod
-    def child(self, prefix: str) -> "Store":
+    def child(self, prefix: str) -> Store:
         """A store rooted at the folder ``prefix`` of this one."""
 
     def read_text(self, key: str) -> str:
@@ -151,7 +152,7 @@ class LocalStore(Store):
             raise StoreError(f"cannot list {base}: {exc.strerror or exc}; check its permissions") from exc
         return sorted(keys)
 
-    def list_dirs(self, prefix: str = "") -> list[str]:
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         base = self._path(prefix, allow_empty=True)
         if not base.is_dir():
             return []
@@ -285,7 +286,7 @@ class S3Store(Store):
                 return False
             raise err from exc
 
-    def _paginate(self, folder: str, **kwargs: Any) -> list[dict[str, Any]]:
+    def _paginate(self, folder: str, **kwargs: Any) -> builtins.list[dict[str, Any]]:
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder, **kwargs)
             return list(pages)
@@ -298,7 +299,7 @@ class S3Store(Store):
         keys = [obj["Key"][strip:] for page in self._paginate(folder) for obj in page.get("Contents", [])]
         return sorted(k for k in keys if not k.endswith("/"))
 
-    def list_dirs(self, prefix: str = "") -> list[str]:
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         folder = self._folder(prefix)
         pages = self._paginate(folder, Delimiter="/")
         return sorted(cp["Prefix"][len(folder):].rstrip("/") for page in pages for cp in page.get("CommonPrefixes", []))

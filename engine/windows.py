@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 try:
-    from tthf.engine import _windows
+    import tthf.engine._windows as _windows
 except ImportError as e:  # pragma: no cover - depends on how the package was set up
     raise ImportError(
         f"the C++ windowing kernel tthf.engine._windows is not built ({e}); in a source "

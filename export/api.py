@@ -15,8 +15,6 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
 from tthf.engine.model.interface import InputSet, ModelIO, Outputs

@@ -62,5 +62,5 @@ class ExportConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "export/manifest.json") -> "ExportConfig":
+    def from_dict(cls, raw: Any, source: str = "export/manifest.json") -> ExportConfig:
         return from_dict(cls, raw, source)

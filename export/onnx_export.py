@@ -49,6 +49,8 @@ def export_onnx(model: torch.nn.Module, *, seq_len: int, n_features: int, export
                     model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
                     output_names=list(OUTPUT_NAMES), dynamic_shapes=({0: batch},), optimize=True,
                 )
+                if program is None:
+                    raise ExportError("torch.onnx.export (dynamo) returned no program")
                 program.save(str(path))
             elif exporter == "torchscript":
                 torch.onnx.export(

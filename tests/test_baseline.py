@@ -18,13 +18,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the baseline lives beside the benchmarks
 
-from baseline import build_features, run_baseline  # noqa: E402
-from baseline.parity import compare  # noqa: E402
+from baseline import build_features, run_baseline
+from baseline.parity import compare
 
-from tthf.engine.testing import DAYS, make_data, make_run  # noqa: E402
-from tthf.engine.features import build_day  # noqa: E402
-from tthf.engine.runtime.batch import RunOptions, run_inference  # noqa: E402
-from tthf.engine.data.synth import SynthConfig, generate_day  # noqa: E402
+from tthf.engine.data.synth import SynthConfig, generate_day
+from tthf.engine.features import build_day
+from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.testing import DAYS, make_data, make_run
 
 
 @pytest.fixture(scope="module")

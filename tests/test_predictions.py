@@ -46,7 +46,7 @@ def test_dense_has_one_row_per_valid_window_sorted_by_ts_then_symbol(mask: np.nd
     assert dense.height == 18 + 15
     assert dense.sort("ts", "symbol").equals(dense)
     assert (dense["ts"] == dense["source_ts"]).all()
-    assert dense.filter(pl.col("symbol") == "BBB")["ts"].dt.minute().to_list() == [32, 33, 34, 35, 36, 37] + list(range(41, 50))
+    assert dense.filter(pl.col("symbol") == "BBB")["ts"].dt.minute().to_list() == [32, 33, 34, 35, 36, 37, *list(range(41, 50))]
 
 
 def test_sparse_rows_equal_dense_at_sampled_minutes_and_fill_from_the_last_sample(mask: np.ndarray) -> None:

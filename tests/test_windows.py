@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import window_oracle as oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import window_oracle as oracle
 from tthf.engine import _windows
 from tthf.engine.windows import (
     count_windows,

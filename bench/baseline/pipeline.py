@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from baseline.features import build_features
-from tthf.engine.data.calendar import session_minutes
 from tthf.engine.config import RunConfig
+from tthf.engine.data.calendar import session_minutes
 from tthf.engine.model.network import ThreeHeadedTransformer, load_checkpoint
 
 OUTPUTS = ("ret_1h", "vol_10m", "ret_conf", "vol_conf")

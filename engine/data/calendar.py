@@ -9,7 +9,7 @@ minutes returned by ``session_minutes`` are ever used.
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
+from functools import cache
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -62,7 +62,7 @@ def _observed(day: dt.date) -> dt.date | None:
     return day
 
 
-@lru_cache(maxsize=None)
+@cache
 def holidays(year: int) -> frozenset[dt.date]:
     """Full-day market closures of ``year``."""
     days = [
@@ -86,7 +86,7 @@ def is_trading_day(day: dt.date) -> bool:
     return day.weekday() < 5 and day not in holidays(day.year)
 
 
-@lru_cache(maxsize=None)
+@cache
 def half_days(year: int) -> frozenset[dt.date]:
     """Early closes at 13:00: July 3, the day after Thanksgiving, December 24 (when trading days)."""
     candidates = [

@@ -91,8 +91,8 @@ def _nearest(have: list[dt.date], intervals: list[tuple[dt.date, dt.date]]) -> s
     """The closest dates with data on either side of each requested interval, and the overall coverage."""
     if not have:
         return "it has no data at all: generate some with tthf-synth or point --data / TTHF_DATA elsewhere"
-    near = set()
-    for first, last in intervals:
+    near: set[dt.date] = set()
+    for first, _last in intervals:
         i = bisect_left(have, first)  # nothing lies inside [first, last], so have[i] > last
         near.update(have[j] for j in (i - 1, i) if 0 <= j < len(have))
     listed = ", ".join(str(d) for d in sorted(near))

@@ -133,7 +133,7 @@ def _check_partition_date(table: pl.DataFrame, day: dt.date, source: str) -> Non
     local = table.get_column("ts").dt.convert_time_zone(str(NEW_YORK)).dt.date()
     if not (local == day).any():
         raise DataError(
-            f"{source}: partition date={day} but its ts values fall on {local.min()}..{local.max()} "
+            f"{source}: partition date={day} but its ts values fall on {local.min()!s}..{local.max()!s} "
             "(New York time); move the file to the partition of its trading date"
         )
 

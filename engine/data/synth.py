@@ -24,12 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -372,12 +371,12 @@ def _presence(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices,
     present &= ~halt
     resume = halt[:, :-1] & ~halt[:, 1:]
     ret[:, 1:] += np.where(resume, minute_vol[:, None] * 8.0 * rng.standard_normal((S, M - 1)), 0.0)
-    late = (rng.random(S) < cfg.late_start_rate)[:, None] & (
+    late = np.less(rng.random(S), cfg.late_start_rate)[:, None] & (
         np.arange(M)[None, :] < (reg.start + rng.integers(30, max(n_reg - 60, 31), S))[:, None]
     )
     present &= ~late
     thin_keep = _episodes(rng, S, M, 1.0, 5, 25, reg.start, reg.stop)
-    thin = rng.random(S) < cfg.thin_day_rate
+    thin = np.less(rng.random(S), cfg.thin_day_rate)
     present &= ~thin[:, None] | thin_keep
     return present
 

@@ -46,7 +46,7 @@ class Scalers:
     clip: float = CLIP
 
     @classmethod
-    def fit(cls, days: Iterable[DayFeatures]) -> "Scalers":
+    def fit(cls, days: Iterable[DayFeatures]) -> Scalers:
         """Fit on the masked-valid minutes of ``days`` (pass the training days only)."""
         names: tuple[str, ...] | None = None
         count, mean, m2 = 0, np.zeros(0), np.zeros(0)
@@ -109,7 +109,7 @@ class Scalers:
         return json.dumps(doc, indent=1) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = "scalers.json") -> "Scalers":
+    def from_json(cls, text: str, source: str = "scalers.json") -> Scalers:
         fix = "re-create the run with tthf-train"
         try:
             doc = json.loads(text)

@@ -54,7 +54,7 @@ class DayState:
 
     def _advance(self, g: dict[str, np.ndarray], c: int, w: int) -> None:
         st = self.arrays
-        before = (lambda name: st[name][c - 1]) if c > 0 else (lambda name: None)  # noqa: E731
+        before = (lambda name: st[name][c - 1]) if c > 0 else (lambda name: None)
         minute = np.arange(c, w)[:, None]
         t = minute.astype(np.float64)
 

@@ -93,7 +93,7 @@ class RealtimePredictor:
         other_day = frame.filter(pl.col("ts").dt.convert_time_zone(str(NEW_YORK)).dt.date() != grid.day)
         if other_day.height:
             raise UsageError(
-                f"bars for {other_day.get_column('ts').min()} arrived while predicting {grid.day}; "
+                f"bars for {other_day.get_column('ts').min()!s} arrived while predicting {grid.day}; "
                 "call reset(day) at the start of each trading day"
             )
         us = pl.col("ts").dt.epoch("us")

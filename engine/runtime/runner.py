@@ -143,7 +143,8 @@ class CudaRunner:
         mode = self.choose_windowing(scaled.shape[0], scaled.shape[1], total)
         t0 = time.perf_counter()
         cut_s = 0.0
-        rows = None
+        grid: Any = None
+        rows: Any = None
         if mode == "device":
             # the day's grid once, and for every window the grid rows it covers
             sym[:], minute[:] = windows.window_positions(mask, self.seq_len, stride)

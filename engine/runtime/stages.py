@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ def _apply(stage: Stage, item: Item) -> None:
     t0 = time.perf_counter()
     try:
         item.payload = fn(item.key, item.payload)
-    except Exception as exc:  # noqa: BLE001 - handed to the consumer, which decides
+    except Exception as exc:
         item.error, item.failed_in, item.payload = exc, name, None
     item.seconds[name] = time.perf_counter() - t0
 
@@ -65,7 +65,7 @@ class Pipeline:
         self.overlap = overlap
         self.depth = depth
 
-    def run(self, keys: Iterable[Any]) -> Iterator[Item]:
+    def run(self, keys: Iterable[Any]) -> Generator[Item, None, None]:
         if not self.overlap:
             for key in keys:
                 item = Item(key)
@@ -77,7 +77,7 @@ class Pipeline:
 
     def _run_threads(self, keys: Iterable[Any]) -> Iterator[Item]:
         stop = threading.Event()
-        queues = [queue.Queue(maxsize=self.depth) for _ in range(len(self.stages) + 1)]
+        queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=self.depth) for _ in range(len(self.stages) + 1)]
 
         def put(q: queue.Queue, obj: object) -> bool:
             while not stop.is_set():

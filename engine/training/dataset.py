@@ -8,6 +8,7 @@ much faster than ``__getitem__`` plus the default collate (docs/model.md, "Data"
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -143,5 +144,5 @@ class ThreeHeadedTransformerDataset(Dataset):
         day = self.index.day[ids]
         cuts = np.flatnonzero(np.diff(day)) + 1
         bounds = np.concatenate([[0], cuts, [len(ids)]])
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             yield int(day[lo]), slice(int(lo), int(hi))

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from tthf.engine.config import VOL_HORIZON, ModelConfig
-from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
 from tthf.engine.features.day import DayFeatures
 from tthf.engine.model.network import ThreeHeadedTransformer, vol_floor
+from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
 
 N_QUINTILES = 5
 
@@ -83,7 +84,7 @@ def compute_metrics(pred: np.ndarray, labels: np.ndarray, baseline_vol: np.ndarr
     y_vol, f_vol, c_vol, b_vol = labels[v, 1], pred[v, 1], pred[v, 3], baseline_vol[v]
     log_err_vol = np.abs(np.log(np.maximum(y_vol, floor)) - np.log(np.maximum(f_vol, floor)))
     return {
-        "n_windows": int(len(labels)),
+        "n_windows": len(labels),
         "ret_1h": {
             "n": int(r.sum()),
             "model": _ret_scores(y_ret, f_ret),
@@ -127,13 +128,13 @@ def _vol_scores(y: np.ndarray, f: np.ndarray, floor: float) -> dict:
 
 def _conf_scores(conf: np.ndarray, abs_err: np.ndarray, band: float) -> dict:
     inside = abs_err <= band
-    quintiles = []
+    quintiles: list[dict[str, Any]] = []
     if len(conf) >= N_QUINTILES:
         order = np.argsort(conf, kind="stable")
         for q, rows in enumerate(np.array_split(order, N_QUINTILES), start=1):
             quintiles.append({
                 "quintile": q,
-                "n": int(len(rows)),
+                "n": len(rows),
                 "conf_min": _num(conf[rows].min()),
                 "conf_max": _num(conf[rows].max()),
                 "mean_conf": _num(conf[rows].mean()),
@@ -142,7 +143,7 @@ def _conf_scores(conf: np.ndarray, abs_err: np.ndarray, band: float) -> dict:
             })
     return {
         "band": band,
-        "n": int(len(conf)),
+        "n": len(conf),
         "spearman_conf_vs_abs_err": _num(spearman(conf, abs_err)),
         "mean_conf": _num(conf.mean() if len(conf) else math.nan),
         "coverage": _num(inside.mean() if len(conf) else math.nan),

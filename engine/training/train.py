@@ -25,14 +25,14 @@ import torch
 import tthf
 from tthf.engine import runs
 from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
-from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
-from tthf.engine.features.day import DayFeatures
-from tthf.engine.features import build_day
 from tthf.engine.data.marketdata import list_dates, read_day
-from tthf.engine.training.metrics import evaluate
-from tthf.engine.model.network import ThreeHeadedTransformer, TrainOutputs, save_checkpoint, vol_floor
+from tthf.engine.features import build_day
+from tthf.engine.features.day import DayFeatures
 from tthf.engine.features.scalers import Scalers
+from tthf.engine.model.network import ThreeHeadedTransformer, TrainOutputs, save_checkpoint, vol_floor
 from tthf.engine.store import open_store
+from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
+from tthf.engine.training.metrics import evaluate
 from tthf.errors import DataError, NoDataError, UsageError
 
 log = logging.getLogger("tthf.train")
@@ -74,7 +74,7 @@ def split_dates(dates: Sequence[dt.date | str], cfg: TrainConfig) -> Splits:
     )
 
 
-def label_scales(days: Sequence[ScaledDay], cfg: TrainConfig, seq_len: int) -> dict[str, float]:
+def label_scales(days: Sequence[ScaledDay], cfg: TrainConfig, seq_len: int) -> dict[str, Any]:
     """ret_scale (std of ret_1h), vol_scale (median vol_10m) and ret_band (median |ret_1h|)
     over the training windows, so the heads work on unit scale."""
     y = ThreeHeadedTransformerDataset(days, seq_len=seq_len, stride=cfg.train_stride).labels()

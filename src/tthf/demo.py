@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from tthf.engine import runs
-from tthf.engine.runtime.batch import InferenceSummary, RunOptions, run_inference
 from tthf.engine.data.marketdata import list_dates
-from tthf.engine.store import open_store
 from tthf.engine.data.synth import SynthConfig, generate_market
+from tthf.engine.runtime.batch import InferenceSummary, RunOptions, run_inference
+from tthf.engine.store import open_store
 from tthf.errors import RunNotFoundError
 
 log = logging.getLogger("tthf.demo")

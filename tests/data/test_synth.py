@@ -223,7 +223,7 @@ def test_half_day_session_ends_at_13() -> None:
     cfg = config(200, HALF_DAY)
     frame = synth.generate_day(cfg, HALF_DAY)
     local = ny_time(frame)
-    after = frame.filter((local >= dt.time(13, 0)))
+    after = frame.filter(local >= dt.time(13, 0))
     assert after.height > 0  # post-market rows, 13:00-17:00 on a half day
     assert ny_time(after).max() < dt.time(17, 0)
     per_minute_reg = regular(frame, HALF_DAY).height / 210

@@ -16,18 +16,16 @@ import pytest
 import torch
 
 from tthf.engine import runs
-from tthf.engine.runtime.backends import TensorRTBackend, open_backend
+from tthf.engine.artifacts import Manifest
 from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
+from tthf.engine.runtime.backends import TensorRTBackend, open_backend
+from tthf.engine.runtime.backends.tensorrt import TensorRTEngine, current_target, unavailable_reason
+from tthf.engine.testing import make_data, make_run
 from tthf.errors import StaleArtifactError
-from tthf.export.api import export_run
+from tthf.export.api import export_run, rebuild_engine
 from tthf.export.config import ExportConfig
 from tthf.export.inputs import heldout_windows
-from tthf.engine.artifacts import Manifest
-from tthf.engine.runtime.backends.tensorrt import TensorRTEngine, current_target, unavailable_reason
-from tthf.export.api import rebuild_engine
 from tthf.export.validate import compare, enforce, tolerances
-
-from tthf.engine.testing import make_data, make_run
 
 REASON = unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"needs CUDA + TensorRT: {REASON}")]

@@ -11,13 +11,13 @@ import polars as pl
 import pytest
 import torch
 
-from tthf.engine.testing import DAYS, make_data, make_run
 from tthf.cli.run import main
 from tthf.engine import runs
-from tthf.engine.features import build_day
 from tthf.engine.data.marketdata import read_day
-from tthf.engine.model.network import load_checkpoint
+from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
+from tthf.engine.model.network import load_checkpoint
+from tthf.engine.testing import DAYS, make_data, make_run
 
 RUN_DIR = Path("demo/three_headed_transformer/jennifer/inference")
 

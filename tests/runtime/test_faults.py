@@ -22,10 +22,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tthf.engine.testing import DAYS, make_run
 from tthf.cli.run import main
 from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
+from tthf.engine.testing import DAYS, make_run
 
 INFERENCE = Path("demo/three_headed_transformer/jennifer/inference")
 # one defect per date (DAYS[0] stays clean: the tiny run's scalers are fitted on it)

@@ -6,17 +6,16 @@ streams, events) with each engine the host has and skip with the reason otherwis
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from tthf.engine.testing import DAYS, make_data, make_run
-from tthf.engine import runs, windows
-from tthf.engine.runtime.backends import open_backend
-from tthf.engine.features import build_day
-from tthf.engine.runtime.runner import CudaRunner, HostRunner, make_runner
+from tthf.engine import windows
 from tthf.engine.data.marketdata import read_day
+from tthf.engine.features import build_day
+from tthf.engine.runtime.backends import open_backend
+from tthf.engine.runtime.runner import CudaRunner, HostRunner, make_runner
+from tthf.engine.testing import DAYS, make_data, make_run
 from tthf.errors import BackendUnavailableError
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this host (torch.cuda.is_available() is False)")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tthf.engine.testing import make_data, make_run
 from tthf.cli.run import main
 from tthf.engine.runtime.stages import Pipeline
+from tthf.engine.testing import make_data, make_run
 
 INFERENCE = Path("demo/three_headed_transformer/jennifer/inference")
 

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tthf.engine.data.calendar import session_minutes
 from tthf.engine.config import ModelConfig
-from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
+from tthf.engine.data.calendar import session_minutes
 from tthf.engine.features import build_day
+from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
 from tthf.engine.training.metrics import compute_metrics, last_realized_vol, rankdata, spearman
 
 CFG = ModelConfig(n_features=3, ret_scale=2e-3, vol_scale=1e-3, ret_band=1e-3)

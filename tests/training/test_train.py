@@ -12,18 +12,18 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from test_dataset import random_day
+
 from tthf.engine import runs
-from tthf.engine.data.calendar import trading_days
 from tthf.engine.config import ModelConfig, RunConfig, TrainConfig
-from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
+from tthf.engine.data.calendar import trading_days
 from tthf.engine.data.marketdata import read_day
-from tthf.engine.features import build_day
-from tthf.engine.training.metrics import predict
-from tthf.engine.model.network import load_checkpoint
-from tthf.engine.features.scalers import Scalers
 from tthf.engine.data.synth import SynthConfig, generate_market
+from tthf.engine.features import build_day
+from tthf.engine.features.scalers import Scalers
+from tthf.engine.model.network import load_checkpoint
+from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
+from tthf.engine.training.metrics import predict
 from tthf.engine.training.train import _val_loss, fit, split_dates, train_run
 from tthf.errors import StoreError, UsageError
 
