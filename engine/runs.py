@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from tthf.engine.config import RunConfig
 from tthf.engine.features.scalers import Scalers
-from tthf.engine.store import KeyNotFoundError, Store, as_store
-from tthf.errors import AmbiguousRunError, RunFormatError, RunNotFoundError, StoreError, UsageError
+from tthf.engine.store import Store, as_store, open_store
+from tthf.errors import AmbiguousRunError, KeyNotFoundError, RunFormatError, RunNotFoundError, StoreError, UsageError
 
 if TYPE_CHECKING:  # the network pulls in torch; only load_model needs it
     from tthf.engine.model.network import ThreeHeadedTransformer
@@ -139,6 +139,13 @@ def find_run(
         f"{len(matches)} {kind} {run!r} in {where}: {_listing(matches)}; "
         "give a longer prefix or narrow with --experiment / --model-type"
     )
+
+
+def open_run(store: Store | str, run: str, *, experiment: str | None = None, model_type: str | None = None,
+             endpoint_url: str | None = None) -> Run:
+    """Find run ``run`` (an id or a unique prefix) in ``store`` and open it."""
+    root = open_store(store, endpoint_url=endpoint_url) if isinstance(store, str) else store
+    return Run.open(find_run(root, run, experiment=experiment, model_type=model_type))
 
 
 def create_run(

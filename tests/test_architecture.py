@@ -114,3 +114,18 @@ def test_the_checker_catches_a_wrong_import(tmp_path: Path, code: str) -> None:
     source["tthf.engine.training.bad"] = bad
     found = [v for v in violations(source) if "training.bad" in v]
     assert len(found) == 1, found
+
+
+def test_the_package_faces_are_lazy_and_complete() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tthf, tthf.engine, tthf.export\n"
+        "heavy = [m for m in ('torch', 'polars', 'onnx', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "for name in tthf.engine.__all__: getattr(tthf.engine, name)\n"
+        "for name in tthf.export.__all__: getattr(tthf.export, name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -138,3 +138,13 @@ def test_config_echoes_must_agree_with_the_model_and_the_label_code() -> None:
         RunConfig.from_json(json.dumps(raw))
     with pytest.raises(RunFormatError, match="horizons"):
         dataclasses.replace(cfg, horizons={"ret_1h": 30, "vol_10m": 10})
+
+
+def test_open_run_resolves_a_prefix_and_records_the_store_root(runs: Store) -> None:
+    from tthf.engine.runs import open_run
+
+    run = open_run(runs, "jenny", experiment="demo")
+    assert run.ref.run_id.startswith("jenny") and run.ref.root == runs.uri()
+    assert run.config.model.n_features == 2
+    with pytest.raises(RunNotFoundError):
+        open_run(runs.uri(), "nobody")
