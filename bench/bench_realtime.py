@@ -23,7 +23,7 @@ from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.windows import gather_windows
 
-realtime = pytest.importorskip("tthf.engine.runtime.realtime", reason="engine/realtime.py is not there")
+realtime = pytest.importorskip("tthf.engine.runtime.realtime", reason="engine/runtime/realtime.py is not there")
 
 
 def test_realtime_latency(benchmark, sizes, market, bench_run) -> None:

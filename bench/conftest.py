@@ -10,7 +10,7 @@ Modes (docs in bench/README.md):
 
 Sizes in full mode: ``TTHF_BENCH_SYMBOLS`` symbols (default 1000; also read by
 bench_windows.py) and ``TTHF_BENCH_DATES`` dates (default 2). The market is written once
-per session with engine/synth.py into a temporary folder; the run has the default model
+per session with tthf.engine.data.synth into a temporary folder; the run has the default model
 size with random weights (seed 0): speed does not depend on the weights, and the
 baseline's equality with tthf is checked on the same weights.
 """

@@ -1,4 +1,4 @@
-"""Features, mask and labels of engine/features.py on tiny hand-built raw frames."""
+"""Features, mask and labels of tthf.engine.features on tiny hand-built raw frames."""
 
 from __future__ import annotations
 

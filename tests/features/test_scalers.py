@@ -174,7 +174,7 @@ def test_unparsable_or_non_finite_json_is_a_run_format_error():
 
 
 def test_on_built_features():
-    """End to end with engine/features.py: scaled training features have mean ~0 on valid minutes."""
+    """End to end with tthf.engine.features: scaled training features have mean ~0 on valid minutes."""
     from tthf.engine.features import FEATURE_NAMES, build_day
 
     synth = pytest.importorskip("tthf.engine.data.synth")
