@@ -17,6 +17,7 @@ from tthf.cli.ingest import main
 from tthf.engine.data.ingest import CsvLayout, ingest_csv, ingest_dbn, parse_mapping
 from tthf.engine.data.marketdata import RAW_COLUMNS, list_dates, read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
+from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS, make_run
 from tthf.errors import DataError, UsageError
 
@@ -69,7 +70,7 @@ def expected(market: pl.DataFrame, *, trade_count: bool) -> pl.DataFrame:
     return out.with_columns(pl.when(pl.col("volume") > 0).then(pl.col("trade_count")).alias("trade_count"))
 
 
-def read_all(root: Path) -> pl.DataFrame:
+def read_all(root: Path | str) -> pl.DataFrame:
     return pl.concat([read_day(str(root), day) for day in list_dates(str(root))]).sort("symbol", "ts")
 
 
@@ -264,6 +265,18 @@ def test_other_dbn_schemas_and_truncated_files_are_refused(market, tmp_path) -> 
     (tmp_path / "cut.dbn").write_bytes(whole[:-7])
     with pytest.raises(DataError, match=r"cut\.dbn: .* not whole ohlcv-1m records; the file is truncated"):
         ingest_dbn([str(tmp_path / "cut.dbn")], str(tmp_path / "raw"))
+
+
+@pytest.mark.s3
+def test_dbn_from_and_to_s3(market, dbn_files, s3_bucket) -> None:
+    quotes, trades = dbn_files
+    bucket = open_store(s3_bucket)
+    for path in (quotes, trades):
+        bucket.write_bytes(f"vendor/{path.name}", path.read_bytes())
+    # a folder of inputs and a single file, both on S3
+    summary = ingest_dbn([f"{s3_bucket}/vendor", f"{s3_bucket}/vendor/{trades.name}"], f"{s3_bucket}/raw")
+    assert summary.out == f"{s3_bucket}/raw" and summary.dropped["duplicate_trade_rows"] > 0
+    assert_same_bars(read_all(f"{s3_bucket}/raw"), expected(market, trade_count=False))
 
 
 # --- paired CSV bars -----------------------------------------------------------------------------
