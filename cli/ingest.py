@@ -105,8 +105,8 @@ def body(args: argparse.Namespace) -> int:
     from tthf.engine.store import open_store
 
     out = open_store(args.out, endpoint_url=args.s3_endpoint_url)
-    common = dict(quotes_only=args.quotes_only, overwrite=args.overwrite, endpoint_url=args.s3_endpoint_url,
-                  progress=progress)
+    common = {"quotes_only": args.quotes_only, "overwrite": args.overwrite, "endpoint_url": args.s3_endpoint_url,
+              "progress": progress}
     if args.format == "dbn":
         summary = ingest_dbn(args.inputs, out, publisher=args.publisher, **common)
     else:

@@ -205,6 +205,22 @@ def test_dbn_timestamps_are_minute_starts_and_an_empty_side_is_null(tmp_path) ->
     assert (row["volume"], row["close"]) == (0.0, None)
 
 
+def test_records_with_a_live_send_timestamp_are_read(tmp_path) -> None:
+    ids = {("AAA", day): 7 for day in DAYS}
+    minute = dt.datetime(2024, 1, 3, 15, 0, tzinfo=dt.timezone.utc)
+    meta = metadata(dbn.Schema.BBO_1M, ids, ns(minute), ns(minute) + MINUTE_NS)
+    meta = dbn.Metadata(dataset=meta.dataset, start=meta.start, end=meta.end, stype_in=meta.stype_in,
+                        stype_out=meta.stype_out, schema=meta.schema, symbols=meta.symbols,
+                        mappings=[SM("AAA", [MI(d, d + dt.timedelta(days=1), "7") for d in DAYS])], ts_out=True)
+    record = dbn.BBOMsg(rtype=dbn.RType.BBO_1M.value, publisher_id=2, instrument_id=7, ts_event=0, price=0, size=0,
+                        side=dbn.Side.NONE, ts_recv=ns(minute) + MINUTE_NS, ts_out=ns(minute) + MINUTE_NS + 5,
+                        levels=dbn.BidAskPair(bid_px=px(10.5), ask_px=px(10.52), bid_sz=300, ask_sz=100))
+    assert len(bytes(record)) == dbn.BBOMsg.size_hint + 8
+    (tmp_path / "live.dbn").write_bytes(meta.encode() + bytes(record))
+    ingest_dbn([str(tmp_path / "live.dbn")], str(tmp_path / "raw"), quotes_only=True)
+    assert read_day(str(tmp_path / "raw"), DAYS[1]).select("ts", "bid", "ask").row(0) == (minute, 10.5, 10.52)
+
+
 def test_consolidated_cbbo_is_read_like_bbo(market, tmp_path) -> None:
     day = market.filter(on(DAYS[0]))
     ids = instrument_ids(day.get_column("symbol").unique().sort().to_list())
@@ -340,10 +356,10 @@ def test_csv_trades_without_quotes_stay_null_and_nothing_is_invented(tmp_path) -
 
 
 @pytest.mark.parametrize(("rows", "kwargs", "message"), [
-    ({"ts": ["2024-01-03 09:30:00"]}, {}, r"q\.csv: column 'ts' has timestamps without a time zone "
-                                        r"\(e\.g\. '2024-01-03 09:30:00'\); pass --tz"),
-    ({"ts": ["yesterday"]}, {}, r"q\.csv: column 'ts': cannot tell the timestamp format of 'yesterday' \(line 2\); "
-                                r"pass --ts-format"),
+    ({"ts": ["2024-01-03 09:30:00"]}, {},
+     r"q\.csv: column 'ts' has timestamps without a time zone \(e\.g\. '2024-01-03 09:30:00'\); pass --tz"),
+    ({"ts": ["yesterday"]}, {},
+     r"q\.csv: column 'ts': cannot tell the timestamp format of 'yesterday' \(line 2\); pass --ts-format"),
     ({"ts": ["2024-01-03 9h30"]}, {"ts_format": "%Y-%m-%d %H:%M"},
      r"q\.csv: column 'ts' line 2: '2024-01-03 9h30' is not a timestamp"),
     ({"bid_close": ["n/a"]}, {}, r"q\.csv: column 'bid_close' line 2: 'n/a' is not a number.*--null-value"),

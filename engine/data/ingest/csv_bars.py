@@ -102,7 +102,7 @@ def load_mapping(text: str, source: str) -> dict[str, str]:
 
 
 def _resolve(field_name: str, header: list[str], layout: CsvLayout, source: str) -> list[str] | None:
-    """The file's column(s) for one raw field, None for an absent optional field."""
+    """The file's column(s) for one raw field; None when no mapping or spelling matches."""
     by_lower = {c.lower(): c for c in header}
     if field_name in layout.mapping:
         wanted = layout.mapping[field_name].split("+") if field_name == "ts" else [layout.mapping[field_name]]
@@ -114,10 +114,15 @@ def _resolve(field_name: str, header: list[str], layout: CsvLayout, source: str)
     for alias in ALIASES[field_name]:
         if alias in by_lower:
             return [by_lower[alias]]
-    if field_name in OPTIONAL:
-        return None
-    raise DataError(f"{source}: no column for {field_name!r} (looked for {', '.join(ALIASES[field_name])}); "
-                    f"its columns are {header}; {_FIX_MAP}")
+    return None
+
+
+def _required(field_name: str, header: list[str], layout: CsvLayout, source: str) -> list[str]:
+    found = _resolve(field_name, header, layout, source)
+    if found is None:
+        raise DataError(f"{source}: no column for {field_name!r} (looked for {', '.join(ALIASES[field_name])}); "
+                        f"its columns are {header}; {_FIX_MAP}")
+    return found
 
 
 def _text(data: bytes, source: Source, layout: CsvLayout) -> pl.DataFrame:
@@ -204,15 +209,17 @@ def read_side(source: Source, index: int, side: str, layout: CsvLayout) -> pl.Da
     frame = _text(source.read(), source, layout)
     values = QUOTE_VALUES if side == "quotes" else TRADE_VALUES
     schema = QUOTE_SCHEMA if side == "quotes" else TRADE_SCHEMA
-    columns = {f: _resolve(f, frame.columns, layout, source.uri) for f in ("symbol", "ts", *values)}
+    header = frame.columns
+    symbol = _required("symbol", header, layout, source.uri)[0]
     try:
-        ts = _timestamps(frame, columns["ts"] or [], layout, source.uri)
+        ts = _timestamps(frame, _required("ts", header, layout, source.uri), layout, source.uri)
     except pl.exceptions.PolarsError as exc:  # e.g. a local time that does not exist or repeats at a DST change
         raise DataError(f"{source.uri}: {exc}; give UTC timestamps or check --tz") from exc
-    out = [frame.get_column(columns["symbol"][0]).str.strip_chars().alias("symbol"), ts]
+    out = [frame.get_column(symbol).str.strip_chars().alias("symbol"), ts]
     for name in values:
-        if columns[name] is None:
+        found = (_resolve if name in OPTIONAL else _required)(name, header, layout, source.uri)
+        if found is None:
             out.append(pl.Series(name, [None] * frame.height, dtype=schema[name]))
         else:
-            out.append(_number(frame.get_column(columns[name][0]), schema[name], columns[name][0], source.uri).alias(name))
+            out.append(_number(frame.get_column(found[0]), schema[name], found[0], source.uri).alias(name))
     return pl.DataFrame(out).with_columns(pl.lit(index, pl.Int32).alias("_file")).select(list(schema))

@@ -90,15 +90,21 @@ def _plain(data: bytes, source: str) -> bytes:
 
 
 def _symbols(metadata, source: str) -> pl.DataFrame:  # metadata: databento_dbn.Metadata
-    rows = [
-        (int(iv["symbol"]), iv["start_date"], iv["end_date"], symbol)
-        for symbol, intervals in metadata.mappings.items()
-        for iv in intervals
-        if iv["symbol"]  # an empty instrument id: the symbol did not resolve that day
-    ]
+    stype_in = getattr(metadata.stype_in, "value", metadata.stype_in)
+    try:
+        rows = [
+            (int(iv["symbol"]), iv["start_date"], iv["end_date"], symbol)
+            for symbol, intervals in metadata.mappings.items()
+            for iv in intervals
+            if iv["symbol"]  # an empty instrument id: the symbol did not resolve that day
+        ]
+    except ValueError:
+        raise DataError(f"{source}: the symbol mappings do not map to instrument ids (stype_out="
+                        f"{getattr(metadata.stype_out, 'value', metadata.stype_out)}); request stype_out "
+                        "'instrument_id', Databento's default") from None
     if not rows:
         raise DataError(
-            f"{source}: the metadata maps no symbol to an instrument id (stype_in={getattr(metadata.stype_in, 'value', metadata.stype_in)}); "
+            f"{source}: the metadata maps no symbol to an instrument id (stype_in={stype_in}); "
             "request the data with stype_in='raw_symbol' so the file says which ticker each record is"
         )
     schema = {"instrument_id": pl.UInt32, "start_date": pl.Date, "end_date": pl.Date, "symbol": pl.String}
