@@ -1,132 +1,144 @@
-"""The US equity regular session: trading days, half days, and DST-aware session bounds.
+"""Exchange sessions: trading days, half days and DST-aware session bounds, from ``exchange_calendars``.
 
-Rules follow NYSE's published holiday and early-close calendar (observed-date shifts,
-Good Friday, Juneteenth from 2022), plus the unscheduled closures listed in
-``SPECIAL_CLOSURES``. Raw data also carries extended-hours rows; only the
-minutes returned by ``session_minutes`` are ever used.
+The rules (holidays, observed-date shifts, early closes, unscheduled closures such as
+2001-09-11 or national days of mourning) are the maintained ``exchange_calendars``
+library's, not ours: an exchange that changes its calendar is a library upgrade, not a
+code change here. Every function takes the calendar's ISO MIC code (default ``XNYS``,
+the New York Stock Exchange), so a run recorded on another exchange can pass its own.
+
+Callers ask per day and per real-time update, so each calendar is built once per process
+(importing pandas and building XNYS over ``START..END`` costs about 1.5 s, measured in
+docs/data.md) and its sessions are turned into plain dicts; after that every call is a
+dictionary lookup. Raw data also carries extended-hours rows; only the minutes returned
+by ``session_minutes`` are ever used.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
 from functools import cache
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from tthf.errors import UsageError
+
+DEFAULT_CALENDAR = "XNYS"
 NEW_YORK = ZoneInfo("America/New_York")
-OPEN = dt.time(9, 30)
-CLOSE = dt.time(16, 0)
-EARLY_CLOSE = dt.time(13, 0)
+#: the dates every calendar covers; a date outside them is a ``UsageError``
+START = dt.date(1990, 1, 1)
+END = dt.date(2050, 12, 31)
 
-# Unscheduled full-day closures that no rule produces (attacks, weather, days of mourning).
-SPECIAL_CLOSURES = frozenset({
-    dt.date(2001, 9, 11), dt.date(2001, 9, 12), dt.date(2001, 9, 13), dt.date(2001, 9, 14),
-    dt.date(2004, 6, 11),  # President Reagan
-    dt.date(2007, 1, 2),  # President Ford
-    dt.date(2012, 10, 29), dt.date(2012, 10, 30),  # Hurricane Sandy
-    dt.date(2018, 12, 5),  # President G. H. W. Bush
-    dt.date(2025, 1, 9),  # President Carter
-})
+_MINUTE_US = 60_000_000
 
 
-def _easter(year: int) -> dt.date:
-    """Gregorian Easter Sunday (anonymous Gregorian algorithm)."""
-    a, b, c = year % 19, year // 100, year % 100
-    d, e = divmod(b, 4)
-    g = (8 * b + 13) // 25
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    l_ = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * l_) // 451
-    month, day = divmod(h + l_ - 7 * m + 114, 31)
-    return dt.date(year, month, day + 1)
+@dataclass(frozen=True)
+class Sessions:
+    """One exchange's sessions over ``START..END`` as plain Python values (no pandas per call)."""
 
-
-def _nth_weekday(year: int, month: int, weekday: int, n: int) -> dt.date:
-    """The n-th given weekday of a month (n=-1: the last)."""
-    if n > 0:
-        first = dt.date(year, month, 1)
-        return first + dt.timedelta(days=(weekday - first.weekday()) % 7 + 7 * (n - 1))
-    nxt = dt.date(year + month // 12, month % 12 + 1, 1)
-    last = nxt - dt.timedelta(days=1)
-    return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
-
-
-def _observed(day: dt.date) -> dt.date | None:
-    """Saturday holidays move to Friday, Sunday ones to Monday (none for a Sat Jan 1)."""
-    if day.weekday() == 5:
-        return None if (day.month, day.day) == (1, 1) else day - dt.timedelta(days=1)
-    if day.weekday() == 6:
-        return day + dt.timedelta(days=1)
-    return day
+    name: str
+    tz: ZoneInfo
+    weekmask: str  # "1111100": the weekdays (Monday first) the exchange normally trades
+    bounds: dict[dt.date, tuple[dt.datetime, dt.datetime]]  # UTC open, UTC close (exclusive)
+    early_closes: frozenset[dt.date]
+    ordered: tuple[dt.date, ...]
 
 
 @cache
-def holidays(year: int) -> frozenset[dt.date]:
-    """Full-day market closures of ``year``."""
-    days = [
-        _observed(dt.date(year, 1, 1)),
-        _nth_weekday(year, 1, 0, 3),  # Martin Luther King Jr. Day
-        _nth_weekday(year, 2, 0, 3),  # Washington's Birthday
-        _easter(year) - dt.timedelta(days=2),  # Good Friday
-        _nth_weekday(year, 5, 0, -1),  # Memorial Day
-        _observed(dt.date(year, 6, 19)) if year >= 2022 else None,
-        _observed(dt.date(year, 7, 4)),
-        _nth_weekday(year, 9, 0, 1),  # Labor Day
-        _nth_weekday(year, 11, 3, 4),  # Thanksgiving
-        _observed(dt.date(year, 12, 25)),
-    ]
-    # A Saturday Jan 1 of next year is not observed on this year's Dec 31 (NYSE rule).
-    days += [d for d in SPECIAL_CLOSURES if d.year == year]
-    return frozenset(d for d in days if d is not None)
+def sessions(calendar: str = DEFAULT_CALENDAR) -> Sessions:
+    """The sessions of ``calendar``, built once per process and name."""
+    import exchange_calendars as xcals  # pandas and the library load on first use only
+
+    try:
+        with warnings.catch_warnings():  # the library's own use of APIs pandas has deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return _build(xcals.get_calendar(calendar, start=START.isoformat(), end=END.isoformat()), calendar)
+    except xcals.errors.InvalidCalendarName as exc:
+        raise UsageError(
+            f"unknown exchange calendar {calendar!r}; use an ISO MIC code such as XNYS or XLON "
+            "(exchange_calendars.get_calendar_names() lists them)"
+        ) from exc
 
 
-def is_trading_day(day: dt.date) -> bool:
-    return day.weekday() < 5 and day not in holidays(day.year)
+def _build(cal, name: str) -> Sessions:  # cal: exchange_calendars.ExchangeCalendar
+    if cal.break_starts.notna().any():
+        raise UsageError(f"calendar {name!r} has intraday breaks, which tthf's minute grid does not model yet")
+    days = [d.date() for d in cal.sessions]
+    opens = [t.to_pydatetime().astimezone(dt.timezone.utc) for t in cal.opens]
+    closes = [t.to_pydatetime().astimezone(dt.timezone.utc) for t in cal.closes]
+    return Sessions(
+        name=name,
+        tz=ZoneInfo(str(cal.tz)),
+        weekmask=cal.weekmask,
+        bounds={d: (o, c) for d, o, c in zip(days, opens, closes)},
+        early_closes=frozenset(d.date() for d in cal.early_closes),
+        ordered=tuple(days),
+    )
 
 
-@cache
-def half_days(year: int) -> frozenset[dt.date]:
-    """Early closes at 13:00: July 3, the day after Thanksgiving, December 24 (when trading days)."""
-    candidates = [
-        dt.date(year, 7, 3),
-        _nth_weekday(year, 11, 3, 4) + dt.timedelta(days=1),
-        dt.date(year, 12, 24),
-    ]
-    return frozenset(d for d in candidates if is_trading_day(d))
+def _check_range(day: dt.date, calendar: str) -> None:
+    if not START <= day <= END:
+        raise UsageError(f"{day} is outside the dates tthf's {calendar} calendar covers ({START}..{END})")
 
 
-def is_half_day(day: dt.date) -> bool:
-    return day in half_days(day.year)
+def timezone(calendar: str = DEFAULT_CALENDAR) -> ZoneInfo:
+    """The exchange's local time zone (the one its trading dates are counted in)."""
+    return sessions(calendar).tz
 
 
-def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
-    """Trading days in ``[start, end]``, in order."""
-    out, day = [], start
-    while day <= end:
-        if is_trading_day(day):
-            out.append(day)
+def is_trading_day(day: dt.date, calendar: str = DEFAULT_CALENDAR) -> bool:
+    _check_range(day, calendar)
+    return day in sessions(calendar).bounds
+
+
+def holidays(year: int, calendar: str = DEFAULT_CALENDAR) -> frozenset[dt.date]:
+    """Days of ``year`` that are normally trading weekdays but closed (holidays and unscheduled closures)."""
+    cal = sessions(calendar)
+    day, out = dt.date(year, 1, 1), set()
+    while day.year == year:
+        if cal.weekmask[day.weekday()] == "1" and day not in cal.bounds:
+            out.add(day)
         day += dt.timedelta(days=1)
-    return out
+    return frozenset(out)
 
 
-def session_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+def half_days(year: int, calendar: str = DEFAULT_CALENDAR) -> frozenset[dt.date]:
+    """Sessions of ``year`` that close early (13:00 New York on XNYS)."""
+    return frozenset(d for d in sessions(calendar).early_closes if d.year == year)
+
+
+def is_half_day(day: dt.date, calendar: str = DEFAULT_CALENDAR) -> bool:
+    return day in sessions(calendar).early_closes
+
+
+def trading_days(start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR) -> list[dt.date]:
+    """Trading days in ``[start, end]``, in order."""
+    if start > end:
+        return []
+    _check_range(start, calendar)
+    _check_range(end, calendar)
+    ordered = sessions(calendar).ordered
+    return list(ordered[bisect_left(ordered, start):bisect_right(ordered, end)])
+
+
+def session_bounds(day: dt.date, calendar: str = DEFAULT_CALENDAR) -> tuple[dt.datetime, dt.datetime]:
     """UTC start of the first regular minute and UTC end of the session (exclusive)."""
-    if not is_trading_day(day):
-        raise ValueError(f"{day} is not a trading day")
-    close = EARLY_CLOSE if is_half_day(day) else CLOSE
-    start = dt.datetime.combine(day, OPEN, NEW_YORK).astimezone(dt.timezone.utc)
-    end = dt.datetime.combine(day, close, NEW_YORK).astimezone(dt.timezone.utc)
-    return start, end
+    _check_range(day, calendar)
+    try:
+        return sessions(calendar).bounds[day]
+    except KeyError:
+        raise ValueError(f"{day} is not a trading day") from None
 
 
-def session_minutes(day: dt.date) -> np.ndarray:
+def session_minutes(day: dt.date, calendar: str = DEFAULT_CALENDAR) -> np.ndarray:
     """The regular-session minute starts of ``day`` as ``datetime64[us]`` (UTC, naive).
 
-    390 minutes on a normal day, 210 on a half day.
+    390 minutes on a normal XNYS day, 210 on a half day.
     """
-    start, end = session_bounds(day)
+    start, end = session_bounds(day, calendar)
     n = int((end - start).total_seconds() // 60)
     base = np.datetime64(start.replace(tzinfo=None), "us")
-    return base + np.arange(n, dtype=np.int64) * np.timedelta64(60_000_000, "us")
+    return base + np.arange(n, dtype=np.int64) * np.timedelta64(_MINUTE_US, "us")

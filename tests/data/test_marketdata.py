@@ -156,8 +156,8 @@ def test_naive_timestamps_say_write_utc(tmp_path) -> None:
 
 def test_nulls_in_non_nullable_column(tmp_path) -> None:
     store = open_store(tmp_path)
-    put_parquet(store, "date=2024-03-05/p.parquet", bars().with_columns(pl.Series("ask", [1.0, None, 2.0])))
-    with pytest.raises(DataError, match=r"p\.parquet: column 'ask' has 1 null value\(s\) \(first at row 1\)"):
+    put_parquet(store, "date=2024-03-05/p.parquet", bars().with_columns(pl.Series("volume", [1.0, None, 2.0])))
+    with pytest.raises(DataError, match=r"p\.parquet: column 'volume' has 1 null value\(s\) \(first at row 1\)"):
         md.read_day(store, DAY)
 
 
