@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -72,24 +73,18 @@ def _float_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A new model: fp16 where safe, fp32 where it must be, float32 inputs and outputs."""
-    src = model.graph
-    for node in src.node:
+def _check_straight_line(graph: onnx.GraphProto) -> None:
+    for node in graph.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise ExportError(
                 f"node {node.name or node.op_type} has a subgraph ({node.op_type}); the fp16 pass handles "
                 "straight-line graphs only, export the model without control flow"
             )
-    types = _float_types(model)
-    half = half_nodes(src)
-    inits = {init.name: init for init in src.initializer}
-    graph_outputs = {o.name for o in src.output}
 
-    nodes = [onnx.NodeProto() for _ in src.node]
-    for new, old in zip(nodes, src.node):
-        new.CopyFrom(old)
-    # An output produced in fp16 keeps its name on a final Cast to float32.
+
+def _rename_half_outputs(nodes: list[onnx.NodeProto], half: set[int], types: dict[str, int],
+                         graph_outputs: set[str]) -> dict[str, str]:
+    """Graph outputs produced in fp16 get a ``__fp16`` name, so the final Cast to float32 keeps the original."""
     renamed = {}
     for i in half:
         for k, out in enumerate(nodes[i].output):
@@ -100,57 +95,64 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         for k, name in enumerate(node.input):
             if name in renamed:
                 node.input[k] = renamed[name]
+    return renamed
 
-    original_of = {new: old for old, new in renamed.items()}
 
-    def is_float(name: str) -> bool:
-        return types.get(original_of.get(name, name)) == _FLOAT
+class _Rewrite:
+    """The new node list: each node's float inputs in the precision it computes in, Casts added once per value."""
 
-    is_half: set[str] = set()
-    half_inits: dict[str, TensorProto] = {}
-    casts: dict[tuple[str, int], str] = {}
-    out_nodes: list[onnx.NodeProto] = []
-    clipped = 0
+    def __init__(self, inits: dict[str, TensorProto], is_float: Callable[[str], bool]) -> None:
+        self.inits = inits
+        self.is_float = is_float
+        self.is_half: set[str] = set()
+        self.half_inits: dict[str, TensorProto] = {}
+        self.casts: dict[tuple[str, int], str] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.clipped = 0
 
-    def cast(name: str, to: int) -> str:
+    def cast(self, name: str, to: int) -> str:
         key = (name, to)
-        if key not in casts:
-            casts[key] = f"{name}__to_{'fp16' if to == _HALF else 'fp32'}"
-            out_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to, name=f"Cast_{casts[key]}"))
-        return casts[key]
+        if key not in self.casts:
+            self.casts[key] = f"{name}__to_{'fp16' if to == _HALF else 'fp32'}"
+            self.nodes.append(helper.make_node("Cast", [name], [self.casts[key]], to=to, name=f"Cast_{self.casts[key]}"))
+        return self.casts[key]
 
-    for i, node in enumerate(nodes):
-        want = _HALF if i in half else _FLOAT
+    def half_initializer(self, name: str) -> str:
+        """An fp16 copy of a weight (clipped to the fp16 range, counted)."""
+        if name not in self.half_inits:
+            arr = numpy_helper.to_array(self.inits[name])
+            self.clipped += int(np.count_nonzero(np.abs(arr) > FP16_MAX))
+            self.half_inits[name] = numpy_helper.from_array(
+                np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), f"{name}__fp16"
+            )
+        return self.half_inits[name].name
+
+    def add(self, node: onnx.NodeProto, want: int) -> None:
         for k, name in enumerate(node.input):
-            if not name or not is_float(name):
+            if not name or not self.is_float(name):
                 continue
-            if name in inits and want == _HALF:
-                if name not in half_inits:
-                    arr = numpy_helper.to_array(inits[name])
-                    clipped += int(np.count_nonzero(np.abs(arr) > FP16_MAX))
-                    half_inits[name] = numpy_helper.from_array(
-                        np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), f"{name}__fp16"
-                    )
-                node.input[k] = half_inits[name].name
+            if name in self.inits and want == _HALF:
+                node.input[k] = self.half_initializer(name)
                 continue
-            have = _HALF if name in is_half else _FLOAT
+            have = _HALF if name in self.is_half else _FLOAT
             if have != want:
-                node.input[k] = cast(name, want)
-        out_nodes.append(node)
+                node.input[k] = self.cast(name, want)
+        self.nodes.append(node)
         if want == _HALF:
-            is_half.update(o for o in node.output if is_float(o))
-    for original, fp16_name in renamed.items():
-        out_nodes.append(helper.make_node("Cast", [fp16_name], [original], to=_FLOAT, name=f"Cast_{original}"))
-    if clipped:
-        log.warning("fp16: %d weight value(s) beyond +-%.0f were clipped to the fp16 range", clipped, FP16_MAX)
+            self.is_half.update(o for o in node.output if self.is_float(o))
 
-    used = {name for node in out_nodes for name in node.input}
+
+def _assemble(model: onnx.ModelProto, rewrite: _Rewrite) -> onnx.ModelProto:
+    """The rewritten nodes as a checked model with the source's I/O, opsets and metadata."""
+    src = model.graph
+    used = {name for node in rewrite.nodes for name in node.input}
     graph = helper.make_graph(
-        out_nodes,
+        rewrite.nodes,
         src.name,
         list(src.input),
         list(src.output),
-        initializer=[t for t in src.initializer if t.name in used] + [t for t in half_inits.values() if t.name in used],
+        initializer=[t for t in src.initializer if t.name in used]
+        + [t for t in rewrite.half_inits.values() if t.name in used],
     )
     result = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="tthf.export.fp16")
     result.ir_version = model.ir_version
@@ -161,6 +163,28 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the fp16 model fails onnx.checker ({exc}); report this with the fp32 model.onnx") from exc
     return result
+
+
+def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A new model: fp16 where safe, fp32 where it must be, float32 inputs and outputs."""
+    src = model.graph
+    _check_straight_line(src)
+    types = _float_types(model)
+    half = half_nodes(src)
+    nodes = [onnx.NodeProto() for _ in src.node]
+    for new, old in zip(nodes, src.node):
+        new.CopyFrom(old)
+    renamed = _rename_half_outputs(nodes, half, types, {o.name for o in src.output})
+    original_of = {new: old for old, new in renamed.items()}
+    rewrite = _Rewrite({init.name: init for init in src.initializer},
+                       lambda name: types.get(original_of.get(name, name)) == _FLOAT)
+    for i, node in enumerate(nodes):
+        rewrite.add(node, _HALF if i in half else _FLOAT)
+    for original, fp16_name in renamed.items():
+        rewrite.nodes.append(helper.make_node("Cast", [fp16_name], [original], to=_FLOAT, name=f"Cast_{original}"))
+    if rewrite.clipped:
+        log.warning("fp16: %d weight value(s) beyond +-%.0f were clipped to the fp16 range", rewrite.clipped, FP16_MAX)
+    return _assemble(model, rewrite)
 
 
 def precision_summary(model: onnx.ModelProto) -> dict[str, int]:

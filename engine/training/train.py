@@ -30,7 +30,7 @@ from tthf.engine.features import build_day
 from tthf.engine.features.day import DayFeatures
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.network import ThreeHeadedTransformer, TrainOutputs, save_checkpoint, vol_floor
-from tthf.engine.store import open_store
+from tthf.engine.store import Store, open_store
 from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
 from tthf.engine.training.metrics import evaluate
 from tthf.errors import DataError, NoDataError, UsageError
@@ -164,6 +164,35 @@ def fit(
     return model, history
 
 
+def _schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over WARMUP_STEPS, then cosine decay to MIN_LR_FRACTION over ``total`` steps."""
+
+    def lr_factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / WARMUP_STEPS)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / total)))
+        return warm * (MIN_LR_FRACTION + (1.0 - MIN_LR_FRACTION) * cosine)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def _train_epoch(model: ThreeHeadedTransformer, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
+                 train_ds: ThreeHeadedTransformerDataset, cfg: TrainConfig, gen: torch.Generator,
+                 per_epoch: int) -> float:
+    """One pass over a fresh sample of ``per_epoch`` training windows; returns the mean training loss."""
+    model.train()
+    sum_loss = 0.0
+    for batch in train_ds.batches(cfg.batch_size, shuffle=True, generator=gen, limit=per_epoch):
+        r, v = gaussian_nll(model.forward_train(batch.x), batch.y, model.cfg)
+        loss = r + v
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        opt.step()
+        sched.step()
+        sum_loss += float(loss.detach()) * len(batch.ids)
+    return sum_loss / per_epoch
+
+
 def _fit_loop(
     train_ds: ThreeHeadedTransformerDataset,
     val_ds: ThreeHeadedTransformerDataset,
@@ -175,14 +204,7 @@ def _fit_loop(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = min(len(train_ds), cfg.max_train_windows)
     steps_per_epoch = math.ceil(per_epoch / cfg.batch_size)
-    total = max(1, cfg.epochs * steps_per_epoch)
-
-    def lr_factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / WARMUP_STEPS)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / total)))
-        return warm * (MIN_LR_FRACTION + (1.0 - MIN_LR_FRACTION) * cosine)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = _schedule(opt, max(1, cfg.epochs * steps_per_epoch))
     gen = torch.Generator().manual_seed(cfg.seed)
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
@@ -190,39 +212,26 @@ def _fit_loop(
              per_epoch, len(train_ds), len(val_ds), steps_per_epoch)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        sum_loss = 0.0
-        for batch in train_ds.batches(cfg.batch_size, shuffle=True, generator=gen, limit=per_epoch):
-            r, v = gaussian_nll(model.forward_train(batch.x), batch.y, model_cfg)
-            loss = r + v
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            opt.step()
-            sched.step()
-            sum_loss += float(loss.detach()) * len(batch.ids)
+        train_loss = _train_epoch(model, opt, sched, train_ds, cfg, gen, per_epoch)
         val_r, val_v = _val_loss(model, val_ds, cfg.batch_size * 4)
         val_loss = val_r + val_v
         improved = val_loss < history.best_val_loss
         history.epochs.append({
-            "epoch": epoch, "train_loss": sum_loss / per_epoch, "val_loss": val_loss,
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
             "val_ret_nll": val_r, "val_vol_nll": val_v, "seconds": time.perf_counter() - t0,
         })
-        log.info(
-            "epoch %d/%d  train %.4f  val %.4f (ret %.4f, vol %.4f)%s  %.1f s",
-            epoch, cfg.epochs, sum_loss / per_epoch, val_loss, val_r, val_v,
-            "  best" if improved else "", time.perf_counter() - t0,
-        )
+        log.info("epoch %d/%d  train %.4f  val %.4f (ret %.4f, vol %.4f)%s  %.1f s", epoch, cfg.epochs, train_loss,
+                 val_loss, val_r, val_v, "  best" if improved else "", time.perf_counter() - t0)
         if improved:
             history.best_epoch, history.best_val_loss = epoch, val_loss
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bad_epochs = 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience and epoch < cfg.epochs:
-                history.stopped_early = True
-                log.info("no improvement for %d epochs: stopping, keeping epoch %d", bad_epochs, history.best_epoch)
-                break
+            continue
+        bad_epochs += 1
+        if bad_epochs >= cfg.patience and epoch < cfg.epochs:
+            history.stopped_early = True
+            log.info("no improvement for %d epochs: stopping, keeping epoch %d", bad_epochs, history.best_epoch)
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval()
@@ -263,9 +272,33 @@ def build_days(data_root: Any, dates: Sequence[str], what: str) -> list[DayFeatu
     return out
 
 
+def _splits(data: Store, cfg: TrainConfig) -> Splits:
+    """The data root's dates split by time with purge gaps (logged)."""
+    dates = list_dates(data)
+    if not dates:
+        raise NoDataError(
+            f"no dates under {data.uri()} (expected date=YYYY-MM-DD/*.parquet); "
+            "generate data with tthf-synth or pass --data"
+        )
+    splits = split_dates(dates, cfg)
+    log.info("%d dates: train %s..%s (%d), val %s..%s (%d), test %s..%s (%d), purged %d",
+             len(dates), splits.train[0], splits.train[-1], len(splits.train), splits.val[0], splits.val[-1],
+             len(splits.val), splits.test[0], splits.test[-1], len(splits.test), len(splits.purged))
+    return splits
+
+
+def _write_run(ref: runs.RunRef, model: ThreeHeadedTransformer, scalers: Scalers, metrics: dict[str, Any],
+               config: RunConfig) -> runs.Run:
+    """Checkpoint, scalers and metrics, then config.json last: a run with a config is a finished run."""
+    ref.store.write_bytes(runs.CHECKPOINT, save_checkpoint(model))
+    ref.store.write_text(runs.SCALERS, scalers.to_json())
+    ref.store.write_text(runs.METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return runs.Run.new(ref, config)
+
+
 def train_run(
-    data_root: str,
-    store: str,
+    data_root: Store | str,
+    store: Store | str,
     run: str,
     *,
     experiment: str = runs.DEFAULT_EXPERIMENT,
@@ -276,19 +309,10 @@ def train_run(
     """Train a model on ``data_root`` and write the complete run ``run`` into ``store``."""
     started = time.perf_counter()
     train_cfg, model_settings = _apply_overrides(overrides or {})
-    data = open_store(data_root, endpoint_url=endpoint_url)
-    ref = runs.create_run(open_store(store, endpoint_url=endpoint_url), experiment,
-                          runs.DEFAULT_MODEL_TYPE, run, overwrite=overwrite)
-    dates = list_dates(data)
-    if not dates:
-        raise NoDataError(
-            f"no dates under {data.uri()} (expected date=YYYY-MM-DD/*.parquet); "
-            "generate data with tthf-synth or pass --data"
-        )
-    splits = split_dates(dates, train_cfg)
-    log.info("%d dates: train %s..%s (%d), val %s..%s (%d), test %s..%s (%d), purged %d",
-             len(dates), splits.train[0], splits.train[-1], len(splits.train), splits.val[0], splits.val[-1],
-             len(splits.val), splits.test[0], splits.test[-1], len(splits.test), len(splits.purged))
+    data = open_store(data_root, endpoint_url=endpoint_url) if isinstance(data_root, str) else data_root
+    root = open_store(store, endpoint_url=endpoint_url) if isinstance(store, str) else store
+    ref = runs.create_run(root, experiment, runs.DEFAULT_MODEL_TYPE, run, overwrite=overwrite)
+    splits = _splits(data, train_cfg)
     train_raw = build_days(data, splits.train, "train")
     feature_names = list(train_raw[0].feature_names)
     scalers = Scalers.fit(train_raw)
@@ -307,19 +331,13 @@ def train_run(
              model_cfg.vol_scale, model_cfg.ret_band)
     model, history = fit(train_days, val_days, model_cfg, train_cfg)
     del train_days, val_days, train_raw
-    test_days = scale(build_days(data, splits.test, "test"))
     t0 = time.perf_counter()
-    test_metrics = evaluate(model, test_days)
+    test_metrics = evaluate(model, scale(build_days(data, splits.test, "test")))
     log.info("evaluated %d test windows in %.1f s", test_metrics["n_windows"], time.perf_counter() - t0)
+    config = RunConfig(model=model_cfg, feature_names=feature_names, splits=splits, train=train_cfg,
+                       data_root=data.uri(), tthf_version=tthf.__version__)
     metrics = {"test": test_metrics, "training": history.to_dict()}
-    config = RunConfig(
-        model=model_cfg, feature_names=feature_names, splits=splits, train=train_cfg,
-        data_root=data.uri(), tthf_version=tthf.__version__,
-    )
-    ref.store.write_bytes(runs.CHECKPOINT, save_checkpoint(model))
-    ref.store.write_text(runs.SCALERS, scalers.to_json())
-    ref.store.write_text(runs.METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    result = runs.Run.new(ref, config)
+    result = _write_run(ref, model, scalers, metrics, config)
     seconds = time.perf_counter() - started
     log.info("run %s written to %s in %.1f s", ref.name, ref.uri, seconds)
     return TrainResult(result, model, metrics, history, seconds)
