@@ -10,8 +10,7 @@ docs/architecture.md maps every module and the import rule between stages.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tthf._lazy import lazy_exports
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -42,14 +41,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tthf.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports("tthf.engine", _EXPORTS, globals())

@@ -6,8 +6,7 @@ the TensorRT backend is given to build an engine for a new GPU. Both load lazily
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tthf._lazy import lazy_exports
 
 _EXPORTS = {
     "ExportConfig": "tthf.export.config",
@@ -18,10 +17,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tthf.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports("tthf.export", _EXPORTS, globals())
