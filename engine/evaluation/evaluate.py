@@ -8,8 +8,8 @@ is reported and skipped; a date whose files cannot be read is reported with the 
 Then the dates are pooled and ``{run}/evaluation/<name>/`` gets metrics.json,
 report.html and the figures as PNG files (local or S3, each write atomic).
 
-Memory: one date's grids at a time plus a few float32 values per forecast, about 60
-bytes per forecast in all (docs/evaluation.md, "Memory and time").
+Memory: one date's grids at a time plus 44 bytes per forecast kept for pooling; pooling
+peaks at about 300 bytes per forecast (docs/evaluation.md, "Memory and time").
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ def _ic_by_date(m: dict[str, Any]) -> Callable[[Figure], None]:
         step = max(1, len(rows) // 15)
         ax.set_xticks(x[::step], [r["date"] for r in rows][::step], rotation=30, ha="right")
         ax.set_ylabel("mean cross-sectional IC")
+        ax.margins(y=0.25)  # room for the legend above the bars
         ax.set_title("ret_1h: IC by date")
         ax.legend(loc="best")
     return draw
@@ -90,6 +91,7 @@ def _deciles(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax.set_xticks(x)
         ax.set_xlabel("forecast decile within each minute (1 = lowest)")
         ax.set_ylabel("mean realized ret_1h (bp)")
+        ax.margins(y=0.2)
         ax.set_title("ret_1h: realized return by forecast decile")
         ax.legend(loc="best")
     return draw

@@ -250,8 +250,7 @@ def binned_means(f: np.ndarray, y: np.ndarray, n_bins: int) -> dict[str, list[fl
     """
     if len(f) < n_bins:
         return {"forecast": [], "realized": []}
-    order = np.argsort(f, kind="stable")
-    parts = np.array_split(order, n_bins)
+    parts = np.array_split(np.argsort(f), n_bins)
     return {"forecast": nums([f[p].mean() for p in parts]), "realized": nums([y[p].mean() for p in parts])}
 
 
@@ -305,8 +304,7 @@ def risk_coverage(conf: np.ndarray, abs_err: np.ndarray, n_points: int = 50) -> 
     n = len(conf)
     if not n:
         return {"coverage": [], "mean_abs_err_at": [], "aurc": None, "aurc_oracle": None, "mean_abs_err": None}
-    order = np.argsort(-conf, kind="stable")
-    risk = np.cumsum(abs_err[order]) / np.arange(1, n + 1)
+    risk = np.cumsum(abs_err[np.argsort(-conf)]) / np.arange(1, n + 1)
     oracle = np.cumsum(np.sort(abs_err)) / np.arange(1, n + 1)
     cover = np.linspace(1 / n_points, 1.0, n_points)
     at = np.maximum(np.ceil(cover * n).astype(np.int64), 1) - 1
