@@ -278,11 +278,12 @@ def _conf_table(m: dict[str, Any]) -> str:
 
 def _dates_section(m: dict[str, Any]) -> str:
     d = m["dates"]
-    parts = [f"<p>{len(d['scored'])} dates scored.</p>"]
+    parts = [f"<p>{len(d['scored'])} date{'s' * (len(d['scored']) != 1)} scored.</p>"]
     for key, text in (("no_predictions", "without a predictions file (run tthf-run for them)"),
                       ("no_data", "without raw data")):
         if d[key]:
-            parts.append(f'<p class="warn">{len(d[key])} dates {text}: {html.escape(", ".join(d[key]))}</p>')
+            n = len(d[key])
+            parts.append(f'<p class="warn">{n} date{"s" * (n != 1)} {text}: {html.escape(", ".join(d[key]))}</p>')
     for day, reason in d["failed"].items():
         parts.append(f'<p class="warn">{html.escape(day)} failed: {html.escape(reason)}</p>')
     return "".join(parts)
