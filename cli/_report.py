@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tthf.engine.evaluation.evaluate import EvalResult
     from tthf.engine.runtime.batch import InferenceSummary
     from tthf.engine.runtime.manifest import DateResult
 
@@ -97,3 +98,53 @@ def print_summary(summary: InferenceSummary) -> None:
     files = [r.file for r in ok + skipped if r.file]
     if files:
         print(f"predictions: {files[0].rsplit('/', 1)[0]}/")
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+def _ret_lines(ret: dict[str, Any]) -> list[str]:
+    model, ic = ret["model"], ret["model"]["ic"]
+    spread = model["top_minus_bottom"]["mean"]
+    return [
+        (f"ret_1h   IC {_f(ic['mean'])} (ICIR {_f(ic['icir'])}, t HAC {_f(ic['t_hac'], 3)}, naive {_f(ic['t_naive'], 3)})"
+        f"  rank IC {_f(model['rank_ic']['mean'])}  hit rate {_f(model['hit_rate'])}"
+        f"  top-bottom decile {_f(None if spread is None else spread * 1e4, 3)} bp"),
+        (f"         MSE {_f(model['mse'])} vs zero {_f(ret['baseline_zero']['mse'])} (skill {_f(ret['mse_skill'])})"
+        f"  | reversal IC {_f(ret['baseline_reversal']['ic']['mean'])}"),
+    ]
+
+
+def _vol_line(vol: dict[str, Any]) -> str:
+    qlike = {k: _f(vol[k]["qlike"]) for k in ("model", "baseline_last_rv", "baseline_ewma_rv", "baseline_same_minute")}
+    mz = vol["model"]["mz"]
+    return (f"vol_10m  QLIKE {qlike['model']} vs last RV {qlike['baseline_last_rv']}, EWMA {qlike['baseline_ewma_rv']},"
+            f" same minute {qlike['baseline_same_minute']}  | MZ slope {_f(mz['slope'])} R2 {_f(mz['r2'])}")
+
+
+def _conf_line(head: str, conf: dict[str, Any]) -> str:
+    return (f"{head:<9}coverage {_f(conf['coverage'])} vs stated {_f(conf['mean_conf'])} (mean decile gap "
+            f"{_f(conf['coverage_gap']['mean_abs_pp'], 3)} pp)  spearman(conf, |err|) "
+            f"{_f(conf['spearman_conf_vs_abs_err'])}")
+
+
+def format_summary(result: EvalResult) -> str:
+    """The main numbers, each next to its baselines, then where the report is."""
+    m, d = result.metrics, result.metrics["dates"]
+    lines = [
+        (f"evaluation {result.name} of {m['run']}: {len(d['scored'])} dates scored, {len(d['no_predictions'])} "
+        f"without predictions, {len(d['no_data'])} without data, {len(d['failed'])} failed; "
+        f"{m['forecasts']:,} {m['mode']} forecasts in {result.seconds:.1f}s"),
+        *_ret_lines(m["ret_1h"]),
+        _vol_line(m["vol_10m"]),
+        _conf_line("ret_conf", m["ret_conf"]),
+        _conf_line("vol_conf", m["vol_conf"]),
+    ]
+    check = m.get("training_check")
+    if check and check["same_dates"]:
+        lines.append(f"agrees with training's metrics.json on its test dates: largest relative difference "
+                     f"{_f(check['max_rel_diff'], 2)}")
+    lines += [f"FAILED {day}: {reason}" for day, reason in d["failed"].items()]
+    lines.append(f"report: {result.uri}/report.html")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tthf.cli._common import run_cli
-from tthf.cli._report import format_metrics, print_summary
+from tthf.cli._report import format_metrics, format_summary, print_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,8 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tthf-demo",
         description=(
             "Generate a small synthetic market (100 symbols, Jan-Feb 2024) under WORKDIR/data/market, "
-            "train the run 'jennifer' into WORKDIR/runs, export and validate it, and write dense "
-            "predictions for its held-out dates. Steps whose output exists are reused."
+            "train the run 'jennifer' into WORKDIR/runs, export and validate it, write dense "
+            "predictions for its held-out dates and score them in a report (tthf-eval). Steps whose "
+            "output exists are reused."
         ),
     )
     p.add_argument("--workdir", default=".", help="where data/ and runs/ go (default: the current folder)")
@@ -32,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_metrics(result.metrics))
         print(f"\nexport: {result.export_message}")
         print_summary(result.inference)
+        print(f"\n{format_summary(result.evaluation)}")
         print(f"\nmarket: {result.data_root}\nrun:    {result.run.ref.uri}")
-        return result.inference.exit_code
+        return result.inference.exit_code or result.evaluation.exit_code
 
     return run_cli("tthf-demo", body, build_parser(), argv)
 

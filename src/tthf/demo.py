@@ -1,4 +1,4 @@
-"""The quick start's main job on embedded defaults: market -> run "jennifer" -> export -> predictions.
+"""The quick start's main job on embedded defaults: market -> run "jennifer" -> export -> predictions -> evaluation.
 
 Every step is reused when its output already exists, so the demo can be rerun cheaply
 and resumes where an interrupted one stopped.
@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tthf.engine import runs
 from tthf.engine.data.marketdata import list_dates
@@ -18,6 +18,9 @@ from tthf.engine.data.synth import SynthConfig, generate_market
 from tthf.engine.runtime.batch import InferenceSummary, RunOptions, run_inference
 from tthf.engine.store import open_store
 from tthf.errors import RunNotFoundError
+
+if TYPE_CHECKING:
+    from tthf.engine.evaluation.evaluate import EvalResult
 
 log = logging.getLogger("tthf.demo")
 
@@ -29,11 +32,14 @@ class DemoResult:
     metrics: dict[str, Any]
     export_message: str
     inference: InferenceSummary
+    evaluation: EvalResult
 
 
 def run_demo(workdir: str | Path = ".", *, run_name: str = "jennifer", synth: SynthConfig | None = None,
              backend: str = "auto", overrides: dict[str, Any] | None = None) -> DemoResult:
-    """Generate (or reuse) the demo market, train (or reuse) the run, export it, predict its test dates densely."""
+    """Generate (or reuse) the demo market, train (or reuse) the run, export it, predict its test dates densely
+    and score those predictions (tthf-eval's report under the run's ``evaluation/heldout/``)."""
+    from tthf.engine.evaluation.evaluate import evaluate_run
     from tthf.engine.training.train import train_run
     from tthf.export.api import export_run
     from tthf.export.config import ExportConfig
@@ -58,4 +64,6 @@ def run_demo(workdir: str | Path = ".", *, run_name: str = "jennifer", synth: Sy
     log.info("step 4/4: dense predictions for the held-out dates %s..%s", test[0], test[-1])
     summary = run_inference(store, run_name, RunOptions(dates=f"{test[0]}:{test[-1]}", dense=True, backend=backend),
                             experiment=runs.DEFAULT_EXPERIMENT)
-    return DemoResult(open_store(data_root).uri(), run, metrics, exported.engine_message, summary)
+    log.info("last step: scoring the held-out predictions against what happened (tthf-eval)")
+    evaluation = evaluate_run(run, f"{test[0]}:{test[-1]}", data=data_root, name="heldout")
+    return DemoResult(open_store(data_root).uri(), run, metrics, exported.engine_message, summary, evaluation)

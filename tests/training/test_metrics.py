@@ -13,7 +13,7 @@ from tthf.engine.config import ModelConfig
 from tthf.engine.data.calendar import session_minutes
 from tthf.engine.features import build_day
 from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
-from tthf.engine.training.metrics import compute_metrics, last_realized_vol, rankdata, spearman
+from tthf.engine.training.metrics import compute_metrics, last_realized_vol
 
 CFG = ModelConfig(n_features=3, ret_scale=2e-3, vol_scale=1e-3, ret_band=1e-3)
 
@@ -54,12 +54,6 @@ def test_calibrated_confidence_is_reported_as_calibrated() -> None:
     assert m["spearman_conf_vs_abs_err"] < -0.3
     errs = [q["mean_abs_err"] for q in m["by_quintile"]]
     assert errs == sorted(errs, reverse=True) and [q["n"] for q in m["by_quintile"]] == [n // 5] * 5
-
-
-def test_ranks_and_spearman() -> None:
-    np.testing.assert_array_equal(rankdata(np.array([10.0, 20.0, 20.0, 5.0])), [2.0, 3.5, 3.5, 1.0])
-    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([30.0, 20.0, 10.0])) == pytest.approx(-1.0)
-    assert math.isnan(spearman(np.array([1.0, 1.0]), np.array([1.0, 2.0])))
 
 
 def test_vol_baseline_is_realized_vol_of_the_last_10_minutes_from_raw_mids() -> None:

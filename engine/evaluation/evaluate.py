@@ -1,0 +1,253 @@
+"""``tthf-eval``'s library function: score a run's prediction files against what happened.
+
+Per selected date (in date order): read ``{run}/inference/YYYY-MM-DD.csv|parquet``,
+compute the realized targets from the raw data with training's label code
+(``realized``), put forecasts, targets and baselines on one grid (``panel``) and reduce
+it to its scores (``scoring``). A date without a predictions file, or without raw data,
+is reported and skipped; a date whose files cannot be read is reported with the reason.
+Then the dates are pooled and ``{run}/evaluation/<name>/`` gets metrics.json,
+report.html and the figures as PNG files (local or S3, each write atomic).
+
+Memory: one date's grids at a time plus 44 bytes per forecast kept for pooling; pooling
+peaks at about 300 bytes per forecast (docs/evaluation.md, "Memory and time").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+import tthf
+from tthf.engine.data.dates import parse_dates
+from tthf.engine.data.marketdata import list_dates
+from tthf.engine.evaluation import report
+from tthf.engine.evaluation.baselines import SAME_MINUTE_DAYS
+from tthf.engine.evaluation.panel import build_panel
+from tthf.engine.evaluation.realized import RealizedDay, realized_day
+from tthf.engine.evaluation.scoring import Bands, DateScores, compare_with_training, score_date, summarize
+from tthf.engine.model.network import vol_floor
+from tthf.engine.predictions import FORMATS, decode
+from tthf.engine.runs import EVALUATION_DIR, INFERENCE_DIR, INFERENCE_MANIFEST, METRICS, Run, open_run
+from tthf.engine.store import Store, open_store
+from tthf.errors import DataError, KeyNotFoundError, StoreError, UsageError
+
+log = logging.getLogger("tthf.eval")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PREDICTIONS = re.compile(rf"^{INFERENCE_DIR}/(\d{{4}}-\d{{2}}-\d{{2}})\.({'|'.join(FORMATS)})$")
+
+
+@dataclass
+class DateOutcome:
+    """What happened to one requested date: ``scored``, ``no_predictions``, ``no_data`` or ``failed``."""
+
+    date: str
+    status: str
+    reason: str = ""
+    rows: int = 0
+    forecasts: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    run: Run
+    name: str
+    uri: str  # the evaluation folder
+    metrics: dict[str, Any]
+    outcomes: list[DateOutcome]
+    files: list[str]
+    seconds: float
+
+    def by_status(self, status: str) -> list[DateOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a date failed; dates without predictions or data are reported, not failures."""
+        return 1 if self.by_status("failed") else 0
+
+
+def default_name(dates: str) -> str:
+    """The evaluation's folder name from its dates spec: ``2024-02-07:2024-02-13`` -> ``2024-02-07_to_2024-02-13``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", dates.strip().replace(":", "_to_")).strip("_.-") or "eval"
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageError(f"invalid --name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def prediction_files(run: Run) -> dict[dt.date, str]:
+    """The predictions file of each date in the run's ``inference/``; with both formats, the last one written.
+
+    tthf-run records its latest format in ``inference/manifest.json``; without a manifest CSV wins.
+    """
+    found: dict[dt.date, dict[str, str]] = {}
+    for key in run.store.list(INFERENCE_DIR):
+        match = _PREDICTIONS.match(key)
+        if match:
+            found.setdefault(dt.date.fromisoformat(match[1]), {})[match[2]] = key
+    try:
+        latest = json.loads(run.read_text(INFERENCE_MANIFEST)).get("settings", {}).get("format", "csv")
+    except (KeyNotFoundError, json.JSONDecodeError):
+        latest = "csv"
+    return {day: keys.get(latest) or next(iter(keys.values())) for day, keys in found.items()}
+
+
+class _Realized:
+    """Realized days by date, built once; keeps the last ``SAME_MINUTE_DAYS`` for the same-minute baseline."""
+
+    def __init__(self, root: Store, available: list[dt.date]) -> None:
+        self.root = root
+        self.available = sorted(available)
+        self.cache: dict[dt.date, RealizedDay | None] = {}
+
+    def day(self, day: dt.date) -> RealizedDay:
+        if self.cache.get(day) is None:
+            self.cache[day] = realized_day(self.root, day)
+        return self.cache[day]  # type: ignore[return-value]
+
+    def history(self, day: dt.date) -> list[tuple[list[str], Any]]:
+        """``(symbols, vol_10m labels)`` of the previous dates with data; unreadable ones are skipped."""
+        before = [d for d in self.available if d < day][-SAME_MINUTE_DAYS:]
+        for old in [d for d in self.cache if d not in before and d != day]:
+            del self.cache[old]
+        out = []
+        for prev in before:
+            if prev not in self.cache:
+                try:
+                    self.cache[prev] = realized_day(self.root, prev)
+                except DataError as exc:
+                    log.warning("%s: not used for the same-minute baseline: %s", prev, exc)
+                    self.cache[prev] = None
+            past = self.cache[prev]
+            if past is not None:
+                out.append((past.symbols, past.vol))
+        return out
+
+
+def evaluate(store: Store | str, run_name: str, dates: str, *, experiment: str | None = None,
+             model_type: str | None = None, data: str | None = None, name: str | None = None, endpoint_url: str | None = None,
+             on_start: Callable[[int], None] | None = None,
+             on_date: Callable[[DateOutcome], None] | None = None) -> EvalResult:
+    """Find the run ``run_name`` in ``store`` (a unique prefix is enough) and evaluate it (``evaluate_run``)."""
+    run = open_run(store, run_name, experiment=experiment, model_type=model_type, endpoint_url=endpoint_url)
+    return evaluate_run(run, dates, data=data, name=name, endpoint_url=endpoint_url, on_start=on_start,
+                        on_date=on_date)
+
+
+def evaluate_run(run: Run, dates: str, *, data: str | None = None, name: str | None = None,
+                 endpoint_url: str | None = None, on_start: Callable[[int], None] | None = None,
+                 on_date: Callable[[DateOutcome], None] | None = None) -> EvalResult:
+    """Score the run's predictions of ``dates`` (a ``--dates`` spec) and write ``{run}/evaluation/<name>/``.
+
+    ``data`` is the raw-data root (default: the run's training data root); ``name`` the
+    folder (default: from the spec). ``on_start(n)`` gets the number of requested dates,
+    ``on_date`` each date's outcome as soon as it is known. Raises ``StoreError`` when no
+    selected date has a predictions file.
+    """
+    started = time.perf_counter()
+    name = _check_name(name or default_name(dates))
+    root = open_store(data or run.config.data_root, endpoint_url=endpoint_url)
+    available = list_dates(root)
+    selection = parse_dates(dates, available, source=root.uri())
+    files = prediction_files(run)
+    cfg = run.config.model
+    bands = Bands(cfg.ret_band, cfg.vol_band, vol_floor(cfg))
+    if on_start:
+        on_start(len(selection.dates) + len(selection.missing))
+    outcomes = [DateOutcome(d.isoformat(), "no_data", reason=f"no raw data under {root.uri()}") for d in selection.missing]
+    for outcome in outcomes:
+        if on_date:
+            on_date(outcome)
+    realized = _Realized(root, available)
+    days: list[DateScores] = []
+    for day in selection.dates:
+        outcome, scored = _score_day(run, day, files.get(day), realized, bands)
+        if scored is not None:
+            days.append(scored)
+        outcomes.append(outcome)
+        if on_date:
+            on_date(outcome)
+    if not days:
+        raise StoreError(
+            f"no predictions to score for --dates {dates!r} in {run.store.uri(INFERENCE_DIR)}; "
+            f"write them first with tthf-run --run {run.ref.run_id} --dates {dates}"
+        )
+    outcomes.sort(key=lambda o: o.date)
+    metrics = _metrics(run, name, dates, root, outcomes, days, bands)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)  # reading and scoring; the report is drawn next
+    folder = run.store.child(f"{EVALUATION_DIR}/{name}")
+    written = _write(folder, metrics)
+    return EvalResult(run, name, folder.uri(), metrics, outcomes, written, time.perf_counter() - started)
+
+
+def _score_day(run: Run, day: dt.date, key: str | None, realized: _Realized,
+               bands: Bands) -> tuple[DateOutcome, DateScores | None]:
+    iso = day.isoformat()
+    if key is None:
+        return DateOutcome(iso, "no_predictions", reason=f"no predictions file in {run.store.uri(INFERENCE_DIR)}"), None
+    try:
+        frame = decode(run.read_bytes(key), key.rsplit(".", 1)[1])
+        real = realized.day(day)
+        scored = score_date(build_panel(frame, real, realized.history(day)), bands)
+    except (DataError, StoreError) as exc:
+        reason = " ".join(str(exc).split())
+        log.warning("%s failed: %s", iso, reason)
+        return DateOutcome(iso, "failed", reason=reason), None
+    except pl.exceptions.PolarsError as exc:  # a predictions file that does not decode
+        reason = f"{run.store.uri(key)} is not a readable predictions file ({exc}); rerun tthf-run with --overwrite"
+        return DateOutcome(iso, "failed", reason=" ".join(reason.split())), None
+    row = scored.row
+    return DateOutcome(iso, "scored", rows=row["rows"], forecasts=row["forecasts"], warnings=row["warnings"]), scored
+
+
+def _metrics(run: Run, name: str, spec: str, root: Store, outcomes: list[DateOutcome], days: list[DateScores],
+             bands: Bands) -> dict[str, Any]:
+    summary = summarize(days, bands)
+    scored = [d.date for d in days]
+    try:
+        test = json.loads(run.read_text(METRICS)).get("test")
+    except (KeyNotFoundError, json.JSONDecodeError):
+        test = None
+    return {
+        "run": run.ref.name,
+        "run_uri": run.ref.uri,
+        "name": name,
+        "data_root": root.uri(),
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tthf_version": tthf.__version__,
+        "bands": {"ret_band": bands.ret_band, "vol_band": bands.vol_band, "vol_floor": bands.vol_floor},
+        "dates": {
+            "spec": spec,
+            "scored": scored,
+            "no_predictions": [o.date for o in outcomes if o.status == "no_predictions"],
+            "no_data": [o.date for o in outcomes if o.status == "no_data"],
+            "failed": {o.date: o.reason for o in outcomes if o.status == "failed"},
+        },
+        **summary,
+        "training_check": compare_with_training(test, summary["pooled"], scored) if test else None,
+    }
+
+
+def _write(folder: Store, metrics: dict[str, Any]) -> list[str]:
+    """Figures, the page and metrics.json into the evaluation folder; files of an earlier one are removed."""
+    pngs = report.figures(metrics)
+    outputs = {**pngs, "report.html": report.render_html(metrics, pngs).encode("utf-8"),
+               "metrics.json": (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode("utf-8")}
+    for key, data in outputs.items():
+        folder.write_bytes(key, data)
+    for key in folder.list(""):
+        if key not in outputs:
+            folder.delete(key)
+    return [folder.uri(key) for key in outputs]
