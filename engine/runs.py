@@ -47,14 +47,14 @@ def export_key(name: str) -> str:
     return f"{EXPORT_DIR}/{name}"
 
 
-def engine_name(sm: str, tensorrt_version: str) -> str:
-    """TensorRT engine file for one GPU architecture (``sm90``) and TensorRT version."""
-    return f"model_fp16.{sm}.trt{tensorrt_version}.engine"
+def engine_name(sm: str, device: str, tensorrt_version: str) -> str:
+    """TensorRT engine file for one GPU architecture (``sm90``), GPU model and TensorRT version."""
+    return f"model_fp16.{sm}.{device}.trt{tensorrt_version}.engine"
 
 
-def timing_cache_name(sm: str, tensorrt_version: str) -> str:
+def timing_cache_name(sm: str, device: str, tensorrt_version: str) -> str:
     """TensorRT timing cache beside the engine; kept across exports (it does not depend on the weights)."""
-    return f"timing.{sm}.trt{tensorrt_version}.cache"
+    return f"timing.{sm}.{device}.trt{tensorrt_version}.cache"
 
 
 def is_timing_cache(name: str) -> bool:

@@ -60,3 +60,21 @@ def make_run(store: str, data_root: Path, run_id: str = "jennifer", seed: int = 
     """The tests' tiny run over ``DAYS``: one layer of width ``d_model``."""
     return make_random_run(store, data_root, DAYS, run_id, seed=seed, d_model=d_model, n_heads=2, n_layers=1,
                            d_ff=2 * d_model)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for test servers)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_moto(port: int) -> Any:
+    """A moto S3 server on 127.0.0.1 (``moto[server]``, a test dependency), started."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server

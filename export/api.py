@@ -91,9 +91,15 @@ def validate_artifact(backend: Backend, reference: dict[str, Outputs], sets: lis
     return results
 
 
+def validation_batches(cfg: ExportConfig) -> tuple[int, ...]:
+    """The random batch sizes: the configured ones and each engine profile's ``opt`` batch."""
+    return tuple(dict.fromkeys((*cfg.random_batches, *cfg.opt_batches)))
+
+
 def validation_sets(run: runs.Run, cfg: ExportConfig, data: Store | None) -> tuple[list[InputSet], list[str]]:
-    """Random batches plus held-out windows; notes say why held-out windows are missing."""
-    sets = ModelIO.of(run.config.model).dummy_inputs(cfg.random_batches, cfg.seed)
+    """Random batches (also one at every optimization profile's batch, so each profile is validated)
+    plus held-out windows; notes say why held-out windows are missing."""
+    sets = ModelIO.of(run.config.model).dummy_inputs(validation_batches(cfg), cfg.seed)
     held, missing = inputs.heldout_sets(run, cfg.real_windows, max(cfg.opt_batches[0], 1), data, seed=cfg.seed)
     notes = []
     if missing:
@@ -146,12 +152,12 @@ def build_and_validate_engine(run: runs.Run, fp16_onnx: bytes, cfg: ExportConfig
     cache_key = runs.export_key(target.timing_cache_filename())
     cache = run.read_bytes(cache_key) if run.exists(cache_key) else None
     t0 = time.perf_counter()
-    engine_bytes, new_cache = build_engine(
+    engine_bytes, new_cache, cache_used = build_engine(
         fp16_onnx, seq_len=mcfg.seq_len, n_features=mcfg.n_features, min_batch=cfg.min_batch,
         opt_batches=cfg.opt_batches, max_batch=cfg.max_batch, workspace_mib=cfg.workspace_mib, timing_cache=cache,
     )
     log.info("built TensorRT engine in %.1f s (timing cache %s)", time.perf_counter() - t0,
-             "reused" if cache else "new")
+             "reused" if cache_used else ("rejected, rebuilt" if cache else "new"))
     name = target.engine_filename()
     backend = TensorRTBackend.from_bytes(engine_bytes, source=name)
     results = validate_artifact(backend, reference, sets, artifact=name, precision="fp16", run=run)
@@ -219,7 +225,7 @@ def rebuild_engine(run: runs.Run, manifest: Manifest) -> str:
     """
     cfg = ExportConfig.from_dict(manifest.export_config)
     fp16_onnx = read_artifact(run, manifest, runs.FP16_ONNX)
-    sets = ModelIO.of(run.config.model).dummy_inputs(cfg.random_batches, cfg.seed)
+    sets = ModelIO.of(run.config.model).dummy_inputs(validation_batches(cfg), cfg.seed)
     engine, results = build_and_validate_engine(run, fp16_onnx, cfg, sets, reference_outputs(run, sets))
     for name, data in engine.files.items():
         run.write_bytes(runs.export_key(name), data)

@@ -20,8 +20,12 @@ log = logging.getLogger("tthf.export")
 
 
 def build_engine(onnx_bytes: bytes, *, seq_len: int, n_features: int, min_batch: int, opt_batches: tuple[int, ...],
-                 max_batch: int, workspace_mib: int, timing_cache: bytes | None) -> tuple[bytes, bytes]:
-    """Parse the fp16 ONNX, build a strongly typed engine; returns (engine, updated timing cache)."""
+                 max_batch: int, workspace_mib: int, timing_cache: bytes | None) -> tuple[bytes, bytes, bool]:
+    """Parse the fp16 ONNX, build a strongly typed engine.
+
+    Returns (engine, updated timing cache, whether the given cache was used: TensorRT rejects
+    a cache made on another device).
+    """
     import tensorrt as trt
 
     logger = trt_logger()
@@ -37,7 +41,8 @@ def build_engine(onnx_bytes: bytes, *, seq_len: int, n_features: int, min_batch:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     cache = config.create_timing_cache(timing_cache or b"")
-    if not config.set_timing_cache(cache, False):
+    cache_used = bool(config.set_timing_cache(cache, False)) and timing_cache is not None
+    if timing_cache is not None and not cache_used:
         log.warning("the saved timing cache does not match this GPU/TensorRT; building without it")
         config.set_timing_cache(config.create_timing_cache(b""), False)
     for opt in opt_batches:
@@ -53,4 +58,4 @@ def build_engine(onnx_bytes: bytes, *, seq_len: int, n_features: int, min_batch:
             "or a smaller --max-batch"
         )
     timing = config.get_timing_cache()
-    return bytes(serialized), bytes(timing.serialize())
+    return bytes(serialized), bytes(timing.serialize()), cache_used

@@ -5,25 +5,12 @@ Heavy imports stay inside fixtures so collecting the suite stays fast.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_moto(port: int):  # -> moto ThreadedMotoServer
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server
+from tthf.engine.testing import free_port, start_moto
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import free_port, start_moto
 
 from tthf.engine.store import KeyNotFoundError, LocalStore, S3Store, Store, open_store
+from tthf.engine.testing import free_port, start_moto
 from tthf.errors import StoreError, UsageError
 
 

@@ -100,7 +100,7 @@ class _Slot:
         self.host_out = {n: torch.empty(capacity, dtype=d, pin_memory=True) for n, d in out_dtypes.items()}
         self.uploaded = torch.cuda.Event()
         self.computed = torch.cuda.Event()
-        self.downloaded = torch.cuda.Event()
+        self.downloaded = torch.cuda.Event(blocking=True)  # the host waits on it: sleep, do not spin a core
         self.span: tuple[int, int] | None = None  # cursors whose outputs are on their way back
 
 
@@ -123,6 +123,7 @@ class CudaRunner:
         self.compute_stream = torch.cuda.Stream()
         self.slots = [_Slot(torch, self.capacity, seq_len, n_features, engine.out_dtypes) for _ in range(slots)]
         self._offsets = torch.arange(seq_len, device="cuda", dtype=torch.int64) - (seq_len - 1)
+        torch.cuda.current_stream().synchronize()  # made on the default stream, read on the ring's streams
 
     def choose_windowing(self, n_sym: int, n_min: int, total: int) -> str:
         """Device windowing when the grid is fewer bytes than the windows and fits comfortably."""
@@ -135,26 +136,47 @@ class CudaRunner:
         return "device" if grid < cut and grid + index < DEVICE_GRID_SHARE * free else "host"
 
     def run(self, scaled: np.ndarray, mask: np.ndarray, *, stride: int) -> DayOutputs:
-        torch = self._torch
         total = windows.count_windows(mask, self.seq_len, stride)
         outputs, sym, minute = _empty_positions(total)
         if total == 0:
             return DayOutputs(outputs, sym, minute, {"windows": 0.0, "inference": 0.0}, self.windowing)
         mode = self.choose_windowing(scaled.shape[0], scaled.shape[1], total)
         t0 = time.perf_counter()
-        cut_s = 0.0
+        try:
+            cut_s = self._run_ring(scaled, mask, stride, mode, outputs, sym, minute)
+        except BaseException:
+            # leave the ring reusable: nothing in flight, no slot pointing into this day's outputs
+            self.copy_stream.synchronize()
+            self.compute_stream.synchronize()
+            for slot in self.slots:
+                slot.span = None
+            raise
+        elapsed = time.perf_counter() - t0
+        return DayOutputs(outputs, sym, minute, {"windows": cut_s, "inference": elapsed - cut_s}, mode)
+
+    def _upload_grid(self, scaled: np.ndarray, sym: np.ndarray, minute: np.ndarray) -> tuple[Any, Any]:
+        """Device windowing: the day's grid once, and for every window the grid rows it covers."""
+        torch = self._torch
+        with torch.cuda.stream(self.copy_stream):
+            grid = torch.from_numpy(scaled).to("cuda", non_blocking=False).view(-1, scaled.shape[2])
+            ends = torch.from_numpy(sym.astype(np.int64) * scaled.shape[1] + minute).to("cuda")
+            rows = (ends[:, None] + self._offsets).view(-1)
+        self.compute_stream.wait_stream(self.copy_stream)
+        grid.record_stream(self.compute_stream)  # read there: not freed while its reads are pending
+        rows.record_stream(self.compute_stream)
+        return grid, rows
+
+    def _run_ring(self, scaled: np.ndarray, mask: np.ndarray, stride: int, mode: str,
+                  outputs: dict[str, np.ndarray], sym: np.ndarray, minute: np.ndarray) -> float:
+        """Every batch through the slots; returns the seconds spent cutting windows on the host."""
+        torch = self._torch
+        total, cut_s = len(sym), 0.0
         grid: Any = None
         rows: Any = None
         if mode == "device":
-            # the day's grid once, and for every window the grid rows it covers
             sym[:], minute[:] = windows.window_positions(mask, self.seq_len, stride)
-            with torch.cuda.stream(self.copy_stream):
-                grid = torch.from_numpy(scaled).to("cuda", non_blocking=False).view(-1, scaled.shape[2])
-                ends = torch.from_numpy(sym.astype(np.int64) * scaled.shape[1] + minute).to("cuda")
-                rows = (ends[:, None] + self._offsets).view(-1)
-            self.compute_stream.wait_stream(self.copy_stream)
-        i = 0
-        start = 0
+            grid, rows = self._upload_grid(scaled, sym, minute)
+        i = start = 0
         while start < total:
             slot = self.slots[i % len(self.slots)]
             i += 1
@@ -175,21 +197,25 @@ class CudaRunner:
                     slot.dev_in[:n].copy_(slot.host_in[:n], non_blocking=True)
                     slot.uploaded.record(self.copy_stream)
                 self.compute_stream.wait_event(slot.uploaded)
-            if self.engine.synchronous:
-                self.compute_stream.synchronize()
-            self.engine.execute(slot.dev_in, slot.dev_out, n, self.compute_stream)
-            slot.computed.record(self.compute_stream)
-            self.copy_stream.wait_event(slot.computed)
-            with torch.cuda.stream(self.copy_stream):
-                for name, tensor in slot.dev_out.items():
-                    slot.host_out[name][:n].copy_(tensor[:n], non_blocking=True)
-                slot.downloaded.record(self.copy_stream)
+            self._execute(slot, n)
             slot.span = (start, nxt)
             start = nxt
         for slot in self.slots:
             self._collect(slot, outputs)
-        elapsed = time.perf_counter() - t0
-        return DayOutputs(outputs, sym, minute, {"windows": cut_s, "inference": elapsed - cut_s}, mode)
+        return cut_s
+
+    def _execute(self, slot: _Slot, n: int) -> None:
+        """Run the engine on the slot's device input and queue the download of its outputs."""
+        torch = self._torch
+        if self.engine.synchronous:
+            self.compute_stream.synchronize()
+        self.engine.execute(slot.dev_in, slot.dev_out, n, self.compute_stream)
+        slot.computed.record(self.compute_stream)
+        self.copy_stream.wait_event(slot.computed)
+        with torch.cuda.stream(self.copy_stream):
+            for name, tensor in slot.dev_out.items():
+                slot.host_out[name][:n].copy_(tensor[:n], non_blocking=True)
+            slot.downloaded.record(self.copy_stream)
 
     def _collect(self, slot: _Slot, outputs: dict[str, np.ndarray]) -> None:
         """Wait for a slot's results and move them out; its buffers are then free again."""

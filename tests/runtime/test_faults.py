@@ -214,9 +214,9 @@ def test_a_killed_run_is_completed_by_the_rerun_with_identical_files(tmp_path: P
 def test_an_s3_server_that_drops_out_for_a_moment_is_survived(messy: Path, s3_env: str, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
-    from conftest import free_port, start_moto
 
     from tthf.engine.store import open_store
+    from tthf.engine.testing import free_port, start_moto
 
     port = free_port()
     server = start_moto(port)

@@ -1,12 +1,13 @@
 """Inference backends behind one interface (``Backend``), one file each, and how a run opens one.
 
-- ``torch`` (``torch.py``): the PyTorch reference from the checkpoint (CUDA with fp16
-  autocast when available, else fp32 on CPU).
+- ``torch`` (``torch.py``): the PyTorch reference from the checkpoint, fp32 on the CPU;
+  ``torch-cuda``: the same on a GPU under fp16 autocast.
 - ``onnxruntime`` (``onnxruntime.py``): the exported fp32 ``model.onnx`` with the best
   provider present.
 - ``tensorrt`` (``tensorrt.py``): the native fp16 engine for this host's GPU.
 - ``auto``: the fastest that can run here, in ``AUTO_ORDER`` (docs/export.md has the
-  measurements behind the order), and it says which; torch when the run has no export.
+  measurements behind the order), and it says which; without an export, torch-cuda on
+  a GPU host, else torch.
 
 Every exported artifact is checked against ``export/manifest.json`` first: an export
 made from another checkpoint, config or scalers, or an artifact whose bytes changed, is
@@ -24,7 +25,7 @@ from tthf.engine.runs import Run
 from tthf.engine.runtime.backends.base import Backend, DeviceEngine
 from tthf.engine.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from tthf.engine.runtime.backends.tensorrt import Rebuild, TensorRTBackend
-from tthf.engine.runtime.backends.torch import TorchBackend
+from tthf.engine.runtime.backends.torch import TorchBackend, TorchCudaBackend
 from tthf.errors import BackendUnavailableError, UsageError
 
 log = logging.getLogger("tthf")
@@ -34,13 +35,21 @@ REGISTRY: dict[str, type[Any]] = {
     "tensorrt": TensorRTBackend,
     "onnxruntime": OnnxRuntimeBackend,
     "torch": TorchBackend,
+    "torch-cuda": TorchCudaBackend,
 }
 #: what ``auto`` tries, fastest first; torch is the fallback that always runs
 AUTO_ORDER = ("tensorrt", "onnxruntime")
 BACKENDS = ("auto", *REGISTRY)
 
 __all__ = ["BACKENDS", "Backend", "DeviceEngine", "OnnxRuntimeBackend", "TensorRTBackend", "TorchBackend",
-           "open_backend"]
+           "TorchCudaBackend", "open_backend"]
+
+
+def _fallback(run: Run) -> Backend:
+    """What auto uses without a faster backend: the network on the GPU when there is one, else the CPU reference."""
+    import torch
+
+    return (TorchCudaBackend if torch.cuda.is_available() else TorchBackend).from_run(run)
 
 
 def _options(name: str, threads: int | None, rebuild: Rebuild | None) -> dict[str, Any]:
@@ -63,9 +72,10 @@ def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Re
     if name != "auto":
         raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if not artifacts.is_exported(run):
-        log.warning("backend auto: run %s has no export, using torch; run tthf-export --run %s for faster inference",
-                    run.ref.name, run.ref.run_id)
-        return TorchBackend.from_run(run)
+        fallback = _fallback(run)
+        log.warning("backend auto: run %s has no export, using %s; run tthf-export --run %s for faster inference",
+                    run.ref.name, fallback.name, run.ref.run_id)
+        return fallback
     skipped = []
     for candidate in AUTO_ORDER:
         try:
@@ -76,5 +86,6 @@ def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Re
         log.info("backend auto: using %s (%s)%s", backend.name, backend.detail,
                  f"; skipped {'; '.join(skipped)}" if skipped else "")
         return backend
-    log.info("backend auto: using torch; skipped %s", "; ".join(skipped))
-    return TorchBackend.from_run(run)
+    fallback = _fallback(run)
+    log.info("backend auto: using %s; skipped %s", fallback.name, "; ".join(skipped))
+    return fallback

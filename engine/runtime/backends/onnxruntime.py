@@ -42,6 +42,34 @@ def _import_ort() -> Any:
     return ort
 
 
+def provider_options(provider: str, device_id: int, cache_dir: str) -> dict[str, str]:
+    """What each GPU provider needs to run what was validated, on the device the runner binds.
+
+    - CUDA: TF32 off (its default is on), so the backend is the fp32 it is labelled;
+    - TensorRT EP: its engines cached on disk (else it rebuilds at every start and on new
+      batch shapes); fp32, like the model it runs;
+    - both on ``device_id``, the device whose buffers the CUDA runner binds.
+    """
+    if provider == "CUDAExecutionProvider":
+        return {"device_id": str(device_id), "use_tf32": "0"}
+    if provider == "TensorrtExecutionProvider":
+        return {"device_id": str(device_id), "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache_dir,
+                "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache_dir}
+    return {}
+
+
+def _device_id() -> int:
+    import torch
+
+    return int(torch.cuda.current_device()) if torch.cuda.is_available() else 0
+
+
+def _cache_dir() -> str:
+    """Where ORT's TensorRT provider keeps its engines: $TTHF_CACHE or ~/.cache/tthf, per user."""
+    root = os.environ.get("TTHF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tthf")
+    return os.path.join(root, "ort-tensorrt")
+
+
 def _session_options(ort: Any, threads: int) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -66,14 +94,20 @@ class OnnxRuntimeBackend(Backend):
         self._ort = ort
         self.sub_batch = sub_batch
         threads = threads or len(os.sched_getaffinity(0))
+        on_device = [p for p in chosen if p != "CPUExecutionProvider"]
+        device_id = _device_id() if on_device else 0
+        if "TensorrtExecutionProvider" in on_device:
+            os.makedirs(_cache_dir(), exist_ok=True)
+        options = [provider_options(p, device_id, _cache_dir()) for p in chosen]
+        self.device_id = device_id
         self.session = ort.InferenceSession(model, _session_options(ort, 1 if data_parallel else threads),
-                                            providers=chosen)
+                                            providers=chosen, provider_options=options)
         active = self.session.get_providers()
         self.on_gpu = active[0] != "CPUExecutionProvider"
         self.sessions = [self.session]
         if not self.on_gpu and data_parallel and threads > 1:
-            self.sessions += [ort.InferenceSession(model, _session_options(ort, 1), providers=chosen)
-                              for _ in range(threads - 1)]
+            self.sessions += [ort.InferenceSession(model, _session_options(ort, 1), providers=chosen,
+                                                   provider_options=options) for _ in range(threads - 1)]
         self._pool = (ThreadPoolExecutor(len(self.sessions), thread_name_prefix="tthf-ort")
                       if len(self.sessions) > 1 else None)
         self.detail = active[0] if self.on_gpu else (
@@ -120,9 +154,9 @@ class OnnxRuntimeBackend(Backend):
     def _predict_gpu(self, x: np.ndarray) -> Outputs:
         # One host->device copy of the batch and device-side outputs, copied back once.
         binding = self.session.io_binding()
-        binding.bind_ortvalue_input(INPUT_NAME, self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        binding.bind_ortvalue_input(INPUT_NAME, self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device_id))
         for name in OUTPUT_NAMES:
-            binding.bind_output(name, "cuda", 0)
+            binding.bind_output(name, "cuda", self.device_id)
         self.session.run_with_iobinding(binding)
         return dict(zip(OUTPUT_NAMES, binding.copy_outputs_to_cpu()))
 
@@ -133,7 +167,7 @@ class OnnxRuntimeBackend(Backend):
 
         session = self.session
         binding = session.io_binding()
-        device_id = torch.cuda.current_device()
+        device_id = self.device_id  # the device the session runs on
 
         def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
             binding.bind_input(INPUT_NAME, "cuda", device_id, np.float32, (n, *x.shape[1:]), x.data_ptr())

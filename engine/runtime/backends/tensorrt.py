@@ -15,8 +15,10 @@ which also provide the CUDA stream that ``execute_async_v3`` runs on.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -46,23 +48,41 @@ class GpuTarget:
     def sm(self) -> str:
         return "sm" + self.compute_capability.replace(".", "")
 
+    @property
+    def device(self) -> str:
+        """The GPU model as a file-name part: H100 and H200 share sm90, but NVIDIA does not support moving
+        engines (or timing caches) between device models, so each gets its own files."""
+        return re.sub(r"[^a-z0-9]+", "-", self.gpu_name.lower()).strip("-") or "gpu"
+
     def engine_filename(self) -> str:
-        return runs.engine_name(self.sm, self.tensorrt_version)
+        return runs.engine_name(self.sm, self.device, self.tensorrt_version)
 
     def timing_cache_filename(self) -> str:
-        return runs.timing_cache_name(self.sm, self.tensorrt_version)
+        return runs.timing_cache_name(self.sm, self.device, self.tensorrt_version)
 
 
 def unavailable_reason() -> str | None:
-    """Why no engine can be built or run here, or None when TensorRT and a CUDA GPU are present."""
+    """Why no engine can be built or run here, or None when TensorRT starts on a visible CUDA GPU.
+
+    Importing is not enough: a TensorRT built for another CUDA major than the driver
+    supports imports, then fails to create its runtime (pybind turns the null factory
+    result into a TypeError). That is probed here so ``auto`` skips TensorRT with the
+    reason instead of crashing.
+    """
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt as trt
     except ImportError as exc:
         return f"the tensorrt package is not installed ({exc}); pip install 'tthf[gpu]' on a GPU host"
     import torch
 
     if not torch.cuda.is_available():
         return "no CUDA device is visible to PyTorch (torch.cuda.is_available() is False)"
+    try:
+        trt.Runtime(trt_logger())
+    except Exception as exc:
+        return (f"TensorRT {getattr(trt, '__version__', '?')} imports but cannot start on this GPU and driver "
+                f"({type(exc).__name__}: {exc}); install the TensorRT build for the driver's CUDA major "
+                "(run tthf-doctor to see which)")
     return None
 
 
@@ -83,7 +103,9 @@ def current_target() -> GpuTarget:
     )
 
 
+@cache
 def trt_logger() -> Any:
+    """The one logger of the process: TensorRT keeps a global logger and warns when another is passed."""
     import tensorrt as trt
 
     return trt.Logger(trt.Logger.WARNING)
@@ -127,7 +149,6 @@ class TensorRTEngine:
             for p in range(engine.num_optimization_profiles)
         ]  # (min, opt, max) batch of each profile
         self.max_batch = min(p[2] for p in self.profiles)
-        self._profile = -1
 
     def select_profile(self, batch: int, stream: Any) -> None:
         """Switch to the profile whose ``opt`` is nearest to ``batch`` (on ``stream``) if it is not current."""
@@ -138,9 +159,9 @@ class TensorRTEngine:
                 "tthf-export --min-batch/--max-batch covering it"
             )
         best = min(fits, key=lambda i: abs(self.profiles[i][1] - batch))
-        if best != self._profile:
+        # the context's own record, not a copy: predict() and the CUDA runner share this context
+        if best != self.context.active_optimization_profile:
             self.context.set_optimization_profile_async(best, stream.cuda_stream)
-            self._profile = best
 
     def execute(self, x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
         """Enqueue one batch of ``n`` windows already in device memory on ``stream``."""

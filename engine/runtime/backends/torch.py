@@ -1,4 +1,9 @@
-"""The PyTorch reference as a backend: the checkpoint's network, fp32 on the CPU (fp16 autocast on CUDA)."""
+"""The PyTorch reference as a backend: the checkpoint's network, fp32 on the CPU.
+
+``torch`` is the reference and stays fp32 on the CPU whatever the host has (tests and
+validation compare against it). ``torch-cuda`` is the same network on the GPU under fp16
+autocast: a different precision, so a different backend name (and settings key).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.model.interface import Outputs, predict_in_chunks
 from tthf.engine.runs import Run
 from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+from tthf.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from tthf.engine.model.network import ThreeHeadedTransformer
@@ -18,15 +24,16 @@ if TYPE_CHECKING:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: ThreeHeadedTransformer, *, device: str | None = None,
-                 batch_size: int = 2 * DENSE_BATCH) -> None:
+    def __init__(self, model: ThreeHeadedTransformer, *, device: str = "cpu", batch_size: int = 2 * DENSE_BATCH) -> None:
         import torch
 
         self._torch = torch
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError("torch-cuda needs a CUDA device visible to PyTorch (a CUDA build of torch)")
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
-        self.detail = str(self.device)
+        self.detail = f"{self.device}, {'fp16 autocast' if self.device.type == 'cuda' else 'fp32'}"
 
     @classmethod
     def from_run(cls, run: Run, **options: Any) -> TorchBackend:
@@ -60,3 +67,13 @@ class TorchBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "torch": self._torch.__version__}
+
+
+class TorchCudaBackend(TorchBackend):
+    """The reference network on the first CUDA device under fp16 autocast."""
+
+    name = "torch-cuda"
+
+    @classmethod
+    def from_run(cls, run: Run, **options: Any) -> TorchCudaBackend:
+        return cls(run.load_model(), device="cuda", **options)
