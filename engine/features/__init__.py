@@ -138,6 +138,7 @@ COUNT_KEYS = (
     "quote_nonpositive",
     "quote_crossed",
     "trade_invalid",
+    "symbols_no_quote",
     "missing_minutes",
     "masked_out",
 )
@@ -261,6 +262,8 @@ def clean_rows(
     for key, value in zip(("quote_null", "quote_nonfinite", "quote_nonpositive", "quote_crossed", "trade_invalid"), flags):
         counts[key] = int(value)
     unusable = pl.col("_qn") | pl.col("_qf") | pl.col("_qp") | pl.col("_qc")
+    # a symbol without one usable quote all day is all masked: it gets no rows, the date is fine
+    counts["symbols_no_quote"] = len(symbols) - frame.select(pl.col("sid").filter(~unusable).n_unique()).item()
     frame = frame.select(
         "sid",
         "tid",
