@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from tthf.engine import runs
 from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.data.marketdata import read_day, write_day
@@ -21,6 +23,9 @@ from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
 
 DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)]
+#: the symbol ``with_null_quotes`` adds; it sorts after the synthetic symbols, so theirs keep their grid rows
+NO_QUOTE_SYMBOL = "ZZZZ_NQ"
+_QUOTE = ("bid", "ask", "bid_size", "ask_size")
 
 
 def make_data(root: Path, n_symbols: int = 3) -> Path:
@@ -29,6 +34,21 @@ def make_data(root: Path, n_symbols: int = 3) -> Path:
     for day in DAYS:
         write_day(str(root), day, generate_day(cfg, day))
     return root
+
+
+def with_null_quotes(raw: pl.DataFrame, *, every: int = 7, no_quote: bool = True) -> pl.DataFrame:
+    """``raw`` as a real feed joined from trade and quote bars looks: every ``every``-th row has a
+    null quote (no quote update that minute, trades kept) and, with ``no_quote``, one more symbol
+    (``NO_QUOTE_SYMBOL``, a copy of the first symbol's rows) whose quotes are all null.
+    """
+    nth = pl.int_range(pl.len()) % every == every // 2
+    out = raw.with_columns(*[pl.when(nth).then(None).otherwise(pl.col(c)).alias(c) for c in _QUOTE])
+    if not no_quote:
+        return out
+    first = raw.get_column("symbol").min()
+    copy = raw.filter(pl.col("symbol") == first).with_columns(
+        pl.lit(NO_QUOTE_SYMBOL).alias("symbol"), *[pl.lit(None, pl.Float64).alias(c) for c in _QUOTE])
+    return pl.concat([out, copy])
 
 
 def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date], run_id: str, *, seed: int = 0,

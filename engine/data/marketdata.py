@@ -3,15 +3,19 @@
 ``{data_root}/date=YYYY-MM-DD/*.parquet`` under a local folder or ``s3://bucket/prefix``
 (docs/data.md). Reading validates every file against ``RAW_SCHEMA`` and casts compatible
 types to the canonical ones, so everything downstream sees one schema. Rows are not
-cleaned here (features.py owns the cleaning rules); the only rows removed are exact
-duplicates, which carry no information. Duplicates of ``(symbol, ts)`` that disagree
-cannot be resolved safely and are a ``DataError``.
+cleaned here (engine/features owns the cleaning rules and counts a null where a value is
+unusable); the only rows removed are exact duplicates, which carry no information, and the
+rows of a file written to another date's partition. A problem confined to some rows never
+fails the date; only a file that cannot be read as the schema does (unreadable, a required
+column missing or of an incompatible type) and duplicates of ``(symbol, ts)`` that disagree,
+which cannot be resolved safely.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from tthf.engine.store import Store, as_store
 from tthf.errors import DataError, KeyNotFoundError, NoDataError
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
+log = logging.getLogger("tthf.data")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Column:
 RAW_SCHEMA: tuple[Column, ...] = (
     Column("symbol", pa.string(), nullable=False),
     Column("ts", TS_TYPE, nullable=False),
+    # a null quote: the feed sent no quote update that minute (the cleaning carries the last one forward)
     Column("bid", pa.float64(), nullable=True),
     Column("ask", pa.float64(), nullable=True),
     Column("bid_size", pa.float64(), nullable=True),
@@ -53,9 +59,12 @@ RAW_SCHEMA: tuple[Column, ...] = (
 )
 RAW_COLUMNS = tuple(c.name for c in RAW_SCHEMA)
 ARROW_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in RAW_SCHEMA])
+#: what reading returns: nulls anywhere, for the cleaning to count (null_key, trade_invalid)
+_READ_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in RAW_SCHEMA])
 
-#: key of the ``counts`` entry filled by ``read_day``
+#: keys of the ``counts`` entries filled by ``read_day``
 DUPLICATES_DROPPED = "duplicate_rows_dropped"
+WRONG_PARTITION = "wrong_partition_rows"
 
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _FIX_WRITE = "fix the writer (see docs/data.md, 'Schema and validation') and re-write the file"
@@ -66,7 +75,12 @@ def partition(day: dt.date) -> str:
 
 
 def _cast(col: Column, array: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
-    """Cast one column to its canonical type, or explain what the file has instead."""
+    """Cast one column to its canonical type, or explain what the file has instead.
+
+    Numbers are cast unchecked, so no value can fail the file: an integer beyond float64's
+    53-bit mantissa rounds, and a uint64 beyond int64 (a ``-1`` sentinel written unsigned)
+    wraps to a negative count, which the cleaning counts as ``trade_invalid``.
+    """
     have = array.type
     if pa.types.is_dictionary(have):
         array, have = array.cast(have.value_type), have.value_type
@@ -81,9 +95,7 @@ def _cast(col: Column, array: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
                 f"{source}: column 'ts' holds naive timestamps ({have}); expected {TS_TYPE}. "
                 "Write UTC timestamps (e.g. polars .dt.replace_time_zone('UTC') after converting to UTC)"
             )
-        ok = pa.types.is_timestamp(have)
-        if ok:  # any unit or zone names the same instants; sub-microsecond digits are truncated
-            return pc.cast(array, TS_TYPE, safe=False)
+        ok = pa.types.is_timestamp(have)  # any unit or zone names the same instants; sub-us digits are truncated
     elif col.type == pa.float64():
         ok = pa.types.is_floating(have) or pa.types.is_integer(have) or pa.types.is_null(have)
     elif col.type == pa.int64():
@@ -92,16 +104,22 @@ def _cast(col: Column, array: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
         raise DataError(
             f"{source}: column {col.name!r} has type {have}, expected {col.type}; {_FIX_WRITE}"
         )
+    if col.type != pa.string():
+        return pc.cast(array, col.type, safe=False)
     try:
         return pc.cast(array, col.type)
-    except pa.ArrowInvalid as exc:  # e.g. uint64 values beyond int64
+    except pa.ArrowInvalid as exc:  # e.g. a large_string column beyond string's 2 GiB of offsets
         raise DataError(f"{source}: column {col.name!r} ({have}) does not fit {col.type}: {exc}; {_FIX_WRITE}") from exc
 
 
-def conform(table: pa.Table, source: str) -> pa.Table:
+def conform(table: pa.Table, source: str, *, strict: bool = False) -> pa.Table:
     """Validate ``table`` against RAW_SCHEMA and return it in canonical types and column order.
 
-    Extra columns are dropped; absent optional columns are added as nulls.
+    Extra columns are dropped; absent optional columns are added as nulls. Only the
+    table's shape can fail it (a required column missing, twice, or of an incompatible
+    type): nulls are left for the cleaning to count, except with ``strict``, which
+    ``write_day`` uses so that what tthf writes keeps ``symbol``, ``ts`` and ``volume``
+    non-null as the contract says.
     """
     columns = []
     for col in RAW_SCHEMA:
@@ -116,26 +134,28 @@ def conform(table: pa.Table, source: str) -> pa.Table:
         if table.column_names.count(col.name) > 1:
             raise DataError(f"{source}: column {col.name!r} appears more than once; {_FIX_WRITE}")
         array = _cast(col, table.column(col.name), source)
-        if not col.nullable and array.null_count:
+        if strict and not col.nullable and array.null_count:
             row = pc.index(pc.is_null(array), True).as_py()
             raise DataError(
                 f"{source}: column {col.name!r} has {array.null_count} null value(s) (first at row {row}) "
                 f"but must not be null; {_FIX_WRITE}"
             )
         columns.append(array)
-    return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA if strict else _READ_SCHEMA)
 
 
-def _check_partition_date(table: pl.DataFrame, day: dt.date, source: str) -> None:
-    """A file whose rows all fall on another New York date was written to the wrong partition."""
-    if table.height == 0:
-        return
-    local = table.get_column("ts").dt.convert_time_zone(str(NEW_YORK)).dt.date()
-    if not (local == day).any():
-        raise DataError(
-            f"{source}: partition date={day} but its ts values fall on {local.min()!s}..{local.max()!s} "
-            "(New York time); move the file to the partition of its trading date"
-        )
+def _wrong_partition(table: pl.DataFrame, day: dt.date, source: str) -> str:
+    """Why a file whose rows all fall on another New York date is not ``day``'s ('' if it is).
+
+    Rows without a ``ts`` say nothing about the date (the cleaning counts them as null_key).
+    """
+    local = table.get_column("ts").drop_nulls().dt.convert_time_zone(str(NEW_YORK)).dt.date()
+    if local.is_empty() or (local == day).any():
+        return ""
+    return (
+        f"{source}: partition date={day} but its ts values fall on {local.min()!s}..{local.max()!s} "
+        "(New York time); move the file to the partition of its trading date"
+    )
 
 
 def day_key(day: dt.date, part: str = "part-0") -> str:
@@ -145,8 +165,10 @@ def day_key(day: dt.date, part: str = "part-0") -> str:
 
 def encode_day(day: dt.date, table: pl.DataFrame, source: str) -> bytes:
     """Validate ``table`` as ``day``'s raw bars and encode it as a Parquet file (zstd)."""
-    canon = conform(table.to_arrow(), source)
-    _check_partition_date(pl.from_arrow(canon), day, source)  # type: ignore[arg-type]
+    canon = conform(table.to_arrow(), source, strict=True)
+    wrong = _wrong_partition(pl.from_arrow(canon), day, source)  # type: ignore[arg-type]
+    if wrong:
+        raise DataError(wrong)
     buf = io.BytesIO()
     pq.write_table(canon, buf, compression="zstd")
     return buf.getvalue()
@@ -178,16 +200,25 @@ def list_dates(root: Store | str) -> list[dt.date]:
     return sorted(dates)
 
 
-def _read_file(store: Store, key: str, day: dt.date) -> pl.DataFrame:
-    source = store.uri(key)
-    data = store.read_bytes(key)
+def _read_table(data: bytes, source: str) -> pa.Table:
+    """The file's columns of the raw schema only: extra columns are never decoded.
+
+    A file that names a schema column twice is read whole, for ``conform`` to refuse it.
+    """
     try:
-        table = pq.read_table(io.BytesIO(data))
+        file = pq.ParquetFile(io.BytesIO(data))
+        names = file.schema_arrow.names
+        wanted = [name for name in RAW_COLUMNS if name in names]
+        twice = any(names.count(name) > 1 for name in wanted)
+        return file.read(columns=None if twice else wanted)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{source}: not a readable Parquet file ({exc}); re-write or delete it") from exc
-    frame = pl.from_arrow(conform(table, source))
+
+
+def _read_file(store: Store, key: str) -> pl.DataFrame:
+    source = store.uri(key)
+    frame = pl.from_arrow(conform(_read_table(store.read_bytes(key), source), source))
     assert isinstance(frame, pl.DataFrame)
-    _check_partition_date(frame, day, source)
     return frame
 
 
@@ -207,8 +238,11 @@ def split_duplicates(frame: pl.DataFrame, key: Sequence[str], *, subset: Sequenc
 def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None = None) -> pl.DataFrame:
     """All rows of ``day`` in canonical types (RAW_SCHEMA order), file by file in key order.
 
-    Exact duplicate rows are dropped; if ``counts`` is given, ``counts[DUPLICATES_DROPPED]``
-    is increased by how many. Rows are otherwise returned as stored.
+    Rows are returned as stored, except: exact duplicate rows are dropped, and so are the
+    rows of a file whose rows all fall on another New York date (written to the wrong
+    partition; a warning names it). If ``counts`` is given, ``counts[DUPLICATES_DROPPED]``
+    and ``counts[WRONG_PARTITION]`` are increased by how many. When every file of the
+    date is in the wrong partition, the date has no data of its own: a ``DataError``.
     """
     store = as_store(root)
     folder = partition(day)
@@ -218,16 +252,26 @@ def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None =
             f"no data for {day}: {store.uri(folder)} has no .parquet files; "
             "pick a date that has data or generate it with tthf-synth"
         )
-    frames = []
+    frames, misplaced, wrong = [], 0, ""
     for index, key in enumerate(keys):
         try:
-            frames.append(_read_file(store, key, day).with_columns(pl.lit(index, pl.Int32).alias("_file")))
+            frame = _read_file(store, key)
         except KeyNotFoundError as exc:  # deleted between the listing and the read
             raise NoDataError(f"no data for {day}: {exc}; the data root changed while reading, retry") from exc
+        wrong = _wrong_partition(frame, day, store.uri(key))
+        if wrong:
+            log.warning("%s; its %d rows are ignored", wrong, frame.height)
+            misplaced += frame.height
+            continue
+        frames.append(frame.with_columns(pl.lit(index, pl.Int32).alias("_file")))
+    if not frames:
+        raise DataError(wrong)
     table = pl.concat(frames)
     dropped = 0
     if table.select(pl.struct("symbol", "ts").is_duplicated().any()).item():
         unique, conflict = split_duplicates(table, ("symbol", "ts"), subset=RAW_COLUMNS)
+        keyed = pl.col("symbol").is_not_null() & pl.col("ts").is_not_null()  # null keys: dropped by the cleaning
+        conflict = conflict.filter(keyed)
         if conflict.height:
             symbol, ts = conflict.row(0)[:2]
             files = conflict.filter((pl.col("symbol") == symbol) & (pl.col("ts") == ts)).get_column("_file").unique()
@@ -240,4 +284,5 @@ def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None =
         table = unique
     if counts is not None:
         counts[DUPLICATES_DROPPED] = counts.get(DUPLICATES_DROPPED, 0) + dropped
+        counts[WRONG_PARTITION] = counts.get(WRONG_PARTITION, 0) + misplaced
     return table.drop("_file")

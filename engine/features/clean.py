@@ -38,6 +38,7 @@ COUNT_KEYS = (
     "quote_nonpositive",
     "quote_crossed",
     "trade_invalid",
+    "symbols_no_quote",
     "missing_minutes",
     "masked_out",
 )
@@ -149,7 +150,7 @@ def _resolve_duplicates(frame: pl.DataFrame, symbols: list[str], session: Sessio
     return unique
 
 
-def _flag_bad_values(frame: pl.DataFrame, counts: dict[str, int]) -> pl.DataFrame:
+def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]) -> pl.DataFrame:
     """Null out unusable quotes (null, non-finite, non-positive, crossed) and invalid trade fields; count each rule."""
     quote_null = pl.any_horizontal(*[pl.col(c).is_null() for c in QUOTE])
     quote_nonfinite = ~quote_null & ~pl.all_horizontal(*[_finite(c) for c in QUOTE])
@@ -168,6 +169,8 @@ def _flag_bad_values(frame: pl.DataFrame, counts: dict[str, int]) -> pl.DataFram
     flags = frame.select(pl.col("_qn", "_qf", "_qp", "_qc", "_ti").sum()).row(0)
     counts.update({key: int(value) for key, value in zip(_FLAGS, flags)})
     unusable = pl.col("_qn") | pl.col("_qf") | pl.col("_qp") | pl.col("_qc")
+    # a symbol without one usable quote all day stays on the grid, fully masked: no prediction rows
+    counts["symbols_no_quote"] = n_symbols - frame.select(pl.col("sid").filter(~unusable).n_unique()).item()
     return frame.select(
         "sid",
         "tid",
@@ -195,4 +198,4 @@ def clean_rows(raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, sourc
     ).drop("symbol", "_off")
     frame = _resolve_duplicates(frame, symbols, session, source, counts)
     counts["rows_used"] = frame.height
-    return CleanRows(_flag_bad_values(frame, counts), symbols, session.n_minutes, counts)
+    return CleanRows(_flag_bad_values(frame, len(symbols), counts), symbols, session.n_minutes, counts)

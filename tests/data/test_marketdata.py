@@ -55,7 +55,7 @@ def test_write_list_read_round_trip(tmp_store_uri: str) -> None:
     assert out.get_column("symbol").to_list() == ["AAA"] * 3 + ["BBB"] * 2
     assert out.head(3).drop("trade_count", "vwap").equals(first)
     assert out.get_column("trade_count").null_count() == 5 and out.schema["trade_count"] == pl.Int64
-    assert counts == {md.DUPLICATES_DROPPED: 0}
+    assert counts == {md.DUPLICATES_DROPPED: 0, md.WRONG_PARTITION: 0}
 
 
 def test_list_dates_ignores_foreign_files_and_empty_partitions(tmp_path) -> None:
@@ -154,10 +154,72 @@ def test_naive_timestamps_say_write_utc(tmp_path) -> None:
         md.read_day(store, DAY)
 
 
-def test_nulls_in_non_nullable_column(tmp_path) -> None:
+def test_null_quotes_are_read_as_nulls(tmp_store_uri: str) -> None:
+    """A null quote is 'no quote update that minute': read as stored (the cleaning counts it), and writable."""
+    frame = bars(4).with_columns(
+        pl.Series("bid", [100.0, None, None, 103.0]), pl.Series("ask", [100.1, None, 102.1, 103.1]),
+        pl.Series("bid_size", [5.0, None, None, None]), pl.Series("ask_size", [None] * 4, pl.Float64),
+    )
+    md.write_day(tmp_store_uri, DAY, frame)
+    out = md.read_day(tmp_store_uri, DAY)
+    assert out.drop("trade_count", "vwap").equals(frame)
+    assert [out.get_column(c).null_count() for c in ("bid", "ask", "bid_size", "ask_size")] == [2, 1, 3, 4]
+
+
+def test_all_null_quote_columns_of_type_null_are_read(tmp_path) -> None:
     store = open_store(tmp_path)
-    put_parquet(store, "date=2024-03-05/p.parquet", bars().with_columns(pl.Series("volume", [1.0, None, 2.0])))
-    with pytest.raises(DataError, match=r"p\.parquet: column 'volume' has 1 null value\(s\) \(first at row 1\)"):
+    put_parquet(store, "date=2024-03-05/p.parquet", bars().with_columns(pl.lit(None).alias("bid_size")))
+    out = md.read_day(store, DAY)
+    assert out.schema["bid_size"] == pl.Float64 and out.get_column("bid_size").null_count() == 3
+
+
+def test_nulls_in_key_and_volume_columns_are_read_but_not_written(tmp_path) -> None:
+    """Rows with a null symbol, ts or volume are confined problems: read (the cleaning drops and counts them)."""
+    store = open_store(tmp_path)
+    frame = bars(4).with_columns(
+        pl.Series("symbol", ["AAA", None, "AAA", "AAA"]),
+        pl.Series("ts", [*bars(4).get_column("ts").to_list()[:2], None, None]),
+        pl.Series("volume", [0.0, 1.0, None, 3.0]),
+    )
+    put_parquet(store, "date=2024-03-05/p.parquet", frame)
+    out = md.read_day(store, DAY)  # the two null-ts rows differ: still not a contradicting duplicate
+    assert out.drop("trade_count", "vwap").equals(frame)
+    with pytest.raises(DataError, match=r"part-0\.parquet: column 'symbol' has 1 null value\(s\) \(first at row 1\)"):
+        md.write_day(tmp_path / "w", DAY, frame)
+    with pytest.raises(DataError, match=r"column 'volume' has 1 null value\(s\) \(first at row 2\)"):
+        md.write_day(tmp_path / "w", DAY, frame.with_columns(pl.col("symbol").fill_null("AAA"),
+                                                             pl.col("ts").fill_null(frame.get_column("ts")[0])))
+    assert md.list_dates(tmp_path / "w") == []
+
+
+def test_out_of_range_integers_never_fail_the_file(tmp_path) -> None:
+    """uint64 -1 sentinels wrap to a negative trade_count (counted trade_invalid); big integers round to float."""
+    store = open_store(tmp_path)
+    table = bars(3).to_arrow()
+    table = table.set_column(table.schema.get_field_index("volume"), "volume", pa.array([0, 2**53 + 1, 7], pa.int64()))
+    table = table.append_column("trade_count", pa.array([2**64 - 1, 3, 2**63], pa.uint64()))
+    put_parquet(store, "date=2024-03-05/p.parquet", table)
+    out = md.read_day(store, DAY)
+    assert out.get_column("trade_count").to_list() == [-1, 3, -(2**63)]
+    assert out.get_column("volume").to_list() == [0.0, float(2**53), 7.0]
+
+
+def test_only_the_schema_columns_are_decoded(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(tmp_path)
+    put_parquet(store, "date=2024-03-05/p.parquet", bars(2).with_columns(pl.lit("x").alias("exchange")))
+    asked: list = []
+    read = pq.ParquetFile.read
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda self, columns=None, **kw: asked.append(columns) or read(
+        self, columns=columns, **kw))
+    md.read_day(store, DAY)
+    assert asked == [[c for c in md.RAW_COLUMNS if c not in ("trade_count", "vwap")]]
+
+
+def test_a_schema_column_twice_is_refused(tmp_path) -> None:
+    store = open_store(tmp_path)
+    table = bars(2).to_arrow()
+    put_parquet(store, "date=2024-03-05/p.parquet", table.append_column("bid", table.column("bid")))
+    with pytest.raises(DataError, match=r"p\.parquet: column 'bid' appears more than once"):
         md.read_day(store, DAY)
 
 
@@ -168,10 +230,25 @@ def test_write_day_validates_before_writing(tmp_path) -> None:
 
 
 def test_file_in_the_wrong_partition(tmp_path) -> None:
+    """Alone it leaves the date without data of its own: an error that says where the file belongs."""
     store = open_store(tmp_path)
     put_parquet(store, "date=2024-03-05/p.parquet", bars(start=dt.datetime(2024, 3, 6, 14, 30)))
     with pytest.raises(DataError, match=r"p\.parquet: partition date=2024-03-05 but its ts values fall on 2024-03-06"):
         md.read_day(store, DAY)
+    with pytest.raises(DataError, match=r"ts values fall on 2024-03-06.*move the file"):
+        md.write_day(tmp_path / "w", DAY, bars(start=dt.datetime(2024, 3, 6, 14, 30)))
+
+
+def test_a_misplaced_file_next_to_good_ones_is_dropped_and_counted(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    store = open_store(tmp_path)
+    put_parquet(store, "date=2024-03-05/a.parquet", bars(3))
+    put_parquet(store, "date=2024-03-05/b.parquet", bars(4, "BBB", start=dt.datetime(2024, 3, 6, 14, 30)))
+    counts: dict[str, int] = {}
+    with caplog.at_level("WARNING", logger="tthf.data"):
+        out = md.read_day(store, DAY, counts=counts)
+    assert out.drop("trade_count", "vwap").equals(bars(3))
+    assert counts == {md.DUPLICATES_DROPPED: 0, md.WRONG_PARTITION: 4}
+    assert "b.parquet: partition date=2024-03-05" in caplog.text and "4 rows are ignored" in caplog.text
 
 
 def test_extended_hours_rows_are_kept(tmp_path) -> None:

@@ -385,6 +385,56 @@ def test_unusable_quotes_and_trades_are_counted_and_never_crash():
     assert f[15, col("log_volume")] == np.float32(math.log1p(1000.0))
 
 
+def _quotes_where(raw: pl.DataFrame, at: pl.Expr, **quote: float | None) -> pl.DataFrame:
+    """``raw`` with the quote columns set to ``quote`` in the rows ``at`` (trades untouched)."""
+    return raw.with_columns(
+        *[pl.when(at).then(pl.lit(v, pl.Float64)).otherwise(pl.col(c)).alias(c) for c, v in quote.items()]
+    )
+
+
+def test_a_null_quote_is_a_missing_quote_carried_forward_and_masked_once_stale():
+    """Null bid/ask/size: the same features, mask and labels as any unusable quote; trades kept; counted."""
+    raw = random_raw(DAY, n_sym=2, seed=11, missing=0.0, extended=False)
+    gap = (pl.col("symbol") == "S1") & in_session(DAY) & (pl.col("ts") >= ts_of(DAY, 100)) & (
+        pl.col("ts") < ts_of(DAY, 110))
+    one = (pl.col("symbol") == "S0") & (pl.col("ts") == ts_of(DAY, 200))
+    nulls = _quotes_where(_quotes_where(raw, gap, bid=None, ask=None, bid_size=None, ask_size=None), one, ask_size=None)
+    crossed = _quotes_where(_quotes_where(raw, gap, bid=101.0, ask=100.0), one, bid=101.0, ask=100.0)
+    a, b = build_day(nulls, DAY), build_day(crossed, DAY)
+    assert np.array_equal(bits(a.features), bits(b.features)) and np.array_equal(bits(a.labels), bits(b.labels))
+    assert np.array_equal(a.mask, b.mask)
+    expected = np.ones(390, dtype=bool)
+    expected[100 + MAX_QUOTE_AGE : 110] = False  # ages 1..5 stay valid, 6..10 are masked
+    assert np.array_equal(a.mask[1], expected) and a.mask[0].all()
+    assert (a.counts["quote_null"], a.counts["quote_crossed"], b.counts["quote_null"]) == (11, 0, 0)
+    assert b.counts["quote_crossed"] == 11 and a.counts["symbols_no_quote"] == 0
+    # the carried quote is the one of minute 99; the null minutes keep their trades
+    f, clean = a.features[1], build_day(raw, DAY).features[1]
+    assert np.array_equal(f[100:110, col("spread_bps")], np.repeat(clean[99, col("spread_bps")], 10))
+    assert list(f[100:110, col("quote_age")]) == [1, 2, 3, 4, 5, 6, 6, 6, 6, 6]
+    assert np.array_equal(bits(f[100:110, col("log_volume")]), bits(clean[100:110, col("log_volume")]))
+
+
+def test_a_symbol_without_a_usable_quote_all_day_is_masked_and_counted():
+    good = random_raw(DAY, n_sym=2, seed=12)
+    nq = good.filter(pl.col("symbol") == "S0").with_columns(pl.lit("NQ").alias("symbol"))
+    no_quote = _quotes_where(nq, pl.lit(True), bid=None, ask=None)
+    mixed = _quotes_where(nq.with_columns(pl.lit("NX").alias("symbol")), pl.int_range(pl.len()) % 2 == 0,
+                          bid=None).with_columns(pl.col("ask").fill_null(0.0) * 0.0)  # null or zero quotes
+    day = build_day(pl.concat([good, no_quote, mixed]), DAY)
+    alone = build_day(good, DAY)
+    assert day.symbols == ["NQ", "NX", "S0", "S1"] and day.counts["symbols_no_quote"] == 2
+    assert not day.mask[:2].any() and np.isnan(day.labels[:2]).all() and np.isfinite(day.features).all()
+    assert np.array_equal(bits(day.features[2:]), bits(alone.features)) and np.array_equal(day.mask[2:], alone.mask)
+    in_day, mixed_day = nq.filter(in_session(DAY)).height, mixed.filter(in_session(DAY))
+    nulls = mixed_day.get_column("bid").null_count()
+    assert 0 < nulls < in_day and day.counts["quote_null"] == in_day + nulls
+    assert day.counts["quote_nonpositive"] == in_day - nulls
+    # listed but absent symbols have no usable quote either
+    listed = build_day(good, DAY, symbols=["S1", "ZZ", "S0"])
+    assert listed.counts["symbols_no_quote"] == 1 and alone.counts["symbols_no_quote"] == 0
+
+
 def test_exact_duplicates_are_dropped_and_conflicting_ones_are_an_error():
     raw = random_raw(DAY, n_sym=2, seed=2)
     session = raw.filter(in_session(DAY))

@@ -13,8 +13,13 @@ import torch
 
 from tthf.cli.run import main
 from tthf.engine import runs
-from tthf.engine.data.marketdata import read_day
 from tthf.engine.features import build_day
+from tthf.engine.data.calendar import session_bounds
+from tthf.engine.data.marketdata import read_day, write_day
+from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.testing import NO_QUOTE_SYMBOL, with_null_quotes
+from tthf.engine.windows import count_windows
+from tthf.engine.model.network import load_checkpoint
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.network import load_checkpoint
 from tthf.engine.testing import DAYS, make_data, make_run
@@ -175,3 +180,27 @@ def test_onnxruntime_and_torch_runs_agree_within_the_fp32_tolerance(work: Path) 
         for name, tol in tolerances("fp32", run.config.model).items():
             np.testing.assert_allclose(got[name].to_numpy(), ref[name].to_numpy(), atol=tol.atol, rtol=tol.rtol,
                                        err_msg=f"{day} {name}")
+
+
+def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path) -> None:
+    """Batch with a feed's null quotes: every date ok, counted; the quote-less symbol changes no other row."""
+    for name, no_quote in (("nulls", True), ("ref", False)):
+        for day in DAYS:
+            write_day(str(work / name), day, with_null_quotes(read_day(str(work / "data"), day), no_quote=no_quote))
+    out = work / "runs" / RUN_DIR
+    files = {}
+    for name in ("ref", "nulls"):
+        options = RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch", data_root=str(work / name))
+        summary = run_inference(str(work / "runs"), "jen", options)
+        assert [r.status for r in summary.results] == ["ok"] * len(DAYS)
+        files[name] = {d: (out / f"{d}.csv").read_bytes() for d in DAYS}
+    assert files["nulls"] == files["ref"]  # byte for byte: the quote-less symbol has no row and moves no other
+    manifest = json.loads((out / "manifest.json").read_text())["dates"]
+    for day in DAYS:
+        entry, raw = manifest[day.isoformat()], read_day(str(work / "nulls"), day)
+        session = raw.filter(pl.col("ts").is_between(*session_bounds(day), closed="left"))
+        assert entry["status"] == "ok" and entry["counts"]["symbols_no_quote"] == 1
+        assert entry["counts"]["quote_null"] == session.get_column("bid").null_count() > 0
+        got = pl.read_csv(out / f"{day}.csv")
+        assert NO_QUOTE_SYMBOL not in got["symbol"].to_list() and got["symbol"].n_unique() == 4
+        assert entry["rows"] == got.height == count_windows(build_day(raw, day).mask)

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +19,13 @@ from test_dataset import random_day
 from tthf.engine import runs
 from tthf.engine.config import ModelConfig, RunConfig, TrainConfig
 from tthf.engine.data.calendar import trading_days
-from tthf.engine.data.marketdata import read_day
+from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
+from tthf.engine.data.marketdata import list_dates, read_day, write_day
+from tthf.engine.testing import NO_QUOTE_SYMBOL, with_null_quotes
+from tthf.engine.features import build_day
+from tthf.engine.training.metrics import predict
+from tthf.engine.model.network import load_checkpoint
+from tthf.engine.features.scalers import Scalers
 from tthf.engine.data.synth import SynthConfig, generate_market
 from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
@@ -142,3 +150,30 @@ def test_cli_trains_and_prints_the_metrics_table(tiny_market: str, tmp_path) -> 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == StoreError.exit_code and "already exists" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def _rewrite(src: str, dst: Path, **null_quotes: Any) -> str:
+    """Every date of ``src`` with null quotes planted (``tthf.engine.testing.with_null_quotes``)."""
+    for day in list_dates(src):
+        write_day(str(dst), day, with_null_quotes(read_day(src, day), **null_quotes))
+    return str(dst)
+
+
+@pytest.mark.slow
+def test_null_quotes_and_a_symbol_without_quotes_train_like_the_other_symbols_alone(tiny_market: str, tmp_path) -> None:
+    """Every date is used; the quote-less symbol adds no window: the run is the one trained without it."""
+    settings = {"epochs": 1, "max_train_windows": 2000, "threads": 1, **TINY}
+    runs_dir = str(tmp_path / "runs")
+    with_symbol = train_run(_rewrite(tiny_market, tmp_path / "nulls"), runs_dir, "nulls", overrides=settings)
+    without = train_run(_rewrite(tiny_market, tmp_path / "ref", no_quote=False), runs_dir, "ref", overrides=settings)
+    a, b = with_symbol.run, without.run
+    splits = a.config.splits
+    used = splits.train + splits.val + splits.test + splits.purged
+    assert sorted(used) == [d.isoformat() for d in list_dates(tiny_market)]
+    assert a.read_bytes(runs.CHECKPOINT) == b.read_bytes(runs.CHECKPOINT)
+    assert a.read_text(runs.SCALERS) == b.read_text(runs.SCALERS)
+    assert with_symbol.metrics["test"] == without.metrics["test"] and with_symbol.metrics["test"]["n_windows"] > 0
+    day = dt.date.fromisoformat(splits.test[0])
+    feats = build_day(read_day(tmp_path / "nulls", day), day)
+    assert NO_QUOTE_SYMBOL in feats.symbols and feats.counts["symbols_no_quote"] == 1
+    assert feats.counts["quote_null"] > feats.counts["rows_used"] // 7

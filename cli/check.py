@@ -1,0 +1,97 @@
+"""``tthf-check``: what tthf-run would make of each date of a data root, without a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tthf.cli._common import add_endpoint_option, progress, run_cli
+from tthf.engine.config import SEQ_LEN
+from tthf.engine.features.check import CheckReport, DateCheck
+
+EPILOG = """\
+For every selected date: readable or not (and why), rows, symbols, session coverage (the
+share of symbol-minutes with a usable quote: tthf-run's mask), the dense windows tthf-run
+--dense would predict, the rows each cleaning rule touched, and the symbols that would get
+no prediction, with the reason. The same reading and cleaning code as tthf-train and
+tthf-run decides all of it (docs/data.md, "Checking a data root").
+
+dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
+those (2024-01:2024-03) or a comma list. Trading days without data are listed as no_data.
+Exit code: 0 when every date with data is readable, 3 when one is not (4 when reading the
+store failed), 2 on usage errors.
+
+example:
+  tthf-check data/market --dates 2024-03
+  tthf-check s3://bucket/market --dates 2024 --json > check.json
+"""
+
+#: the summary lists at most this many left-out symbols per date (--json has them all)
+_SHOW_LEFT_OUT = 10
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tthf-check", description="Report what tthf-run would make of each date of a raw data root.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data", help="data root: a folder or s3://bucket/prefix")
+    p.add_argument("--dates", required=True, help="which dates to check (see below)")
+    p.add_argument("--seq-len", type=int, default=SEQ_LEN,
+                   help="window length in minutes that a prediction needs (default: %(default)s, the model default)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (every date, count and symbol)")
+    add_endpoint_option(p)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _row(d: DateCheck) -> str:
+    if d.status != "ok":
+        return f"{d.date}  {d.status:<7}  {d.reason}"
+    return (f"{d.date}  {d.status:<7}  {d.rows:>10,}  {d.symbols:>7,}  {len(d.left_out):>8,}  "
+            f"{100 * d.coverage:>7.2f}%  {d.windows:>11,}  {d.seconds:>6.2f}s")
+
+
+def format_report(report: CheckReport) -> str:
+    """The summary table: one line per date, the rows per rule over all dates, the left-out symbols."""
+    header = (f"{'date':<10}  {'status':<7}  {'rows':>10}  {'symbols':>7}  {'left out':>8}  {'coverage':>8}  "
+              f"{'windows':>11}  {'time':>7}")
+    lines = [f"data {report.data_root}  dates {report.spec}  window {report.seq_len} minutes", "", header]
+    lines += [_row(d) for d in report.dates]
+    ok, failed, missing = (report.by_status(s) for s in ("ok", "failed", "no_data"))
+    totals = report.totals()
+    if totals:
+        lines += ["", "rows (or symbols, cells) per cleaning rule, all readable dates:"]
+        affected = {k: sum(1 for d in ok if d.counts.get(k)) for k in totals}
+        lines += [f"  {k:<24} {v:>12,}  on {affected[k]} date(s)" for k, v in totals.items()]
+    left = [(d.date, s, why) for d in ok for s, why in list(d.left_out.items())[:_SHOW_LEFT_OUT]]
+    if left:
+        lines += ["", "symbols left out (no prediction):"]
+        lines += [f"  {day}  {symbol:<8} {why}" for day, symbol, why in left]
+        more = sum(max(0, len(d.left_out) - _SHOW_LEFT_OUT) for d in ok)
+        if more:
+            lines.append(f"  ... and {more} more (see --json)")
+    per_date = report.seconds / max(1, len(ok + failed))
+    lines += ["", (f"dates: {len(ok)} ok, {len(failed)} unreadable, {len(missing)} without data; "
+                   f"{report.seconds:.1f}s ({per_date:.2f}s per date)")]
+    lines += [f"UNREADABLE {d.date}: {d.reason}" for d in failed]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body(args: argparse.Namespace) -> int:
+        from tthf.engine.features.check import check_data
+        from tthf.engine.store import open_store
+
+        store = open_store(args.data, endpoint_url=args.s3_endpoint_url)
+        report = check_data(store, args.dates, seq_len=args.seq_len,
+                            wrap=lambda days: progress(days, "check", total=len(days), unit="date"))
+        print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+        return report.exit_code
+
+    return run_cli("tthf-check", body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
