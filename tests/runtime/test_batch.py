@@ -13,16 +13,14 @@ import torch
 
 from tthf.cli.run import main
 from tthf.engine import runs
-from tthf.engine.features import build_day
 from tthf.engine.data.calendar import session_bounds
 from tthf.engine.data.marketdata import read_day, write_day
-from tthf.engine.runtime.batch import RunOptions, run_inference
-from tthf.engine.testing import NO_QUOTE_SYMBOL, with_null_quotes
-from tthf.engine.windows import count_windows
-from tthf.engine.model.network import load_checkpoint
+from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.network import load_checkpoint
-from tthf.engine.testing import DAYS, make_data, make_run
+from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.testing import DAYS, NO_QUOTE_SYMBOL, make_data, make_run, with_null_quotes
+from tthf.engine.windows import count_windows
 
 RUN_DIR = Path("demo/three_headed_transformer/jennifer/inference")
 

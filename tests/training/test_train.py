@@ -19,17 +19,12 @@ from test_dataset import random_day
 from tthf.engine import runs
 from tthf.engine.config import ModelConfig, RunConfig, TrainConfig
 from tthf.engine.data.calendar import trading_days
-from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
 from tthf.engine.data.marketdata import list_dates, read_day, write_day
-from tthf.engine.testing import NO_QUOTE_SYMBOL, with_null_quotes
-from tthf.engine.features import build_day
-from tthf.engine.training.metrics import predict
-from tthf.engine.model.network import load_checkpoint
-from tthf.engine.features.scalers import Scalers
 from tthf.engine.data.synth import SynthConfig, generate_market
 from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.network import load_checkpoint
+from tthf.engine.testing import NO_QUOTE_SYMBOL, with_null_quotes
 from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
 from tthf.engine.training.metrics import predict
 from tthf.engine.training.train import _val_loss, fit, split_dates, train_run
