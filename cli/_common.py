@@ -39,6 +39,15 @@ def add_data_root_option(parser: argparse.ArgumentParser, flag: str = "--data") 
                         help=f"data root, a folder or s3://bucket/prefix (default: ${DATA_ENV} or {DEFAULT_DATA})")
 
 
+def add_calendar_option(parser: argparse.ArgumentParser) -> None:
+    """``--calendar``: the exchange whose sessions define a trading day (a run records its own)."""
+    from tthf.engine.config import DEFAULT_CALENDAR
+
+    parser.add_argument("--calendar", default=DEFAULT_CALENDAR,
+                        help="exchange calendar, an ISO MIC code from exchange_calendars such as XNYS or XLON "
+                             "(default: %(default)s)")
+
+
 def add_endpoint_option(parser: argparse.ArgumentParser) -> None:
     """``--s3-endpoint-url``: an S3-compatible server; credentials always come from boto3's chain."""
     parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENDPOINT_ENV),

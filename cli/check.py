@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from tthf.cli._common import add_endpoint_option, progress, run_cli
+from tthf.cli._common import add_calendar_option, add_endpoint_option, progress, run_cli
 from tthf.engine.config import SEQ_LEN
 from tthf.engine.features.check import CheckReport, DateCheck
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=SEQ_LEN,
                    help="window length in minutes that a prediction needs (default: %(default)s, the model default)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (every date, count and symbol)")
+    add_calendar_option(p)
     add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         from tthf.engine.store import open_store
 
         store = open_store(args.data, endpoint_url=args.s3_endpoint_url)
-        report = check_data(store, args.dates, seq_len=args.seq_len,
+        report = check_data(store, args.dates, seq_len=args.seq_len, calendar=args.calendar,
                             wrap=lambda days: progress(days, "check", total=len(days), unit="date"))
         print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
         return report.exit_code

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from tthf.cli._common import ProgressBar, add_data_root_option, add_endpoint_option, run_cli
+from tthf.cli._common import ProgressBar, add_calendar_option, add_data_root_option, add_endpoint_option, run_cli
 
 EPILOG = """\
 Writes {out}/date=YYYY-MM-DD/part-0.parquet for every NYSE trading day in [--start, --end]
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed, same bytes (default: %(default)s)")
     p.add_argument("--no-extended-hours", action="store_true",
                    help="omit the 04:00-09:30 and 16:00-20:00 New York rows")
+    add_calendar_option(p)
     add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per file written)")
     return p
@@ -60,7 +61,7 @@ def body(args: argparse.Namespace) -> int:
     from tthf.engine.store import open_store
 
     cfg = SynthConfig(n_symbols=args.symbols, start=args.start, end=args.end, seed=args.seed,
-                      extended_hours=not args.no_extended_hours)
+                      extended_hours=not args.no_extended_hours, calendar=args.calendar)
     days = ProgressBar(len(cfg.days), "synth", unit="day")
     try:
         summary = generate_market(cfg, open_store(args.out, endpoint_url=args.s3_endpoint_url),

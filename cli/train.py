@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_data_root_option, add_endpoint_option, add_store_option, run_cli
+from tthf.cli._common import add_calendar_option, add_data_root_option, add_endpoint_option, add_store_option, run_cli
 from tthf.cli._report import format_metrics
 from tthf.engine.runs import DEFAULT_EXPERIMENT
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed for weights, shuffling and subsampling (default: 0)")
     parser.add_argument("--threads", type=int, help="torch CPU threads; 0 = torch's default")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    add_calendar_option(parser)
     add_endpoint_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -39,7 +40,8 @@ def body(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("epochs", "seed", "threads") if getattr(args, k) is not None}
     result = train_run(args.data, args.store, args.run, experiment=args.experiment, overrides=overrides,
-                       overwrite=args.overwrite, endpoint_url=args.s3_endpoint_url)
+                       overwrite=args.overwrite, endpoint_url=args.s3_endpoint_url,
+                       calendar=args.calendar)
     print(format_metrics(result.metrics))
     print(f"run {result.run.ref.name} written to {result.run.ref.uri} in {result.seconds:.0f} s "
           f"(best epoch {result.history.best_epoch} of {len(result.history.epochs)})")

@@ -22,6 +22,8 @@ SEQ_LEN = 30
 RET_HORIZON = 60
 VOL_HORIZON = 10
 OUTPUT_NAMES = ("ret_1h", "vol_10m", "ret_conf", "vol_conf")
+#: the exchange calendar (ISO MIC code, from exchange_calendars) when nothing names another
+DEFAULT_CALENDAR = "XNYS"
 #: label horizons in minutes (tthf.engine.features.labels computes the labels at these)
 HORIZONS = {"ret_1h": RET_HORIZON, "vol_10m": VOL_HORIZON}
 #: windows per batch of a dense run (tthf-run's --batch-size default, an engine optimization profile)
@@ -94,6 +96,7 @@ class RunConfig:
     seq_len: int = 0  # 0: the model's; always equal to model.seq_len once constructed
     horizons: dict[str, int] = field(default_factory=lambda: dict(HORIZONS))
     sample_every: int = 10
+    calendar: str = DEFAULT_CALENDAR  # the exchange calendar (ISO MIC) whose sessions the run was trained on
     model_type: str = "three_headed_transformer"
     tthf_version: str = ""
 

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from tthf.engine import runs
-from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
+from tthf.engine.config import DEFAULT_CALENDAR, ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import build_day
@@ -52,7 +52,7 @@ def with_null_quotes(raw: pl.DataFrame, *, every: int = 7, no_quote: bool = True
 
 
 def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date], run_id: str, *, seed: int = 0,
-                    **model: Any) -> runs.Run:
+                    calendar: str = DEFAULT_CALENDAR, **model: Any) -> runs.Run:
     """A complete run with random weights: scalers fitted on ``dates[0]``, splits one date each.
 
     ``model`` overrides ``ModelConfig`` fields (the defaults are the production defaults).
@@ -61,7 +61,7 @@ def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date],
 
     from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
 
-    train_day = build_day(read_day(str(data_root), dates[0]), dates[0])
+    train_day = build_day(read_day(str(data_root), dates[0], calendar=calendar), dates[0], calendar=calendar)
     names = list(train_day.feature_names)
     torch.manual_seed(seed)
     model_cfg = ModelConfig(n_features=len(names), **model)
@@ -72,7 +72,7 @@ def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date],
     iso = [d.isoformat() for d in dates]
     splits = Splits(train=iso[:1], val=iso[1:2], test=iso[-1:])
     config = RunConfig(model=model_cfg, feature_names=names, splits=splits, train=TrainConfig(),
-                       data_root=str(data_root))
+                       data_root=str(data_root), calendar=calendar)
     return runs.Run.new(ref, config)
 
 

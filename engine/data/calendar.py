@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from tthf.engine.config import DEFAULT_CALENDAR
 from tthf.errors import UsageError
 
-DEFAULT_CALENDAR = "XNYS"
 NEW_YORK = ZoneInfo("America/New_York")
 #: the dates every calendar covers; a date outside them is a ``UsageError``
 START = dt.date(1990, 1, 1)

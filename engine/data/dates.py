@@ -14,7 +14,7 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from tthf.engine.data.calendar import trading_days
+from tthf.engine.data.calendar import DEFAULT_CALENDAR, trading_days
 from tthf.errors import NoDataError, UsageError
 
 FORMS = "YYYY, YYYY-MM, YYYY-MM-DD, a range A:B of those (inclusive), or a comma list of any of these"
@@ -67,7 +67,8 @@ def parse_intervals(spec: str) -> list[tuple[dt.date, dt.date]]:
     return out
 
 
-def parse_dates(spec: str, available: list[dt.date], *, source: str = "the data root") -> DateSelection:
+def parse_dates(spec: str, available: list[dt.date], *, source: str = "the data root",
+                calendar: str = DEFAULT_CALENDAR) -> DateSelection:
     """Select the available dates a spec covers; trading days it covers without data go to ``missing``.
 
     Raises ``NoDataError`` (naming the nearest dates that do have data) when nothing is selected.
@@ -81,7 +82,7 @@ def parse_dates(spec: str, available: list[dt.date], *, source: str = "the data 
     for first, last in intervals:
         chosen.update(d for d in have[bisect_left(have, first):] if d <= last)
         if first <= today:
-            requested.update(trading_days(first, min(last, today)))
+            requested.update(trading_days(first, min(last, today), calendar))
     if not chosen:
         raise NoDataError(f"--dates {spec!r} selects no date with data in {source}; {_nearest(have, intervals)}")
     return DateSelection(spec, sorted(chosen), sorted(requested - set(have)))

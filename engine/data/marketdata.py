@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tthf.engine.data.calendar import NEW_YORK
+from tthf.engine.data.calendar import DEFAULT_CALENDAR, timezone
 from tthf.engine.store import Store, as_store
 from tthf.errors import DataError, KeyNotFoundError, NoDataError
 
@@ -144,17 +144,17 @@ def conform(table: pa.Table, source: str, *, strict: bool = False) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA if strict else _READ_SCHEMA)
 
 
-def _wrong_partition(table: pl.DataFrame, day: dt.date, source: str) -> str:
-    """Why a file whose rows all fall on another New York date is not ``day``'s ('' if it is).
+def _wrong_partition(table: pl.DataFrame, day: dt.date, source: str, calendar: str = DEFAULT_CALENDAR) -> str:
+    """Why a file whose rows all fall on another exchange-local date is not ``day``'s ('' if it is).
 
     Rows without a ``ts`` say nothing about the date (the cleaning counts them as null_key).
     """
-    local = table.get_column("ts").drop_nulls().dt.convert_time_zone(str(NEW_YORK)).dt.date()
+    local = table.get_column("ts").drop_nulls().dt.convert_time_zone(str(timezone(calendar))).dt.date()
     if local.is_empty() or (local == day).any():
         return ""
     return (
         f"{source}: partition date={day} but its ts values fall on {local.min()!s}..{local.max()!s} "
-        "(New York time); move the file to the partition of its trading date"
+        f"({calendar} local time); move the file to the partition of its trading date"
     )
 
 
@@ -163,10 +163,10 @@ def day_key(day: dt.date, part: str = "part-0") -> str:
     return f"{partition(day)}/{part}.parquet"
 
 
-def encode_day(day: dt.date, table: pl.DataFrame, source: str) -> bytes:
+def encode_day(day: dt.date, table: pl.DataFrame, source: str, calendar: str = DEFAULT_CALENDAR) -> bytes:
     """Validate ``table`` as ``day``'s raw bars and encode it as a Parquet file (zstd)."""
     canon = conform(table.to_arrow(), source, strict=True)
-    wrong = _wrong_partition(pl.from_arrow(canon), day, source)  # type: ignore[arg-type]
+    wrong = _wrong_partition(pl.from_arrow(canon), day, source, calendar)  # type: ignore[arg-type]
     if wrong:
         raise DataError(wrong)
     buf = io.BytesIO()
@@ -235,11 +235,12 @@ def split_duplicates(frame: pl.DataFrame, key: Sequence[str], *, subset: Sequenc
     return unique, unique.filter(pl.struct(*key).is_duplicated())
 
 
-def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None = None) -> pl.DataFrame:
+def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None = None,
+             calendar: str = DEFAULT_CALENDAR) -> pl.DataFrame:
     """All rows of ``day`` in canonical types (RAW_SCHEMA order), file by file in key order.
 
     Rows are returned as stored, except: exact duplicate rows are dropped, and so are the
-    rows of a file whose rows all fall on another New York date (written to the wrong
+    rows of a file whose rows all fall on another exchange-local date (written to the wrong
     partition; a warning names it). If ``counts`` is given, ``counts[DUPLICATES_DROPPED]``
     and ``counts[WRONG_PARTITION]`` are increased by how many. When every file of the
     date is in the wrong partition, the date has no data of its own: a ``DataError``.
@@ -258,7 +259,7 @@ def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None =
             frame = _read_file(store, key)
         except KeyNotFoundError as exc:  # deleted between the listing and the read
             raise NoDataError(f"no data for {day}: {exc}; the data root changed while reading, retry") from exc
-        wrong = _wrong_partition(frame, day, store.uri(key))
+        wrong = _wrong_partition(frame, day, store.uri(key), calendar)
         if wrong:
             log.warning("%s; its %d rows are ignored", wrong, frame.height)
             misplaced += frame.height

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from tthf.engine.data.calendar import is_trading_day, session_bounds, trading_days
+from tthf.engine.data.calendar import DEFAULT_CALENDAR, is_trading_day, session_bounds, trading_days
 from tthf.engine.data.marketdata import day_key, encode_day
 from tthf.engine.store import Store, as_store
 from tthf.errors import UsageError
@@ -92,13 +92,14 @@ class SynthConfig:
     late_start_rate: float = 0.005
     thin_day_rate: float = 0.005
     extended_hours: bool = True
+    calendar: str = DEFAULT_CALENDAR  # the exchange whose sessions the market trades (ISO MIC)
 
     def __post_init__(self) -> None:
         if self.n_symbols < 1:
             raise UsageError(f"n_symbols={self.n_symbols}: generate at least one symbol")
         if self.start > self.end:
             raise UsageError(f"start {self.start} is after end {self.end}; swap them")
-        if not trading_days(self.start, self.end):
+        if not trading_days(self.start, self.end, self.calendar):
             raise UsageError(f"{self.start}..{self.end} holds no trading day; widen the range")
         for f in fields(self):
             if f.name.endswith("_rate") and not 0.0 <= getattr(self, f.name) <= 1.0:
@@ -115,7 +116,7 @@ class SynthConfig:
 
     @property
     def days(self) -> list[dt.date]:
-        return trading_days(self.start, self.end)
+        return trading_days(self.start, self.end, self.calendar)
 
     @property
     def signal_phi(self) -> float:
@@ -199,9 +200,9 @@ def symbols(cfg: SynthConfig) -> list[str]:
 # ---------------------------------------------------------------------------- daily state
 
 
-def _window(day: dt.date, length: int) -> list[dt.date]:
+def _window(day: dt.date, length: int, calendar: str) -> list[dt.date]:
     """The ``length`` trading days ending at ``day`` (inclusive)."""
-    days = trading_days(day - dt.timedelta(days=int(length * 1.5) + 30), day)
+    days = trading_days(day - dt.timedelta(days=int(length * 1.5) + 30), day, calendar)
     return days[-length:]
 
 
@@ -224,10 +225,10 @@ def _innovations(seed: int, n: int, days: list[dt.date]) -> np.ndarray:
 def _daily_states(cfg: SynthConfig, days: Sequence[dt.date]) -> dict[dt.date, tuple[np.ndarray, np.ndarray]]:
     """Per day: (log vol deviation, unit-variance log price deviation), each (n_symbols,)."""
     for day in days:
-        if not is_trading_day(day):
-            raise UsageError(f"{day} is not a trading day; pick one of calendar.trading_days(start, end)")
-    first = _window(min(days), PRICE_WINDOW)[0]
-    span = trading_days(first, max(days))
+        if not is_trading_day(day, cfg.calendar):
+            raise UsageError(f"{day} is not a trading day on {cfg.calendar}; pick one of calendar.trading_days(start, end)")
+    first = _window(min(days), PRICE_WINDOW, cfg.calendar)[0]
+    span = trading_days(first, max(days), cfg.calendar)
     index = {d: i for i, d in enumerate(span)}
     innov = _innovations(cfg.seed, cfg.n_symbols, span)  # (trading days, S, 2)
     vol_w = (cfg.vol_persistence ** np.arange(VOL_WINDOW - 1, -1, -1))[:, None]
@@ -307,8 +308,8 @@ class _Clock(NamedTuple):
     act_prof: np.ndarray
 
     @classmethod
-    def of(cls, day: dt.date) -> _Clock:
-        open_utc, close_utc = session_bounds(day)
+    def of(cls, day: dt.date, calendar: str) -> _Clock:
+        open_utc, close_utc = session_bounds(day, calendar)
         n_reg = int((close_utc - open_utc).total_seconds() // 60)
         m = PRE_MINUTES + n_reg + POST_MINUTES
         reg = slice(PRE_MINUTES, PRE_MINUTES + n_reg)
@@ -460,7 +461,7 @@ def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.nd
     """
     vol_level, price_level = state
     rng = np.random.default_rng([cfg.seed, _TAG_DAY, day.toordinal(), cfg.n_symbols, block])
-    clock = _Clock.of(day)
+    clock = _Clock.of(day, cfg.calendar)
     prices = _price_paths(cfg, uni, vol_level, clock, rng)
     present = _presence(cfg, uni, clock, prices, rng)
     log_mid = np.log(uni.price * np.exp(PRICE_DISPERSION * price_level))[:, None] + np.cumsum(prices.ret, axis=1)
@@ -557,7 +558,7 @@ def generate_market(cfg: SynthConfig, root: Store | str, *,
     for day in days:
         table = _day_frame(cfg, day, states[day])
         key = day_key(day)
-        data = encode_day(day, table, store.uri(key))
+        data = encode_day(day, table, store.uri(key), cfg.calendar)
         store.write_bytes(key, data)
         rows += table.height
         written += len(data)

@@ -107,14 +107,15 @@ def prediction_files(run: Run) -> dict[dt.date, str]:
 class _Realized:
     """Realized days by date, built once; keeps the last ``SAME_MINUTE_DAYS`` for the same-minute baseline."""
 
-    def __init__(self, root: Store, available: list[dt.date]) -> None:
+    def __init__(self, root: Store, available: list[dt.date], calendar: str) -> None:
         self.root = root
+        self.calendar = calendar
         self.available = sorted(available)
         self.cache: dict[dt.date, RealizedDay | None] = {}
 
     def day(self, day: dt.date) -> RealizedDay:
         if self.cache.get(day) is None:
-            self.cache[day] = realized_day(self.root, day)
+            self.cache[day] = realized_day(self.root, day, self.calendar)
         return self.cache[day]  # type: ignore[return-value]
 
     def history(self, day: dt.date) -> list[tuple[list[str], Any]]:
@@ -126,7 +127,7 @@ class _Realized:
         for prev in before:
             if prev not in self.cache:
                 try:
-                    self.cache[prev] = realized_day(self.root, prev)
+                    self.cache[prev] = realized_day(self.root, prev, self.calendar)
                 except DataError as exc:
                     log.warning("%s: not used for the same-minute baseline: %s", prev, exc)
                     self.cache[prev] = None
@@ -160,7 +161,7 @@ def evaluate_run(run: Run, dates: str, *, data: str | None = None, name: str | N
     name = _check_name(name or default_name(dates))
     root = open_store(data or run.config.data_root, endpoint_url=endpoint_url)
     available = list_dates(root)
-    selection = parse_dates(dates, available, source=root.uri())
+    selection = parse_dates(dates, available, source=root.uri(), calendar=run.config.calendar)
     files = prediction_files(run)
     cfg = run.config.model
     bands = Bands(cfg.ret_band, cfg.vol_band, vol_floor(cfg))
@@ -170,7 +171,7 @@ def evaluate_run(run: Run, dates: str, *, data: str | None = None, name: str | N
     for outcome in outcomes:
         if on_date:
             on_date(outcome)
-    realized = _Realized(root, available)
+    realized = _Realized(root, available, run.config.calendar)
     days: list[DateScores] = []
     for day in selection.dates:
         outcome, scored = _score_day(run, day, files.get(day), realized, bands)

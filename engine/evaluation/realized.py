@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tthf.engine.config import DEFAULT_CALENDAR
 from tthf.engine.data.marketdata import partition, read_day
 from tthf.engine.evaluation.baselines import REVERSAL_FEATURE
 from tthf.engine.features import build_day
@@ -35,9 +36,10 @@ class RealizedDay:
         return self.labels[:, :, 1]
 
 
-def realized_day(root: Store, day: dt.date) -> RealizedDay:
-    """Read the raw bars of ``day`` and compute its labels exactly as training does."""
+def realized_day(root: Store, day: dt.date, calendar: str = DEFAULT_CALENDAR) -> RealizedDay:
+    """Read the raw bars of ``day`` and compute its labels exactly as training does (on the run's calendar)."""
     counts: dict[str, int] = {}
-    feats = build_day(read_day(root, day, counts=counts), day, source=root.uri(partition(day)))
+    feats = build_day(read_day(root, day, counts=counts, calendar=calendar), day, source=root.uri(partition(day)),
+                      calendar=calendar)
     ret_30 = np.ascontiguousarray(feats.features[:, :, feats.feature_names.index(REVERSAL_FEATURE)])
     return RealizedDay(day, list(feats.symbols), feats.minutes, feats.labels, ret_30, {**counts, **feats.counts})

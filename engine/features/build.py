@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import polars as pl
 
+from tthf.engine.data.calendar import DEFAULT_CALENDAR
 from tthf.engine.features.clean import clean_rows
 from tthf.engine.features.day import DayFeatures
 from tthf.engine.features.formulas import FEATURE_NAMES, compute_grid
@@ -50,17 +51,19 @@ def _compute_in_threads(g: dict[str, np.ndarray], n_minutes: int) -> tuple[np.nd
 
 
 def build_day(
-    raw: pl.DataFrame, day: dt.date, *, symbols: list[str] | None = None, source: str = ""
+    raw: pl.DataFrame, day: dt.date, *, symbols: list[str] | None = None, source: str = "",
+    calendar: str = DEFAULT_CALENDAR,
 ) -> DayFeatures:
     """Features, mask and labels of ``day`` from its raw rows (any order, any extra rows).
 
     ``symbols`` fixes the grid's symbols and their order (absent ones are all-missing,
     rows of unlisted ones are dropped and counted); by default every symbol with a row in
-    the regular session, sorted. ``source`` names the data in error messages.
+    the regular session, sorted. ``source`` names the data in error messages; ``calendar``
+    (an exchange's ISO MIC code, the run's) gives the day's regular session.
     """
     source = source or f"raw data of {day}"
-    clean = clean_rows(raw, day, symbols, source)
-    grid = DayGrid.from_clean(day, clean)
+    clean = clean_rows(raw, day, symbols, source, calendar=calendar)
+    grid = DayGrid.from_clean(day, clean, calendar)
     features, mask, labels = _compute_in_threads(grid.columns, clean.n_minutes)
     counts = clean.counts
     counts["missing_minutes"] = len(grid.symbols) * clean.n_minutes - counts["rows_used"]
@@ -78,7 +81,7 @@ def build_day(
 
 
 def build_scaled_day(raw: pl.DataFrame, day: dt.date, scalers: Scalers, feature_names: Sequence[str], *,
-                     source: str = "") -> tuple[DayFeatures, np.ndarray]:
+                     source: str = "", calendar: str = DEFAULT_CALENDAR) -> tuple[DayFeatures, np.ndarray]:
     """``build_day`` and its features scaled in the run's order: what inference and validation feed the model."""
-    feats = build_day(raw, day, source=source)
+    feats = build_day(raw, day, source=source, calendar=calendar)
     return feats, scalers.transform_day(feats, feature_names)

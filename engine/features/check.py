@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from tthf.engine.config import SEQ_LEN
+from tthf.engine.config import DEFAULT_CALENDAR, SEQ_LEN
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
 from tthf.engine.features import build_day, clean_rows
@@ -89,13 +89,13 @@ class CheckReport:
         }
 
 
-def _read(store: Store, day: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
+def _read(store: Store, day: dt.date, calendar: str) -> tuple[pl.DataFrame, dict[str, int]]:
     counts: dict[str, int] = {}
-    return marketdata.read_day(store, day, counts=counts), counts
+    return marketdata.read_day(store, day, counts=counts, calendar=calendar), counts
 
 
 def _left_out(raw: pl.DataFrame, feats: DayFeatures, per_symbol: np.ndarray, seq_len: int,
-              source: str) -> dict[str, str]:
+              source: str, calendar: str) -> dict[str, str]:
     """Every symbol of the raw rows that gets no prediction, and why, sorted by symbol."""
     on_grid = set(feats.symbols)
     no_row = sorted(set(raw.get_column("symbol").drop_nulls().unique().to_list()) - on_grid)
@@ -103,7 +103,7 @@ def _left_out(raw: pl.DataFrame, feats: DayFeatures, per_symbol: np.ndarray, seq
     reasons = {}
     explain = raw.filter(pl.col("symbol").is_in(no_row + no_quote)).partition_by("symbol", as_dict=True)
     for (symbol,), rows in explain.items():
-        counts = clean_rows(rows, feats.date, [symbol], source)[3]
+        counts = clean_rows(rows, feats.date, [symbol], source, calendar=calendar).counts
         what, rules = ("no usable quote all day", _NO_QUOTE_RULES) if symbol in on_grid else (
             "no row in the regular session", _NO_ROW_RULES)
         reasons[symbol] = f"{what} ({', '.join(f'{k} {counts[k]}' for k in rules if counts[k])})"
@@ -116,12 +116,12 @@ def _left_out(raw: pl.DataFrame, feats: DayFeatures, per_symbol: np.ndarray, seq
 
 
 def _evaluate(day: dt.date, read: Callable[[], tuple[pl.DataFrame, dict[str, int]]], source: str,
-              seq_len: int) -> DateCheck:
+              seq_len: int, calendar: str) -> DateCheck:
     """``read`` the date and build its features as tthf-run does; an error is the date's reason."""
     started = time.perf_counter()
     try:
         raw, counts = read()
-        feats = build_day(raw, day, source=source)
+        feats = build_day(raw, day, source=source, calendar=calendar)
     except (DataError, StoreError) as exc:
         return DateCheck(day.isoformat(), "failed", reason=" ".join(str(exc).split()), exit_code=exc.exit_code,
                          seconds=round(time.perf_counter() - started, 4))
@@ -131,17 +131,18 @@ def _evaluate(day: dt.date, read: Callable[[], tuple[pl.DataFrame, dict[str, int
         day.isoformat(), "ok", rows=feats.counts["rows_in"], symbols=len(feats.symbols),
         minutes=len(feats.minutes), coverage=round(float(feats.mask.mean()), 6),
         windows=int(per_symbol.sum()), counts={**counts, **feats.counts},
-        left_out=_left_out(raw, feats, per_symbol, seq_len, source), seconds=round(time.perf_counter() - started, 4),
+        left_out=_left_out(raw, feats, per_symbol, seq_len, source, calendar), seconds=round(time.perf_counter() - started, 4),
     )
 
 
-def check_day(root: Store | str, day: dt.date, *, seq_len: int = SEQ_LEN) -> DateCheck:
+def check_day(root: Store | str, day: dt.date, *, seq_len: int = SEQ_LEN, calendar: str = DEFAULT_CALENDAR) -> DateCheck:
     """What tthf-run would make of ``day`` under ``root`` (a date without files is a failed ``NoDataError``)."""
     store = as_store(root)
-    return _evaluate(day, lambda: _read(store, day), store.uri(marketdata.partition(day)), seq_len)
+    return _evaluate(day, lambda: _read(store, day, calendar), store.uri(marketdata.partition(day)), seq_len, calendar)
 
 
-def check_data(root: Store | str, spec: str, *, seq_len: int = SEQ_LEN, wrap: Wrap | None = None) -> CheckReport:
+def check_data(root: Store | str, spec: str, *, seq_len: int = SEQ_LEN, wrap: Wrap | None = None,
+               calendar: str = DEFAULT_CALENDAR) -> CheckReport:
     """Check every date of ``spec`` (tthf-run's ``--dates``) under ``root``, reading one date ahead.
 
     Trading days the spec covers without data are reported as "no_data", as tthf-run does.
@@ -152,7 +153,7 @@ def check_data(root: Store | str, spec: str, *, seq_len: int = SEQ_LEN, wrap: Wr
         raise UsageError(f"--seq-len must be >= 1, got {seq_len}")
     started = time.perf_counter()
     store = as_store(root)
-    selection = parse_dates(spec, marketdata.list_dates(store), source=store.uri())
+    selection = parse_dates(spec, marketdata.list_dates(store), source=store.uri(), calendar=calendar)
     days = selection.dates
     results = [DateCheck(d.isoformat(), "no_data", reason=f"no data under {store.uri(marketdata.partition(d))}")
                for d in selection.missing]
@@ -161,7 +162,7 @@ def check_data(root: Store | str, spec: str, *, seq_len: int = SEQ_LEN, wrap: Wr
         for i, day in enumerate(wrap(days) if wrap else days):
             for j in (i, i + 1):
                 if j < len(days) and j not in reads:
-                    reads[j] = pool.submit(_read, store, days[j])
-            results.append(_evaluate(day, reads.pop(i).result, store.uri(marketdata.partition(day)), seq_len))
+                    reads[j] = pool.submit(_read, store, days[j], calendar)
+            results.append(_evaluate(day, reads.pop(i).result, store.uri(marketdata.partition(day)), seq_len, calendar))
     results.sort(key=lambda d: d.date)
     return CheckReport(store.uri(), spec, seq_len, results, time.perf_counter() - started)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from tthf.engine.data.calendar import is_trading_day, session_bounds
+from tthf.engine.data.calendar import DEFAULT_CALENDAR, is_trading_day, session_bounds
 from tthf.engine.data.marketdata import split_duplicates
 from tthf.errors import DataError, NoDataError, UsageError
 
@@ -52,8 +52,8 @@ class Session(NamedTuple):
     n_minutes: int
 
     @classmethod
-    def of(cls, day: dt.date) -> Session:
-        start, end = session_bounds(day)
+    def of(cls, day: dt.date, calendar: str = DEFAULT_CALENDAR) -> Session:
+        start, end = session_bounds(day, calendar)
         return cls(int(start.timestamp()) * 1_000_000, int((end - start).total_seconds()) // 60)
 
     @property
@@ -181,12 +181,16 @@ def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]
     )
 
 
-def clean_rows(raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str) -> CleanRows:
-    """Apply the cleaning rules; return rows keyed by (sid, tid), the symbols, the session length and the counts."""
-    if not is_trading_day(day):
-        raise DataError(f"{source}: {day} is not a trading day (weekend or NYSE holiday); drop that date's data")
+def clean_rows(raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str, *,
+               calendar: str = DEFAULT_CALENDAR) -> CleanRows:
+    """Apply the cleaning rules; return rows keyed by (sid, tid), the symbols, the session length and the counts.
+
+    ``calendar`` (an exchange's ISO MIC code) gives the day's regular session.
+    """
+    if not is_trading_day(day, calendar):
+        raise DataError(f"{source}: {day} is not a trading day on {calendar} (weekend or holiday); drop that date's data")
     _check_columns(raw, source)
-    session = Session.of(day)
+    session = Session.of(day, calendar)
     counts = dict.fromkeys(COUNT_KEYS, 0)
     counts["rows_in"] = raw.height
     frame = _session_rows(raw, session, counts)

@@ -14,7 +14,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from tthf.engine.data.calendar import session_minutes
+from tthf.engine.data.calendar import DEFAULT_CALENDAR, session_minutes
 from tthf.engine.features.clean import QUOTE, TRADE_PRICES, CleanRows, Session, clean_rows
 from tthf.engine.features.state import DayState
 from tthf.errors import DataError
@@ -48,10 +48,11 @@ def _empty_columns(n_minutes: int, n_sym: int) -> dict[str, np.ndarray]:
 class DayGrid:
     """One trading day's clean values so far, the cells filled, and the day statistics (``DayState``)."""
 
-    def __init__(self, day: dt.date) -> None:
+    def __init__(self, day: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
         self.day = day
-        self.session = Session.of(day)
-        self.minutes = session_minutes(day)
+        self.calendar = calendar
+        self.session = Session.of(day, calendar)
+        self.minutes = session_minutes(day, calendar)
         self.symbols: list[str] = []
         self._sid: dict[str, int] = {}
         self.columns = _empty_columns(self.session.n_minutes, 0)
@@ -61,9 +62,9 @@ class DayGrid:
         self.rows_in = 0  # regular-session rows received
 
     @classmethod
-    def from_clean(cls, day: dt.date, clean: CleanRows) -> DayGrid:
+    def from_clean(cls, day: dt.date, clean: CleanRows, calendar: str = DEFAULT_CALENDAR) -> DayGrid:
         """The whole day at once from its cleaned rows (the batch path)."""
-        grid = cls(day)
+        grid = cls(day, calendar)
         grid.symbols = list(clean.symbols)
         grid._sid = {s: i for i, s in enumerate(grid.symbols)}
         grid.columns = grid_arrays(clean.rows, len(grid.symbols), clean.n_minutes)
@@ -82,7 +83,7 @@ class DayGrid:
         names = sorted(frame.get_column("symbol").drop_nulls().unique().to_list())
         if not names:
             return
-        clean = clean_rows(frame, self.day, names, source)
+        clean = clean_rows(frame, self.day, names, source, calendar=self.calendar)
         if clean.rows.height == 0:
             return
         rows = clean.rows

@@ -130,12 +130,13 @@ class DayPredictor:
         self.seq_len = cfg.model.seq_len
         self.stride = stride
         self.scalers = run.load_scalers()
+        self.calendar = cfg.calendar
         self.runner = make_runner(backend, capacity=batch_size, seq_len=self.seq_len,
                                   n_features=len(self.feature_names), windowing=windowing)
 
     def features(self, raw: pl.DataFrame, day: dt.date, *, source: str = "") -> tuple[DayFeatures, np.ndarray]:
         """The day's features (cleaning counts included) and their scaled grid in the run's order."""
-        return build_scaled_day(raw, day, self.scalers, self.feature_names, source=source)
+        return build_scaled_day(raw, day, self.scalers, self.feature_names, source=source, calendar=self.calendar)
 
     def predict_features(self, feats: DayFeatures, scaled: np.ndarray) -> tuple[pl.DataFrame, DayOutputs]:
         """Predictions table of a day from its scaled grid; the runner's outputs say where time went."""
@@ -199,7 +200,7 @@ def plan_inference(store: Store | str, run_name: str, options: RunOptions, *, ex
     run = Run.open(find_run(store, run_name, experiment=experiment, model_type=model_type))
     stride = options.stride(run)
     data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
-    selection = parse_dates(options.dates, marketdata.list_dates(data))
+    selection = parse_dates(options.dates, marketdata.list_dates(data), calendar=run.config.calendar)
     backend = open_backend(run, options.backend, rebuild=rebuild)
     settings = settings_key(run, options, stride, backend.name, data.uri())
     manifest = RunManifest.load(run)
@@ -333,7 +334,7 @@ def day_stages(predictor: DayPredictor, data_root: Store, fmt: str) -> list[Stag
 
     def read(day: dt.date, _: None) -> RawDay:
         counts: dict[str, int] = {}
-        return RawDay(marketdata.read_day(data_root, day, counts=counts), counts)
+        return RawDay(marketdata.read_day(data_root, day, counts=counts, calendar=predictor.calendar), counts)
 
     def features(day: dt.date, state: RawDay) -> ScaledDay:
         feats, scaled = predictor.features(state.raw, day, source=data_root.uri(marketdata.partition(day)))

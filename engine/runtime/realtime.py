@@ -30,7 +30,7 @@ import pyarrow as pa
 from tthf.engine import predictions, windows
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.data import marketdata
-from tthf.engine.data.calendar import NEW_YORK, is_trading_day
+from tthf.engine.data.calendar import is_trading_day, timezone
 from tthf.engine.features import FEATURE_NAMES, DayGrid, compute_grid
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime.backends import Backend, open_backend
@@ -51,6 +51,7 @@ class RealtimePredictor:
         self.seq_len = cfg.model.seq_len
         self.feature_names = list(cfg.feature_names)
         self.scalers = run.load_scalers()
+        self._tz = timezone(cfg.calendar)  # the exchange's local time: what "a trading day" means
         self.grid: DayGrid | None = None
         self.seconds: dict[str, float] = {}  # where the last update's time went
         self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
@@ -68,9 +69,10 @@ class RealtimePredictor:
 
     def reset(self, day: dt.date) -> None:
         """Start ``day``: forget the previous day's grid (windows never cross a day)."""
-        if not is_trading_day(day):
-            raise DataError(f"{day} is not a trading day (weekend or exchange holiday); there is nothing to predict")
-        self.grid = DayGrid(day)
+        calendar = self.run.config.calendar
+        if not is_trading_day(day, calendar):
+            raise DataError(f"{day} is not a trading day on {calendar} (weekend or holiday); there is nothing to predict")
+        self.grid = DayGrid(day, calendar)
 
     def update(self, bars: pl.DataFrame | pa.Table) -> pl.DataFrame:
         """Add the newest bars (one minute, or several to catch up) and predict the latest minute.
@@ -87,10 +89,10 @@ class RealtimePredictor:
         if frame.height == 0:
             return predictions.empty()
         if self.grid is None:
-            self.reset(frame.get_column("ts").max().astimezone(NEW_YORK).date())  # type: ignore[union-attr]
+            self.reset(frame.get_column("ts").max().astimezone(self._tz).date())  # type: ignore[union-attr]
         grid = self.grid
         assert grid is not None
-        other_day = frame.filter(pl.col("ts").dt.convert_time_zone(str(NEW_YORK)).dt.date() != grid.day)
+        other_day = frame.filter(pl.col("ts").dt.convert_time_zone(str(self._tz)).dt.date() != grid.day)
         if other_day.height:
             raise UsageError(
                 f"bars for {other_day.get_column('ts').min()!s} arrived while predicting {grid.day}; "

@@ -24,7 +24,7 @@ import torch
 
 import tthf
 from tthf.engine import runs
-from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
+from tthf.engine.config import DEFAULT_CALENDAR, ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.data.marketdata import list_dates, read_day
 from tthf.engine.features import build_day
 from tthf.engine.features.day import DayFeatures
@@ -260,13 +260,13 @@ def _apply_overrides(overrides: Mapping[str, Any]) -> tuple[TrainConfig, dict[st
     return train_cfg, {k: v for k, v in overrides.items() if k in model_fields}
 
 
-def build_days(data_root: Any, dates: Sequence[str], what: str) -> list[DayFeatures]:
+def build_days(data_root: Any, dates: Sequence[str], what: str, calendar: str = DEFAULT_CALENDAR) -> list[DayFeatures]:
     """Read and featurize each date, logging progress."""
     out = []
     for i, iso in enumerate(dates, start=1):
         t0 = time.perf_counter()
         day = dt.date.fromisoformat(iso)
-        out.append(build_day(read_day(data_root, day), day))
+        out.append(build_day(read_day(data_root, day, calendar=calendar), day, calendar=calendar))
         log.info("%s features %d/%d: %s (%d symbols) %.1f s", what, i, len(dates), iso,
                  len(out[-1].symbols), time.perf_counter() - t0)
     return out
@@ -305,15 +305,20 @@ def train_run(
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     endpoint_url: str | None = None,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> TrainResult:
-    """Train a model on ``data_root`` and write the complete run ``run`` into ``store``."""
+    """Train a model on ``data_root`` and write the complete run ``run`` into ``store``.
+
+    ``calendar`` (an exchange's ISO MIC code) gives each date's regular session; the run
+    records it and every later stage (tthf-run, tthf-eval, real time) uses the run's.
+    """
     started = time.perf_counter()
     train_cfg, model_settings = _apply_overrides(overrides or {})
     data = open_store(data_root, endpoint_url=endpoint_url) if isinstance(data_root, str) else data_root
     root = open_store(store, endpoint_url=endpoint_url) if isinstance(store, str) else store
     ref = runs.create_run(root, experiment, runs.DEFAULT_MODEL_TYPE, run, overwrite=overwrite)
     splits = _splits(data, train_cfg)
-    train_raw = build_days(data, splits.train, "train")
+    train_raw = build_days(data, splits.train, "train", calendar)
     feature_names = list(train_raw[0].feature_names)
     scalers = Scalers.fit(train_raw)
 
@@ -321,7 +326,7 @@ def train_run(
         return [(scalers.transform_day(d, feature_names), d) for d in days]
 
     train_days = scale(train_raw)
-    val_days = scale(build_days(data, splits.val, "val"))
+    val_days = scale(build_days(data, splits.val, "val", calendar))
     model_cfg = ModelConfig(
         n_features=len(feature_names),
         **model_settings,
@@ -332,10 +337,10 @@ def train_run(
     model, history = fit(train_days, val_days, model_cfg, train_cfg)
     del train_days, val_days, train_raw
     t0 = time.perf_counter()
-    test_metrics = evaluate(model, scale(build_days(data, splits.test, "test")))
+    test_metrics = evaluate(model, scale(build_days(data, splits.test, "test", calendar)))
     log.info("evaluated %d test windows in %.1f s", test_metrics["n_windows"], time.perf_counter() - t0)
     config = RunConfig(model=model_cfg, feature_names=feature_names, splits=splits, train=train_cfg,
-                       data_root=data.uri(), tthf_version=tthf.__version__)
+                       data_root=data.uri(), calendar=calendar, tthf_version=tthf.__version__)
     metrics = {"test": test_metrics, "training": history.to_dict()}
     result = _write_run(ref, model, scalers, metrics, config)
     seconds = time.perf_counter() - started
