@@ -61,9 +61,10 @@ step() {
     fi
     code=$?
     t1=$(date +%s.%N)
-    local secs
+    local secs command
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
-    printf '%s\t%s\t%s\t%s\n' "$name" "$code" "$secs" "$*" >> "$work/steps.tsv"
+    command=$(printf '%q ' "$@")
+    printf '%s\t%s\t%s\t%s\n' "$name" "$code" "$secs" "${command% }" >> "$work/steps.tsv"
     echo "gpu_check: $name: exit $code in ${secs}s" >&2
     return $code
 }

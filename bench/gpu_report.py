@@ -137,7 +137,8 @@ def bench_section(doc: dict[str, Any] | None) -> list[str]:
     lines = ["## GPU benchmarks (pytest-benchmark, best round)", ""]
     if doc is None:
         return [*lines, "No benchmark results (gpu-bench.json missing).", ""]
-    lines += ["| benchmark | best s | per second | accuracy vs fp32 reference |", "| --- | ---: | ---: | --- |"]
+    lines += ["| benchmark | best s | per second | accuracy vs the fp32 reference, or backend |",
+              "| --- | ---: | ---: | --- |"]
     for b in doc["benchmarks"]:
         info = b.get("extra_info", {})
         rate = f"{info['units'] / b['stats']['min']:,.0f} {info.get('unit', '')}" if info.get("units") else ""
