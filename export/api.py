@@ -77,7 +77,8 @@ def tool_versions() -> dict[str, str | None]:
 
 def build_command(run: runs.Run) -> str:
     return (f"tthf-export --run {run.ref.run_id} --store {run.ref.root} --experiment {run.ref.experiment} "
-            "--require-engine   # on a host with a CUDA GPU and pip install 'tthf[gpu]'")
+            "--require-engine   # on a host with a CUDA GPU and pip install 'tthf[gpu-cu12]' or 'tthf[gpu-cu13]' "
+            "(torch's CUDA major)")
 
 
 def validate_artifact(backend: Backend, reference: dict[str, Outputs], sets: list[InputSet], *, artifact: str,

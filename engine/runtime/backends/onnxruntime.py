@@ -36,8 +36,8 @@ def _import_ort() -> Any:
         import onnxruntime as ort
     except ImportError as exc:
         raise BackendUnavailableError(
-            "onnxruntime is not installed; pip install 'tthf[cpu]' (or 'tthf[gpu]' on a GPU host), "
-            "or use --backend torch"
+            "onnxruntime is not installed; pip install 'tthf[cpu]' (on a GPU host 'tthf[gpu-cu12]' or "
+            "'tthf[gpu-cu13]', torch's CUDA major), or use --backend torch"
         ) from exc
     return ort
 

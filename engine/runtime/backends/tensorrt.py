@@ -72,7 +72,8 @@ def unavailable_reason() -> str | None:
     try:
         import tensorrt as trt
     except ImportError as exc:
-        return f"the tensorrt package is not installed ({exc}); pip install 'tthf[gpu]' on a GPU host"
+        return (f"the tensorrt package is not installed ({exc}); on a GPU host pip install 'tthf[gpu-cu12]' or "
+                "'tthf[gpu-cu13]', the CUDA major of torch (tthf-doctor says which)")
     import torch
 
     if not torch.cuda.is_available():
