@@ -44,8 +44,8 @@ REGISTRY: dict[str, type[Any]] = {
     "torch-cuda": TorchCudaBackend,
 }
 #: what ``auto`` tries, fastest first; torch is the fallback that always runs. OpenVINO (CPU
-#: only) measured faster than ONNX Runtime's CPU session from batch 64 on (docs/export.md);
-#: on a CUDA host ONNX Runtime (on the GPU) goes first.
+#: only) measured faster than ONNX Runtime's CPU sessions at tthf-run's batch sizes (1000,
+#: 4096; docs/export.md "OpenVINO"); on a CUDA host ONNX Runtime (on the GPU) goes first.
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
 AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "openvino")
 BACKENDS = ("auto", *REGISTRY)
