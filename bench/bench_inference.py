@@ -8,6 +8,8 @@ Backends (each skipped with the reason where it cannot run):
   one single-threaded session per core, the batch split between them);
 - ``onnxruntime-fp32-intraop``: the same model in one session with one intra-op thread per
   core (the previous default, kept to show what the data-parallel split buys);
+- ``openvino-fp32`` / ``openvino-bf16``: tthf's openvino backends on the same ``model.onnx``
+  (bf16 only on CPUs with native bf16, recorded against the fp16 bar);
 - ``onnxruntime-int8``: ``model.onnx`` with dynamically quantized int8 weights (a candidate
   faster CPU path, not a tthf backend: its accuracy is recorded against the fp16 bar);
 - on CUDA hosts: ``torch-cuda-fp32``, ``torch-cuda-autocast`` (fp16) and ``tensorrt-fp16``.
@@ -31,9 +33,13 @@ from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.windows import cut_windows
 from tthf.export.validate import compare, tolerances
 
-CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-fp32-intraop", "onnxruntime-int8")
+CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-fp32-intraop", "openvino-fp32",
+                "openvino-bf16", "onnxruntime-int8")
 GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-autocast", "tensorrt-fp16")
-PRECISION = {"torch-bf16": "fp16", "onnxruntime-int8": "fp16", "torch-cuda-autocast": "fp16", "tensorrt-fp16": "fp16"}
+PRECISION = {"torch-bf16": "fp16", "openvino-bf16": "fp16", "onnxruntime-int8": "fp16", "torch-cuda-autocast": "fp16",
+             "tensorrt-fp16": "fp16"}
+
+OPENVINO = {"openvino-fp32": "openvino", "openvino-bf16": "openvino-bf16"}  # bench name -> tthf backend
 
 
 def _threads() -> int:
@@ -90,6 +96,11 @@ def open_predictor(name: str, bench_run):
     if name == "onnxruntime-fp32-intraop":
         return OnnxRuntimeBackend.from_run(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"],
                                   data_parallel=False).predict
+    if name in OPENVINO:
+        try:
+            return open_backend(bench_run.run, OPENVINO[name], threads=_threads()).predict
+        except BackendUnavailableError as exc:
+            pytest.skip(f"{OPENVINO[name]} unavailable: {exc}")
     if name == "onnxruntime-int8":
         return _int8_predictor(bench_run)
     if name == "torch-cuda-fp32":

@@ -17,6 +17,7 @@ baseline's equality with tthf is checked on the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -68,12 +69,9 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "smoke": smoke_mode(config),
         "symbols": int(os.environ.get("TTHF_BENCH_SYMBOLS", "1000")),
     }
-    try:
-        import onnxruntime
-
-        info["versions"]["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    for module in ("onnxruntime", "openvino"):
+        with contextlib.suppress(ImportError):
+            info["versions"][module] = __import__(module).__version__
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     machine_info["tthf"] = info

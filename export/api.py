@@ -2,10 +2,11 @@
 
 CTranslate2's converter skeleton: ``build_artifacts`` (export and convert in memory),
 ``validate_artifacts`` (every artifact against the PyTorch reference, through the same
-backend classes that ``tthf-run`` serves with), ``write_export`` (files, manifest last).
-Nothing is written unless every artifact passed, so a failed export leaves the previous
-one intact (and ``tthf-run`` keeps using it). A new export replaces ``export/`` except
-the timing caches, which do not depend on the weights and make the next build faster.
+backend classes that ``tthf-run`` serves with, OpenVINO's where it imports),
+``write_export`` (files, manifest last). Nothing is written unless every artifact passed,
+so a failed export leaves the previous one intact (and ``tthf-run`` keeps using it). A new
+export replaces ``export/`` except the timing caches, which do not depend on the weights
+and make the next build faster.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ from dataclasses import dataclass, field
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
 from tthf.engine.model.interface import InputSet, ModelIO, Outputs
-from tthf.engine.runtime.backends import OnnxRuntimeBackend, TensorRTBackend, TorchBackend
+from tthf.engine.runtime.backends import (
+    OnnxRuntimeBackend,
+    OpenVinoBackend,
+    OpenVinoBf16Backend,
+    TensorRTBackend,
+    TorchBackend,
+)
 from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.tensorrt import current_target, unavailable_reason
 from tthf.engine.store import Store, as_store
-from tthf.errors import ExportError
+from tthf.errors import BackendUnavailableError, ExportError
 from tthf.export import inputs
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, precision_summary
@@ -67,7 +74,7 @@ def tool_versions() -> dict[str, str | None]:
         "onnx": onnx.__version__,
         "cuda": torch.version.cuda,
     }
-    for module in ("onnxruntime", "tensorrt"):
+    for module in ("onnxruntime", "tensorrt", "openvino"):
         try:
             versions[module] = __import__(module).__version__
         except ImportError:
@@ -126,13 +133,24 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
 
 
 def validate_artifacts(run: runs.Run, built: Artifacts, sets: list[InputSet],
-                       reference: dict[str, Outputs]) -> list[Comparison]:
-    """Both ONNX artifacts through the serving ONNX Runtime backend (CPU), at fp32 and fp16 tolerance."""
+                       reference: dict[str, Outputs]) -> tuple[list[Comparison], list[str]]:
+    """Both ONNX artifacts through the serving ONNX Runtime backend (CPU), at fp32 and fp16 tolerance,
+    and ``model.onnx`` through OpenVINO at fp32 and (on CPUs with native bf16) bf16 at fp16 tolerance;
+    notes say what could not be validated here."""
     results = []
     for name, precision in ((runs.FP32_ONNX, "fp32"), (runs.FP16_ONNX, "fp16")):
         backend = OnnxRuntimeBackend(built.files[name], providers=VALIDATION_PROVIDERS)
         results += validate_artifact(backend, reference, sets, artifact=name, precision=precision, run=run)
-    return results
+    notes = []
+    for cls, precision in ((OpenVinoBackend, "fp32"), (OpenVinoBf16Backend, "fp16")):
+        try:
+            openvino: Backend = cls(built.files[runs.FP32_ONNX])
+        except BackendUnavailableError as exc:
+            notes.append(f"{runs.FP32_ONNX} not validated through {cls.name}: {exc}")
+            log.info("%s", notes[-1])
+            continue
+        results += validate_artifact(openvino, reference, sets, artifact=runs.FP32_ONNX, precision=precision, run=run)
+    return results, notes
 
 
 def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]:
@@ -194,8 +212,9 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     built = build_artifacts(run, cfg)
     sets, notes = validation_sets(run, cfg, as_store(data) if data is not None else None)
     reference = reference_outputs(run, sets)
-    results = validate_artifacts(run, built, sets, reference)
+    results, validation_notes = validate_artifacts(run, built, sets, reference)
     enforce(results)
+    notes += validation_notes
     manifest = Manifest(run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(),
                         versions=tool_versions(), notes=notes)
     if missing_engine:

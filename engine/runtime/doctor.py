@@ -23,7 +23,7 @@ from typing import Any
 from tthf.engine.artifacts import Manifest, is_exported
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends import AUTO_ORDER, BACKENDS, open_backend
+from tthf.engine.runtime.backends import AUTO_ORDER, AUTO_ORDER_CUDA, BACKENDS, open_backend
 from tthf.engine.runtime.backends.tensorrt import GpuTarget, current_target
 from tthf.engine.store import Store
 from tthf.errors import BackendUnavailableError, NotExportedError, TthfError, UsageError
@@ -33,8 +33,8 @@ EXPECT = ("cpu", "gpu")
 MIN_DRIVER = {12: 525, 13: 580}
 #: the PyTorch wheel index of each CUDA major (README, "Install on a GPU host")
 TORCH_INDEX = {12: "https://download.pytorch.org/whl/cu128", 13: "https://download.pytorch.org/whl/cu130"}
-#: what ``auto`` tries before its torch fallback (the backends' own order)
-AUTO_CANDIDATES = AUTO_ORDER
+#: what ``auto`` tries before its torch fallback (the backends' own orders, without and with CUDA)
+AUTO_CANDIDATES, AUTO_CANDIDATES_CUDA = AUTO_ORDER, AUTO_ORDER_CUDA
 NVIDIA_INDEX = "--extra-index-url https://pypi.nvidia.com"
 
 
@@ -315,7 +315,7 @@ class Placement:
 def infer_placement(backend: str, host: Host) -> Placement:
     """Where ``backend`` would run for an exported run, from the probes alone."""
     if backend == "auto":
-        for name in AUTO_CANDIDATES:
+        for name in AUTO_CANDIDATES_CUDA if host.torch.available else AUTO_CANDIDATES:
             placed = infer_placement(name, host)
             if placed.device:
                 return placed
@@ -326,6 +326,14 @@ def infer_placement(backend: str, host: Host) -> Placement:
         if not host.torch.available:
             return Placement(None, None, "torch sees no CUDA device (a CPU build of torch, or no GPU)")
         return Placement("torch-cuda", "gpu", f"the PyTorch network on {host.torch.device} under fp16 autocast")
+    if backend in ("openvino", "openvino-bf16"):
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return Placement(None, None, "the openvino package is not installed (pip install 'tthf[cpu]')")
+        if backend == "openvino-bf16" and not (host.cpu["features"].get("AVX512-BF16") or host.cpu["features"].get("AMX-BF16")):
+            return Placement(None, None, "this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+        return Placement(backend, "cpu", "OpenVINO's CPU plugin")
     if backend == "onnxruntime":
         ort = host.onnxruntime
         for provider in probes.ORT_PROVIDERS:

@@ -72,11 +72,12 @@ def test_cli_writes_models_manifest_and_table(exported: tuple[runs.Run, subproce
     assert manifest.engine["built"] is False and "tensorrt" in manifest.engine["reason"]
     assert manifest.export_config["opt_batches"] == [256, 1024]
     assert manifest.versions["onnxruntime"] and manifest.versions["torch"]
+    assert {v["backend"] for v in manifest.validation} >= {"onnxruntime", "openvino"}
     kinds = {v["inputs"].split("@")[0] for v in manifest.validation}
     assert kinds == {"random", "heldout"}
     assert all(v["passed"] for v in manifest.validation)
     held = [v for v in manifest.validation if v["inputs"].startswith("heldout") and v["output"] == "ret_1h"
-            and v["artifact"] == "model.onnx"]
+            and v["artifact"] == "model.onnx" and v["backend"] == "onnxruntime"]
     assert sum(v["batch"] for v in held) == 600
 
 

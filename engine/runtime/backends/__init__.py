@@ -4,6 +4,9 @@
   ``torch-cuda``: the same on a GPU under fp16 autocast.
 - ``onnxruntime`` (``onnxruntime.py``): the exported fp32 ``model.onnx`` with the best
   provider present.
+- ``openvino`` (``openvino.py``): the exported fp32 ``model.onnx`` compiled by OpenVINO for
+  the CPU; ``openvino-bf16``: the same with bf16 matmuls, on CPUs with native bf16 only
+  (explicit: ``auto`` never picks a reduced precision on the CPU).
 - ``tensorrt`` (``tensorrt.py``): the native fp16 engine for this host's GPU.
 - ``auto``: the fastest that can run here, in ``AUTO_ORDER`` (docs/export.md has the
   measurements behind the order), and it says which; without an export, torch-cuda on
@@ -24,6 +27,7 @@ from tthf.engine import artifacts
 from tthf.engine.runs import Run
 from tthf.engine.runtime.backends.base import Backend, DeviceEngine
 from tthf.engine.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from tthf.engine.runtime.backends.openvino import OpenVinoBackend, OpenVinoBf16Backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild, TensorRTBackend
 from tthf.engine.runtime.backends.torch import TorchBackend, TorchCudaBackend
 from tthf.errors import BackendUnavailableError, UsageError
@@ -34,15 +38,20 @@ log = logging.getLogger("tthf")
 REGISTRY: dict[str, type[Any]] = {
     "tensorrt": TensorRTBackend,
     "onnxruntime": OnnxRuntimeBackend,
+    "openvino": OpenVinoBackend,
+    "openvino-bf16": OpenVinoBf16Backend,
     "torch": TorchBackend,
     "torch-cuda": TorchCudaBackend,
 }
-#: what ``auto`` tries, fastest first; torch is the fallback that always runs
-AUTO_ORDER = ("tensorrt", "onnxruntime")
+#: what ``auto`` tries, fastest first; torch is the fallback that always runs. OpenVINO (CPU
+#: only) measured faster than ONNX Runtime's CPU sessions at tthf-run's batch sizes (1000,
+#: 4096; docs/export.md "OpenVINO"); on a CUDA host ONNX Runtime (on the GPU) goes first.
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
+AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "openvino")
 BACKENDS = ("auto", *REGISTRY)
 
-__all__ = ["BACKENDS", "Backend", "DeviceEngine", "OnnxRuntimeBackend", "TensorRTBackend", "TorchBackend",
-           "TorchCudaBackend", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "DeviceEngine", "OnnxRuntimeBackend", "OpenVinoBackend", "OpenVinoBf16Backend",
+           "TensorRTBackend", "TorchBackend", "TorchCudaBackend", "open_backend"]
 
 
 def _fallback(run: Run) -> Backend:
@@ -53,7 +62,7 @@ def _fallback(run: Run) -> Backend:
 
 
 def _options(name: str, threads: int | None, rebuild: Rebuild | None) -> dict[str, Any]:
-    if name == "onnxruntime":
+    if name in ("onnxruntime", "openvino", "openvino-bf16"):
         return {"threads": threads}
     if name == "tensorrt":
         return {"rebuild": rebuild}
@@ -76,8 +85,10 @@ def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Re
         log.warning("backend auto: run %s has no export, using %s; run tthf-export --run %s for faster inference",
                     run.ref.name, fallback.name, run.ref.run_id)
         return fallback
+    import torch
+
     skipped = []
-    for candidate in AUTO_ORDER:
+    for candidate in AUTO_ORDER_CUDA if torch.cuda.is_available() else AUTO_ORDER:
         try:
             backend = open_backend(run, candidate, threads=threads, rebuild=rebuild)
         except BackendUnavailableError as exc:  # stale exports are not skipped: they are errors

@@ -1,0 +1,144 @@
+"""OpenVINO as a CPU backend: the exported fp32 ``model.onnx`` compiled by OpenVINO's CPU plugin.
+
+Two names, two precisions (a different precision is a different backend name, so it is
+in the manifest and in tthf-run's settings key, never silent):
+
+- ``openvino``: fp32 (``INFERENCE_PRECISION_HINT=f32``), validated at the fp32 tolerances;
+- ``openvino-bf16``: the same graph with bf16 matmuls, validated at the fp16 tolerances,
+  only on CPUs with native bf16 (AVX-512 BF16 or AMX): elsewhere OpenVINO would quietly
+  run f32 under the bf16 name, so that is ``BackendUnavailableError``.
+
+Configuration, by measurement on the project's shared 2-core machine (bench/tune_openvino.py,
+docs/export.md "OpenVINO"), the same shape as the ONNX Runtime backend's: data parallel.
+``PERFORMANCE_HINT=THROUGHPUT`` with one single-threaded stream per core; a batch larger
+than ``SUB_BATCH`` windows is cut into sub-batches of at most ``SUB_BATCH`` that an
+``AsyncInferQueue`` (one infer request per stream) runs side by side; a smaller batch is
+one synchronous request on one stream. One stream with every core as its threads (the
+LATENCY hint) measured slower at batch 1000 and 4096 on the loaded machine: the model's ops
+are too small for intra-op threads to pay for their synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from tthf.engine import artifacts
+from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs, predict_in_chunks
+from tthf.engine.runs import FP32_ONNX, Run
+from tthf.engine.runtime.backends.base import Backend
+from tthf.errors import BackendUnavailableError, UsageError
+
+#: tthf precision name -> OpenVINO's INFERENCE_PRECISION_HINT
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+#: windows per infer call for large batches (measured best of 64..1024, bench/tune_openvino.py)
+SUB_BATCH = 128
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "openvino is not installed; pip install 'tthf[cpu]', or use --backend onnxruntime or torch"
+        ) from exc
+    return openvino
+
+
+def bf16_unavailable_reason(core: Any) -> str | None:
+    """Why this CPU cannot run bf16 natively (None when it can), from OpenVINO's own capability list."""
+    capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if "BF16" in capabilities:
+        return None
+    return (f"this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}) has no native bf16 (AVX-512 BF16 or AMX): "
+            f"OpenVINO reports {capabilities}; use --backend openvino (fp32)")
+
+
+class OpenVinoBackend(Backend):
+    """``model.onnx`` compiled for the CPU at ``precision`` (``fp32`` or ``bf16``)."""
+
+    name = "openvino"
+    precision = "fp32"
+
+    def __init__(self, model: bytes, *, threads: int | None = None, hint: str = "THROUGHPUT",
+                 streams: int | None = None, sub_batch: int = SUB_BATCH) -> None:
+        ov = _import_openvino()
+        if sub_batch < 1:
+            raise UsageError(f"sub_batch must be >= 1, got {sub_batch}")
+        core = ov.Core()
+        if self.precision == "bf16" and (reason := bf16_unavailable_reason(core)):
+            raise BackendUnavailableError(f"{self.name}: {reason}")
+        threads = threads or len(os.sched_getaffinity(0))
+        streams = streams or threads
+        config = {"PERFORMANCE_HINT": hint, "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads,
+                  "INFERENCE_PRECISION_HINT": PRECISIONS[self.precision]}
+        self._ov = ov
+        self.compiled = core.compile_model(core.read_model(model, b""), "CPU", config)
+        self._check_precision()
+        self._ports = [self.compiled.output(name) for name in OUTPUT_NAMES]
+        self.request = self.compiled.create_infer_request()
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
+        if self.queue is not None:
+            self.queue.set_callback(self._collect)
+        self.sub_batch = sub_batch
+        self._lock = threading.Lock()  # one request (or queue) per backend: one predict at a time
+        self.detail = (f"CPU, {self.precision}, {hint}, {self.streams} stream(s), "
+                       f"{self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)")
+
+    def _check_precision(self) -> None:
+        """The compiled model runs at the precision it is named for (OpenVINO falls back silently)."""
+        got = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        if got != getattr(self._ov.Type, PRECISIONS[self.precision]):
+            raise BackendUnavailableError(f"{self.name}: OpenVINO compiled the model at {got.get_type_name()}, not "
+                                          f"{PRECISIONS[self.precision]}; this CPU cannot run {self.precision}")
+
+    @classmethod
+    def from_run(cls, run: Run, **options: Any) -> OpenVinoBackend:
+        """The run's exported fp32 ``model.onnx``, after checking the export is fresh."""
+        _import_openvino()  # an absent openvino is "unavailable" (auto skips it), not a stale export
+        manifest = artifacts.open_fresh(run)
+        return cls(artifacts.read_artifact(run, manifest, FP32_ONNX), **options)
+
+    def predict(self, batch: np.ndarray) -> Outputs:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        with self._lock:
+            if self.queue is None or len(x) <= self.sub_batch:
+                return predict_in_chunks(self._predict_chunk, x, self.sub_batch)
+            return self._predict_streams(x)
+
+    def _predict_chunk(self, x: np.ndarray) -> Outputs:
+        # Shared memory both ways (measured ~0.1 ms less per call at batch 1); the outputs are
+        # the request's buffers, so they are copied before the next call reuses them.
+        result = self.request.infer({INPUT_NAME: x}, share_inputs=True, share_outputs=True)
+        return {name: np.array(result[port], dtype=np.float32) for name, port in zip(OUTPUT_NAMES, self._ports)}
+
+    def _predict_streams(self, x: np.ndarray) -> Outputs:
+        """Sub-batches over the streams' infer requests (the CPU plugin runs each stream on its own cores)."""
+        assert self.queue is not None
+        out = empty_outputs(len(x))
+        step = min(self.sub_batch, -(-len(x) // self.streams))
+        for lo in range(0, len(x), step):
+            self.queue.start_async({INPUT_NAME: x[lo:lo + step]}, userdata=(out, lo), share_inputs=True)
+        self.queue.wait_all()
+        return out
+
+    def _collect(self, request: Any, userdata: tuple[Outputs, int]) -> None:
+        out, lo = userdata
+        for name, port in zip(OUTPUT_NAMES, self._ports):
+            part = request.get_tensor(port).data
+            out[name][lo:lo + len(part)] = part
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), "openvino": self._ov.get_version()}
+
+
+class OpenVinoBf16Backend(OpenVinoBackend):
+    """The bf16 variant: an explicit, validated choice (fp16 tolerances), never picked by ``auto``."""
+
+    name = "openvino-bf16"
+    precision = "bf16"
