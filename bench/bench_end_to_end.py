@@ -39,6 +39,7 @@ def test_end_to_end(benchmark, sizes, market, bench_run, tmp_path, variant: str)
 
         files = {d: bench_run.path / "inference" / f"{d.isoformat()}.csv" for d in dates}
     else:
+
         def run() -> tuple[int, dict]:
             results = run_baseline(bench_run.path, market.root, dates, tmp_path / "baseline")
             stages = {k: sum(r.seconds[k] for r in results) for k in results[0].seconds}
@@ -48,8 +49,15 @@ def test_end_to_end(benchmark, sizes, market, bench_run, tmp_path, variant: str)
     # one round: a round is minutes long at full size, and pool start and first calls are part of the job
     windows, info = benchmark.pedantic(run, rounds=1, warmup_rounds=0)
     benchmark.group = "end to end"
-    benchmark.extra_info.update(section="end_to_end", variant=variant, units=windows, unit="windows",
-                                dates=len(dates), symbols=sizes.symbols, **info)
+    benchmark.extra_info.update(
+        section="end_to_end",
+        variant=variant,
+        units=windows,
+        unit="windows",
+        dates=len(dates),
+        symbols=sizes.symbols,
+        **info,
+    )
     _done[variant] = {d.isoformat(): pd.read_csv(p) for d, p in files.items()}
     if len(_done) == 2:
         agree = []
@@ -64,4 +72,3 @@ def test_end_to_end(benchmark, sizes, market, bench_run, tmp_path, variant: str)
         share = float(np.concatenate(agree).mean())
         benchmark.extra_info["rows_agreeing"] = share
         assert share >= 0.999, f"only {share:.1%} of rows agree between tthf and the baseline"
-

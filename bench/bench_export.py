@@ -38,14 +38,17 @@ def main() -> None:
     protos, export_s = {}, {}
     for exporter, opset in (("dynamo", 18), ("torchscript", 17)):
         t0 = time.perf_counter()
-        protos[exporter] = export_onnx(model, seq_len=cfg.seq_len, n_features=cfg.n_features, exporter=exporter,
-                                       opset=opset)
+        protos[exporter] = export_onnx(
+            model, seq_len=cfg.seq_len, n_features=cfg.n_features, exporter=exporter, opset=opset
+        )
         export_s[exporter] = time.perf_counter() - t0
     protos["dynamo-fp16"] = convert_to_fp16(protos["dynamo"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
-    sessions = {k: ort.InferenceSession(p.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-                for k, p in protos.items()}
+    sessions = {
+        k: ort.InferenceSession(p.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        for k, p in protos.items()
+    }
     x = np.random.default_rng(0).standard_normal((args.batch, cfg.seq_len, cfg.n_features), dtype=np.float32)
     xt = torch.from_numpy(x)
 
@@ -60,7 +63,7 @@ def main() -> None:
             fn()
     times: dict[str, list[float]] = {k: [] for k in runners}
     for rep in range(args.reps):
-        for name in (list(runners) if rep % 2 else list(reversed(runners))):
+        for name in list(runners) if rep % 2 else list(reversed(runners)):
             t0 = time.perf_counter()
             runners[name]()
             times[name].append(time.perf_counter() - t0)
@@ -73,8 +76,15 @@ def main() -> None:
     results = []
     for key, precision in (("dynamo", "fp32"), ("torchscript", "fp32"), ("dynamo-fp16", "fp16")):
         got = dict(zip(OUTPUT_NAMES, sessions[key].run(None, {"features": x})))
-        results += compare(ref, got, artifact=key, backend="onnxruntime-cpu", inputs=f"random@{args.batch}",
-                           precision=precision, tolerance=tolerances(precision, cfg))
+        results += compare(
+            ref,
+            got,
+            artifact=key,
+            backend="onnxruntime-cpu",
+            inputs=f"random@{args.batch}",
+            precision=precision,
+            tolerance=tolerances(precision, cfg),
+        )
     print(format_table(results))
 
 

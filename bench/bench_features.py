@@ -35,12 +35,15 @@ def test_features(benchmark, sizes, raw_day, outputs, variant: str) -> None:
     else:
         fn = lambda: build_features(raw_pd, day)
     benchmark.group = "features"
-    benchmark.extra_info.update(section="features", variant=variant, units=raw.height, unit="rows",
-                                symbols=sizes.symbols)
+    benchmark.extra_info.update(
+        section="features", variant=variant, units=raw.height, unit="rows", symbols=sizes.symbols
+    )
     outputs[variant] = benchmark.pedantic(fn, rounds=sizes.rounds, warmup_rounds=0 if sizes.smoke else 1)
     if len(outputs) == 2:
         tthf = outputs["tthf"]
         symbols, frame, mask = outputs["baseline-pandas"]
         parity = compare(tthf.features, tthf.mask, tthf.symbols, tthf.feature_names, symbols, frame, mask)
         benchmark.extra_info.update(max_rel_err=parity.worst[1], worst_feature=parity.worst[0])
-        assert parity.ok, f"baseline and tthf features differ: {parity.beyond_tolerance()}, mask equal {parity.mask_equal}"
+        assert parity.ok, (
+            f"baseline and tthf features differ: {parity.beyond_tolerance()}, mask equal {parity.mask_equal}"
+        )

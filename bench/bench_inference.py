@@ -33,11 +33,23 @@ from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.windows import cut_windows
 from tthf.export.validate import compare, tolerances
 
-CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-fp32-intraop", "openvino-fp32",
-                "openvino-bf16", "onnxruntime-int8")
+CPU_BACKENDS = (
+    "torch-fp32",
+    "torch-bf16",
+    "onnxruntime-fp32",
+    "onnxruntime-fp32-intraop",
+    "openvino-fp32",
+    "openvino-bf16",
+    "onnxruntime-int8",
+)
 GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-autocast", "tensorrt-fp16")
-PRECISION = {"torch-bf16": "fp16", "openvino-bf16": "fp16", "onnxruntime-int8": "fp16", "torch-cuda-autocast": "fp16",
-             "tensorrt-fp16": "fp16"}
+PRECISION = {
+    "torch-bf16": "fp16",
+    "openvino-bf16": "fp16",
+    "onnxruntime-int8": "fp16",
+    "torch-cuda-autocast": "fp16",
+    "tensorrt-fp16": "fp16",
+}
 
 OPENVINO = {"openvino-fp32": "openvino", "openvino-bf16": "openvino-bf16"}  # bench name -> tthf backend
 
@@ -63,12 +75,13 @@ def batch_sizes(sizes) -> list[int]:
 def _torch_predictor(bench_run, device: str, autocast: str | None):
     import torch
 
-
     model = bench_run.run.load_model().to(device)
 
     def predict(x: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode(), torch.autocast(device, dtype=getattr(torch, autocast or "float32"),
-                                                   enabled=autocast is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device, dtype=getattr(torch, autocast or "float32"), enabled=autocast is not None),
+        ):
             out = model(torch.from_numpy(x).to(device))
         return {n: t.float().cpu().numpy() for n, t in zip(OUTPUT_NAMES, out)}
 
@@ -92,10 +105,13 @@ def open_predictor(name: str, bench_run):
             pytest.skip("this CPU has no native bf16 (avx512_bf16 / amx_bf16); autocast would emulate it")
         return _torch_predictor(bench_run, "cpu", "bfloat16")
     if name == "onnxruntime-fp32":
-        return OnnxRuntimeBackend.from_run(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"]).predict
+        return OnnxRuntimeBackend.from_run(
+            bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"]
+        ).predict
     if name == "onnxruntime-fp32-intraop":
-        return OnnxRuntimeBackend.from_run(bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"],
-                                  data_parallel=False).predict
+        return OnnxRuntimeBackend.from_run(
+            bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"], data_parallel=False
+        ).predict
     if name in OPENVINO:
         try:
             return open_backend(bench_run.run, OPENVINO[name], threads=_threads()).predict
@@ -144,7 +160,6 @@ def model_flops(bench_run) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-
     cfg = bench_run.run.config
     model = bench_run.run.load_model()
     x = torch.zeros(16, cfg.seq_len, len(cfg.feature_names))
@@ -158,7 +173,9 @@ _accuracy: dict[str, dict] = {}
 
 @pytest.mark.parametrize("batch_index", range(4))
 @pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS)
-def test_inference(benchmark, sizes, bench_run, windows, reference, model_flops, backend: str, batch_index: int) -> None:
+def test_inference(
+    benchmark, sizes, bench_run, windows, reference, model_flops, backend: str, batch_index: int
+) -> None:
     batches = batch_sizes(sizes)
     if batch_index >= len(batches):
         pytest.skip(f"the symbol count {sizes.symbols} equals another batch size")
@@ -166,18 +183,34 @@ def test_inference(benchmark, sizes, bench_run, windows, reference, model_flops,
     predict = open_predictor(backend, bench_run)
     if backend not in _accuracy:
         precision = PRECISION.get(backend, "fp32")
-        results = compare(reference, predict(windows), artifact=backend, backend=backend, inputs=f"real@{len(windows)}",
-                          precision=precision, tolerance=tolerances(precision, bench_run.run.config.model))
+        results = compare(
+            reference,
+            predict(windows),
+            artifact=backend,
+            backend=backend,
+            inputs=f"real@{len(windows)}",
+            precision=precision,
+            tolerance=tolerances(precision, bench_run.run.config.model),
+        )
         _accuracy[backend] = {
-            "bar": precision, "validated": all(r.violations == 0 for r in results),
+            "bar": precision,
+            "validated": all(r.violations == 0 for r in results),
             "max_abs": {r.output: r.max_abs for r in results},
         }
         if precision == "fp32":
             assert _accuracy[backend]["validated"], f"{backend} disagrees with the reference: {_accuracy[backend]}"
     x = np.ascontiguousarray(windows[:batch])
     benchmark.group = f"inference batch {batch}"
-    benchmark.extra_info.update(section="inference", variant=backend, batch=batch, units=batch, unit="windows",
-                                flops_per_window=model_flops, accuracy=_accuracy[backend], threads=_threads())
+    benchmark.extra_info.update(
+        section="inference",
+        variant=backend,
+        batch=batch,
+        units=batch,
+        unit="windows",
+        flops_per_window=model_flops,
+        accuracy=_accuracy[backend],
+        threads=_threads(),
+    )
     out = benchmark(predict, x)
     assert all(out[n].shape == (batch,) and np.isfinite(out[n]).all() for n in OUTPUT_NAMES)
 
@@ -194,7 +227,8 @@ def test_matmul_rate(benchmark, sizes, dtype: str) -> None:
     a = torch.randn(n, n).to(getattr(torch, dtype))
     b = torch.randn(n, n).to(getattr(torch, dtype))
     benchmark.group = "matmul"
-    benchmark.extra_info.update(section="matmul", variant=dtype, n=n, flops=2 * n**3, units=2 * n**3, unit="flop",
-                                threads=_threads())
+    benchmark.extra_info.update(
+        section="matmul", variant=dtype, n=n, flops=2 * n**3, units=2 * n**3, unit="flop", threads=_threads()
+    )
     out = benchmark(torch.mm, a, b)
     assert out.shape == (n, n)

@@ -57,9 +57,15 @@ def test_realtime_latency(benchmark, sizes, market, bench_run) -> None:
     lat = np.array(latencies) * 1e3
     benchmark.group = "realtime"
     benchmark.extra_info.update(
-        section="realtime", variant=f"RealtimePredictor ({predictor.backend.name})", units=sizes.symbols,
-        unit="symbols", rounds=len(lat), p50_ms=float(np.percentile(lat, 50)), p95_ms=float(np.percentile(lat, 95)),
-        p99_ms=float(np.percentile(lat, 99)), max_ms=float(lat.max()),
+        section="realtime",
+        variant=f"RealtimePredictor ({predictor.backend.name})",
+        units=sizes.symbols,
+        unit="symbols",
+        rounds=len(lat),
+        p50_ms=float(np.percentile(lat, 50)),
+        p95_ms=float(np.percentile(lat, 95)),
+        p99_ms=float(np.percentile(lat, 99)),
+        max_ms=float(lat.max()),
         stage_ms_median={k: float(np.median([s[k] for s in stages]) * 1e3) for k in stages[0]},
     )
     # the batch path for the last minute: same rows, same predictions

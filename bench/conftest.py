@@ -63,9 +63,15 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "load_average_at_start": list(os.getloadavg()),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "platform": platform.platform(),
-        "cpu_flags": sorted(f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")),
-        "versions": {"torch": torch.__version__, "numpy": numpy.__version__, "polars": polars.__version__,
-                     "pandas": pandas.__version__},
+        "cpu_flags": sorted(
+            f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
+        ),
+        "versions": {
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "polars": polars.__version__,
+            "pandas": pandas.__version__,
+        },
         "smoke": smoke_mode(config),
         "symbols": int(os.environ.get("TTHF_BENCH_SYMBOLS", "1000")),
     }

@@ -43,12 +43,15 @@ def prepare(out: Path) -> None:
     from tthf.export.onnx_export import export_onnx
 
     data = make_data(out / "data", n_symbols=20)
-    runs = {"tiny": make_run(str(out / "store"), data), "default": make_random_run(str(out / "store"), data, DAYS,
-                                                                                   "default")}
+    runs = {
+        "tiny": make_run(str(out / "store"), data),
+        "default": make_random_run(str(out / "store"), data, DAYS, "default"),
+    }
     for size, run in runs.items():
         cfg = run.config.model
-        fp32 = export_onnx(run.load_model(), seq_len=cfg.seq_len, n_features=cfg.n_features, exporter="dynamo",
-                           opset=18)
+        fp32 = export_onnx(
+            run.load_model(), seq_len=cfg.seq_len, n_features=cfg.n_features, exporter="dynamo", opset=18
+        )
         onnx.save(fp32, str(out / f"{size}_fp32.onnx"))
         onnx.save(convert_to_fp16(fp32), str(out / f"{size}_ours.onnx"))
         real = heldout_windows(run, N_WINDOWS, seed=1)
@@ -56,8 +59,9 @@ def prepare(out: Path) -> None:
         np.save(out / f"{size}_real.npy", real)
         np.save(out / f"{size}_random.npy", rng.standard_normal(real.shape, dtype=np.float32))
         np.savez(out / f"{size}_calib.npz", features=real[:N_CALIB])
-        weights = {i.name for i in fp32.graph.initializer} | {o for n in fp32.graph.node if n.op_type == "Constant"
-                                                              for o in n.output}
+        weights = {i.name for i in fp32.graph.initializer} | {
+            o for n in fp32.graph.node if n.op_type == "Constant" for o in n.output
+        }
         attention = [n.name for n in fp32.graph.node if n.op_type == "MatMul" and not set(n.input) & weights]
         (out / f"{size}_meta.json").write_text(json.dumps({"run": run.ref.run_id, "attention_matmuls": attention}))
 
@@ -68,13 +72,22 @@ def autocast(out: Path) -> None:
 
     for size in SIZES:
         attention = json.loads((out / f"{size}_meta.json").read_text())["attention_matmuls"]
-        configs = {"default": {}, "recommended": {"op_types_to_exclude": ["LayerNormalization"],
-                                                  "nodes_to_exclude": [f"^{re.escape(n)}$" for n in attention]}}
+        configs = {
+            "default": {},
+            "recommended": {
+                "op_types_to_exclude": ["LayerNormalization"],
+                "nodes_to_exclude": [f"^{re.escape(n)}$" for n in attention],
+            },
+        }
         for name, options in configs.items():
             t0 = time.perf_counter()
-            model = convert_to_mixed_precision(str(out / f"{size}_fp32.onnx"), low_precision_type="fp16",
-                                               keep_io_types=True, calibration_data=str(out / f"{size}_calib.npz"),
-                                               **options)
+            model = convert_to_mixed_precision(
+                str(out / f"{size}_fp32.onnx"),
+                low_precision_type="fp16",
+                keep_io_types=True,
+                calibration_data=str(out / f"{size}_calib.npz"),
+                **options,
+            )
             onnx.save(model, str(out / f"{size}_autocast_{name}.onnx"))
             print(f"{size} autocast {name}: {time.perf_counter() - t0:.1f} s")
 
@@ -85,8 +98,9 @@ def graph_summary(path: Path) -> dict[str, int]:
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output]}
-    half = sum(1 for n in model.graph.node
-               if n.op_type != "Cast" and types.get(n.output[0]) == onnx.TensorProto.FLOAT16)
+    half = sum(
+        1 for n in model.graph.node if n.op_type != "Cast" and types.get(n.output[0]) == onnx.TensorProto.FLOAT16
+    )
     casts = sum(1 for n in model.graph.node if n.op_type == "Cast")
     return {"nodes": len(model.graph.node), "casts": casts, "fp16_nodes": half, "bytes": path.stat().st_size}
 
@@ -110,13 +124,24 @@ def evaluate(out: Path) -> None:
                     print(f"{size} {variant}: missing ({path.name})")
                     continue
                 got = OnnxRuntimeBackend(path.read_bytes(), providers=["CPUExecutionProvider"]).predict(x)
-                results = compare(want, got, artifact=variant, backend="onnxruntime-cpu", inputs=inputs,
-                                  precision="fp16", tolerance=tol)
-                share = {n: float(np.max(np.abs(got[n] - want[n]) / (tol[n].atol + tol[n].rtol * np.abs(want[n]))))
-                         for n in want}
+                results = compare(
+                    want,
+                    got,
+                    artifact=variant,
+                    backend="onnxruntime-cpu",
+                    inputs=inputs,
+                    precision="fp16",
+                    tolerance=tol,
+                )
+                share = {
+                    n: float(np.max(np.abs(got[n] - want[n]) / (tol[n].atol + tol[n].rtol * np.abs(want[n]))))
+                    for n in want
+                }
                 cells = ", ".join(f"{r.output} {r.max_abs:.1e} ({share[r.output]:.0%})" for r in results)
-                print(f"{size} {inputs} {variant}: within fp16 tolerance {all(r.passed for r in results)}; "
-                      f"max abs error (share of the tolerance used): {cells}")
+                print(
+                    f"{size} {inputs} {variant}: within fp16 tolerance {all(r.passed for r in results)}; "
+                    f"max abs error (share of the tolerance used): {cells}"
+                )
         for variant in VARIANTS:
             path = out / f"{size}_{variant}.onnx"
             if path.exists():

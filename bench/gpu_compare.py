@@ -45,8 +45,12 @@ class FileComparison:
         return not self.problems and bool(self.outputs) and all(c.passed for c in self.outputs)
 
     def to_dict(self) -> dict[str, object]:
-        return {"rows": self.rows, "passed": self.passed, "problems": self.problems,
-                "outputs": [c.to_dict() for c in self.outputs]}
+        return {
+            "rows": self.rows,
+            "passed": self.passed,
+            "problems": self.problems,
+            "outputs": [c.to_dict() for c in self.outputs],
+        }
 
 
 def read_predictions(path: Path) -> pl.DataFrame:
@@ -66,8 +70,9 @@ def row_problems(ref: pl.DataFrame, got: pl.DataFrame) -> list[str]:
     return problems
 
 
-def compare_predictions(ref: pl.DataFrame, got: pl.DataFrame, tol: dict[str, Tolerance], *, precision: str,
-                        label: str = "predictions") -> FileComparison:
+def compare_predictions(
+    ref: pl.DataFrame, got: pl.DataFrame, tol: dict[str, Tolerance], *, precision: str, label: str = "predictions"
+) -> FileComparison:
     """``got`` against ``ref``: the same rows and source_ts, and every output within ``tol``."""
     result = FileComparison(rows=ref.height, problems=row_problems(ref, got))
     both = ref.join(got, on=KEYS, how="inner", suffix="_got").sort(KEYS)
@@ -80,8 +85,15 @@ def compare_predictions(ref: pl.DataFrame, got: pl.DataFrame, tol: dict[str, Tol
     reference = {n: both[n].to_numpy().astype(np.float32) for n in OUTPUT_NAMES}
     compared = {n: both[f"{n}_got"].to_numpy().astype(np.float32) for n in OUTPUT_NAMES}
     try:
-        result.outputs = compare(reference, compared, artifact=label, backend="tthf-run",
-                                 inputs=f"{both.height} rows", precision=precision, tolerance=tol)
+        result.outputs = compare(
+            reference,
+            compared,
+            artifact=label,
+            backend="tthf-run",
+            inputs=f"{both.height} rows",
+            precision=precision,
+            tolerance=tol,
+        )
     except ValidationError as exc:  # non-finite values
         result.problems.append(str(exc))
     return result
@@ -105,18 +117,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL: {', '.join(missing)} does not exist (the tthf-run that writes it failed?)")
         return 1
     run = Run.open(find_run(args.store, args.run))
-    result = compare_predictions(read_predictions(args.reference), read_predictions(args.got),
-                                 tolerances(args.precision, run.config.model), precision=args.precision,
-                                 label=args.got.name)
+    result = compare_predictions(
+        read_predictions(args.reference),
+        read_predictions(args.got),
+        tolerances(args.precision, run.config.model),
+        precision=args.precision,
+        label=args.got.name,
+    )
     if args.json:
-        args.json.write_text(json.dumps({"reference": str(args.reference), "got": str(args.got),
-                                         "precision": args.precision, **result.to_dict()}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "reference": str(args.reference),
+                    "got": str(args.got),
+                    "precision": args.precision,
+                    **result.to_dict(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     if result.outputs:
         print(format_table(result.outputs))
     for problem in result.problems:
         print(f"MISMATCH: {problem}")
-    print(f"{'PASS' if result.passed else 'FAIL'}: {args.got} vs {args.reference}, {result.rows:,} rows, "
-          f"{args.precision} tolerances")
+    print(
+        f"{'PASS' if result.passed else 'FAIL'}: {args.got} vs {args.reference}, {result.rows:,} rows, "
+        f"{args.precision} tolerances"
+    )
     return 0 if result.passed else 1
 
 

@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     dates = list_dates(args.data)[:DATES]
     if len(dates) < DATES:
-        print(f"gpu_fixture: {args.data} has {len(dates)} dates, {DATES} are needed; run tthf-synth over more days",
-              file=sys.stderr)
+        print(
+            f"gpu_fixture: {args.data} has {len(dates)} dates, {DATES} are needed; run tthf-synth over more days",
+            file=sys.stderr,
+        )
         return 2
     make_random_run(args.store, args.data, dates, args.run)
     print(dates[-1].isoformat())

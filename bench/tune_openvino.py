@@ -129,8 +129,10 @@ def main() -> None:
             print(f"| {name} | " + " | ".join(f"{r:,.0f}" for r in row) + " |")
         for i, batch in enumerate(BATCHES):
             best = max(table, key=lambda n: table[n][i])
-            print(f"batch {batch}: fastest {best} ({table[best][i]:,.0f} windows/s, "
-                  f"{table[best][i] / table['ort'][i]:.2f}x ort, {table[best][i] / table['torch'][i]:.2f}x torch)")
+            print(
+                f"batch {batch}: fastest {best} ({table[best][i]:,.0f} windows/s, "
+                f"{table[best][i] / table['ort'][i]:.2f}x ort, {table[best][i] / table['torch'][i]:.2f}x torch)"
+            )
 
 
 if __name__ == "__main__":

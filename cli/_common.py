@@ -21,8 +21,11 @@ DEFAULT_STORE, DEFAULT_DATA = "./runs", "./data/market"
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
     """``--store``: the run store, from $TTHF_STORE or ./runs."""
-    parser.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE),
-                        help=f"run store, a folder or s3://bucket/prefix (default: ${STORE_ENV} or {DEFAULT_STORE})")
+    parser.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV, DEFAULT_STORE),
+        help=f"run store, a folder or s3://bucket/prefix (default: ${STORE_ENV} or {DEFAULT_STORE})",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -35,23 +38,31 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def add_data_root_option(parser: argparse.ArgumentParser, flag: str = "--data") -> None:
     """The raw-data root, from $TTHF_DATA or ./data/market (``tthf-synth`` calls it ``--out``)."""
-    parser.add_argument(flag, default=os.environ.get(DATA_ENV, DEFAULT_DATA),
-                        help=f"data root, a folder or s3://bucket/prefix (default: ${DATA_ENV} or {DEFAULT_DATA})")
+    parser.add_argument(
+        flag,
+        default=os.environ.get(DATA_ENV, DEFAULT_DATA),
+        help=f"data root, a folder or s3://bucket/prefix (default: ${DATA_ENV} or {DEFAULT_DATA})",
+    )
 
 
 def add_calendar_option(parser: argparse.ArgumentParser) -> None:
     """``--calendar``: the exchange whose sessions define a trading day (a run records its own)."""
     from tthf.engine.config import DEFAULT_CALENDAR
 
-    parser.add_argument("--calendar", default=DEFAULT_CALENDAR,
-                        help="exchange calendar, an ISO MIC code from exchange_calendars such as XNYS or XLON "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--calendar",
+        default=DEFAULT_CALENDAR,
+        help="exchange calendar, an ISO MIC code from exchange_calendars such as XNYS or XLON (default: %(default)s)",
+    )
 
 
 def add_endpoint_option(parser: argparse.ArgumentParser) -> None:
     """``--s3-endpoint-url``: an S3-compatible server; credentials always come from boto3's chain."""
-    parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENDPOINT_ENV),
-                        help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)")
+    parser.add_argument(
+        "--s3-endpoint-url",
+        default=os.environ.get(ENDPOINT_ENV),
+        help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)",
+    )
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -63,8 +74,9 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def run_cli(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
-            argv: list[str] | None = None) -> int:
+def run_cli(
+    prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> int:
     """Parse ``argv``, call ``body`` and turn ``TthfError`` into one line and its exit code."""
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", False))

@@ -23,20 +23,32 @@ def format_metrics(metrics: dict) -> str:
     lines = [
         f"held-out test: {len(test['dates'])} dates {test['dates'][0]}..{test['dates'][-1]}, {test['n_windows']} windows",
         f"{'ret_1h':<26}{'model':>12}{'zero':>12}",
-        *(f"  {k:<24}{f(ret['model'][k]):>12}{f(ret['baseline_zero'][k]):>12}" for k in ("mse", "mae", "ic", "rank_ic")),
+        *(
+            f"  {k:<24}{f(ret['model'][k]):>12}{f(ret['baseline_zero'][k]):>12}"
+            for k in ("mse", "mae", "ic", "rank_ic")
+        ),
         f"  {'mse skill vs zero':<24}{f(ret['mse_skill']):>12}",
         f"{'vol_10m':<26}{'model':>12}{'last rv':>12}",
-        *(f"  {k:<24}{f(vol['model'][k]):>12}{f(vol['baseline_last_rv'][k]):>12}" for k in ("mae", "rmse", "qlike", "corr")),
+        *(
+            f"  {k:<24}{f(vol['model'][k]):>12}{f(vol['baseline_last_rv'][k]):>12}"
+            for k in ("mae", "rmse", "qlike", "corr")
+        ),
         f"{'confidence':<26}{'ret_conf':>12}{'vol_conf':>12}",
     ]
     rc, vc = test["ret_conf"], test["vol_conf"]
-    for key, label in (("spearman_conf_vs_abs_err", "spearman(conf, |err|)"), ("mean_conf", "mean stated P(in band)"),
-                       ("coverage", "share in band"), ("max_quintile_calibration_gap", "max quintile gap")):
+    for key, label in (
+        ("spearman_conf_vs_abs_err", "spearman(conf, |err|)"),
+        ("mean_conf", "mean stated P(in band)"),
+        ("coverage", "share in band"),
+        ("max_quintile_calibration_gap", "max quintile gap"),
+    ):
         lines.append(f"  {label:<24}{f(rc[key]):>12}{f(vc[key]):>12}")
     for q in range(len(rc["by_quintile"])):
         r, v = rc["by_quintile"][q], vc["by_quintile"][q] if q < len(vc["by_quintile"]) else None
-        lines.append(f"  {'|err| conf quintile ' + str(q + 1):<24}{f(r['mean_abs_err']):>12}"
-                     f"{f(v['mean_abs_err'] if v else None):>12}")
+        lines.append(
+            f"  {'|err| conf quintile ' + str(q + 1):<24}{f(r['mean_abs_err']):>12}"
+            f"{f(v['mean_abs_err'] if v else None):>12}"
+        )
     return "\n".join(lines)
 
 
@@ -85,12 +97,17 @@ def print_summary(summary: InferenceSummary) -> None:
     stages = summary.stage_seconds()
     rate = summary.windows / summary.seconds if summary.seconds else 0.0
     print(f"\nrun {summary.run}  backend {summary.backend}  stride {summary.stride}")
-    print(f"dates: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped (already done), {len(missing)} without data")
+    print(
+        f"dates: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped (already done), {len(missing)} without data"
+    )
     print(f"windows: {summary.windows:,} in {summary.seconds:.1f}s ({rate:,.0f} windows/s)")
     if stages:
         busy = {k: v for k, v in stages.items() if k not in ("total", "windows", "inference")}
-        print("time per stage (busy seconds, all dates): " + ", ".join(f"{k} {v:.2f}s" for k, v in busy.items())
-              + f" (of which windows {stages.get('windows', 0.0):.2f}s, inference {stages.get('inference', 0.0):.2f}s)")
+        print(
+            "time per stage (busy seconds, all dates): "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in busy.items())
+            + f" (of which windows {stages.get('windows', 0.0):.2f}s, inference {stages.get('inference', 0.0):.2f}s)"
+        )
         mode = "overlapped" if summary.overlap else "one after another"
         print(f"stages {mode}: {summary.pipeline_seconds:.2f}s wall for {sum(busy.values()):.2f}s of stage work")
     for r in failed:
@@ -108,34 +125,44 @@ def _ret_lines(ret: dict[str, Any]) -> list[str]:
     model, ic = ret["model"], ret["model"]["ic"]
     spread = model["top_minus_bottom"]["mean"]
     return [
-        (f"ret_1h   IC {_f(ic['mean'])} (ICIR {_f(ic['icir'])}, t HAC {_f(ic['t_hac'], 3)}, naive {_f(ic['t_naive'], 3)})"
-        f"  rank IC {_f(model['rank_ic']['mean'])}  hit rate {_f(model['hit_rate'])}"
-        f"  top-bottom decile {_f(None if spread is None else spread * 1e4, 3)} bp"),
-        (f"         MSE {_f(model['mse'])} vs zero {_f(ret['baseline_zero']['mse'])} (skill {_f(ret['mse_skill'])})"
-        f"  | reversal IC {_f(ret['baseline_reversal']['ic']['mean'])}"),
+        (
+            f"ret_1h   IC {_f(ic['mean'])} (ICIR {_f(ic['icir'])}, t HAC {_f(ic['t_hac'], 3)}, naive {_f(ic['t_naive'], 3)})"
+            f"  rank IC {_f(model['rank_ic']['mean'])}  hit rate {_f(model['hit_rate'])}"
+            f"  top-bottom decile {_f(None if spread is None else spread * 1e4, 3)} bp"
+        ),
+        (
+            f"         MSE {_f(model['mse'])} vs zero {_f(ret['baseline_zero']['mse'])} (skill {_f(ret['mse_skill'])})"
+            f"  | reversal IC {_f(ret['baseline_reversal']['ic']['mean'])}"
+        ),
     ]
 
 
 def _vol_line(vol: dict[str, Any]) -> str:
     qlike = {k: _f(vol[k]["qlike"]) for k in ("model", "baseline_last_rv", "baseline_ewma_rv", "baseline_same_minute")}
     mz = vol["model"]["mz"]
-    return (f"vol_10m  QLIKE {qlike['model']} vs last RV {qlike['baseline_last_rv']}, EWMA {qlike['baseline_ewma_rv']},"
-            f" same minute {qlike['baseline_same_minute']}  | MZ slope {_f(mz['slope'])} R2 {_f(mz['r2'])}")
+    return (
+        f"vol_10m  QLIKE {qlike['model']} vs last RV {qlike['baseline_last_rv']}, EWMA {qlike['baseline_ewma_rv']},"
+        f" same minute {qlike['baseline_same_minute']}  | MZ slope {_f(mz['slope'])} R2 {_f(mz['r2'])}"
+    )
 
 
 def _conf_line(head: str, conf: dict[str, Any]) -> str:
-    return (f"{head:<9}coverage {_f(conf['coverage'])} vs stated {_f(conf['mean_conf'])} (mean decile gap "
-            f"{_f(conf['coverage_gap']['mean_abs_pp'], 3)} pp)  spearman(conf, |err|) "
-            f"{_f(conf['spearman_conf_vs_abs_err'])}")
+    return (
+        f"{head:<9}coverage {_f(conf['coverage'])} vs stated {_f(conf['mean_conf'])} (mean decile gap "
+        f"{_f(conf['coverage_gap']['mean_abs_pp'], 3)} pp)  spearman(conf, |err|) "
+        f"{_f(conf['spearman_conf_vs_abs_err'])}"
+    )
 
 
 def format_summary(result: EvalResult) -> str:
     """The main numbers, each next to its baselines, then where the report is."""
     m, d = result.metrics, result.metrics["dates"]
     lines = [
-        (f"evaluation {result.name} of {m['run']}: {len(d['scored'])} dates scored, {len(d['no_predictions'])} "
-        f"without predictions, {len(d['no_data'])} without data, {len(d['failed'])} failed; "
-        f"{m['forecasts']:,} {m['mode']} forecasts in {result.seconds:.1f}s"),
+        (
+            f"evaluation {result.name} of {m['run']}: {len(d['scored'])} dates scored, {len(d['no_predictions'])} "
+            f"without predictions, {len(d['no_data'])} without data, {len(d['failed'])} failed; "
+            f"{m['forecasts']:,} {m['mode']} forecasts in {result.seconds:.1f}s"
+        ),
         *_ret_lines(m["ret_1h"]),
         _vol_line(m["vol_10m"]),
         _conf_line("ret_conf", m["ret_conf"]),
@@ -143,8 +170,10 @@ def format_summary(result: EvalResult) -> str:
     ]
     check = m.get("training_check")
     if check and check["same_dates"]:
-        lines.append(f"agrees with training's metrics.json on its test dates: largest relative difference "
-                     f"{_f(check['max_rel_diff'], 2)}")
+        lines.append(
+            f"agrees with training's metrics.json on its test dates: largest relative difference "
+            f"{_f(check['max_rel_diff'], 2)}"
+        )
     lines += [f"FAILED {day}: {reason}" for day, reason in d["failed"].items()]
     lines.append(f"report: {result.uri}/report.html")
     return "\n".join(lines)

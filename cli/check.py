@@ -33,13 +33,19 @@ _SHOW_LEFT_OUT = 10
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tthf-check", description="Report what tthf-run would make of each date of a raw data root.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="tthf-check",
+        description="Report what tthf-run would make of each date of a raw data root.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data", help="data root: a folder or s3://bucket/prefix")
     p.add_argument("--dates", required=True, help="which dates to check (see below)")
-    p.add_argument("--seq-len", type=int, default=SEQ_LEN,
-                   help="window length in minutes that a prediction needs (default: %(default)s, the model default)")
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=SEQ_LEN,
+        help="window length in minutes that a prediction needs (default: %(default)s, the model default)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON (every date, count and symbol)")
     add_calendar_option(p)
     add_endpoint_option(p)
@@ -50,14 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _row(d: DateCheck) -> str:
     if d.status != "ok":
         return f"{d.date}  {d.status:<7}  {d.reason}"
-    return (f"{d.date}  {d.status:<7}  {d.rows:>10,}  {d.symbols:>7,}  {len(d.left_out):>8,}  "
-            f"{100 * d.coverage:>7.2f}%  {d.windows:>11,}  {d.seconds:>6.2f}s")
+    return (
+        f"{d.date}  {d.status:<7}  {d.rows:>10,}  {d.symbols:>7,}  {len(d.left_out):>8,}  "
+        f"{100 * d.coverage:>7.2f}%  {d.windows:>11,}  {d.seconds:>6.2f}s"
+    )
 
 
 def format_report(report: CheckReport) -> str:
     """The summary table: one line per date, the rows per rule over all dates, the left-out symbols."""
-    header = (f"{'date':<10}  {'status':<7}  {'rows':>10}  {'symbols':>7}  {'left out':>8}  {'coverage':>8}  "
-              f"{'windows':>11}  {'time':>7}")
+    header = (
+        f"{'date':<10}  {'status':<7}  {'rows':>10}  {'symbols':>7}  {'left out':>8}  {'coverage':>8}  "
+        f"{'windows':>11}  {'time':>7}"
+    )
     lines = [f"data {report.data_root}  dates {report.spec}  window {report.seq_len} minutes", "", header]
     lines += [_row(d) for d in report.dates]
     ok, failed, missing = (report.by_status(s) for s in ("ok", "failed", "no_data"))
@@ -74,8 +84,13 @@ def format_report(report: CheckReport) -> str:
         if more:
             lines.append(f"  ... and {more} more (see --json)")
     per_date = report.seconds / max(1, len(ok + failed))
-    lines += ["", (f"dates: {len(ok)} ok, {len(failed)} unreadable, {len(missing)} without data; "
-                   f"{report.seconds:.1f}s ({per_date:.2f}s per date)")]
+    lines += [
+        "",
+        (
+            f"dates: {len(ok)} ok, {len(failed)} unreadable, {len(missing)} without data; "
+            f"{report.seconds:.1f}s ({per_date:.2f}s per date)"
+        ),
+    ]
     lines += [f"UNREADABLE {d.date}: {d.reason}" for d in failed]
     return "\n".join(lines)
 
@@ -86,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         from tthf.engine.store import open_store
 
         store = open_store(args.data, endpoint_url=args.s3_endpoint_url)
-        report = check_data(store, args.dates, seq_len=args.seq_len, calendar=args.calendar,
-                            wrap=lambda days: progress(days, "check", total=len(days), unit="date"))
+        report = check_data(
+            store,
+            args.dates,
+            seq_len=args.seq_len,
+            calendar=args.calendar,
+            wrap=lambda days: progress(days, "check", total=len(days), unit="date"),
+        )
         print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
         return report.exit_code
 

@@ -21,16 +21,26 @@ run at all), 2 on usage errors, 4 when the run is not found.
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tthf-doctor", description="Check what this host can run and say how to fix each mismatch.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="tthf-doctor",
+        description="Check what this host can run and say how to fix each mismatch.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run", default=None, help="also check this run's export (an id or a unique prefix)")
     add_store_option(p)
     add_endpoint_option(p)
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="the backend the verdict is about (default: auto, as tthf-run picks it)")
-    p.add_argument("--expect", default=None, choices=EXPECT,
-                   help="the device it must run on (default: gpu when a CUDA device is visible, else cpu)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="the backend the verdict is about (default: auto, as tthf-run picks it)",
+    )
+    p.add_argument(
+        "--expect",
+        default=None,
+        choices=EXPECT,
+        help="the device it must run on (default: gpu when a CUDA device is visible, else cpu)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true")
     return p

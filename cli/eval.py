@@ -27,15 +27,22 @@ data or store errors (4: no predictions at all for the dates).
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tthf-eval", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=("Score a run's ret_1h, vol_10m and confidence forecasts against the realized values, each "
-                     "next to naive baselines, and write a report a researcher can show their team."),
+        prog="tthf-eval",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Score a run's ret_1h, vol_10m and confidence forecasts against the realized values, each "
+            "next to naive baselines, and write a report a researcher can show their team."
+        ),
     )
     add_run_options(p)
     p.add_argument("--dates", required=True, help="which dates to score (see below)")
     p.add_argument("--data", default=None, help="raw-data root: folder or s3://bucket/prefix (default: the run's)")
-    p.add_argument("--name", default=None,
-                   help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)",
+    )
     add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -55,7 +62,8 @@ class _Progress:
 
     def date(self, outcome: DateOutcome) -> None:
         line = f"{outcome.date}  {outcome.status:<14} " + (
-            f"{outcome.forecasts:>9,} forecasts" if outcome.status == "scored" else outcome.reason)
+            f"{outcome.forecasts:>9,} forecasts" if outcome.status == "scored" else outcome.reason
+        )
         line += "".join(f"\n    warning: {w}" for w in outcome.warnings)
         if self.bar is None:
             print(line, file=sys.stderr)
@@ -74,8 +82,18 @@ def body(args: argparse.Namespace) -> int:
 
     bar = _Progress()
     try:
-        result = evaluate(args.store, args.run, args.dates, experiment=args.experiment, model_type=args.model_type, data=args.data,
-                          name=args.name, endpoint_url=args.s3_endpoint_url, on_start=bar.start, on_date=bar.date)
+        result = evaluate(
+            args.store,
+            args.run,
+            args.dates,
+            experiment=args.experiment,
+            model_type=args.model_type,
+            data=args.data,
+            name=args.name,
+            endpoint_url=args.s3_endpoint_url,
+            on_start=bar.start,
+            on_date=bar.date,
+        )
     finally:
         bar.close()
     print(format_summary(result))

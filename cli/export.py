@@ -24,25 +24,51 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_run_options(parser)
-    parser.add_argument("--data", default=None,
-                        help="data root for the held-out windows (default: the run's data root in config.json)")
-    parser.add_argument("--require-engine", action="store_true",
-                        help="fail unless the TensorRT engine is built and validated (needs CUDA + tensorrt)")
-    parser.add_argument("--exporter", choices=EXPORTERS, default=d.exporter,
-                        help="ONNX exporter (default: %(default)s; docs/export.md explains the choice)")
+    parser.add_argument(
+        "--data", default=None, help="data root for the held-out windows (default: the run's data root in config.json)"
+    )
+    parser.add_argument(
+        "--require-engine",
+        action="store_true",
+        help="fail unless the TensorRT engine is built and validated (needs CUDA + tensorrt)",
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default=d.exporter,
+        help="ONNX exporter (default: %(default)s; docs/export.md explains the choice)",
+    )
     parser.add_argument("--opset", type=int, default=d.opset, help="ONNX opset, >= 17 (default: %(default)s)")
-    parser.add_argument("--min-batch", type=int, default=d.min_batch,
-                        help="smallest batch the engine accepts (default: %(default)s)")
-    parser.add_argument("--opt-batch", type=int, action="append", dest="opt_batches",
-                        help="batch the engine is tuned for; repeat for several optimization profiles "
-                             f"(default: {' and '.join(map(str, d.opt_batches))}: one minute of every symbol, "
-                             "and the dense runner's batch)")
-    parser.add_argument("--max-batch", type=int, default=d.max_batch,
-                        help="largest batch per engine call; larger batches are split (default: %(default)s)")
-    parser.add_argument("--workspace-mib", type=int, default=d.workspace_mib,
-                        help="TensorRT builder workspace limit in MiB (default: %(default)s)")
-    parser.add_argument("--real-windows", type=int, default=d.real_windows,
-                        help="held-out windows to validate on, 0 to skip (default: %(default)s)")
+    parser.add_argument(
+        "--min-batch", type=int, default=d.min_batch, help="smallest batch the engine accepts (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--opt-batch",
+        type=int,
+        action="append",
+        dest="opt_batches",
+        help="batch the engine is tuned for; repeat for several optimization profiles "
+        f"(default: {' and '.join(map(str, d.opt_batches))}: one minute of every symbol, "
+        "and the dense runner's batch)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=d.max_batch,
+        help="largest batch per engine call; larger batches are split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workspace-mib",
+        type=int,
+        default=d.workspace_mib,
+        help="TensorRT builder workspace limit in MiB (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--real-windows",
+        type=int,
+        default=d.real_windows,
+        help="held-out windows to validate on, 0 to skip (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of the random validation inputs")
     add_endpoint_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -55,9 +81,14 @@ def body(args: argparse.Namespace) -> int:
     from tthf.export.api import export_run
 
     cfg = ExportConfig(
-        exporter=args.exporter, opset=args.opset, min_batch=args.min_batch,
-        opt_batches=tuple(args.opt_batches or ExportConfig().opt_batches), max_batch=args.max_batch,
-        workspace_mib=args.workspace_mib, real_windows=args.real_windows, seed=args.seed,
+        exporter=args.exporter,
+        opset=args.opset,
+        min_batch=args.min_batch,
+        opt_batches=tuple(args.opt_batches or ExportConfig().opt_batches),
+        max_batch=args.max_batch,
+        workspace_mib=args.workspace_mib,
+        real_windows=args.real_windows,
+        seed=args.seed,
         require_engine=args.require_engine,
     )
     store = open_store(args.store, endpoint_url=args.s3_endpoint_url)
@@ -68,8 +99,10 @@ def body(args: argparse.Namespace) -> int:
     for note in result.manifest.notes:
         print(f"note: {note}")
     print(result.engine_message)
-    print(f"export of {run.ref.name} written to {run.store.uri('export')} "
-          f"({len(result.manifest.artifacts)} artifacts, {len(result.results)} checks passed)")
+    print(
+        f"export of {run.ref.name} written to {run.store.uri('export')} "
+        f"({len(result.manifest.artifacts)} artifacts, {len(result.results)} checks passed)"
+    )
     return 0
 
 

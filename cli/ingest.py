@@ -30,8 +30,11 @@ examples:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     add_data_root_option(p, "--out")
-    p.add_argument("--quotes-only", action="store_true",
-                   help="allow quotes without trade bars: volume 0 and null trade prices in every such row")
+    p.add_argument(
+        "--quotes-only",
+        action="store_true",
+        help="allow quotes without trade bars: volume 0 and null trade prices in every such row",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the partitions of dates that already have data")
     add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -39,8 +42,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tthf-ingest", description="Convert vendor minute bars to tthf's raw schema (one partition per date).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="tthf-ingest",
+        description="Convert vendor minute bars to tthf's raw schema (one partition per date).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     formats = p.add_subparsers(dest="format", required=True, metavar="{dbn,csv}")
     d = formats.add_parser("dbn", help="Databento DBN files (bbo-1m/cbbo-1m quotes, ohlcv-1m trades)")
@@ -50,18 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
     c = formats.add_parser("csv", help="paired CSV minute quote bars and trade bars")
     c.add_argument("--quotes", nargs="+", required=True, metavar="FILE", help="quote-bar files or folders")
     c.add_argument("--trades", nargs="+", default=[], metavar="FILE", help="trade-bar files or folders")
-    c.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN[,...]",
-                   help="the vendor's column for a raw field, e.g. bid=BidClose; ts=Date+Time joins two columns")
+    c.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN[,...]",
+        help="the vendor's column for a raw field, e.g. bid=BidClose; ts=Date+Time joins two columns",
+    )
     c.add_argument("--map-file", help="a JSON object of field -> column (applied before --map)")
     c.add_argument("--tz", help="time zone of timestamps written without an offset, e.g. America/New_York")
-    c.add_argument("--ts-unit", choices=("s", "ms", "us", "ns"), help="unit of integer epoch timestamps "
-                   "(default: told from their size)")
+    c.add_argument(
+        "--ts-unit",
+        choices=("s", "ms", "us", "ns"),
+        help="unit of integer epoch timestamps (default: told from their size)",
+    )
     c.add_argument("--ts-format", help="strftime format of text timestamps (default: inferred)")
-    c.add_argument("--bar-label", choices=("start", "end"), default="start",
-                   help="a bar's timestamp is its minute's start (default) or its end")
+    c.add_argument(
+        "--bar-label",
+        choices=("start", "end"),
+        default="start",
+        help="a bar's timestamp is its minute's start (default) or its end",
+    )
     c.add_argument("--separator", default=",", help="field separator (default: ',')")
-    c.add_argument("--null-value", action="append", default=[], metavar="TOKEN",
-                   help="a cell text meaning 'no value' besides the empty cell, e.g. NA (repeatable)")
+    c.add_argument(
+        "--null-value",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="a cell text meaning 'no value' besides the empty cell, e.g. NA (repeatable)",
+    )
     _add_common(c)
     return p
 
@@ -79,8 +101,15 @@ def _layout(args: argparse.Namespace):  # -> CsvLayout
         except OSError as exc:
             raise UsageError(f"--map-file {args.map_file}: {exc.strerror or exc}") from exc
     mapping.update(parse_mapping(args.map))
-    return CsvLayout(mapping=mapping, tz=args.tz, ts_unit=args.ts_unit, ts_format=args.ts_format,
-                     bar_label=args.bar_label, separator=args.separator, null_values=tuple(args.null_value))
+    return CsvLayout(
+        mapping=mapping,
+        tz=args.tz,
+        ts_unit=args.ts_unit,
+        ts_format=args.ts_format,
+        bar_label=args.bar_label,
+        separator=args.separator,
+        null_values=tuple(args.null_value),
+    )
 
 
 def print_summary(summary) -> None:  # summary: IngestSummary
@@ -90,8 +119,10 @@ def print_summary(summary) -> None:  # summary: IngestSummary
     print(f"{'date':<12}{'rows':>10}{'symbols':>9}")
     for d in dates:
         print(f"{d.date.isoformat():<12}{d.rows:>10,}{d.symbols:>9}")
-    print(f"\nwrote {len(dates)} date(s) {dates[0].date}..{dates[-1].date} to {summary.out}: {summary.rows:,} rows, "
-          f"{summary.symbols} symbols, from {len(summary.inputs)} file(s) in {summary.seconds:.1f}s")
+    print(
+        f"\nwrote {len(dates)} date(s) {dates[0].date}..{dates[-1].date} to {summary.out}: {summary.rows:,} rows, "
+        f"{summary.symbols} symbols, from {len(summary.inputs)} file(s) in {summary.seconds:.1f}s"
+    )
     left = sum(summary.dropped.values())
     print(f"left out: {left:,} rows" + (":" if left else ""))
     for reason, n in sorted(summary.dropped.items(), key=lambda kv: -kv[1]):
@@ -105,8 +136,12 @@ def body(args: argparse.Namespace) -> int:
     from tthf.engine.store import open_store
 
     out = open_store(args.out, endpoint_url=args.s3_endpoint_url)
-    common = {"quotes_only": args.quotes_only, "overwrite": args.overwrite, "endpoint_url": args.s3_endpoint_url,
-              "progress": progress}
+    common = {
+        "quotes_only": args.quotes_only,
+        "overwrite": args.overwrite,
+        "endpoint_url": args.s3_endpoint_url,
+        "progress": progress,
+    }
     if args.format == "dbn":
         summary = ingest_dbn(args.inputs, out, publisher=args.publisher, **common)
     else:

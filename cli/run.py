@@ -29,27 +29,52 @@ data, store or backend errors.
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tthf-run", description="Predict ret_1h, vol_10m and their confidences for every stock and minute.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="tthf-run",
+        description="Predict ret_1h, vol_10m and their confidences for every stock and minute.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_options(p)
     p.add_argument("--dates", required=True, help="which dates to predict (see below)")
-    p.add_argument("--dense", action="store_true", help="predict every minute (default: every sample_every minutes, forward-filled)")
-    p.add_argument("--sample-every", type=int, default=None, help="sparse sampling step in minutes (default: the run's config)")
-    p.add_argument("--backend", default=DEFAULTS.backend, choices=BACKENDS,
-                   help="auto (default: the fastest available, torch if the run has no export), or one backend")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                   help="windows per inference batch (default: %(default)s)")
-    p.add_argument("--format", dest="fmt", default=DEFAULTS.fmt, choices=FORMATS, help="output format (default: %(default)s)")
+    p.add_argument(
+        "--dense",
+        action="store_true",
+        help="predict every minute (default: every sample_every minutes, forward-filled)",
+    )
+    p.add_argument(
+        "--sample-every", type=int, default=None, help="sparse sampling step in minutes (default: the run's config)"
+    )
+    p.add_argument(
+        "--backend",
+        default=DEFAULTS.backend,
+        choices=BACKENDS,
+        help="auto (default: the fastest available, torch if the run has no export), or one backend",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="windows per inference batch (default: %(default)s)"
+    )
+    p.add_argument(
+        "--format", dest="fmt", default=DEFAULTS.fmt, choices=FORMATS, help="output format (default: %(default)s)"
+    )
     p.add_argument("--overwrite", action="store_true", help="redo dates that are already done")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed date")
-    p.add_argument("--no-overlap", dest="overlap", action="store_false",
-                   help="run the stages (read, features, predict, encode, write) one after another instead of "
-                        "overlapping them; slower, for measuring the overlap")
-    p.add_argument("--windowing", default=DEFAULTS.windowing, choices=WINDOWING,
-                   help="GPU only: cut windows on the host and upload them, or upload each day's grid once and cut "
-                        "on the device (auto: whichever moves fewer bytes; default auto)")
-    p.add_argument("--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)")
+    p.add_argument(
+        "--no-overlap",
+        dest="overlap",
+        action="store_false",
+        help="run the stages (read, features, predict, encode, write) one after another instead of "
+        "overlapping them; slower, for measuring the overlap",
+    )
+    p.add_argument(
+        "--windowing",
+        default=DEFAULTS.windowing,
+        choices=WINDOWING,
+        help="GPU only: cut windows on the host and upload them, or upload each day's grid once and cut "
+        "on the device (auto: whichever moves fewer bytes; default auto)",
+    )
+    p.add_argument(
+        "--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)"
+    )
     add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -61,16 +86,30 @@ def main(argv: list[str] | None = None) -> int:
         from tthf.export.api import rebuild_engine
 
         options = RunOptions(
-            dates=args.dates, dense=args.dense, sample_every=args.sample_every, backend=args.backend,
-            batch_size=args.batch_size, fmt=args.fmt, overwrite=args.overwrite, data_root=args.data,
-            fail_fast=args.fail_fast, overlap=args.overlap, windowing=args.windowing,
+            dates=args.dates,
+            dense=args.dense,
+            sample_every=args.sample_every,
+            backend=args.backend,
+            batch_size=args.batch_size,
+            fmt=args.fmt,
+            overwrite=args.overwrite,
+            data_root=args.data,
+            fail_fast=args.fail_fast,
+            overlap=args.overlap,
+            windowing=args.windowing,
         )
         bar = RunProgress()
         try:
             summary = run_inference(
-                open_store(args.store, endpoint_url=args.s3_endpoint_url), args.run, options,
-                experiment=args.experiment, model_type=args.model_type, rebuild=rebuild_engine,
-                endpoint_url=args.s3_endpoint_url, on_date=bar.date, on_start=bar.start,
+                open_store(args.store, endpoint_url=args.s3_endpoint_url),
+                args.run,
+                options,
+                experiment=args.experiment,
+                model_type=args.model_type,
+                rebuild=rebuild_engine,
+                endpoint_url=args.s3_endpoint_url,
+                on_date=bar.date,
+                on_start=bar.start,
             )
         finally:
             bar.close()

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=_date, default=d.start, help="first date, YYYY-MM-DD (default: %(default)s)")
     p.add_argument("--end", type=_date, default=d.end, help="last date, inclusive (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed, same bytes (default: %(default)s)")
-    p.add_argument("--no-extended-hours", action="store_true",
-                   help="omit the 04:00-09:30 and 16:00-20:00 New York rows")
+    p.add_argument(
+        "--no-extended-hours", action="store_true", help="omit the 04:00-09:30 and 16:00-20:00 New York rows"
+    )
     add_calendar_option(p)
     add_endpoint_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per file written)")
@@ -60,12 +61,21 @@ def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.synth import SynthConfig, generate_market
     from tthf.engine.store import open_store
 
-    cfg = SynthConfig(n_symbols=args.symbols, start=args.start, end=args.end, seed=args.seed,
-                      extended_hours=not args.no_extended_hours, calendar=args.calendar)
+    cfg = SynthConfig(
+        n_symbols=args.symbols,
+        start=args.start,
+        end=args.end,
+        seed=args.seed,
+        extended_hours=not args.no_extended_hours,
+        calendar=args.calendar,
+    )
     days = ProgressBar(len(cfg.days), "synth", unit="day")
     try:
-        summary = generate_market(cfg, open_store(args.out, endpoint_url=args.s3_endpoint_url),
-                                  on_day=lambda day, rows: days.update(f"{day} ({rows:,} rows)"))
+        summary = generate_market(
+            cfg,
+            open_store(args.out, endpoint_url=args.s3_endpoint_url),
+            on_day=lambda day, rows: days.update(f"{day} ({rows:,} rows)"),
+        )
     finally:
         days.close()
     print(summary)

@@ -39,12 +39,21 @@ def body(args: argparse.Namespace) -> int:
     from tthf.engine.training.train import train_run
 
     overrides = {k: getattr(args, k) for k in ("epochs", "seed", "threads") if getattr(args, k) is not None}
-    result = train_run(args.data, args.store, args.run, experiment=args.experiment, overrides=overrides,
-                       overwrite=args.overwrite, endpoint_url=args.s3_endpoint_url,
-                       calendar=args.calendar)
+    result = train_run(
+        args.data,
+        args.store,
+        args.run,
+        experiment=args.experiment,
+        overrides=overrides,
+        overwrite=args.overwrite,
+        endpoint_url=args.s3_endpoint_url,
+        calendar=args.calendar,
+    )
     print(format_metrics(result.metrics))
-    print(f"run {result.run.ref.name} written to {result.run.ref.uri} in {result.seconds:.0f} s "
-          f"(best epoch {result.history.best_epoch} of {len(result.history.epochs)})")
+    print(
+        f"run {result.run.ref.name} written to {result.run.ref.uri} in {result.seconds:.0f} s "
+        f"(best epoch {result.history.best_epoch} of {len(result.history.epochs)})"
+    )
     return 0
 
 

@@ -80,7 +80,9 @@ class Manifest:
         except (json.JSONDecodeError, TypeError) as exc:
             raise RunFormatError(f"{where} does not parse ({exc}); {_reexport(run)}") from exc
         if manifest.format != FORMAT:
-            raise StaleArtifactError(f"{where} has format {manifest.format}, this tthf reads {FORMAT}; {_reexport(run)}")
+            raise StaleArtifactError(
+                f"{where} has format {manifest.format}, this tthf reads {FORMAT}; {_reexport(run)}"
+            )
         return manifest
 
 
@@ -104,7 +106,9 @@ def read_artifact(run: runs.Run, manifest: Manifest, name: str) -> bytes:
     key = runs.export_key(name)
     info = manifest.artifacts.get(name)
     if info is None or not run.exists(key):
-        raise NotExportedError(f"run {run.ref.name} has no exported {name}; export it with: tthf-export --run {run.ref.run_id}")
+        raise NotExportedError(
+            f"run {run.ref.name} has no exported {name}; export it with: tthf-export --run {run.ref.run_id}"
+        )
     data = run.read_bytes(key)
     if sha256(data) != info["sha256"]:
         raise StaleArtifactError(

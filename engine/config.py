@@ -149,7 +149,8 @@ def from_dict(cls: type[T], raw: Any, source: str) -> T:
             "this run was written by a different tthf version, upgrade tthf or re-create the run"
         )
     missing = [
-        n for n, f in names.items()
+        n
+        for n, f in names.items()
         if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:

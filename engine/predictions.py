@@ -20,8 +20,12 @@ import polars as pl
 from tthf.engine.config import OUTPUT_NAMES
 
 COLUMNS = ("ts", "symbol", *OUTPUT_NAMES, "source_ts")
-SCHEMA: dict[str, pl.DataType] = {"ts": pl.Datetime("us", "UTC"), "symbol": pl.String(), **dict.fromkeys(OUTPUT_NAMES, pl.Float32()),
-          "source_ts": pl.Datetime("us", "UTC")}
+SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "symbol": pl.String(),
+    **dict.fromkeys(OUTPUT_NAMES, pl.Float32()),
+    "source_ts": pl.Datetime("us", "UTC"),
+}
 FORMATS = ("csv", "parquet")
 
 
@@ -72,8 +76,12 @@ def assemble(
     order = np.lexsort((sym, minute))
     sym, minute, source, row = sym[order], minute[order], source[order], row[order]
     names = pl.Series("symbol", symbols, dtype=pl.String).gather(sym)
-    return table(minutes[minute], names, {n: np.asarray(outputs[n], dtype=np.float32)[row] for n in OUTPUT_NAMES},
-                 minutes[source])
+    return table(
+        minutes[minute],
+        names,
+        {n: np.asarray(outputs[n], dtype=np.float32)[row] for n in OUTPUT_NAMES},
+        minutes[source],
+    )
 
 
 def encode(frame: pl.DataFrame, fmt: str) -> bytes:

@@ -65,6 +65,7 @@ def output_key(day: dt.date, fmt: str) -> str:
     """The predictions file of one date."""
     return f"{INFERENCE_DIR}/{day.isoformat()}.{fmt}"
 
+
 DEFAULT_EXPERIMENT = "demo"
 DEFAULT_MODEL_TYPE = "three_headed_transformer"
 
@@ -117,9 +118,7 @@ def list_runs(store: Store | str, *, experiment: str | None = None, model_type: 
     return refs
 
 
-def find_run(
-    store: Store | str, run: str, *, experiment: str | None = None, model_type: str | None = None
-) -> RunRef:
+def find_run(store: Store | str, run: str, *, experiment: str | None = None, model_type: str | None = None) -> RunRef:
     """Resolve ``run`` (a run_id or a prefix of one) to exactly one run folder."""
     root = as_store(store)
     if not run:
@@ -141,16 +140,20 @@ def find_run(
     )
 
 
-def open_run(store: Store | str, run: str, *, experiment: str | None = None, model_type: str | None = None,
-             endpoint_url: str | None = None) -> Run:
+def open_run(
+    store: Store | str,
+    run: str,
+    *,
+    experiment: str | None = None,
+    model_type: str | None = None,
+    endpoint_url: str | None = None,
+) -> Run:
     """Find run ``run`` (an id or a unique prefix) in ``store`` and open it."""
     root = open_store(store, endpoint_url=endpoint_url) if isinstance(store, str) else store
     return Run.open(find_run(root, run, experiment=experiment, model_type=model_type))
 
 
-def create_run(
-    store: Store | str, experiment: str, model_type: str, run_id: str, *, overwrite: bool = False
-) -> RunRef:
+def create_run(store: Store | str, experiment: str, model_type: str, run_id: str, *, overwrite: bool = False) -> RunRef:
     """Claim a new run folder. With ``overwrite`` an existing run's files are deleted first."""
     for kind, value in (("experiment", experiment), ("model type", model_type), ("run id", run_id)):
         check_name(kind, value)
@@ -158,7 +161,9 @@ def create_run(
     ref = RunRef(experiment, model_type, run_id, root.child(f"{experiment}/{model_type}/{run_id}"), root.uri())
     existing = ref.store.list("")
     if existing and not overwrite:
-        raise StoreError(f"run {ref.name} already exists at {ref.uri}; pass --overwrite to replace it or choose another name")
+        raise StoreError(
+            f"run {ref.name} already exists at {ref.uri}; pass --overwrite to replace it or choose another name"
+        )
     for key in existing:
         ref.store.delete(key)
     return ref
@@ -201,7 +206,9 @@ class Run:
         from tthf.engine.model.network import load_checkpoint
 
         if not self.exists(CHECKPOINT):
-            raise RunFormatError(f"run {self.ref.name} at {self.ref.uri} has no {CHECKPOINT}; re-create it with tthf-train")
+            raise RunFormatError(
+                f"run {self.ref.name} at {self.ref.uri} has no {CHECKPOINT}; re-create it with tthf-train"
+            )
         return load_checkpoint(self.read_bytes(CHECKPOINT), self.config.model, source=self.store.uri(CHECKPOINT))
 
     def sha256(self, key: str) -> str:

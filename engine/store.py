@@ -242,18 +242,31 @@ class S3Store(Store):
             if code in ("NoSuchKey", "404", "NotFound"):
                 return KeyNotFoundError(f"{where} does not exist")
             if code == "NoSuchBucket":
-                return StoreError(f"cannot {action} {where}: bucket {self.bucket!r} does not exist at {endpoint}; "
-                                  "create it or fix the URI / endpoint")
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                        "InvalidToken", "Forbidden"):
+                return StoreError(
+                    f"cannot {action} {where}: bucket {self.bucket!r} does not exist at {endpoint}; "
+                    "create it or fix the URI / endpoint"
+                )
+            if code in (
+                "AccessDenied",
+                "403",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "ExpiredToken",
+                "InvalidToken",
+                "Forbidden",
+            ):
                 return StoreError(
                     f"cannot {action} {where}: access denied ({code}); check credentials "
                     f"(AWS_PROFILE / AWS_ACCESS_KEY_ID), the bucket policy and the endpoint ({endpoint})"
                 )
-            return StoreError(f"cannot {action} {where}: S3 error {code or exc}; check the endpoint ({endpoint}) "
-                              "and credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID)")
-        return StoreError(f"cannot {action} {where}: {type(exc).__name__}: {exc}; check the network and the endpoint "
-                          f"({endpoint}, --s3-endpoint-url or {ENDPOINT_ENV})")
+            return StoreError(
+                f"cannot {action} {where}: S3 error {code or exc}; check the endpoint ({endpoint}) "
+                "and credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID)"
+            )
+        return StoreError(
+            f"cannot {action} {where}: {type(exc).__name__}: {exc}; check the network and the endpoint "
+            f"({endpoint}, --s3-endpoint-url or {ENDPOINT_ENV})"
+        )
 
     def read_bytes(self, key: str) -> bytes:
         full = self._key(key)
@@ -270,7 +283,9 @@ class S3Store(Store):
             else:
                 from boto3.s3.transfer import TransferConfig
 
-                config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
+                config = TransferConfig(
+                    multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
+                )
                 self._client.upload_fileobj(io.BytesIO(data), self.bucket, full, Config=config)
         except Exception as exc:
             raise self._fail(exc, "write", full) from exc
@@ -302,7 +317,9 @@ class S3Store(Store):
     def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         folder = self._folder(prefix)
         pages = self._paginate(folder, Delimiter="/")
-        return sorted(cp["Prefix"][len(folder):].rstrip("/") for page in pages for cp in page.get("CommonPrefixes", []))
+        return sorted(
+            cp["Prefix"][len(folder) :].rstrip("/") for page in pages for cp in page.get("CommonPrefixes", [])
+        )
 
     def delete(self, key: str) -> None:
         full = self._key(key)
@@ -315,7 +332,9 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{self._key(key, allow_empty=True)}".rstrip("/")
 
     def child(self, prefix: str) -> S3Store:
-        return S3Store(self.bucket, self._key(prefix, allow_empty=True), self._client, self._endpoint_url, self._attempts)
+        return S3Store(
+            self.bucket, self._key(prefix, allow_empty=True), self._client, self._endpoint_url, self._attempts
+        )
 
 
 _S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<prefix>.*)$")
@@ -346,7 +365,9 @@ def _attempts() -> int:
     if not raw:
         return S3_MAX_ATTEMPTS
     if not raw.isdigit() or int(raw) < 1:
-        raise UsageError(f"{ATTEMPTS_ENV}={raw!r}: expected a whole number of attempts >= 1 (default {S3_MAX_ATTEMPTS})")
+        raise UsageError(
+            f"{ATTEMPTS_ENV}={raw!r}: expected a whole number of attempts >= 1 (default {S3_MAX_ATTEMPTS})"
+        )
     return int(raw)
 
 

@@ -47,12 +47,21 @@ def with_null_quotes(raw: pl.DataFrame, *, every: int = 7, no_quote: bool = True
         return out
     first = raw.get_column("symbol").min()
     copy = raw.filter(pl.col("symbol") == first).with_columns(
-        pl.lit(NO_QUOTE_SYMBOL).alias("symbol"), *[pl.lit(None, pl.Float64).alias(c) for c in _QUOTE])
+        pl.lit(NO_QUOTE_SYMBOL).alias("symbol"), *[pl.lit(None, pl.Float64).alias(c) for c in _QUOTE]
+    )
     return pl.concat([out, copy])
 
 
-def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date], run_id: str, *, seed: int = 0,
-                    calendar: str = DEFAULT_CALENDAR, **model: Any) -> runs.Run:
+def make_random_run(
+    store: str,
+    data_root: str | Path,
+    dates: Sequence[dt.date],
+    run_id: str,
+    *,
+    seed: int = 0,
+    calendar: str = DEFAULT_CALENDAR,
+    **model: Any,
+) -> runs.Run:
     """A complete run with random weights: scalers fitted on ``dates[0]``, splits one date each.
 
     ``model`` overrides ``ModelConfig`` fields (the defaults are the production defaults).
@@ -71,15 +80,22 @@ def make_random_run(store: str, data_root: str | Path, dates: Sequence[dt.date],
     ref.store.write_text(runs.SCALERS, Scalers.fit([train_day]).to_json())
     iso = [d.isoformat() for d in dates]
     splits = Splits(train=iso[:1], val=iso[1:2], test=iso[-1:])
-    config = RunConfig(model=model_cfg, feature_names=names, splits=splits, train=TrainConfig(),
-                       data_root=str(data_root), calendar=calendar)
+    config = RunConfig(
+        model=model_cfg,
+        feature_names=names,
+        splits=splits,
+        train=TrainConfig(),
+        data_root=str(data_root),
+        calendar=calendar,
+    )
     return runs.Run.new(ref, config)
 
 
 def make_run(store: str, data_root: Path, run_id: str = "jennifer", seed: int = 0, *, d_model: int = 16) -> runs.Run:
     """The tests' tiny run over ``DAYS``: one layer of width ``d_model``."""
-    return make_random_run(store, data_root, DAYS, run_id, seed=seed, d_model=d_model, n_heads=2, n_layers=1,
-                           d_ff=2 * d_model)
+    return make_random_run(
+        store, data_root, DAYS, run_id, seed=seed, d_model=d_model, n_heads=2, n_layers=1, d_ff=2 * d_model
+    )
 
 
 def free_port() -> int:

@@ -76,9 +76,7 @@ def window_positions(mask: Any, seq_len: int = SEQ_LEN, stride: int = 1) -> tupl
     ``minute_idx`` is the window's last minute ``t``; the training dataset shuffles
     these positions and cuts batches with :func:`gather_windows`.
     """
-    sym, minute = _windows.window_positions(
-        _host_array(mask, "mask"), _int(seq_len, "seq_len"), _int(stride, "stride")
-    )
+    sym, minute = _windows.window_positions(_host_array(mask, "mask"), _int(seq_len, "seq_len"), _int(stride, "stride"))
     return sym, minute
 
 
@@ -181,8 +179,15 @@ def iter_batches(
     start = 0
     while True:
         n, next_start = cut_windows(
-            features, mask, out, seq_len=seq_len, stride=stride, start=start,
-            sym_out=sym, minute_out=minute, threads=threads,
+            features,
+            mask,
+            out,
+            seq_len=seq_len,
+            stride=stride,
+            start=start,
+            sym_out=sym,
+            minute_out=minute,
+            threads=threads,
         )
         if n == 0:
             return
@@ -218,7 +223,7 @@ def _indices(obj: Any, name: str) -> np.ndarray:
     if arr.dtype != np.int32:
         if arr.dtype.kind not in "iu":
             raise UsageError(f"{name} must be an integer array, got dtype {arr.dtype}")
-        if (arr.min() < _INT32.min or arr.max() > _INT32.max):
+        if arr.min() < _INT32.min or arr.max() > _INT32.max:
             raise UsageError(f"{name} has values outside int32; positions must index the day's grid")
         arr = arr.astype(np.int32)
     return np.ascontiguousarray(arr)

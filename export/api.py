@@ -83,19 +83,35 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def build_command(run: runs.Run) -> str:
-    return (f"tthf-export --run {run.ref.run_id} --store {run.ref.root} --experiment {run.ref.experiment} "
-            "--require-engine   # on a host with a CUDA GPU and pip install 'tthf[gpu-cu12]' or 'tthf[gpu-cu13]' "
-            "(torch's CUDA major)")
+    return (
+        f"tthf-export --run {run.ref.run_id} --store {run.ref.root} --experiment {run.ref.experiment} "
+        "--require-engine   # on a host with a CUDA GPU and pip install 'tthf[gpu-cu12]' or 'tthf[gpu-cu13]' "
+        "(torch's CUDA major)"
+    )
 
 
-def validate_artifact(backend: Backend, reference: dict[str, Outputs], sets: list[InputSet], *, artifact: str,
-                      precision: str, run: runs.Run) -> list[Comparison]:
+def validate_artifact(
+    backend: Backend,
+    reference: dict[str, Outputs],
+    sets: list[InputSet],
+    *,
+    artifact: str,
+    precision: str,
+    run: runs.Run,
+) -> list[Comparison]:
     """Compare ``backend`` with the reference outputs on every input set (collects, does not raise)."""
     tol = tolerances(precision, run.config.model)
     results = []
     for s in sets:
-        results += compare(reference[s.name], backend.predict(s.x), artifact=artifact, backend=backend.name,
-                           inputs=s.name, precision=precision, tolerance=tol)
+        results += compare(
+            reference[s.name],
+            backend.predict(s.x),
+            artifact=artifact,
+            backend=backend.name,
+            inputs=s.name,
+            precision=precision,
+            tolerance=tol,
+        )
     return results
 
 
@@ -120,20 +136,23 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
     """The fp32 ONNX and its fp16 variant, in memory."""
     mcfg = run.config.model
     t0 = time.perf_counter()
-    fp32 = export_onnx(run.load_model(), seq_len=mcfg.seq_len, n_features=mcfg.n_features, exporter=cfg.exporter,
-                       opset=cfg.opset)
+    fp32 = export_onnx(
+        run.load_model(), seq_len=mcfg.seq_len, n_features=mcfg.n_features, exporter=cfg.exporter, opset=cfg.opset
+    )
     fp32.metadata_props.add(key="tthf.run", value=run.ref.name)
     fp16 = convert_to_fp16(fp32)
     out = Artifacts()
     out.add(runs.FP32_ONNX, fp32.SerializeToString(), precision="fp32", exporter=cfg.exporter, opset=cfg.opset)
     out.add(runs.FP16_ONNX, fp16.SerializeToString(), precision="fp16", opset=cfg.opset, **precision_summary(fp16))
-    log.info("exported ONNX (%s, opset %d) and its fp16 variant in %.1f s", cfg.exporter, cfg.opset,
-             time.perf_counter() - t0)
+    log.info(
+        "exported ONNX (%s, opset %d) and its fp16 variant in %.1f s", cfg.exporter, cfg.opset, time.perf_counter() - t0
+    )
     return out
 
 
-def validate_artifacts(run: runs.Run, built: Artifacts, sets: list[InputSet],
-                       reference: dict[str, Outputs]) -> tuple[list[Comparison], list[str]]:
+def validate_artifacts(
+    run: runs.Run, built: Artifacts, sets: list[InputSet], reference: dict[str, Outputs]
+) -> tuple[list[Comparison], list[str]]:
     """Both ONNX artifacts through the serving ONNX Runtime backend (CPU), at fp32 and fp16 tolerance,
     and ``model.onnx`` through OpenVINO at fp32 and (on CPUs with native bf16) bf16 at fp16 tolerance;
     notes say what could not be validated here."""
@@ -159,8 +178,9 @@ def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]
     return {s.name: reference.predict(s.x) for s in sets}
 
 
-def build_and_validate_engine(run: runs.Run, fp16_onnx: bytes, cfg: ExportConfig, sets: list[InputSet],
-                              reference: dict[str, Outputs]) -> tuple[Artifacts, list[Comparison]]:
+def build_and_validate_engine(
+    run: runs.Run, fp16_onnx: bytes, cfg: ExportConfig, sets: list[InputSet], reference: dict[str, Outputs]
+) -> tuple[Artifacts, list[Comparison]]:
     """Build the engine for this GPU (reusing its timing cache) and validate it at fp16 tolerance.
 
     Returns the engine and its updated timing cache as artifacts, and the results;
@@ -172,11 +192,20 @@ def build_and_validate_engine(run: runs.Run, fp16_onnx: bytes, cfg: ExportConfig
     cache = run.read_bytes(cache_key) if run.exists(cache_key) else None
     t0 = time.perf_counter()
     engine_bytes, new_cache, cache_used = build_engine(
-        fp16_onnx, seq_len=mcfg.seq_len, n_features=mcfg.n_features, min_batch=cfg.min_batch,
-        opt_batches=cfg.opt_batches, max_batch=cfg.max_batch, workspace_mib=cfg.workspace_mib, timing_cache=cache,
+        fp16_onnx,
+        seq_len=mcfg.seq_len,
+        n_features=mcfg.n_features,
+        min_batch=cfg.min_batch,
+        opt_batches=cfg.opt_batches,
+        max_batch=cfg.max_batch,
+        workspace_mib=cfg.workspace_mib,
+        timing_cache=cache,
     )
-    log.info("built TensorRT engine in %.1f s (timing cache %s)", time.perf_counter() - t0,
-             "reused" if cache_used else ("rejected, rebuilt" if cache else "new"))
+    log.info(
+        "built TensorRT engine in %.1f s (timing cache %s)",
+        time.perf_counter() - t0,
+        "reused" if cache_used else ("rejected, rebuilt" if cache else "new"),
+    )
     name = target.engine_filename()
     backend = TensorRTBackend.from_bytes(engine_bytes, source=name)
     results = validate_artifact(backend, reference, sets, artifact=name, precision="fp16", run=run)
@@ -215,11 +244,13 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     results, validation_notes = validate_artifacts(run, built, sets, reference)
     enforce(results)
     notes += validation_notes
-    manifest = Manifest(run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(),
-                        versions=tool_versions(), notes=notes)
+    manifest = Manifest(
+        run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
+    )
     if missing_engine:
-        engine_message = (f"TensorRT engine not built: {missing_engine}.\n"
-                          f"Build it on a GPU host with:\n  {build_command(run)}")
+        engine_message = (
+            f"TensorRT engine not built: {missing_engine}.\nBuild it on a GPU host with:\n  {build_command(run)}"
+        )
         manifest.engine = {"built": False, "reason": missing_engine, "command": build_command(run)}
     else:
         engine, engine_results = build_and_validate_engine(run, built.files[runs.FP16_ONNX], cfg, sets, reference)

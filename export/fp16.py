@@ -31,10 +31,30 @@ from tthf.errors import ExportError
 
 log = logging.getLogger("tthf.export")
 
-FP16_OPS = frozenset({
-    "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Neg", "Erf", "Relu", "Tanh", "Sigmoid",
-    "Reshape", "Transpose", "Gather", "Concat", "Squeeze", "Unsqueeze", "Slice", "Flatten", "Identity",
-})
+FP16_OPS = frozenset(
+    {
+        "MatMul",
+        "Gemm",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Neg",
+        "Erf",
+        "Relu",
+        "Tanh",
+        "Sigmoid",
+        "Reshape",
+        "Transpose",
+        "Gather",
+        "Concat",
+        "Squeeze",
+        "Unsqueeze",
+        "Slice",
+        "Flatten",
+        "Identity",
+    }
+)
 MATMUL_OPS = frozenset({"MatMul", "Gemm"})
 FP16_MAX = float(np.finfo(np.float16).max)
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -54,7 +74,8 @@ def half_nodes(graph: onnx.GraphProto) -> set[int]:
             for j in consumers.get(out, ())
         )
     return {
-        i for i, node in enumerate(graph.node)
+        i
+        for i, node in enumerate(graph.node)
         if node.op_type in FP16_OPS and (node.op_type in MATMUL_OPS or feeds_matmul[i])
     }
 
@@ -82,8 +103,9 @@ def _check_straight_line(graph: onnx.GraphProto) -> None:
             )
 
 
-def _rename_half_outputs(nodes: list[onnx.NodeProto], half: set[int], types: dict[str, int],
-                         graph_outputs: set[str]) -> dict[str, str]:
+def _rename_half_outputs(
+    nodes: list[onnx.NodeProto], half: set[int], types: dict[str, int], graph_outputs: set[str]
+) -> dict[str, str]:
     """Graph outputs produced in fp16 get a ``__fp16`` name, so the final Cast to float32 keeps the original."""
     renamed = {}
     for i in half:
@@ -114,7 +136,9 @@ class _Rewrite:
         key = (name, to)
         if key not in self.casts:
             self.casts[key] = f"{name}__to_{'fp16' if to == _HALF else 'fp32'}"
-            self.nodes.append(helper.make_node("Cast", [name], [self.casts[key]], to=to, name=f"Cast_{self.casts[key]}"))
+            self.nodes.append(
+                helper.make_node("Cast", [name], [self.casts[key]], to=to, name=f"Cast_{self.casts[key]}")
+            )
         return self.casts[key]
 
     def half_initializer(self, name: str) -> str:
@@ -176,8 +200,9 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         new.CopyFrom(old)
     renamed = _rename_half_outputs(nodes, half, types, {o.name for o in src.output})
     original_of = {new: old for old, new in renamed.items()}
-    rewrite = _Rewrite({init.name: init for init in src.initializer},
-                       lambda name: types.get(original_of.get(name, name)) == _FLOAT)
+    rewrite = _Rewrite(
+        {init.name: init for init in src.initializer}, lambda name: types.get(original_of.get(name, name)) == _FLOAT
+    )
     for i, node in enumerate(nodes):
         rewrite.add(node, _HALF if i in half else _FLOAT)
     for original, fp16_name in renamed.items():

@@ -42,8 +42,9 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
         if have >= n:
             break
         day = dt.date.fromisoformat(iso)
-        feats, scaled = build_scaled_day(read_day(data, day, calendar=cfg.calendar), day, scalers, cfg.feature_names,
-                                         calendar=cfg.calendar)
+        feats, scaled = build_scaled_day(
+            read_day(data, day, calendar=cfg.calendar), day, scalers, cfg.feature_names, calendar=cfg.calendar
+        )
         sym, minute = windows.window_positions(feats.mask, seq_len, 1)
         take = np.sort(rng.choice(len(sym), size=min(n - have, len(sym)), replace=False))
         out = np.empty((len(take), seq_len, scaled.shape[2]), dtype=np.float32)
@@ -56,7 +57,9 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
     return np.concatenate(parts)[:n]
 
 
-def heldout_sets(run: runs.Run, n: int, batch: int, data: Store | None = None, *, seed: int = 0) -> tuple[list[InputSet], str | None]:
+def heldout_sets(
+    run: runs.Run, n: int, batch: int, data: Store | None = None, *, seed: int = 0
+) -> tuple[list[InputSet], str | None]:
     """Held-out windows cut into batches of ``batch``; (sets, None) or ([], why they are missing)."""
     if n == 0:
         return [], "disabled with --real-windows 0"
@@ -65,5 +68,6 @@ def heldout_sets(run: runs.Run, n: int, batch: int, data: Store | None = None, *
     except (DataError, StoreError) as exc:
         return [], str(exc)
     return [
-        InputSet(f"heldout@{len(x[i:i + batch])}#{k}", x[i:i + batch]) for k, i in enumerate(range(0, len(x), batch))
+        InputSet(f"heldout@{len(x[i : i + batch])}#{k}", x[i : i + batch])
+        for k, i in enumerate(range(0, len(x), batch))
     ], None

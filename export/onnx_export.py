@@ -46,15 +46,26 @@ def export_onnx(model: torch.nn.Module, *, seq_len: int, n_features: int, export
             if exporter == "dynamo":
                 batch = torch.export.Dim(BATCH_DIM, min=1, max=MAX_TRACED_BATCH)
                 program = torch.onnx.export(
-                    model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES), dynamic_shapes=({0: batch},), optimize=True,
+                    model,
+                    (example,),
+                    dynamo=True,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=list(OUTPUT_NAMES),
+                    dynamic_shapes=({0: batch},),
+                    optimize=True,
                 )
                 if program is None:
                     raise ExportError("torch.onnx.export (dynamo) returned no program")
                 program.save(str(path))
             elif exporter == "torchscript":
                 torch.onnx.export(
-                    model, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
                     output_names=list(OUTPUT_NAMES),
                     dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, **{n: {0: BATCH_DIM} for n in OUTPUT_NAMES}},
                 )
@@ -96,7 +107,9 @@ def check_onnx(proto: onnx.ModelProto, *, seq_len: int, n_features: int) -> None
     inputs = [i.name for i in graph.input]
     outputs = [o.name for o in graph.output]
     if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
-        raise ExportError(f"exported inputs {inputs} / outputs {outputs}; expected [{INPUT_NAME!r}] / {list(OUTPUT_NAMES)}")
+        raise ExportError(
+            f"exported inputs {inputs} / outputs {outputs}; expected [{INPUT_NAME!r}] / {list(OUTPUT_NAMES)}"
+        )
     dims = graph.input[0].type.tensor_type.shape.dim
     shape = [d.dim_param or d.dim_value for d in dims]
     if len(shape) != 3 or not isinstance(shape[0], str) or shape[1:] != [seq_len, n_features]:

@@ -19,8 +19,17 @@ from tthf.errors import ExportError
 log = logging.getLogger("tthf.export")
 
 
-def build_engine(onnx_bytes: bytes, *, seq_len: int, n_features: int, min_batch: int, opt_batches: tuple[int, ...],
-                 max_batch: int, workspace_mib: int, timing_cache: bytes | None) -> tuple[bytes, bytes, bool]:
+def build_engine(
+    onnx_bytes: bytes,
+    *,
+    seq_len: int,
+    n_features: int,
+    min_batch: int,
+    opt_batches: tuple[int, ...],
+    max_batch: int,
+    workspace_mib: int,
+    timing_cache: bytes | None,
+) -> tuple[bytes, bytes, bool]:
     """Parse the fp16 ONNX, build a strongly typed engine.
 
     Returns (engine, updated timing cache, whether the given cache was used: TensorRT rejects

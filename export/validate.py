@@ -88,15 +88,22 @@ def compare(
             )
         tol = tolerance[name]
         diff = np.abs(out - ref)
-        results.append(Comparison(
-            artifact=artifact, backend=backend, inputs=inputs, batch=int(ref.shape[0]) if ref.ndim else 1,
-            output=name, precision=precision,
-            max_abs=float(diff.max(initial=0.0)),
-            max_rel=float((diff / (np.abs(ref) + tol.atol)).max(initial=0.0)),
-            q_abs=float(np.percentile(diff, QUANTILE)) if diff.size else 0.0,
-            violations=int(np.count_nonzero(diff > tol.atol + tol.rtol * np.abs(ref))),
-            atol=tol.atol, rtol=tol.rtol,
-        ))
+        results.append(
+            Comparison(
+                artifact=artifact,
+                backend=backend,
+                inputs=inputs,
+                batch=int(ref.shape[0]) if ref.ndim else 1,
+                output=name,
+                precision=precision,
+                max_abs=float(diff.max(initial=0.0)),
+                max_rel=float((diff / (np.abs(ref) + tol.atol)).max(initial=0.0)),
+                q_abs=float(np.percentile(diff, QUANTILE)) if diff.size else 0.0,
+                violations=int(np.count_nonzero(diff > tol.atol + tol.rtol * np.abs(ref))),
+                atol=tol.atol,
+                rtol=tol.rtol,
+            )
+        )
     return results
 
 
@@ -129,10 +136,31 @@ def summarize(results: list[Comparison]) -> list[Comparison]:
 
 def format_table(results: list[Comparison]) -> str:
     """A short fixed-width table, the worst case of each output over the batch sizes."""
-    header = ("artifact", "backend", "inputs", "output", "max_abs", "max_rel", f"p{QUANTILE:g}_abs", "atol", "rtol", "ok")
+    header = (
+        "artifact",
+        "backend",
+        "inputs",
+        "output",
+        "max_abs",
+        "max_rel",
+        f"p{QUANTILE:g}_abs",
+        "atol",
+        "rtol",
+        "ok",
+    )
     rows = [header] + [
-        (r.artifact, r.backend, r.inputs.split("@")[0], r.output, f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
-         f"{r.q_abs:.2e}", f"{r.atol:.0e}", f"{r.rtol:.0e}", "yes" if r.passed else "NO")
+        (
+            r.artifact,
+            r.backend,
+            r.inputs.split("@")[0],
+            r.output,
+            f"{r.max_abs:.2e}",
+            f"{r.max_rel:.2e}",
+            f"{r.q_abs:.2e}",
+            f"{r.atol:.0e}",
+            f"{r.rtol:.0e}",
+            "yes" if r.passed else "NO",
+        )
         for r in summarize(results)
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -70,7 +70,9 @@ def imports(path: Path, module: str, known: set[str]) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] != "tthf":
                 continue
             for alias in node.names:
@@ -102,11 +104,14 @@ def test_every_module_has_a_stage() -> None:
         unit(module)
 
 
-@pytest.mark.parametrize("code", [
-    "from tthf.export.api import export_run",  # engine importing export
-    "def later():\n    import tthf.cli._common\n",  # even inside a function
-    "from tthf.engine.runtime import batch",  # training importing runtime (same rank)
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from tthf.export.api import export_run",  # engine importing export
+        "def later():\n    import tthf.cli._common\n",  # even inside a function
+        "from tthf.engine.runtime import batch",  # training importing runtime (same rank)
+    ],
+)
 def test_the_checker_catches_a_wrong_import(tmp_path: Path, code: str) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text(code)

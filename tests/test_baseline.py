@@ -47,8 +47,9 @@ def test_features_match_per_feature(day_pair) -> None:
 
 def test_cleaning_drops_what_tthf_drops() -> None:
     """Extended hours, off-minute and crossed quotes: the same grid and the same mask."""
-    cfg = SynthConfig(n_symbols=5, start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 1), seed=9, crossed_rate=0.05,
-                      zero_quote_rate=0.05)
+    cfg = SynthConfig(
+        n_symbols=5, start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 1), seed=9, crossed_rate=0.05, zero_quote_rate=0.05
+    )
     day = cfg.days[0]
     raw = generate_day(cfg, day).to_pandas()
     raw = pd.concat([raw, raw.iloc[:50]], ignore_index=True)  # exact duplicates are dropped
@@ -74,5 +75,6 @@ def test_predictions_match_tthf_run(tmp_path: Path) -> None:
         assert len(base) == len(ours) == result.rows
         assert (base[["ts", "symbol", "source_ts"]].to_numpy() == ours[["ts", "symbol", "source_ts"]].to_numpy()).all()
         for name in ("ret_1h", "vol_10m", "ret_conf", "vol_conf"):
-            np.testing.assert_allclose(base[name].to_numpy(), ours[name].to_numpy(), rtol=1e-4, atol=1e-6,
-                                       err_msg=f"{day} {name}")
+            np.testing.assert_allclose(
+                base[name].to_numpy(), ours[name].to_numpy(), rtol=1e-4, atol=1e-6, err_msg=f"{day} {name}"
+            )

@@ -22,9 +22,21 @@ START, END = dt.date(2024, 3, 4), dt.date(2024, 3, 15)
 def london(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run]:
     base = tmp_path_factory.mktemp("xlon")
     generate_market(SynthConfig(n_symbols=4, start=START, end=END, seed=5, calendar="XLON"), str(base / "data"))
-    result = train_run(str(base / "data"), str(base / "runs"), "london", calendar="XLON",
-                       overrides={"epochs": 1, "max_train_windows": 2000, "threads": 1, "d_model": 16, "n_heads": 2,
-                                  "n_layers": 1, "d_ff": 32})
+    result = train_run(
+        str(base / "data"),
+        str(base / "runs"),
+        "london",
+        calendar="XLON",
+        overrides={
+            "epochs": 1,
+            "max_train_windows": 2000,
+            "threads": 1,
+            "d_model": 16,
+            "n_heads": 2,
+            "n_layers": 1,
+            "d_ff": 32,
+        },
+    )
     return base, result.run
 
 
@@ -33,7 +45,9 @@ def test_the_run_records_its_calendar_and_predicts_london_minutes(london: tuple[
     assert run.config.calendar == "XLON"
     assert runs.open_run(str(base / "runs"), "london").config.calendar == "XLON"
     day = dt.date.fromisoformat(run.config.splits.test[-1])
-    summary = run_inference(str(base / "runs"), "london", RunOptions(dates=day.isoformat(), dense=True, backend="torch"))
+    summary = run_inference(
+        str(base / "runs"), "london", RunOptions(dates=day.isoformat(), dense=True, backend="torch")
+    )
     assert summary.exit_code == 0 and summary.by_status("ok")
     frame = pl.read_csv(base / "runs" / "demo" / "three_headed_transformer" / "london" / "inference" / f"{day}.csv")
     minutes = session_minutes(day, "XLON")

@@ -52,8 +52,9 @@ def _state(path: Path) -> tuple[int, int] | None:
 
 def _run_check(path: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path, "TTHF_GPU_CHECK_DIR": "/nonexistent/never-created"}
-    return subprocess.run(["bash", str(BENCH / "gpu_check.sh")], capture_output=True, text=True, env=env,
-                          timeout=60, check=False)
+    return subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh")], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
 
 
 def test_gpu_check_says_no_gpu_and_exits_77_when_nvidia_smi_lists_none(tmp_path: Path) -> None:
@@ -84,8 +85,12 @@ def predictions(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, pl
     base = tmp_path_factory.mktemp("gpucheck")
     store = str(base / "store")
     run = make_run(store, make_data(base / "data"))
-    assert tthf_run(["--run", "jennifer", "--store", store, "--dates", DAYS[2].isoformat(), "--dense",
-                     "--backend", "torch"]) == 0
+    assert (
+        tthf_run(
+            ["--run", "jennifer", "--store", store, "--dates", DAYS[2].isoformat(), "--dense", "--backend", "torch"]
+        )
+        == 0
+    )
     path = Path(run.ref.uri) / "inference" / f"{DAYS[2].isoformat()}.csv"
     return store, path, gpu_compare.read_predictions(path)
 
@@ -119,18 +124,21 @@ def test_row_and_value_problems_fail(predictions: tuple[str, Path, pl.DataFrame]
     assert missing.problems == ["1 rows only in the reference, 0 rows only in the compared file"]
     moved = _compare(store, ref, ref.with_columns(pl.col("source_ts").shift(1, fill_value=ref["source_ts"][0])))
     assert any(p.endswith("rows have another source_ts") for p in moved.problems) and not moved.passed
-    nan = ref.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(np.nan).otherwise(pl.col("vol_10m"))
-                           .cast(pl.Float32).alias("vol_10m"))
+    nan = ref.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(np.nan).otherwise(pl.col("vol_10m")).cast(pl.Float32).alias("vol_10m")
+    )
     broken = _compare(store, ref, nan)
     assert not broken.passed and "non-finite" in broken.problems[0]
 
 
-def test_the_compare_command(predictions: tuple[str, Path, pl.DataFrame], tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_compare_command(
+    predictions: tuple[str, Path, pl.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store, path, ref = predictions
     scaled = tmp_path / "scaled.csv"
-    scaled.write_bytes(ref.with_columns(pl.col("ret_conf") * 1.05).write_csv(datetime_format="%Y-%m-%dT%H:%M:%SZ")
-                       .encode())
+    scaled.write_bytes(
+        ref.with_columns(pl.col("ret_conf") * 1.05).write_csv(datetime_format="%Y-%m-%dT%H:%M:%SZ").encode()
+    )
     out = tmp_path / "compare.json"
     assert gpu_compare.main([str(path), str(path), "--store", store, "--run", "jennifer", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["passed"] is True
@@ -161,18 +169,21 @@ def _workdir(tmp_path: Path, predictions: tuple[str, Path, pl.DataFrame], *, ski
     store, path, _ = predictions
     work = tmp_path / "work"
     work.mkdir()
-    (work / "steps.tsv").write_text(f"doctor\t0\t{seconds / 2}\ttthf-doctor --json\n"
-                                    f"compare\t0\t{seconds / 2}\tpython bench/gpu_compare.py\n")
+    (work / "steps.tsv").write_text(
+        f"doctor\t0\t{seconds / 2}\ttthf-doctor --json\ncompare\t0\t{seconds / 2}\tpython bench/gpu_compare.py\n"
+    )
     extra = '<skipped type="pytest.skip" message="needs CUDA + TensorRT"/>' if skipped else ""
     (work / "gpu-tests.xml").write_text(JUNIT.format(extra=extra))
     (work / "doctor.json").write_text(diagnose(backend="torch").to_json())
-    gpu_compare.main([str(path), str(path), "--store", store, "--run", "jennifer",
-                      "--json", str(work / "compare.json")])
+    gpu_compare.main(
+        [str(path), str(path), "--store", store, "--run", "jennifer", "--json", str(work / "compare.json")]
+    )
     return work
 
 
 def test_the_report_passes_and_shows_the_machine_steps_and_comparison(
-        tmp_path: Path, predictions: tuple[str, Path, pl.DataFrame]) -> None:
+    tmp_path: Path, predictions: tuple[str, Path, pl.DataFrame]
+) -> None:
     text, reasons = gpu_report.render(_workdir(tmp_path, predictions, skipped=False, seconds=10.0))
     assert reasons == [] and "**Verdict: PASS**" in text
     assert "- cpu: " in text and "- verdict: OK: backend torch" in text
@@ -182,7 +193,8 @@ def test_the_report_passes_and_shows_the_machine_steps_and_comparison(
 
 
 def test_the_report_fails_on_a_skipped_gpu_test_and_on_the_budget(
-        tmp_path: Path, predictions: tuple[str, Path, pl.DataFrame]) -> None:
+    tmp_path: Path, predictions: tuple[str, Path, pl.DataFrame]
+) -> None:
     text, reasons = gpu_report.render(_workdir(tmp_path, predictions, skipped=True, seconds=400.0))
     assert reasons == ["1 gpu test(s) skipped on a GPU host", "took 400 s, over the 300 s budget"]
     assert "**Verdict: FAIL**" in text

@@ -97,16 +97,18 @@ needs_pypi = pytest.mark.skipif("not pypi_reachable()", reason="PyPI (https://py
 
 
 def pip(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
-                          timeout=PIP_TIMEOUT_S, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
+    )
     assert proc.returncode == 0, f"pip {' '.join(args)} failed:\n{proc.stderr[-2000:]}"
     return proc.stdout
 
 
 def resolve(requirement: str) -> dict[str, Any]:
     """The metadata of the one distribution pip would install for ``requirement`` (its dependencies not resolved)."""
-    report = json.loads(pip("install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet", "--report", "-",
-                            requirement))
+    report = json.loads(
+        pip("install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet", "--report", "-", requirement)
+    )
     (item,) = report["install"]
     return item["metadata"]
 
@@ -123,8 +125,11 @@ def requires(metadata: dict[str, Any], extras_: set[str]) -> list[Requirement]:
 
 def tensorrt_cuda_major(metadata: dict[str, Any]) -> int:
     """``tensorrt-cuNN`` requires ``tensorrt_cuNN_libs`` and ``tensorrt_cuNN_bindings`` of its own version."""
-    majors = {int(m.group(1)) for r in requires(metadata, set())
-              if (m := re.fullmatch(r"tensorrt-cu(\d+)-(libs|bindings)", canonicalize_name(r.name)))}
+    majors = {
+        int(m.group(1))
+        for r in requires(metadata, set())
+        if (m := re.fullmatch(r"tensorrt-cu(\d+)-(libs|bindings)", canonicalize_name(r.name)))
+    }
     assert len(majors) == 1, metadata.get("requires_dist")
     return majors.pop()
 
@@ -135,8 +140,9 @@ def ort_cuda_major(metadata: dict[str, Any]) -> int:
         m = re.fullmatch(r"nvidia-cuda-runtime(?:-cu(\d+))?", canonicalize_name(req.name))
         if m:
             return int(m.group(1) or str(next(iter(req.specifier)).version).split(".")[0])
-    raise AssertionError(f"onnxruntime-gpu {metadata['version']} names no CUDA runtime: "
-                         f"{metadata.get('requires_dist')}")
+    raise AssertionError(
+        f"onnxruntime-gpu {metadata['version']} names no CUDA runtime: {metadata.get('requires_dist')}"
+    )
 
 
 def allowed_versions(requirement: Requirement) -> list[Version]:

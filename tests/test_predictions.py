@@ -29,8 +29,9 @@ def _assemble(mask: np.ndarray, stride: int) -> pl.DataFrame:
     # Each output encodes its window's position, so the test can tell which window filled a row.
     code = (sampled[0] * 1000 + sampled[1]).astype(np.float32)
     outputs = {name: code + i / 10 for i, name in enumerate(OUTPUT_NAMES)}
-    return predictions.assemble(["AAA", "BBB"], minutes, _positions(mask, 1), sampled, outputs,
-                                seq_len=SEQ, stride=stride)
+    return predictions.assemble(
+        ["AAA", "BBB"], minutes, _positions(mask, 1), sampled, outputs, seq_len=SEQ, stride=stride
+    )
 
 
 @pytest.fixture
@@ -46,7 +47,15 @@ def test_dense_has_one_row_per_valid_window_sorted_by_ts_then_symbol(mask: np.nd
     assert dense.height == 18 + 15
     assert dense.sort("ts", "symbol").equals(dense)
     assert (dense["ts"] == dense["source_ts"]).all()
-    assert dense.filter(pl.col("symbol") == "BBB")["ts"].dt.minute().to_list() == [32, 33, 34, 35, 36, 37, *list(range(41, 50))]
+    assert dense.filter(pl.col("symbol") == "BBB")["ts"].dt.minute().to_list() == [
+        32,
+        33,
+        34,
+        35,
+        36,
+        37,
+        *list(range(41, 50)),
+    ]
 
 
 def test_sparse_rows_equal_dense_at_sampled_minutes_and_fill_from_the_last_sample(mask: np.ndarray) -> None:

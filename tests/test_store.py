@@ -77,7 +77,10 @@ def test_keys_cannot_escape_the_root(tmp_store: Store, key: str) -> None:
 def test_open_store_dispatch(tmp_path: Path) -> None:
     assert isinstance(open_store(tmp_path), LocalStore)
     assert isinstance(open_store("s3://bucket/some/prefix", endpoint_url="http://127.0.0.1:1"), S3Store)
-    assert open_store("s3://bucket/some/prefix/", endpoint_url="http://127.0.0.1:1").uri("k") == "s3://bucket/some/prefix/k"
+    assert (
+        open_store("s3://bucket/some/prefix/", endpoint_url="http://127.0.0.1:1").uri("k")
+        == "s3://bucket/some/prefix/k"
+    )
     assert open_store("s3://bucket", endpoint_url="http://127.0.0.1:1").uri("k") == "s3://bucket/k"
     with pytest.raises(UsageError, match="s3://bucket/prefix"):
         open_store("gs://bucket/x")

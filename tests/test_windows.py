@@ -161,7 +161,9 @@ def test_public_api_defaults_match_the_contract() -> None:
     n, next_start = cut_windows(features, mask, out)
     assert n == next_start == count_windows(mask) == 3 * 361 - 30
     sym, minute = window_positions(mask)
-    np.testing.assert_array_equal(out[:n], features[sym[:, None], minute[:, None] + np.arange(-29, 1)].astype(np.float16))
+    np.testing.assert_array_equal(
+        out[:n], features[sym[:, None], minute[:, None] + np.arange(-29, 1)].astype(np.float16)
+    )
     assert 1 <= default_threads() <= 4
 
 
@@ -285,10 +287,22 @@ BAD_CUTS = [
     ("read-only out", dict(out=read_only(out_f32())), "out is read-only"),
     ("bytes out", dict(out=bytes(8 * 30 * 4 * 4)), "out is read-only"),
     ("strided out", dict(out=np.empty((16, 30, 4), np.float32)[::2]), "out must be C-contiguous"),
-    ("out aliases features", dict(features=ALIASED, mask=np.ones((8, 30), bool), out=ALIASED), "out and features share memory"),
+    (
+        "out aliases features",
+        dict(features=ALIASED, mask=np.ones((8, 30), bool), out=ALIASED),
+        "out and features share memory",
+    ),
     ("short sym_out", dict(sym_out=np.empty(7, np.int32), minute_out=np.empty(8, np.int32)), "sym_out holds 7 entries"),
-    ("int64 minute_out", dict(sym_out=np.empty(8, np.int32), minute_out=np.empty(8, np.int64)), "minute_out must have dtype int32"),
-    ("read-only sym_out", dict(sym_out=read_only(np.empty(8, np.int32)), minute_out=np.empty(8, np.int32)), "sym_out is read-only"),
+    (
+        "int64 minute_out",
+        dict(sym_out=np.empty(8, np.int32), minute_out=np.empty(8, np.int64)),
+        "minute_out must have dtype int32",
+    ),
+    (
+        "read-only sym_out",
+        dict(sym_out=read_only(np.empty(8, np.int32)), minute_out=np.empty(8, np.int32)),
+        "sym_out is read-only",
+    ),
     ("only sym_out", dict(sym_out=np.empty(8, np.int32)), "both sym_out and minute_out"),
     ("seq_len 0", dict(seq_len=0, out=np.empty((8, 0, 4), np.float32)), r"seq_len must be in \[1, 2\*\*31-1\]"),
     ("stride 0", dict(stride=0), r"stride must be in \[1, 2\*\*31-1\]"),

@@ -47,7 +47,10 @@ def clean(raw: pd.DataFrame, day: dt.date) -> tuple[pd.DataFrame, list[str], int
     bad_quote = (
         q.isna().any(axis=1)
         | ~np.isfinite(q).all(axis=1)
-        | (df["bid"] <= 0) | (df["ask"] <= 0) | (df["bid_size"] < 0) | (df["ask_size"] < 0)
+        | (df["bid"] <= 0)
+        | (df["ask"] <= 0)
+        | (df["bid_size"] < 0)
+        | (df["ask_size"] < 0)
         | (df["bid"] > df["ask"])
     )
     df.loc[bad_quote, QUOTE] = np.nan
@@ -103,8 +106,10 @@ def build_features(raw: pd.DataFrame, day: dt.date) -> tuple[list[str], pd.DataF
     vpx = vol.where(has_px, 0.0)
     pbid, pask, pbsz, pasz = lag(bid, 1), lag(ask, 1), lag(bsz, 1), lag(asz, 1)
     ofi = (
-        bsz.where(bid >= pbid, 0.0) - pbsz.where(bid <= pbid, 0.0)
-        - asz.where(ask <= pask, 0.0) + pasz.where(ask >= pask, 0.0)
+        bsz.where(bid >= pbid, 0.0)
+        - pbsz.where(bid <= pbid, 0.0)
+        - asz.where(ask <= pask, 0.0)
+        + pasz.where(ask >= pask, 0.0)
     )
     r = lm - lag(lm, 1)
     r2 = r**2
@@ -189,6 +194,7 @@ def build_features(raw: pd.DataFrame, day: dt.date) -> tuple[list[str], pd.DataF
         "tod_cos": np.cos(2 * math.pi * phase),
     }
     out = pd.DataFrame(features).astype(np.float32)
-    out = out.where(np.isfinite(out), pd.Series({n: NEUTRAL.get(n, 0.0) for n in out.columns}, dtype=np.float32), axis=1)
+    out = out.where(
+        np.isfinite(out), pd.Series({n: NEUTRAL.get(n, 0.0) for n in out.columns}, dtype=np.float32), axis=1
+    )
     return symbols, out, mask
-

@@ -39,8 +39,15 @@ class Parity:
         return {n: e for n, e in self.max_err.items() if e > (RTOL_RV if n in RV_FEATURES else RTOL)}
 
 
-def compare(tthf_features: np.ndarray, tthf_mask: np.ndarray, tthf_symbols: list[str], names: list[str],
-            symbols: list[str], frame, mask: np.ndarray) -> Parity:
+def compare(
+    tthf_features: np.ndarray,
+    tthf_mask: np.ndarray,
+    tthf_symbols: list[str],
+    names: list[str],
+    symbols: list[str],
+    frame,
+    mask: np.ndarray,
+) -> Parity:
     """``tthf_features`` (S, M, F) in ``names`` order against the baseline's frame (S*M rows)."""
     if symbols != tthf_symbols:
         return Parity({}, False, False)

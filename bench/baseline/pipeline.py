@@ -116,8 +116,16 @@ def _task(args: tuple[str, dt.date, str, int]) -> BaselineResult:
     return predict_date(_WORKER, Path(data_root), day, Path(out_dir), batch_size)
 
 
-def run_baseline(run_dir: str | Path, data_root: str | Path, dates: list[dt.date], out_dir: str | Path, *,
-                 processes: int | None = None, batch_size: int = 4096, device: str | None = None) -> list[BaselineResult]:
+def run_baseline(
+    run_dir: str | Path,
+    data_root: str | Path,
+    dates: list[dt.date],
+    out_dir: str | Path,
+    *,
+    processes: int | None = None,
+    batch_size: int = 4096,
+    device: str | None = None,
+) -> list[BaselineResult]:
     """Predict ``dates`` with a pool of ``processes`` (default: one per core, at most one per date).
 
     Each process gets ``cores // processes`` torch threads, so the pool uses the machine's

@@ -121,7 +121,7 @@ def trading_days(start: dt.date, end: dt.date, calendar: str = DEFAULT_CALENDAR)
     _check_range(start, calendar)
     _check_range(end, calendar)
     ordered = sessions(calendar).ordered
-    return list(ordered[bisect_left(ordered, start):bisect_right(ordered, end)])
+    return list(ordered[bisect_left(ordered, start) : bisect_right(ordered, end)])
 
 
 def session_bounds(day: dt.date, calendar: str = DEFAULT_CALENDAR) -> tuple[dt.datetime, dt.datetime]:

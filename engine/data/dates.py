@@ -67,8 +67,9 @@ def parse_intervals(spec: str) -> list[tuple[dt.date, dt.date]]:
     return out
 
 
-def parse_dates(spec: str, available: list[dt.date], *, source: str = "the data root",
-                calendar: str = DEFAULT_CALENDAR) -> DateSelection:
+def parse_dates(
+    spec: str, available: list[dt.date], *, source: str = "the data root", calendar: str = DEFAULT_CALENDAR
+) -> DateSelection:
     """Select the available dates a spec covers; trading days it covers without data go to ``missing``.
 
     Raises ``NoDataError`` (naming the nearest dates that do have data) when nothing is selected.
@@ -80,7 +81,7 @@ def parse_dates(spec: str, available: list[dt.date], *, source: str = "the data 
     requested: set[dt.date] = set()
     today = dt.date.today()
     for first, last in intervals:
-        chosen.update(d for d in have[bisect_left(have, first):] if d <= last)
+        chosen.update(d for d in have[bisect_left(have, first) :] if d <= last)
         if first <= today:
             requested.update(trading_days(first, min(last, today), calendar))
     if not chosen:

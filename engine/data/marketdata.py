@@ -101,9 +101,7 @@ def _cast(col: Column, array: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
     elif col.type == pa.int64():
         ok = pa.types.is_integer(have) or pa.types.is_null(have)
     if not ok:
-        raise DataError(
-            f"{source}: column {col.name!r} has type {have}, expected {col.type}; {_FIX_WRITE}"
-        )
+        raise DataError(f"{source}: column {col.name!r} has type {have}, expected {col.type}; {_FIX_WRITE}")
     if col.type != pa.string():
         return pc.cast(array, col.type, safe=False)
     try:
@@ -196,7 +194,9 @@ def list_dates(root: Store | str) -> list[dt.date]:
         try:
             dates.add(dt.date.fromisoformat(match.group(1)))
         except ValueError as exc:
-            raise DataError(f"{store.uri(head)}: {head!r} is not a valid date; rename the folder to date=YYYY-MM-DD") from exc
+            raise DataError(
+                f"{store.uri(head)}: {head!r} is not a valid date; rename the folder to date=YYYY-MM-DD"
+            ) from exc
     return sorted(dates)
 
 
@@ -222,8 +222,9 @@ def _read_file(store: Store, key: str) -> pl.DataFrame:
     return frame
 
 
-def split_duplicates(frame: pl.DataFrame, key: Sequence[str], *, subset: Sequence[str] | None = None
-                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_duplicates(
+    frame: pl.DataFrame, key: Sequence[str], *, subset: Sequence[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(``frame`` without exact repeats, the rows left that share a ``key`` with different values).
 
     The one rule for duplicates, used on raw files and on clean rows: an exact repeat
@@ -235,8 +236,9 @@ def split_duplicates(frame: pl.DataFrame, key: Sequence[str], *, subset: Sequenc
     return unique, unique.filter(pl.struct(*key).is_duplicated())
 
 
-def read_day(root: Store | str, day: dt.date, *, counts: dict[str, int] | None = None,
-             calendar: str = DEFAULT_CALENDAR) -> pl.DataFrame:
+def read_day(
+    root: Store | str, day: dt.date, *, counts: dict[str, int] | None = None, calendar: str = DEFAULT_CALENDAR
+) -> pl.DataFrame:
     """All rows of ``day`` in canonical types (RAW_SCHEMA order), file by file in key order.
 
     Rows are returned as stored, except: exact duplicate rows are dropped, and so are the

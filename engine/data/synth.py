@@ -226,7 +226,9 @@ def _daily_states(cfg: SynthConfig, days: Sequence[dt.date]) -> dict[dt.date, tu
     """Per day: (log vol deviation, unit-variance log price deviation), each (n_symbols,)."""
     for day in days:
         if not is_trading_day(day, cfg.calendar):
-            raise UsageError(f"{day} is not a trading day on {cfg.calendar}; pick one of calendar.trading_days(start, end)")
+            raise UsageError(
+                f"{day} is not a trading day on {cfg.calendar}; pick one of calendar.trading_days(start, end)"
+            )
     first = _window(min(days), PRICE_WINDOW, cfg.calendar)[0]
     span = trading_days(first, max(days), cfg.calendar)
     index = {d: i for i, d in enumerate(span)}
@@ -279,8 +281,9 @@ def _profiles(n_regular: int) -> tuple[np.ndarray, np.ndarray]:
     return vol, act
 
 
-def _episodes(rng: np.random.Generator, n_sym: int, n_min: int, rate: float, lo: int, hi: int,
-              first: int, last: int) -> np.ndarray:
+def _episodes(
+    rng: np.random.Generator, n_sym: int, n_min: int, rate: float, lo: int, hi: int, first: int, last: int
+) -> np.ndarray:
     """(S, M) mask of at most one contiguous episode per symbol of length lo..hi inside [first, last)."""
     hit = rng.random(n_sym) < rate
     length = rng.integers(lo, hi + 1, n_sym)
@@ -328,8 +331,9 @@ class _Prices(NamedTuple):
     local: np.ndarray  # scale without the GARCH state
 
 
-def _price_paths(cfg: SynthConfig, uni: _Universe, vol_level: np.ndarray, clock: _Clock,
-                 rng: np.random.Generator) -> _Prices:
+def _price_paths(
+    cfg: SynthConfig, uni: _Universe, vol_level: np.ndarray, clock: _Clock, rng: np.random.Generator
+) -> _Prices:
     """Efficient log price: GARCH(1,1) shocks with t(6) innovations, U-shaped scale, latent drift."""
     S, M = len(uni.names), len(clock.grid_ts)
     vol_prof = clock.vol_prof
@@ -358,12 +362,17 @@ def _price_paths(cfg: SynthConfig, uni: _Universe, vol_level: np.ndarray, clock:
     return _Prices(ret, z, h_path, x, minute_vol, local)
 
 
-def _presence(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices,
-              rng: np.random.Generator) -> np.ndarray:
+def _presence(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices, rng: np.random.Generator) -> np.ndarray:
     """Rows emitted: missing rows, extended hours, halts (adding a jump on resumption to the returns), late starts, thin days."""
     S, M = prices.ret.shape
-    reg, is_reg, n_reg, act_prof, minute_vol, ret = (clock.reg, clock.is_reg, clock.n_reg, clock.act_prof,
-                                                    prices.minute_vol, prices.ret)
+    reg, is_reg, n_reg, act_prof, minute_vol, ret = (
+        clock.reg,
+        clock.is_reg,
+        clock.n_reg,
+        clock.act_prof,
+        prices.minute_vol,
+        prices.ret,
+    )
     u = rng.random((S, M))
     miss = np.clip(cfg.missing_rate * uni.missing, 0.0, 0.5)
     ext_p = uni.ext_activity[:, None] * act_prof[None, :] / act_prof[~is_reg].max() if cfg.extended_hours else 0.0
@@ -382,8 +391,9 @@ def _presence(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices,
     return present
 
 
-def _quotes(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices, mid: np.ndarray,
-            rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _quotes(
+    cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices, mid: np.ndarray, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Bid/ask and sizes with stale, crossed and zero quotes; also the clean spread in ticks."""
     S, M = mid.shape
     reg, is_reg, vol_prof, h_path, x = clock.reg, clock.is_reg, clock.vol_prof, prices.h_path, prices.x
@@ -420,8 +430,15 @@ def _quotes(cfg: SynthConfig, uni: _Universe, clock: _Clock, prices: _Prices, mi
     return {"bid": bid, "ask": ask, "bid_size": bid_size, "ask_size": ask_size}, n_ticks
 
 
-def _trades(uni: _Universe, vol_level: np.ndarray, clock: _Clock, prices: _Prices, mid: np.ndarray,
-            n_ticks: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _trades(
+    uni: _Universe,
+    vol_level: np.ndarray,
+    clock: _Clock,
+    prices: _Prices,
+    mid: np.ndarray,
+    n_ticks: np.ndarray,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """Trade bars: Poisson counts, busier at the open and close and on large moves."""
     S, M = mid.shape
     act_prof, z, local = clock.act_prof, prices.z, prices.local
@@ -453,8 +470,9 @@ def _trades(uni: _Universe, vol_level: np.ndarray, clock: _Clock, prices: _Price
     return trade
 
 
-def _simulate(cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.ndarray, np.ndarray],
-              block: int) -> _DayPaths:
+def _simulate(
+    cfg: SynthConfig, day: dt.date, uni: _Universe, state: tuple[np.ndarray, np.ndarray], block: int
+) -> _DayPaths:
     """One block of symbols (``uni`` and ``state`` sliced to it) over the whole day grid.
 
     The phases draw from one random stream in a fixed order, so a block is reproducible.
@@ -517,12 +535,16 @@ def latent_forecast(cfg: SynthConfig, day: dt.date) -> pl.DataFrame:
     for paths in _blocks(cfg, day, _daily_states(cfg, [day])[day]):
         x = paths.signal[:, paths.regular]
         n_sym, n_min = x.shape
-        frames.append(pl.DataFrame({
-            "symbol": pl.Series(paths.names, dtype=pl.String).gather(np.repeat(np.arange(n_sym), n_min)),
-            "ts": pl.Series(np.tile(paths.grid_ts[paths.regular], n_sym)).dt.replace_time_zone("UTC"),
-            "signal": x.ravel(),
-            "ret_1h_expected": (cfg.signal_drift * paths.minute_vol[:, None] * x * horizon).ravel(),
-        }))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "symbol": pl.Series(paths.names, dtype=pl.String).gather(np.repeat(np.arange(n_sym), n_min)),
+                    "ts": pl.Series(np.tile(paths.grid_ts[paths.regular], n_sym)).dt.replace_time_zone("UTC"),
+                    "signal": x.ravel(),
+                    "ret_1h_expected": (cfg.signal_drift * paths.minute_vol[:, None] * x * horizon).ravel(),
+                }
+            )
+        )
     return pl.concat(frames)
 
 
@@ -539,12 +561,15 @@ class SynthSummary:
     seconds: float
 
     def __str__(self) -> str:
-        return (f"wrote {self.days} day(s) x {self.symbols} symbols to {self.root}: {self.rows:,} rows, "
-                f"{self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s")
+        return (
+            f"wrote {self.days} day(s) x {self.symbols} symbols to {self.root}: {self.rows:,} rows, "
+            f"{self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s"
+        )
 
 
-def generate_market(cfg: SynthConfig, root: Store | str, *,
-                    on_day: Callable[[dt.date, int], None] | None = None) -> SynthSummary:
+def generate_market(
+    cfg: SynthConfig, root: Store | str, *, on_day: Callable[[dt.date, int], None] | None = None
+) -> SynthSummary:
     """Write every trading day of ``cfg`` as ``{root}/date=YYYY-MM-DD/part-0.parquet``.
 
     Existing partitions of those dates are overwritten; other dates are left alone.

@@ -83,7 +83,9 @@ def default_name(dates: str) -> str:
 
 def _check_name(name: str) -> str:
     if not _NAME.match(name):
-        raise UsageError(f"invalid --name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise UsageError(
+            f"invalid --name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return name
 
 
@@ -137,19 +139,34 @@ class _Realized:
         return out
 
 
-def evaluate(store: Store | str, run_name: str, dates: str, *, experiment: str | None = None,
-             model_type: str | None = None, data: str | None = None, name: str | None = None, endpoint_url: str | None = None,
-             on_start: Callable[[int], None] | None = None,
-             on_date: Callable[[DateOutcome], None] | None = None) -> EvalResult:
+def evaluate(
+    store: Store | str,
+    run_name: str,
+    dates: str,
+    *,
+    experiment: str | None = None,
+    model_type: str | None = None,
+    data: str | None = None,
+    name: str | None = None,
+    endpoint_url: str | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_date: Callable[[DateOutcome], None] | None = None,
+) -> EvalResult:
     """Find the run ``run_name`` in ``store`` (a unique prefix is enough) and evaluate it (``evaluate_run``)."""
     run = open_run(store, run_name, experiment=experiment, model_type=model_type, endpoint_url=endpoint_url)
-    return evaluate_run(run, dates, data=data, name=name, endpoint_url=endpoint_url, on_start=on_start,
-                        on_date=on_date)
+    return evaluate_run(run, dates, data=data, name=name, endpoint_url=endpoint_url, on_start=on_start, on_date=on_date)
 
 
-def evaluate_run(run: Run, dates: str, *, data: str | None = None, name: str | None = None,
-                 endpoint_url: str | None = None, on_start: Callable[[int], None] | None = None,
-                 on_date: Callable[[DateOutcome], None] | None = None) -> EvalResult:
+def evaluate_run(
+    run: Run,
+    dates: str,
+    *,
+    data: str | None = None,
+    name: str | None = None,
+    endpoint_url: str | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_date: Callable[[DateOutcome], None] | None = None,
+) -> EvalResult:
     """Score the run's predictions of ``dates`` (a ``--dates`` spec) and write ``{run}/evaluation/<name>/``.
 
     ``data`` is the raw-data root (default: the run's training data root); ``name`` the
@@ -167,7 +184,9 @@ def evaluate_run(run: Run, dates: str, *, data: str | None = None, name: str | N
     bands = Bands(cfg.ret_band, cfg.vol_band, vol_floor(cfg))
     if on_start:
         on_start(len(selection.dates) + len(selection.missing))
-    outcomes = [DateOutcome(d.isoformat(), "no_data", reason=f"no raw data under {root.uri()}") for d in selection.missing]
+    outcomes = [
+        DateOutcome(d.isoformat(), "no_data", reason=f"no raw data under {root.uri()}") for d in selection.missing
+    ]
     for outcome in outcomes:
         if on_date:
             on_date(outcome)
@@ -193,8 +212,9 @@ def evaluate_run(run: Run, dates: str, *, data: str | None = None, name: str | N
     return EvalResult(run, name, folder.uri(), metrics, outcomes, written, time.perf_counter() - started)
 
 
-def _score_day(run: Run, day: dt.date, key: str | None, realized: _Realized,
-               bands: Bands) -> tuple[DateOutcome, DateScores | None]:
+def _score_day(
+    run: Run, day: dt.date, key: str | None, realized: _Realized, bands: Bands
+) -> tuple[DateOutcome, DateScores | None]:
     iso = day.isoformat()
     if key is None:
         return DateOutcome(iso, "no_predictions", reason=f"no predictions file in {run.store.uri(INFERENCE_DIR)}"), None
@@ -213,8 +233,9 @@ def _score_day(run: Run, day: dt.date, key: str | None, realized: _Realized,
     return DateOutcome(iso, "scored", rows=row["rows"], forecasts=row["forecasts"], warnings=row["warnings"]), scored
 
 
-def _metrics(run: Run, name: str, spec: str, root: Store, outcomes: list[DateOutcome], days: list[DateScores],
-             bands: Bands) -> dict[str, Any]:
+def _metrics(
+    run: Run, name: str, spec: str, root: Store, outcomes: list[DateOutcome], days: list[DateScores], bands: Bands
+) -> dict[str, Any]:
     summary = summarize(days, bands)
     scored = [d.date for d in days]
     try:
@@ -244,8 +265,11 @@ def _metrics(run: Run, name: str, spec: str, root: Store, outcomes: list[DateOut
 def _write(folder: Store, metrics: dict[str, Any]) -> list[str]:
     """Figures, the page and metrics.json into the evaluation folder; files of an earlier one are removed."""
     pngs = report.figures(metrics)
-    outputs = {**pngs, "report.html": report.render_html(metrics, pngs).encode("utf-8"),
-               "metrics.json": (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode("utf-8")}
+    outputs = {
+        **pngs,
+        "report.html": report.render_html(metrics, pngs).encode("utf-8"),
+        "metrics.json": (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode("utf-8"),
+    }
     for key, data in outputs.items():
         folder.write_bytes(key, data)
     for key in folder.list(""):

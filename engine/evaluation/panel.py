@@ -66,7 +66,9 @@ def build_panel(frame: pl.DataFrame, real: RealizedDay, history: Sequence[tuple[
     start_us = int(real.minutes[0].astype("datetime64[us]").astype(np.int64))
     forecasts = frame.unique(subset=["symbol", "source_ts"], keep="first", maintain_order=True)
     keys = forecasts.select(
-        pl.col("symbol").replace_strict(real.symbols, list(range(n_sym)), default=-1, return_dtype=pl.Int64).alias("sid"),
+        pl.col("symbol")
+        .replace_strict(real.symbols, list(range(n_sym)), default=-1, return_dtype=pl.Int64)
+        .alias("sid"),
         ((pl.col("source_ts").dt.epoch("us") - start_us) // _MINUTE_US).alias("minute"),
     )
     sid, minute = keys.get_column("sid").to_numpy(), keys.get_column("minute").to_numpy()
@@ -89,5 +91,14 @@ def build_panel(frame: pl.DataFrame, real: RealizedDay, history: Sequence[tuple[
     grids["last_rv"] = cells(last.T)
     grids["ewma_rv"] = cells(baselines.ewma_rv(last).T)
     grids["same_minute"] = cells(baselines.same_minute(history, real.symbols, n_min).T)
-    return DatePanel(real.date, real.minutes, real.symbols, grids, has, rows=frame.height,
-                     forecasts=forecasts.height, unmatched=int((~on_grid).sum()), step=_step(minute, sid))
+    return DatePanel(
+        real.date,
+        real.minutes,
+        real.symbols,
+        grids,
+        has,
+        rows=frame.height,
+        forecasts=forecasts.height,
+        unmatched=int((~on_grid).sum()),
+        step=_step(minute, sid),
+    )

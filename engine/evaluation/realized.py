@@ -39,7 +39,8 @@ class RealizedDay:
 def realized_day(root: Store, day: dt.date, calendar: str = DEFAULT_CALENDAR) -> RealizedDay:
     """Read the raw bars of ``day`` and compute its labels exactly as training does (on the run's calendar)."""
     counts: dict[str, int] = {}
-    feats = build_day(read_day(root, day, counts=counts, calendar=calendar), day, source=root.uri(partition(day)),
-                      calendar=calendar)
+    feats = build_day(
+        read_day(root, day, counts=counts, calendar=calendar), day, source=root.uri(partition(day)), calendar=calendar
+    )
     ret_30 = np.ascontiguousarray(feats.features[:, :, feats.feature_names.index(REVERSAL_FEATURE)])
     return RealizedDay(day, list(feats.symbols), feats.minutes, feats.labels, ret_30, {**counts, **feats.counts})

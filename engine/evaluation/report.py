@@ -57,6 +57,7 @@ def _ic_by_minute(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax.set_ylabel("cross-sectional IC, mean over dates")
         ax.set_title("ret_1h: IC by minute of the session")
         ax.legend(loc="best")
+
     return draw
 
 
@@ -75,6 +76,7 @@ def _ic_by_date(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax.margins(y=0.25)  # room for the legend above the bars
         ax.set_title("ret_1h: IC by date")
         ax.legend(loc="best")
+
     return draw
 
 
@@ -85,8 +87,13 @@ def _deciles(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax = fig.subplots()
         x = np.arange(1, 11)
         ax.bar(x - 0.2, _values(ret["model"]["deciles"]) * 1e4, 0.4, color=MODEL_COLOR, label="model forecast deciles")
-        ax.bar(x + 0.2, _values(ret["baseline_reversal"]["deciles"]) * 1e4, 0.4, color=BASE_COLORS[0],
-               label="reversal deciles")
+        ax.bar(
+            x + 0.2,
+            _values(ret["baseline_reversal"]["deciles"]) * 1e4,
+            0.4,
+            color=BASE_COLORS[0],
+            label="reversal deciles",
+        )
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xticks(x)
         ax.set_xlabel("forecast decile within each minute (1 = lowest)")
@@ -94,14 +101,18 @@ def _deciles(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax.margins(y=0.2)
         ax.set_title("ret_1h: realized return by forecast decile")
         ax.legend(loc="best")
+
     return draw
 
 
 def _vol_calibration(m: dict[str, Any]) -> Callable[[Figure], None]:
     vol = m["vol_10m"]
-    names = (("model", "model", MODEL_COLOR), ("baseline_last_rv", "last 10-min RV", BASE_COLORS[0]),
-             ("baseline_ewma_rv", "EWMA of RV", BASE_COLORS[1]), ("baseline_same_minute", "same minute, prev. days",
-                                                                  BASE_COLORS[2]))
+    names = (
+        ("model", "model", MODEL_COLOR),
+        ("baseline_last_rv", "last 10-min RV", BASE_COLORS[0]),
+        ("baseline_ewma_rv", "EWMA of RV", BASE_COLORS[1]),
+        ("baseline_same_minute", "same minute, prev. days", BASE_COLORS[2]),
+    )
 
     def draw(fig: Figure) -> None:
         left, right = fig.subplots(1, 2)
@@ -124,6 +135,7 @@ def _vol_calibration(m: dict[str, Any]) -> Callable[[Figure], None]:
         right.set_ylabel("QLIKE (log scale)")
         right.set_title("vol_10m: QLIKE by minute of the session")
         right.legend(loc="best", fontsize="small")
+
     return draw
 
 
@@ -131,14 +143,20 @@ def _per_head(m: dict[str, Any], plot: Callable[[Axes, dict[str, Any], str], Non
     def draw(fig: Figure) -> None:
         for ax, head in zip(fig.subplots(1, 2), ("ret_conf", "vol_conf")):
             plot(ax, m[head], head)
+
     return draw
 
 
 def _reliability(ax: Axes, conf: dict[str, Any], head: str) -> None:
     bins = conf["by_decile"]
     ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls=":", label="calibrated")
-    ax.plot(_values([b["mean_conf"] for b in bins]), _values([b["coverage"] for b in bins]), "o-", color=MODEL_COLOR,
-            label=f"by decile (mean |gap| {_fmt(conf['coverage_gap']['mean_abs_pp'])} pp)")
+    ax.plot(
+        _values([b["mean_conf"] for b in bins]),
+        _values([b["coverage"] for b in bins]),
+        "o-",
+        color=MODEL_COLOR,
+        label=f"by decile (mean |gap| {_fmt(conf['coverage_gap']['mean_abs_pp'])} pp)",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("stated probability of landing in the band")
@@ -204,8 +222,10 @@ def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
 
 def _img(name: str, title: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}" data-file="{name}">'
-            f"<figcaption>{html.escape(title)} ({html.escape(name)})</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}" data-file="{name}">'
+        f"<figcaption>{html.escape(title)} ({html.escape(name)})</figcaption></figure>"
+    )
 
 
 def _ret_table(m: dict[str, Any]) -> str:
@@ -279,8 +299,10 @@ def _conf_table(m: dict[str, Any]) -> str:
 def _dates_section(m: dict[str, Any]) -> str:
     d = m["dates"]
     parts = [f"<p>{len(d['scored'])} date{'s' * (len(d['scored']) != 1)} scored.</p>"]
-    for key, text in (("no_predictions", "without a predictions file (run tthf-run for them)"),
-                      ("no_data", "without raw data")):
+    for key, text in (
+        ("no_predictions", "without a predictions file (run tthf-run for them)"),
+        ("no_data", "without raw data"),
+    ):
         if d[key]:
             n = len(d[key])
             parts.append(f'<p class="warn">{n} date{"s" * (n != 1)} {text}: {html.escape(", ".join(d[key]))}</p>')
@@ -290,11 +312,35 @@ def _dates_section(m: dict[str, Any]) -> str:
 
 
 def _per_date_table(m: dict[str, Any]) -> str:
-    rows = [[r["date"], r["rows"], r["forecasts"], r["ic"], r["rank_ic"], r["hit_rate"], r["vol_qlike"],
-             r["ret_coverage"], r["vol_coverage"], r["zero_vol_share"], "; ".join(r["warnings"]) or ""]
-            for r in m["per_date"]]
-    header = ["date", "rows", "forecasts", "IC", "rank IC", "hit rate", "QLIKE", "ret cover", "vol cover",
-              "zero vol", "warnings"]
+    rows = [
+        [
+            r["date"],
+            r["rows"],
+            r["forecasts"],
+            r["ic"],
+            r["rank_ic"],
+            r["hit_rate"],
+            r["vol_qlike"],
+            r["ret_coverage"],
+            r["vol_coverage"],
+            r["zero_vol_share"],
+            "; ".join(r["warnings"]) or "",
+        ]
+        for r in m["per_date"]
+    ]
+    header = [
+        "date",
+        "rows",
+        "forecasts",
+        "IC",
+        "rank IC",
+        "hit rate",
+        "QLIKE",
+        "ret cover",
+        "vol cover",
+        "zero vol",
+        "warnings",
+    ]
     return _table(header, rows, "dates")
 
 
@@ -302,12 +348,17 @@ def _training_section(m: dict[str, Any]) -> str:
     check = m.get("training_check")
     if not check:
         return "<p>The run has no metrics.json to compare with.</p>"
-    note = ("the same dates as training's held-out test split" if check["same_dates"] else
-            f"other dates than training's test split ({', '.join(check['training_dates'])}): not comparable")
+    note = (
+        "the same dates as training's held-out test split"
+        if check["same_dates"]
+        else f"other dates than training's test split ({', '.join(check['training_dates'])}): not comparable"
+    )
     rows = [[r["key"], r["training"], r["evaluation"], r["rel_diff"]] for r in check["rows"]]
-    return (f"<p>Pooled scores with training's definitions, on {html.escape(note)}; "
-            f"largest relative difference {_fmt(check['max_rel_diff'])}.</p>"
-            + _table(["metrics.json key", "training", "this evaluation", "relative difference"], rows))
+    return (
+        f"<p>Pooled scores with training's definitions, on {html.escape(note)}; "
+        f"largest relative difference {_fmt(check['max_rel_diff'])}.</p>"
+        + _table(["metrics.json key", "training", "this evaluation", "relative difference"], rows)
+    )
 
 
 CSS = """
@@ -330,38 +381,40 @@ def render_html(metrics: dict[str, Any], pngs: dict[str, bytes]) -> str:
     m = metrics
     img = {name: _img(name, title, pngs[name]) for name, title, _ in FIGURES}
     v = m["vol_10m"]
-    meta = (f"run <b>{html.escape(m['run'])}</b> · dates {html.escape(m['dates']['spec'])} · {m['mode']} predictions "
-            f"(every {m['step_minutes']} min) · {m['rows']:,} rows, {m['forecasts']:,} forecasts scored · "
-            f"data {html.escape(m['data_root'])} · {html.escape(m['created'])}")
+    meta = (
+        f"run <b>{html.escape(m['run'])}</b> · dates {html.escape(m['dates']['spec'])} · {m['mode']} predictions "
+        f"(every {m['step_minutes']} min) · {m['rows']:,} rows, {m['forecasts']:,} forecasts scored · "
+        f"data {html.escape(m['data_root'])} · {html.escape(m['created'])}"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>tthf-eval: {html.escape(m['run'])} / {html.escape(m['name'])}</title><style>{CSS}</style></head>
+<title>tthf-eval: {html.escape(m["run"])} / {html.escape(m["name"])}</title><style>{CSS}</style></head>
 <body>
-<h1>Forecast evaluation: {html.escape(m['name'])}</h1>
+<h1>Forecast evaluation: {html.escape(m["name"])}</h1>
 <p class="meta">{meta}</p>
 <h2>Dates</h2>
 {_dates_section(m)}
 <h2>Return head (ret_1h)</h2>
 <p>IC: correlation across symbols of forecast and realized next-hour return, per minute, then over minutes.
-t-statistics use Newey-West errors with {m['ret_1h']['hac_lags']} lags, which cover the overlap of the 60-minute
-labels; the naive one treats the minutes as independent. {m['ret_1h']['n']:,} forecasts with a realized return.</p>
+t-statistics use Newey-West errors with {m["ret_1h"]["hac_lags"]} lags, which cover the overlap of the 60-minute
+labels; the naive one treats the minutes as independent. {m["ret_1h"]["n"]:,} forecasts with a realized return.</p>
 {_ret_table(m)}
-{img['ic_by_minute.png']}
-{img['ic_by_date.png']}
-{img['decile_returns.png']}
+{img["ic_by_minute.png"]}
+{img["ic_by_date.png"]}
+{img["decile_returns.png"]}
 <h2>Volatility head (vol_10m)</h2>
-<p>{v['n']:,} forecasts where the realized value and every baseline exist. QLIKE is on variances with both sides
-floored at {_fmt(v['qlike_floor'])} (it is undefined at a realized volatility of 0; {_fmt(v['zero_realized_share'])}
-of these were 0). Mincer-Zarnowitz: realized on forecast, Driscoll-Kraay (HAC) errors with {v['hac_lags']} lags.</p>
+<p>{v["n"]:,} forecasts where the realized value and every baseline exist. QLIKE is on variances with both sides
+floored at {_fmt(v["qlike_floor"])} (it is undefined at a realized volatility of 0; {_fmt(v["zero_realized_share"])}
+of these were 0). Mincer-Zarnowitz: realized on forecast, Driscoll-Kraay (HAC) errors with {v["hac_lags"]} lags.</p>
 {_vol_table(m)}
-{img['vol_calibration.png']}
+{img["vol_calibration.png"]}
 <h2>Confidence heads (ret_conf, vol_conf)</h2>
 <p>Each confidence is the model's probability that the realized value lands within the band of its forecast
 (ret: |error| &le; ret_band; vol: |log error| &le; vol_band). Higher confidence should mean smaller errors.</p>
 {_conf_table(m)}
-{img['reliability.png']}
-{img['error_by_confidence.png']}
-{img['risk_coverage.png']}
+{img["reliability.png"]}
+{img["error_by_confidence.png"]}
+{img["risk_coverage.png"]}
 <h2>Agreement with training's held-out metrics</h2>
 {_training_section(m)}
 <h2>Per date</h2>

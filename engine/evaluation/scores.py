@@ -178,8 +178,18 @@ def mean_test(series: np.ndarray, lags: int) -> dict[str, Any]:
 
     x = np.asarray(series, np.float64)
     x = x[np.isfinite(x)]
-    out: dict[str, Any] = {"n": len(x), "hac_lags": int(lags), "mean": None, "std": None, "icir": None,
-                           "se_naive": None, "se_hac": None, "t_naive": None, "t_hac": None, "p_hac": None}
+    out: dict[str, Any] = {
+        "n": len(x),
+        "hac_lags": int(lags),
+        "mean": None,
+        "std": None,
+        "icir": None,
+        "se_naive": None,
+        "se_hac": None,
+        "t_naive": None,
+        "t_hac": None,
+        "p_hac": None,
+    }
     if len(x) < 2:
         out["mean"] = num(x.mean()) if len(x) else None
         return out
@@ -187,10 +197,16 @@ def mean_test(series: np.ndarray, lags: int) -> dict[str, Any]:
     ones = np.ones((len(x), 1))
     hac = sm.OLS(x, ones).fit(cov_type="HAC", cov_kwds={"maxlags": int(lags), "use_correction": False})
     se_naive = std / math.sqrt(len(x))
-    out.update(mean=num(x.mean()), std=num(std), icir=num(x.mean() / std if std > 0 else math.nan),
-               se_naive=num(se_naive), se_hac=num(hac.bse[0]),
-               t_naive=num(x.mean() / se_naive if se_naive > 0 else math.nan),
-               t_hac=num(hac.tvalues[0]), p_hac=num(hac.pvalues[0]))
+    out.update(
+        mean=num(x.mean()),
+        std=num(std),
+        icir=num(x.mean() / std if std > 0 else math.nan),
+        se_naive=num(se_naive),
+        se_hac=num(hac.bse[0]),
+        t_naive=num(x.mean() / se_naive if se_naive > 0 else math.nan),
+        t_hac=num(hac.tvalues[0]),
+        p_hac=num(hac.pvalues[0]),
+    )
     return out
 
 
@@ -215,9 +231,15 @@ def mincer_zarnowitz(y: np.ndarray, f: np.ndarray, *, lags: int, time: np.ndarra
         cov = {"cov_type": "hac-groupsum", "cov_kwds": {"time": periods, "maxlags": int(lags), "use_correction": False}}
     res = sm.OLS(y, np.column_stack([np.ones_like(f), f])).fit(**cov)
     wald = res.wald_test((np.eye(2), np.array([0.0, 1.0])), scalar=True, use_f=False)
-    return {"n": len(y), "intercept": num(res.params[0]), "slope": num(res.params[1]),
-            "se_intercept": num(res.bse[0]), "se_slope": num(res.bse[1]), "r2": num(res.rsquared),
-            "wald_p": num(wald.pvalue)}
+    return {
+        "n": len(y),
+        "intercept": num(res.params[0]),
+        "slope": num(res.params[1]),
+        "se_intercept": num(res.bse[0]),
+        "se_slope": num(res.bse[1]),
+        "r2": num(res.rsquared),
+        "wald_p": num(wald.pvalue),
+    }
 
 
 def grouped_regression(y: np.ndarray, f: np.ndarray, group: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
@@ -271,9 +293,17 @@ def confidence_bins(conf: np.ndarray, abs_err: np.ndarray, band: float, n_bins: 
     order = np.argsort(conf, kind="stable")
     out = []
     for b, rows in enumerate(np.array_split(order, n_bins), start=1):
-        out.append({"bin": b, "n": len(rows), "conf_min": num(conf[rows].min()), "conf_max": num(conf[rows].max()),
-                    "mean_conf": num(conf[rows].mean()), "coverage": num(inside[rows].mean()),
-                    "mean_abs_err": num(abs_err[rows].mean())})
+        out.append(
+            {
+                "bin": b,
+                "n": len(rows),
+                "conf_min": num(conf[rows].min()),
+                "conf_max": num(conf[rows].max()),
+                "mean_conf": num(conf[rows].mean()),
+                "coverage": num(inside[rows].mean()),
+                "mean_abs_err": num(abs_err[rows].mean()),
+            }
+        )
     return out
 
 
@@ -288,9 +318,11 @@ def coverage_gap(conf: np.ndarray, abs_err: np.ndarray, band: float, bins: list[
         return {"overall_pp": None, "mean_abs_pp": None, "max_abs_pp": None}
     gaps = np.array([b["coverage"] - b["mean_conf"] for b in bins]) if bins else np.array([np.nan])
     weights = np.array([b["n"] for b in bins]) if bins else np.array([1])
-    return {"overall_pp": num(100 * (np.mean(abs_err <= band) - conf.mean())),
-            "mean_abs_pp": num(100 * np.average(np.abs(gaps), weights=weights)),
-            "max_abs_pp": num(100 * np.max(np.abs(gaps)))}
+    return {
+        "overall_pp": num(100 * (np.mean(abs_err <= band) - conf.mean())),
+        "mean_abs_pp": num(100 * np.average(np.abs(gaps), weights=weights)),
+        "max_abs_pp": num(100 * np.max(np.abs(gaps))),
+    }
 
 
 def risk_coverage(conf: np.ndarray, abs_err: np.ndarray, n_points: int = 50) -> dict[str, Any]:
@@ -308,8 +340,13 @@ def risk_coverage(conf: np.ndarray, abs_err: np.ndarray, n_points: int = 50) -> 
     oracle = np.cumsum(np.sort(abs_err)) / np.arange(1, n + 1)
     cover = np.linspace(1 / n_points, 1.0, n_points)
     at = np.maximum(np.ceil(cover * n).astype(np.int64), 1) - 1
-    return {"coverage": nums(cover), "mean_abs_err_at": nums(risk[at]), "aurc": num(risk.mean()),
-            "aurc_oracle": num(oracle.mean()), "mean_abs_err": num(abs_err.mean())}
+    return {
+        "coverage": nums(cover),
+        "mean_abs_err_at": nums(risk[at]),
+        "aurc": num(risk.mean()),
+        "aurc_oracle": num(oracle.mean()),
+        "mean_abs_err": num(abs_err.mean()),
+    }
 
 
 def confidence_summary(conf: np.ndarray, abs_err: np.ndarray, band: float, n_bins: int) -> dict[str, Any]:
@@ -335,8 +372,12 @@ def _ret_scores(y: np.ndarray, f: np.ndarray) -> dict[str, float | None]:
 
 
 def _vol_scores(y: np.ndarray, f: np.ndarray, floor: float) -> dict[str, float | None]:
-    return {"mae": num(mae(y, f)), "rmse": num(math.sqrt(mse(y, f)) if len(y) else math.nan),
-            "qlike": num(qlike(y, f, floor)), "corr": num(pearson(f, y))}
+    return {
+        "mae": num(mae(y, f)),
+        "rmse": num(math.sqrt(mse(y, f)) if len(y) else math.nan),
+        "qlike": num(qlike(y, f, floor)),
+        "corr": num(pearson(f, y)),
+    }
 
 
 def _quintiles(summary: dict[str, Any]) -> dict[str, Any]:
@@ -347,8 +388,9 @@ def _quintiles(summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def heldout_metrics(pred: np.ndarray, labels: np.ndarray, last_rv: np.ndarray, *, floor: float, ret_band: float,
-                    vol_band: float) -> dict[str, Any]:
+def heldout_metrics(
+    pred: np.ndarray, labels: np.ndarray, last_rv: np.ndarray, *, floor: float, ret_band: float, vol_band: float
+) -> dict[str, Any]:
     """Pooled scores of ``pred`` (N, 4) [ret_1h, vol_10m, ret_conf, vol_conf] against ``labels`` (N, 2).
 
     The ``test`` block of a run's metrics.json (docs/model.md), and the "pooled" block of

@@ -25,8 +25,12 @@ ZERO_VOL_WARN = 0.05
 #: points of the binned Mincer-Zarnowitz scatter
 CALIBRATION_BINS = 20
 RET_FORECASTS = {"model": "ret_1h", "baseline_reversal": "reversal"}
-VOL_FORECASTS = {"model": "vol_10m", "baseline_last_rv": "last_rv", "baseline_ewma_rv": "ewma_rv",
-                 "baseline_same_minute": "same_minute"}
+VOL_FORECASTS = {
+    "model": "vol_10m",
+    "baseline_last_rv": "last_rv",
+    "baseline_ewma_rv": "ewma_rv",
+    "baseline_same_minute": "same_minute",
+}
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,16 @@ def score_date(panel: DatePanel, bands: Bands) -> DateScores:
         deciles[key] = scores.decile_means(g[name], g["y_ret"])
     minute = np.nonzero(panel.has)[0].astype(np.int32)
     flat = {name: panel.flat(name) for name in g}
-    return DateScores(panel.date.isoformat(), _date_row(panel, flat, series, bands), minute, flat, series, deciles,
-                      panel.step, panel.sparse)
+    return DateScores(
+        panel.date.isoformat(),
+        _date_row(panel, flat, series, bands),
+        minute,
+        flat,
+        series,
+        deciles,
+        panel.step,
+        panel.sparse,
+    )
 
 
 def _date_row(panel: DatePanel, flat: dict[str, np.ndarray], series: dict[str, np.ndarray], bands: Bands) -> dict:
@@ -73,9 +85,13 @@ def _date_row(panel: DatePanel, flat: dict[str, np.ndarray], series: dict[str, n
     ret_err = np.abs(y_ret[r] - flat["ret_1h"][r])
     vol_err = scores.vol_log_error(y_vol[v], flat["vol_10m"][v], bands.vol_floor)
     row = {
-        "date": panel.date.isoformat(), "rows": panel.rows, "forecasts": panel.forecasts,
-        "n_ret": int(r.sum()), "n_vol": int(v.sum()),
-        "ic": scores.num(_nanmean(series["model_ic"])), "rank_ic": scores.num(_nanmean(series["model_rank_ic"])),
+        "date": panel.date.isoformat(),
+        "rows": panel.rows,
+        "forecasts": panel.forecasts,
+        "n_ret": int(r.sum()),
+        "n_vol": int(v.sum()),
+        "ic": scores.num(_nanmean(series["model_ic"])),
+        "rank_ic": scores.num(_nanmean(series["model_rank_ic"])),
         "reversal_ic": scores.num(_nanmean(series["baseline_reversal_ic"])),
         "hit_rate": scores.num(scores.hit_rate(y_ret[r], flat["ret_1h"][r])),
         "ret_mse": scores.num(scores.mse(y_ret[r], flat["ret_1h"][r])),
@@ -139,8 +155,9 @@ def summarize(days: Sequence[DateScores], bands: Bands) -> dict[str, Any]:
         "vol_10m": _vol_section(flat, period, minute, step, n_minutes, bands),
         "ret_conf": _conf_section(flat["ret_conf"], flat["y_ret"], flat["ret_1h"], bands.ret_band, None),
         "vol_conf": _conf_section(flat["vol_conf"], flat["y_vol"], flat["vol_10m"], bands.vol_band, bands.vol_floor),
-        "pooled": scores.heldout_metrics(pred, labels, flat["last_rv"], floor=bands.vol_floor,
-                                         ret_band=bands.ret_band, vol_band=bands.vol_band),
+        "pooled": scores.heldout_metrics(
+            pred, labels, flat["last_rv"], floor=bands.vol_floor, ret_band=bands.ret_band, vol_band=bands.vol_band
+        ),
         "per_date": [d.row for d in days],
     }
 
@@ -167,14 +184,20 @@ def _ret_section(days: Sequence[DateScores], flat: dict[str, np.ndarray], step: 
     out["baseline_zero"] = {"mse": scores.num(scores.mse(y, 0.0)), "hit_rate": None, "ic": None, "rank_ic": None}
     mse0 = scores.mse(y, 0.0)
     out["mse_skill"] = scores.num(1.0 - out["model"]["mse"] / mse0) if r.any() and mse0 > 0 else None
-    out["by_minute"] = {"minute": list(range(n_minutes)),
-                        **{f"{key}_{kind}": scores.nums(_by_minute(days, f"{key}_{kind}", n_minutes))
-                           for key in RET_FORECASTS for kind in ("ic", "rank_ic")}}
+    out["by_minute"] = {
+        "minute": list(range(n_minutes)),
+        **{
+            f"{key}_{kind}": scores.nums(_by_minute(days, f"{key}_{kind}", n_minutes))
+            for key in RET_FORECASTS
+            for kind in ("ic", "rank_ic")
+        },
+    }
     return out
 
 
-def _vol_section(flat: dict[str, np.ndarray], period: np.ndarray, minute: np.ndarray, step: int, n_minutes: int,
-                 bands: Bands) -> dict:
+def _vol_section(
+    flat: dict[str, np.ndarray], period: np.ndarray, minute: np.ndarray, step: int, n_minutes: int, bands: Bands
+) -> dict:
     """Model and baselines on the cells where the label and every baseline exist."""
     lags = scores.hac_lags(VOL_HORIZON, step)
     floor = bands.vol_floor
@@ -184,19 +207,26 @@ def _vol_section(flat: dict[str, np.ndarray], period: np.ndarray, minute: np.nda
     y = flat["y_vol"][common].astype(np.float64)
     mins = minute[common]
     count = np.bincount(mins, minlength=n_minutes)
-    out: dict[str, Any] = {"n": int(common.sum()), "hac_lags": lags, "qlike_floor": floor,
-                           "zero_realized_share": scores.num(np.mean(y == 0) if len(y) else math.nan),
-                           "by_minute": {"minute": list(range(n_minutes)), "n": count.tolist()}}
+    out: dict[str, Any] = {
+        "n": int(common.sum()),
+        "hac_lags": lags,
+        "qlike_floor": floor,
+        "zero_realized_share": scores.num(np.mean(y == 0) if len(y) else math.nan),
+        "by_minute": {"minute": list(range(n_minutes)), "n": count.tolist()},
+    }
     for key, name in VOL_FORECASTS.items():
         f = flat[name][common].astype(np.float64)
         terms = scores.qlike_terms(y, f, floor)
         with np.errstate(invalid="ignore", divide="ignore"):
             out["by_minute"][f"{key}_qlike"] = scores.nums(np.bincount(mins, terms, n_minutes) / count)
             out["by_minute"][f"{key}_mse"] = scores.nums(np.bincount(mins, (y - f) ** 2, n_minutes) / count)
-        out[key] = {"qlike": scores.num(terms.mean() if len(y) else math.nan), "mse": scores.num(scores.mse(y, f)),
-                    "mse_var": scores.num(scores.mse(y * y, f * f)),
-                    "mz": scores.mincer_zarnowitz(y, f, lags=lags, time=period[common]),
-                    "calibration_bins": scores.binned_means(f, y, CALIBRATION_BINS)}
+        out[key] = {
+            "qlike": scores.num(terms.mean() if len(y) else math.nan),
+            "mse": scores.num(scores.mse(y, f)),
+            "mse_var": scores.num(scores.mse(y * y, f * f)),
+            "mz": scores.mincer_zarnowitz(y, f, lags=lags, time=period[common]),
+            "calibration_bins": scores.binned_means(f, y, CALIBRATION_BINS),
+        }
     mz = scores.grouped_regression(y, flat["vol_10m"][common].astype(np.float64), mins, n_minutes)
     out["by_minute"].update({f"model_mz_{k}": scores.nums(mz[k]) for k in ("intercept", "slope", "r2")})
     return out
@@ -217,11 +247,23 @@ def _conf_section(conf: np.ndarray, y: np.ndarray, f: np.ndarray, band: float, f
 
 #: the numbers of training's metrics.json ``test`` block that tthf-eval recomputes
 TRAINING_KEYS = (
-    ("ret_1h", "n"), ("ret_1h", "model", "mse"), ("ret_1h", "model", "ic"), ("ret_1h", "model", "rank_ic"),
-    ("ret_1h", "baseline_zero", "mse"), ("ret_1h", "mse_skill"), ("vol_10m", "n"), ("vol_10m", "model", "rmse"),
-    ("vol_10m", "model", "qlike"), ("vol_10m", "model", "corr"), ("vol_10m", "baseline_last_rv", "qlike"),
-    ("ret_conf", "coverage"), ("ret_conf", "mean_conf"), ("ret_conf", "spearman_conf_vs_abs_err"),
-    ("vol_conf", "coverage"), ("vol_conf", "mean_conf"), ("vol_conf", "spearman_conf_vs_abs_err"),
+    ("ret_1h", "n"),
+    ("ret_1h", "model", "mse"),
+    ("ret_1h", "model", "ic"),
+    ("ret_1h", "model", "rank_ic"),
+    ("ret_1h", "baseline_zero", "mse"),
+    ("ret_1h", "mse_skill"),
+    ("vol_10m", "n"),
+    ("vol_10m", "model", "rmse"),
+    ("vol_10m", "model", "qlike"),
+    ("vol_10m", "model", "corr"),
+    ("vol_10m", "baseline_last_rv", "qlike"),
+    ("ret_conf", "coverage"),
+    ("ret_conf", "mean_conf"),
+    ("ret_conf", "spearman_conf_vs_abs_err"),
+    ("vol_conf", "coverage"),
+    ("vol_conf", "mean_conf"),
+    ("vol_conf", "spearman_conf_vs_abs_err"),
 )
 
 
@@ -234,8 +276,12 @@ def compare_with_training(test: dict[str, Any], pooled: dict[str, Any], dates: l
         diff = abs(a - b) / max(abs(a), abs(b), 1e-300) if a is not None and b is not None else None
         rows.append({"key": ".".join(path), "training": a, "evaluation": b, "rel_diff": diff})
     diffs = [r["rel_diff"] for r in rows if r["rel_diff"] is not None]
-    return {"same_dates": same, "training_dates": test.get("dates", []), "rows": rows,
-            "max_rel_diff": max(diffs) if diffs else None}
+    return {
+        "same_dates": same,
+        "training_dates": test.get("dates", []),
+        "rows": rows,
+        "max_rel_diff": max(diffs) if diffs else None,
+    }
 
 
 def _dig(tree: dict[str, Any], path: tuple[str, ...]) -> float | None:

@@ -26,7 +26,23 @@ from tthf.engine.features.scalers import Scalers
 from tthf.engine.features.state import DayState
 
 __all__ = [
-    "COUNT_KEYS", "FEATURES", "FEATURE_GROUPS", "FEATURE_NAMES", "GRID_COLUMNS", "MAX_QUOTE_AGE", "NEUTRAL",
-    "CleanRows", "DayFeatures", "DayGrid", "DayState", "Feature", "Scalers", "build_day", "build_scaled_day",
-    "clean_rows", "compute_grid", "grid_arrays", "neutral",
+    "COUNT_KEYS",
+    "FEATURES",
+    "FEATURE_GROUPS",
+    "FEATURE_NAMES",
+    "GRID_COLUMNS",
+    "MAX_QUOTE_AGE",
+    "NEUTRAL",
+    "CleanRows",
+    "DayFeatures",
+    "DayGrid",
+    "DayState",
+    "Feature",
+    "Scalers",
+    "build_day",
+    "build_scaled_day",
+    "clean_rows",
+    "compute_grid",
+    "grid_arrays",
+    "neutral",
 ]

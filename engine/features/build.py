@@ -51,7 +51,11 @@ def _compute_in_threads(g: dict[str, np.ndarray], n_minutes: int) -> tuple[np.nd
 
 
 def build_day(
-    raw: pl.DataFrame, day: dt.date, *, symbols: list[str] | None = None, source: str = "",
+    raw: pl.DataFrame,
+    day: dt.date,
+    *,
+    symbols: list[str] | None = None,
+    source: str = "",
     calendar: str = DEFAULT_CALENDAR,
 ) -> DayFeatures:
     """Features, mask and labels of ``day`` from its raw rows (any order, any extra rows).
@@ -80,8 +84,15 @@ def build_day(
     )
 
 
-def build_scaled_day(raw: pl.DataFrame, day: dt.date, scalers: Scalers, feature_names: Sequence[str], *,
-                     source: str = "", calendar: str = DEFAULT_CALENDAR) -> tuple[DayFeatures, np.ndarray]:
+def build_scaled_day(
+    raw: pl.DataFrame,
+    day: dt.date,
+    scalers: Scalers,
+    feature_names: Sequence[str],
+    *,
+    source: str = "",
+    calendar: str = DEFAULT_CALENDAR,
+) -> tuple[DayFeatures, np.ndarray]:
     """``build_day`` and its features scaled in the run's order: what inference and validation feed the model."""
     feats = build_day(raw, day, source=source, calendar=calendar)
     return feats, scalers.transform_day(feats, feature_names)

@@ -83,8 +83,12 @@ class CheckReport:
 
     def to_dict(self) -> dict:
         return {
-            "data_root": self.data_root, "dates_spec": self.spec, "seq_len": self.seq_len,
-            "seconds": round(self.seconds, 3), "exit_code": self.exit_code, "totals": self.totals(),
+            "data_root": self.data_root,
+            "dates_spec": self.spec,
+            "seq_len": self.seq_len,
+            "seconds": round(self.seconds, 3),
+            "exit_code": self.exit_code,
+            "totals": self.totals(),
             "dates": [dataclasses.asdict(d) for d in self.dates],
         }
 
@@ -94,8 +98,9 @@ def _read(store: Store, day: dt.date, calendar: str) -> tuple[pl.DataFrame, dict
     return marketdata.read_day(store, day, counts=counts, calendar=calendar), counts
 
 
-def _left_out(raw: pl.DataFrame, feats: DayFeatures, per_symbol: np.ndarray, seq_len: int,
-              source: str, calendar: str) -> dict[str, str]:
+def _left_out(
+    raw: pl.DataFrame, feats: DayFeatures, per_symbol: np.ndarray, seq_len: int, source: str, calendar: str
+) -> dict[str, str]:
     """Every symbol of the raw rows that gets no prediction, and why, sorted by symbol."""
     on_grid = set(feats.symbols)
     no_row = sorted(set(raw.get_column("symbol").drop_nulls().unique().to_list()) - on_grid)
@@ -104,45 +109,64 @@ def _left_out(raw: pl.DataFrame, feats: DayFeatures, per_symbol: np.ndarray, seq
     explain = raw.filter(pl.col("symbol").is_in(no_row + no_quote)).partition_by("symbol", as_dict=True)
     for (symbol,), rows in explain.items():
         counts = clean_rows(rows, feats.date, [symbol], source, calendar=calendar).counts
-        what, rules = ("no usable quote all day", _NO_QUOTE_RULES) if symbol in on_grid else (
-            "no row in the regular session", _NO_ROW_RULES)
+        what, rules = (
+            ("no usable quote all day", _NO_QUOTE_RULES)
+            if symbol in on_grid
+            else ("no row in the regular session", _NO_ROW_RULES)
+        )
         reasons[symbol] = f"{what} ({', '.join(f'{k} {counts[k]}' for k in rules if counts[k])})"
     for i, symbol in enumerate(feats.symbols):
         usable = int(feats.mask[i].sum())
         if usable and not per_symbol[i]:
-            reasons[symbol] = (f"usable quote on {usable} of {len(feats.minutes)} minutes, never {seq_len} "
-                               "in a row: no full window")
+            reasons[symbol] = (
+                f"usable quote on {usable} of {len(feats.minutes)} minutes, never {seq_len} in a row: no full window"
+            )
     return dict(sorted(reasons.items()))
 
 
-def _evaluate(day: dt.date, read: Callable[[], tuple[pl.DataFrame, dict[str, int]]], source: str,
-              seq_len: int, calendar: str) -> DateCheck:
+def _evaluate(
+    day: dt.date, read: Callable[[], tuple[pl.DataFrame, dict[str, int]]], source: str, seq_len: int, calendar: str
+) -> DateCheck:
     """``read`` the date and build its features as tthf-run does; an error is the date's reason."""
     started = time.perf_counter()
     try:
         raw, counts = read()
         feats = build_day(raw, day, source=source, calendar=calendar)
     except (DataError, StoreError) as exc:
-        return DateCheck(day.isoformat(), "failed", reason=" ".join(str(exc).split()), exit_code=exc.exit_code,
-                         seconds=round(time.perf_counter() - started, 4))
+        return DateCheck(
+            day.isoformat(),
+            "failed",
+            reason=" ".join(str(exc).split()),
+            exit_code=exc.exit_code,
+            seconds=round(time.perf_counter() - started, 4),
+        )
     sym, _ = window_positions(feats.mask, seq_len, 1)
     per_symbol = np.bincount(sym, minlength=len(feats.symbols))
     return DateCheck(
-        day.isoformat(), "ok", rows=feats.counts["rows_in"], symbols=len(feats.symbols),
-        minutes=len(feats.minutes), coverage=round(float(feats.mask.mean()), 6),
-        windows=int(per_symbol.sum()), counts={**counts, **feats.counts},
-        left_out=_left_out(raw, feats, per_symbol, seq_len, source, calendar), seconds=round(time.perf_counter() - started, 4),
+        day.isoformat(),
+        "ok",
+        rows=feats.counts["rows_in"],
+        symbols=len(feats.symbols),
+        minutes=len(feats.minutes),
+        coverage=round(float(feats.mask.mean()), 6),
+        windows=int(per_symbol.sum()),
+        counts={**counts, **feats.counts},
+        left_out=_left_out(raw, feats, per_symbol, seq_len, source, calendar),
+        seconds=round(time.perf_counter() - started, 4),
     )
 
 
-def check_day(root: Store | str, day: dt.date, *, seq_len: int = SEQ_LEN, calendar: str = DEFAULT_CALENDAR) -> DateCheck:
+def check_day(
+    root: Store | str, day: dt.date, *, seq_len: int = SEQ_LEN, calendar: str = DEFAULT_CALENDAR
+) -> DateCheck:
     """What tthf-run would make of ``day`` under ``root`` (a date without files is a failed ``NoDataError``)."""
     store = as_store(root)
     return _evaluate(day, lambda: _read(store, day, calendar), store.uri(marketdata.partition(day)), seq_len, calendar)
 
 
-def check_data(root: Store | str, spec: str, *, seq_len: int = SEQ_LEN, wrap: Wrap | None = None,
-               calendar: str = DEFAULT_CALENDAR) -> CheckReport:
+def check_data(
+    root: Store | str, spec: str, *, seq_len: int = SEQ_LEN, wrap: Wrap | None = None, calendar: str = DEFAULT_CALENDAR
+) -> CheckReport:
     """Check every date of ``spec`` (tthf-run's ``--dates``) under ``root``, reading one date ahead.
 
     Trading days the spec covers without data are reported as "no_data", as tthf-run does.
@@ -155,8 +179,10 @@ def check_data(root: Store | str, spec: str, *, seq_len: int = SEQ_LEN, wrap: Wr
     store = as_store(root)
     selection = parse_dates(spec, marketdata.list_dates(store), source=store.uri(), calendar=calendar)
     days = selection.dates
-    results = [DateCheck(d.isoformat(), "no_data", reason=f"no data under {store.uri(marketdata.partition(d))}")
-               for d in selection.missing]
+    results = [
+        DateCheck(d.isoformat(), "no_data", reason=f"no data under {store.uri(marketdata.partition(d))}")
+        for d in selection.missing
+    ]
     with ThreadPoolExecutor(1) as pool:  # the next date is read while this one is cleaned
         reads: dict[int, Future] = {}
         for i, day in enumerate(wrap(days) if wrap else days):

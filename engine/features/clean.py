@@ -112,8 +112,9 @@ def _session_rows(raw: pl.DataFrame, session: Session, counts: dict[str, int]) -
     return frame.filter(~(null_key | outside | off_minute))
 
 
-def _symbols(frame: pl.DataFrame, symbols: list[str] | None, day: dt.date, source: str,
-             counts: dict[str, int]) -> tuple[pl.DataFrame, list[str]]:
+def _symbols(
+    frame: pl.DataFrame, symbols: list[str] | None, day: dt.date, source: str, counts: dict[str, int]
+) -> tuple[pl.DataFrame, list[str]]:
     """The grid's symbols (given, or every symbol with a session row, sorted); rows of others dropped."""
     if symbols is None:
         symbols = sorted(frame.get_column("symbol").unique().to_list())
@@ -132,8 +133,9 @@ def _symbols(frame: pl.DataFrame, symbols: list[str] | None, day: dt.date, sourc
     return kept, symbols
 
 
-def _resolve_duplicates(frame: pl.DataFrame, symbols: list[str], session: Session, source: str,
-                        counts: dict[str, int]) -> pl.DataFrame:
+def _resolve_duplicates(
+    frame: pl.DataFrame, symbols: list[str], session: Session, source: str, counts: dict[str, int]
+) -> pl.DataFrame:
     """Exact repeats of a (symbol, minute) row are dropped and counted; rows that disagree are a DataError."""
     cell = frame.get_column("sid").to_numpy().astype(np.int64) * session.n_minutes + frame.get_column("tid").to_numpy()
     if not len(cell) or np.bincount(cell).max() <= 1:
@@ -155,7 +157,8 @@ def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]
     quote_null = pl.any_horizontal(*[pl.col(c).is_null() for c in QUOTE])
     quote_nonfinite = ~quote_null & ~pl.all_horizontal(*[_finite(c) for c in QUOTE])
     quote_nonpositive = (
-        ~quote_null & ~quote_nonfinite
+        ~quote_null
+        & ~quote_nonfinite
         & ((pl.col("bid") <= 0) | (pl.col("ask") <= 0) | (pl.col("bid_size") < 0) | (pl.col("ask_size") < 0))
     )
     quote_crossed = ~quote_null & ~quote_nonfinite & ~quote_nonpositive & (pl.col("bid") > pl.col("ask"))
@@ -163,8 +166,11 @@ def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]
     bad_volume = ~(_finite("volume") & (pl.col("volume") >= 0))
     bad_count = pl.col("trade_count").is_not_null() & ~(_finite("trade_count") & (pl.col("trade_count") >= 0))
     frame = frame.with_columns(
-        quote_null.alias("_qn"), quote_nonfinite.alias("_qf"), quote_nonpositive.alias("_qp"),
-        quote_crossed.alias("_qc"), pl.any_horizontal(*bad_price, bad_volume, bad_count).alias("_ti"),
+        quote_null.alias("_qn"),
+        quote_nonfinite.alias("_qf"),
+        quote_nonpositive.alias("_qp"),
+        quote_crossed.alias("_qc"),
+        pl.any_horizontal(*bad_price, bad_volume, bad_count).alias("_ti"),
     )
     flags = frame.select(pl.col("_qn", "_qf", "_qp", "_qc", "_ti").sum()).row(0)
     counts.update({key: int(value) for key, value in zip(_FLAGS, flags)})
@@ -181,14 +187,17 @@ def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]
     )
 
 
-def clean_rows(raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str, *,
-               calendar: str = DEFAULT_CALENDAR) -> CleanRows:
+def clean_rows(
+    raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str, *, calendar: str = DEFAULT_CALENDAR
+) -> CleanRows:
     """Apply the cleaning rules; return rows keyed by (sid, tid), the symbols, the session length and the counts.
 
     ``calendar`` (an exchange's ISO MIC code) gives the day's regular session.
     """
     if not is_trading_day(day, calendar):
-        raise DataError(f"{source}: {day} is not a trading day on {calendar} (weekend or holiday); drop that date's data")
+        raise DataError(
+            f"{source}: {day} is not a trading day on {calendar} (weekend or holiday); drop that date's data"
+        )
     _check_columns(raw, source)
     session = Session.of(day, calendar)
     counts = dict.fromkeys(COUNT_KEYS, 0)

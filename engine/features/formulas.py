@@ -177,18 +177,47 @@ def _inputs(g: dict[str, np.ndarray], st: dict[str, np.ndarray], lo: int, m: int
     first = cut(st["first_quote"])
     depth = bs + as_
     return _Inputs(
-        t=t, phase=t / n_minutes, volume=volume, close=close, high=cut(g["high"]), low=cut(g["low"]),
-        trade_count=cut(g["trade_count"]), bid=bid, ask=ask, bs=bs, as_=as_,
-        pbid=shift(bid, 1), pask=shift(ask, 1), pbs=shift(bs, 1), pas=shift(as_, 1),
-        mid=mid, lm=lm, r=r, r2=r * r, px=np.where(~np.isnan(vwap), vwap, np.where(~np.isnan(close), close, mid)),
-        age=age, last_trade=cut(st["last_trade"]), last_px=take(g["close"], cut(st["last_px_at"])),
+        t=t,
+        phase=t / n_minutes,
+        volume=volume,
+        close=close,
+        high=cut(g["high"]),
+        low=cut(g["low"]),
+        trade_count=cut(g["trade_count"]),
+        bid=bid,
+        ask=ask,
+        bs=bs,
+        as_=as_,
+        pbid=shift(bid, 1),
+        pask=shift(ask, 1),
+        pbs=shift(bs, 1),
+        pas=shift(as_, 1),
+        mid=mid,
+        lm=lm,
+        r=r,
+        r2=r * r,
+        px=np.where(~np.isnan(vwap), vwap, np.where(~np.isnan(close), close, mid)),
+        age=age,
+        last_trade=cut(st["last_trade"]),
+        last_px=take(g["close"], cut(st["last_px_at"])),
         lm_open=take(st["lm"], np.where(first == NEVER, -1, first)),
-        cum_pv=cut(st["cum_pv"]), cum_vpx=cut(st["cum_vpx"]), cum_vol=cut(st["cum_vol"]), n_r2=cut(st["n_r2"]),
-        sum_r2=cut(st["sum_r2"]), gain=cut(st["gain"]), loss=cut(st["loss"]), macd=cut(st["macd"]),
-        macd_signal=cut(st["macd_signal"]), depth=depth, lvol=np.log1p(volume),
-        imb=np.where(depth == 0, 0.0, (bs - as_) / depth), spread=(ask - bid) / mid * 1e4,
-        hi30=rolling_extreme(mid, 30, np.fmax), lo30=rolling_extreme(mid, 30, np.fmin),
-        w_mid=Rolling(mid), w_r2=Rolling(r * r),
+        cum_pv=cut(st["cum_pv"]),
+        cum_vpx=cut(st["cum_vpx"]),
+        cum_vol=cut(st["cum_vol"]),
+        n_r2=cut(st["n_r2"]),
+        sum_r2=cut(st["sum_r2"]),
+        gain=cut(st["gain"]),
+        loss=cut(st["loss"]),
+        macd=cut(st["macd"]),
+        macd_signal=cut(st["macd_signal"]),
+        depth=depth,
+        lvol=np.log1p(volume),
+        imb=np.where(depth == 0, 0.0, (bs - as_) / depth),
+        spread=(ask - bid) / mid * 1e4,
+        hi30=rolling_extreme(mid, 30, np.fmax),
+        lo30=rolling_extreme(mid, 30, np.fmin),
+        w_mid=Rolling(mid),
+        w_r2=Rolling(r * r),
     )
 
 
@@ -250,8 +279,10 @@ def _microstructure(x: _Inputs) -> dict[str, np.ndarray]:
     bid, ask, pbid, pask = x.bid, x.ask, x.pbid, x.pask
     w_imb = Rolling(x.imb)
     ofi = (  # NaN comparisons are False: no quote yet or no previous minute adds nothing
-        np.where(bid >= pbid, x.bs, 0.0) - np.where(bid <= pbid, x.pbs, 0.0)
-        - np.where(ask <= pask, x.as_, 0.0) + np.where(ask >= pask, x.pas, 0.0)
+        np.where(bid >= pbid, x.bs, 0.0)
+        - np.where(bid <= pbid, x.pbs, 0.0)
+        - np.where(ask <= pask, x.as_, 0.0)
+        + np.where(ask >= pask, x.pas, 0.0)
     )
     return {
         "spread_bps": x.spread,
@@ -297,14 +328,22 @@ def _technical(x: _Inputs) -> dict[str, np.ndarray]:
 
 #: each group's formulas (the keys of FEATURE_GROUPS' values)
 GROUP_FORMULAS: dict[str, Callable[[_Inputs], dict[str, np.ndarray]]] = {
-    "price": _price, "volume": _volume, "volatility": _volatility, "microstructure": _microstructure,
+    "price": _price,
+    "volume": _volume,
+    "volatility": _volatility,
+    "microstructure": _microstructure,
     "technical": _technical,
 }
 
 
 def compute_grid(
-    g: dict[str, np.ndarray], n_minutes: int, start: int = 0, *, state: DayState | None = None,
-    labels: bool = True, out: np.ndarray | None = None,
+    g: dict[str, np.ndarray],
+    n_minutes: int,
+    start: int = 0,
+    *,
+    state: DayState | None = None,
+    labels: bool = True,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Features (S, W-start, F) float32, mask (S, W) and labels (S, W, 2) of the grid ``g``.
 
@@ -335,8 +374,9 @@ def compute_grid(
         return features, np.ascontiguousarray(mask.T), lab
 
 
-def _apply_policy(values: dict[str, np.ndarray], n_sym: int, n_out: int, skip: int,
-                  out: np.ndarray | None) -> np.ndarray:
+def _apply_policy(
+    values: dict[str, np.ndarray], n_sym: int, n_out: int, skip: int, out: np.ndarray | None
+) -> np.ndarray:
     """The (S, n_out, F) float32 features in FEATURE_NAMES order, non-finite values set to their neutral value."""
     if set(values) != set(FEATURE_NAMES):
         raise AssertionError(f"formulas and FEATURES disagree: {sorted(set(values) ^ set(FEATURE_NAMES))}")

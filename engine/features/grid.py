@@ -134,8 +134,9 @@ class DayGrid:
         empty = _empty_columns(self.session.n_minutes, len(new))
         for name, column in self.columns.items():
             self.columns[name] = np.concatenate([column, empty[name]], axis=1)
-        self.filled = np.concatenate([self.filled, np.zeros((self.session.n_minutes, len(new)), dtype=np.bool_)],
-                                     axis=1)
+        self.filled = np.concatenate(
+            [self.filled, np.zeros((self.session.n_minutes, len(new)), dtype=np.bool_)], axis=1
+        )
 
     def so_far(self) -> dict[str, np.ndarray]:
         """The columns up to the latest minute with a row (the input of a real-time ``compute_grid``)."""

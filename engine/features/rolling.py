@@ -121,8 +121,9 @@ def cumsum(x: np.ndarray, carry: np.ndarray | None) -> np.ndarray:
     return np.cumsum(np.concatenate([carry[None], x]), axis=0)[1:]
 
 
-def ewm(x: np.ndarray, t: np.ndarray, alpha: float, prev: np.ndarray | None, carry: np.ndarray | None
-         ) -> tuple[np.ndarray, np.ndarray]:
+def ewm(
+    x: np.ndarray, t: np.ndarray, alpha: float, prev: np.ndarray | None, carry: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Recursive EMA ``y_t = (1 - alpha) y_{t-1} + alpha x_t`` seeded with the symbol's first value.
 
     ``x`` may only be missing before its first value (true of every input here). Closed form

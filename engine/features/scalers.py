@@ -72,8 +72,9 @@ class Scalers:
         std = np.where(std > _STD_FLOOR * np.maximum(1.0, np.abs(mean)), std, 1.0)
         return cls(names=names, mean=mean, std=std, count=count)
 
-    def transform(self, features: np.ndarray, names: Sequence[str], expected_names: Sequence[str], *,
-                  what: str = "features") -> np.ndarray:
+    def transform(
+        self, features: np.ndarray, names: Sequence[str], expected_names: Sequence[str], *, what: str = "features"
+    ) -> np.ndarray:
         """``features`` (..., F) with columns ``names``, scaled, as float32 in ``expected_names`` order.
 
         The result is a new C-contiguous array; ``what`` names the features in errors.
@@ -132,7 +133,9 @@ class Scalers:
         names, means, stds = [], [], []
         for i, item in enumerate(doc["features"]):
             if not isinstance(item, dict) or set(item) != _FEATURE_KEYS:
-                raise RunFormatError(f"{source}: features[{i}] must have exactly the keys {sorted(_FEATURE_KEYS)}; {fix}")
+                raise RunFormatError(
+                    f"{source}: features[{i}] must have exactly the keys {sorted(_FEATURE_KEYS)}; {fix}"
+                )
             name, mean, std = item["name"], item["mean"], item["std"]
             if not isinstance(name, str) or not name:
                 raise RunFormatError(f"{source}: features[{i}].name must be a non-empty string; {fix}")

@@ -12,8 +12,25 @@ LOOKBACK = 40
 
 #: DayState's arrays: forward-fill minutes (int64) and running statistics (float64)
 _STATE_INT = ("last_quote", "last_trade", "last_px_at", "first_quote")
-_STATE_FLOAT = ("mid", "lm", "r", "cum_pv", "cum_vpx", "cum_vol", "sum_r2", "n_r2",
-                "s_ema12", "s_ema26", "s_gain", "s_loss", "s_signal", "macd", "gain", "loss", "macd_signal")
+_STATE_FLOAT = (
+    "mid",
+    "lm",
+    "r",
+    "cum_pv",
+    "cum_vpx",
+    "cum_vol",
+    "sum_r2",
+    "n_r2",
+    "s_ema12",
+    "s_ema26",
+    "s_gain",
+    "s_loss",
+    "s_signal",
+    "macd",
+    "gain",
+    "loss",
+    "macd_signal",
+)
 NEVER = np.iinfo(np.int64).max  # first_quote of a symbol without a quote yet
 
 

@@ -96,7 +96,7 @@ def predict_in_chunks(predict: Callable[[np.ndarray], Outputs], x: np.ndarray, c
     """``predict`` over consecutive chunks of at most ``chunk`` windows, written into one output array each."""
     out = empty_outputs(len(x))
     for lo in range(0, len(x), chunk):
-        part = predict(x[lo:lo + chunk])
+        part = predict(x[lo : lo + chunk])
         for name in OUTPUT_NAMES:
-            out[name][lo:lo + len(part[name])] = part[name]
+            out[name][lo : lo + len(part[name])] = part[name]
     return out

@@ -91,9 +91,7 @@ class ThreeHeadedTransformer(nn.Module):
         self.pos = nn.Parameter(torch.zeros(cfg.seq_len, d))
         nn.init.normal_(self.pos, std=0.02)
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(d, cfg.n_heads, cfg.d_ff, cfg.dropout) for _ in range(cfg.n_layers)
-        )
+        self.layers = nn.ModuleList(EncoderLayer(d, cfg.n_heads, cfg.d_ff, cfg.dropout) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(d)
         # Pooled representation: the last minute (most recent state) and the window mean.
         self.ret_head = _head(2 * d, d, 1)
@@ -138,7 +136,9 @@ def load_checkpoint(data: bytes, cfg: ModelConfig, source: str = "checkpoint.saf
     try:
         state = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise RunFormatError(f"{source}: not a readable safetensors file ({exc}); re-create the run with tthf-train") from exc
+        raise RunFormatError(
+            f"{source}: not a readable safetensors file ({exc}); re-create the run with tthf-train"
+        ) from exc
     model = ThreeHeadedTransformer(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

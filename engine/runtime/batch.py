@@ -46,8 +46,16 @@ from tthf.errors import DataError, StoreError, UsageError
 
 log = logging.getLogger("tthf.run")
 
-__all__ = ["DateResult", "DayPredictor", "InferencePlan", "InferenceSummary", "RunOptions", "execute",
-           "plan_inference", "run_inference"]
+__all__ = [
+    "DateResult",
+    "DayPredictor",
+    "InferencePlan",
+    "InferenceSummary",
+    "RunOptions",
+    "execute",
+    "plan_inference",
+    "run_inference",
+]
 
 
 @dataclass(frozen=True)
@@ -131,8 +139,9 @@ class DayPredictor:
         self.stride = stride
         self.scalers = run.load_scalers()
         self.calendar = cfg.calendar
-        self.runner = make_runner(backend, capacity=batch_size, seq_len=self.seq_len,
-                                  n_features=len(self.feature_names), windowing=windowing)
+        self.runner = make_runner(
+            backend, capacity=batch_size, seq_len=self.seq_len, n_features=len(self.feature_names), windowing=windowing
+        )
 
     def features(self, raw: pl.DataFrame, day: dt.date, *, source: str = "") -> tuple[DayFeatures, np.ndarray]:
         """The day's features (cleaning counts included) and their scaled grid in the run's order."""
@@ -141,18 +150,32 @@ class DayPredictor:
     def predict_features(self, feats: DayFeatures, scaled: np.ndarray) -> tuple[pl.DataFrame, DayOutputs]:
         """Predictions table of a day from its scaled grid; the runner's outputs say where time went."""
         result = self.runner.run(scaled, feats.mask, stride=self.stride)
-        dense_pos = ((result.sym, result.minute) if self.stride == 1
-                     else windows.window_positions(feats.mask, self.seq_len, 1))
-        frame = predictions.assemble(feats.symbols, feats.minutes, dense_pos, (result.sym, result.minute),
-                                     result.outputs, seq_len=self.seq_len, stride=self.stride)
+        dense_pos = (
+            (result.sym, result.minute) if self.stride == 1 else windows.window_positions(feats.mask, self.seq_len, 1)
+        )
+        frame = predictions.assemble(
+            feats.symbols,
+            feats.minutes,
+            dense_pos,
+            (result.sym, result.minute),
+            result.outputs,
+            seq_len=self.seq_len,
+            stride=self.stride,
+        )
         return frame, result
 
 
 def settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
     """Identifies a date's output: same key means a rerun may skip it."""
     payload = json.dumps(
-        {"checkpoint": run.sha256(CHECKPOINT), "scalers": run.sha256(SCALERS), "stride": stride,
-         "format": options.fmt, "backend": backend, "data_root": data_root},
+        {
+            "checkpoint": run.sha256(CHECKPOINT),
+            "scalers": run.sha256(SCALERS),
+            "stride": stride,
+            "format": options.fmt,
+            "backend": backend,
+            "data_root": data_root,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -188,9 +211,16 @@ class InferencePlan:
     opened: float = field(default_factory=time.perf_counter)
 
 
-def plan_inference(store: Store | str, run_name: str, options: RunOptions, *, experiment: str | None = None,
-                   model_type: str | None = None, rebuild: Rebuild | None = None,
-                   endpoint_url: str | None = None) -> InferencePlan:
+def plan_inference(
+    store: Store | str,
+    run_name: str,
+    options: RunOptions,
+    *,
+    experiment: str | None = None,
+    model_type: str | None = None,
+    rebuild: Rebuild | None = None,
+    endpoint_url: str | None = None,
+) -> InferencePlan:
     """Open the run, its data root and backend; sort the selected dates into todo, skipped and missing.
 
     ``rebuild`` builds a TensorRT engine the export lacks for this GPU (``tthf.export.rebuild_engine``);
@@ -205,11 +235,19 @@ def plan_inference(store: Store | str, run_name: str, options: RunOptions, *, ex
     settings = settings_key(run, options, stride, backend.name, data.uri())
     manifest = RunManifest.load(run)
     manifest.run = run.ref.name
-    manifest.settings = {"key": settings, "backend": backend.name, "stride": stride, "dense": options.dense,
-                         "format": options.fmt, "data_root": data.uri()}
+    manifest.settings = {
+        "key": settings,
+        "backend": backend.name,
+        "stride": stride,
+        "dense": options.dense,
+        "format": options.fmt,
+        "data_root": data.uri(),
+    }
     manifest.versions = _versions(backend)
-    missing = [DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
-               for day in selection.missing]
+    missing = [
+        DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
+        for day in selection.missing
+    ]
     todo, skipped = [], []
     for day in selection.dates:
         done = _already_done(run, manifest, day, options, settings)
@@ -220,15 +258,29 @@ def plan_inference(store: Store | str, run_name: str, options: RunOptions, *, ex
     return InferencePlan(run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened)
 
 
-def _already_done(run: Run, manifest: RunManifest, day: dt.date, options: RunOptions, settings: str) -> DateResult | None:
+def _already_done(
+    run: Run, manifest: RunManifest, day: dt.date, options: RunOptions, settings: str
+) -> DateResult | None:
     key = output_key(day, options.fmt)
     previous = manifest.dates.get(day.isoformat())
-    if (options.overwrite or previous is None or previous.status != "ok" or previous.settings != settings
-            or not run.exists(key)):
+    if (
+        options.overwrite
+        or previous is None
+        or previous.status != "ok"
+        or previous.settings != settings
+        or not run.exists(key)
+    ):
         return None
-    return DateResult(day.isoformat(), "skipped", rows=previous.rows, windows=previous.windows,
-                      file=run.store.uri(key), settings=settings, backend=previous.backend,
-                      reason="already done with the same model and settings")
+    return DateResult(
+        day.isoformat(),
+        "skipped",
+        rows=previous.rows,
+        windows=previous.windows,
+        file=run.store.uri(key),
+        settings=settings,
+        backend=previous.backend,
+        reason="already done with the same model and settings",
+    )
 
 
 def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None = None) -> InferenceSummary:
@@ -246,8 +298,9 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
         report(missing)
     # skipped dates are reported in date order among the computed ones (--fail-fast stops there)
     skipped = list(plan.skipped)
-    predictor = DayPredictor(run, plan.backend, stride=plan.stride, batch_size=options.batch_size,
-                             windowing=options.windowing)
+    predictor = DayPredictor(
+        run, plan.backend, stride=plan.stride, batch_size=options.batch_size, windowing=options.windowing
+    )
     wall = time.perf_counter()
     stopped = False
     stages = day_stages(predictor, plan.data, options.fmt)
@@ -269,8 +322,15 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
         plan.manifest.write(run)
     wall = time.perf_counter() - wall
     results.sort(key=lambda r: r.date)
-    return InferenceSummary(run.ref.name, plan.backend.name, plan.stride, results, time.perf_counter() - plan.opened,
-                            overlap=options.overlap, pipeline_seconds=wall)
+    return InferenceSummary(
+        run.ref.name,
+        plan.backend.name,
+        plan.stride,
+        results,
+        time.perf_counter() - plan.opened,
+        overlap=options.overlap,
+        pipeline_seconds=wall,
+    )
 
 
 def run_inference(
@@ -290,8 +350,15 @@ def run_inference(
     ``on_start(n)`` is called once with the number of dates, ``on_date`` with each date's
     result as soon as it is final (in date order).
     """
-    plan = plan_inference(store, run_name, options, experiment=experiment, model_type=model_type, rebuild=rebuild,
-                          endpoint_url=endpoint_url)
+    plan = plan_inference(
+        store,
+        run_name,
+        options,
+        experiment=experiment,
+        model_type=model_type,
+        rebuild=rebuild,
+        endpoint_url=endpoint_url,
+    )
     if on_start:
         on_start(len(plan.todo) + len(plan.skipped) + len(plan.missing))
     return execute(plan, on_date=on_date)
@@ -373,7 +440,15 @@ def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str) -> Date
     seconds["windows"] = state.outputs.seconds["windows"]
     seconds["inference"] = state.outputs.seconds["inference"]
     seconds["total"] = sum(item.seconds.values())
-    return DateResult(day.isoformat(), "ok", rows=state.rows, windows=len(state.outputs.sym),
-                      seconds={k: round(v, 4) for k, v in seconds.items()}, counts=state.counts,
-                      file=run.store.uri(key), settings=settings, backend=backend,
-                      windowing=state.outputs.windowing)
+    return DateResult(
+        day.isoformat(),
+        "ok",
+        rows=state.rows,
+        windows=len(state.outputs.sym),
+        seconds={k: round(v, 4) for k, v in seconds.items()},
+        counts=state.counts,
+        file=run.store.uri(key),
+        settings=settings,
+        backend=backend,
+        windowing=state.outputs.windowing,
+    )

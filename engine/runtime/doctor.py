@@ -173,8 +173,11 @@ def gpu_check(host: Host) -> Check:
         free = f", {gpu.memory_free_mib} MiB free of {gpu.memory_total_mib}" if gpu.memory_free_mib is not None else ""
         return Check("gpu", f"{gpu.name}{more}, compute capability {cc}{free} ({host.driver.source})")
     if host.torch.available:
-        return Check("gpu", f"{host.torch.device}, compute capability {host.torch.compute_capability}, "
-                            f"{host.torch.memory_free_mib} MiB free (torch; the driver probe: {host.driver.reason})")
+        return Check(
+            "gpu",
+            f"{host.torch.device}, compute capability {host.torch.compute_capability}, "
+            f"{host.torch.memory_free_mib} MiB free (torch; the driver probe: {host.driver.reason})",
+        )
     return Check("gpu", f"no NVIDIA GPU visible ({host.driver.reason}; torch: {host.torch.reason})")
 
 
@@ -184,16 +187,22 @@ def driver_check(host: Host) -> Check:
         return Check("driver", "no NVIDIA driver found")
     runs = driver_cuda_major(major)
     found = f"{host.driver.gpus[0].driver} (runs CUDA {runs or '11 or older'} at most)"
-    needs = {f"torch {host.torch.cuda}": host.torch_major,
-             f"TensorRT {host.tensorrt.version}": host.tensorrt.cuda_major,
-             f"onnxruntime-gpu {host.onnxruntime.version}": host.onnxruntime.cuda_major}
+    needs = {
+        f"torch {host.torch.cuda}": host.torch_major,
+        f"TensorRT {host.tensorrt.version}": host.tensorrt.cuda_major,
+        f"onnxruntime-gpu {host.onnxruntime.version}": host.onnxruntime.cuda_major,
+    }
     too_new = [f"{what} (CUDA {m})" for what, m in needs.items() if m and (runs is None or m > runs)]
     if not too_new:
         return Check("driver", found)
     oldest = MIN_DRIVER.get(max(m for m in needs.values() if m), "a newer")
-    return Check("driver", found, f"the driver is too old for {', '.join(too_new)}",
-                 f"upgrade the NVIDIA driver to R{oldest} or newer, or install the CUDA {runs or 12} builds: "
-                 f"{torch_install(runs or 12, host.torch.version)}, then {gpu_extra(runs or 12)}")
+    return Check(
+        "driver",
+        found,
+        f"the driver is too old for {', '.join(too_new)}",
+        f"upgrade the NVIDIA driver to R{oldest} or newer, or install the CUDA {runs or 12} builds: "
+        f"{torch_install(runs or 12, host.torch.version)}, then {gpu_extra(runs or 12)}",
+    )
 
 
 def torch_check(host: Host) -> Check:
@@ -207,9 +216,13 @@ def torch_check(host: Host) -> Check:
     major = driver_cuda_major(host.driver.driver_major) or 12
     if t.cuda is None:
         return Check("torch", found, f"the driver sees {gpu} but torch is a CPU build", torch_install(major, t.version))
-    return Check("torch", found, f"the driver sees {gpu} but torch (CUDA {t.cuda}) cannot use it: {t.reason}",
-                 "check CUDA_VISIBLE_DEVICES and nvidia-smi; if the driver is too old for this torch, "
-                 f"{torch_install(major, t.version)}")
+    return Check(
+        "torch",
+        found,
+        f"the driver sees {gpu} but torch (CUDA {t.cuda}) cannot use it: {t.reason}",
+        "check CUDA_VISIBLE_DEVICES and nvidia-smi; if the driver is too old for this torch, "
+        f"{torch_install(major, t.version)}",
+    )
 
 
 def tensorrt_check(host: Host) -> Check:
@@ -219,18 +232,30 @@ def tensorrt_check(host: Host) -> Check:
             if host.gpu_visible:
                 return Check("tensorrt", "not installed", "TensorRT is not installed on a GPU host", gpu_extra(want))
             return Check("tensorrt", "not installed (not needed without a GPU)")
-        return Check("tensorrt", "does not import", f"tensorrt is installed but does not import: {trt.error}",
-                     f"reinstall it: pip uninstall -y {' '.join(d.split('==')[0] for d in trt.distributions)}; "
-                     f"{gpu_extra(want)}")
+        return Check(
+            "tensorrt",
+            "does not import",
+            f"tensorrt is installed but does not import: {trt.error}",
+            f"reinstall it: pip uninstall -y {' '.join(d.split('==')[0] for d in trt.distributions)}; "
+            f"{gpu_extra(want)}",
+        )
     found = f"{trt.version} ({', '.join(trt.distributions) or 'not from pip'})"
     if trt.error and trt.starts is not False:  # several CUDA majors
         return Check("tensorrt", found, trt.error, _reinstall(trt.distributions, want))
     if trt.cuda_major and host.torch_major and trt.cuda_major != host.torch_major:
-        return Check("tensorrt", found, f"TensorRT is a CUDA {trt.cuda_major} build, torch is CUDA {host.torch.cuda}",
-                     _reinstall(trt.distributions, host.torch_major))
+        return Check(
+            "tensorrt",
+            found,
+            f"TensorRT is a CUDA {trt.cuda_major} build, torch is CUDA {host.torch.cuda}",
+            _reinstall(trt.distributions, host.torch_major),
+        )
     if trt.starts is False:
-        return Check("tensorrt", found, f"TensorRT imports but cannot start CUDA ({trt.error})",
-                     f"match the CUDA majors of TensorRT, torch and the driver: {_reinstall(trt.distributions, want)}")
+        return Check(
+            "tensorrt",
+            found,
+            f"TensorRT imports but cannot start CUDA ({trt.error})",
+            f"match the CUDA majors of TensorRT, torch and the driver: {_reinstall(trt.distributions, want)}",
+        )
     if not host.torch.available:
         return Check("tensorrt", f"{found}; not started: no CUDA device visible to torch")
     return Check("tensorrt", f"{found}; a TensorRT runtime started on the GPU")
@@ -247,8 +272,9 @@ def onnxruntime_check(host: Host) -> Check:
         return Check("onnxruntime", f"not installed ({ort.error}); the onnxruntime backend cannot run")
     ran = [r.provider for r in ort.runs if r.ran]
     unused = [p for p in ort.available if p not in probes.ORT_PROVIDERS]
-    found = (f"{ort.version} ({', '.join(ort.distributions)}); sessions really ran on: {', '.join(ran) or 'nothing'}"
-             + (f"; not used by tthf: {', '.join(unused)}" if unused else ""))
+    found = f"{ort.version} ({', '.join(ort.distributions)}); sessions really ran on: {', '.join(ran) or 'nothing'}" + (
+        f"; not used by tthf: {', '.join(unused)}" if unused else ""
+    )
     problem, fix = _ort_problem(host, ran)
     return Check("onnxruntime", found, problem, fix)
 
@@ -258,19 +284,25 @@ def _ort_problem(host: Host, ran: list[str]) -> tuple[str, str]:
     names = [d.split("==")[0] for d in ort.distributions]
     if len(names) > 1:
         reinstall = gpu_extra(want) if host.gpu_visible else "pip install onnxruntime"
-        return (f"{' and '.join(names)} are installed together and overwrite each other's module",
-                f"pip uninstall -y {' '.join(names)} && {reinstall}")
+        return (
+            f"{' and '.join(names)} are installed together and overwrite each other's module",
+            f"pip uninstall -y {' '.join(names)} && {reinstall}",
+        )
     if ort.cuda_major and host.torch_major and ort.cuda_major != host.torch_major:
-        problem = (f"onnxruntime-gpu is a CUDA {ort.cuda_major} build, torch is CUDA {host.torch.cuda}: its CUDA "
-                   "provider cannot load the libraries")
+        problem = (
+            f"onnxruntime-gpu is a CUDA {ort.cuda_major} build, torch is CUDA {host.torch.cuda}: its CUDA "
+            "provider cannot load the libraries"
+        )
         return problem, f"pip uninstall -y onnxruntime-gpu && {gpu_extra(host.torch_major)}"
     if host.gpu_visible and not any(p in ort.available for p in probes.GPU_PROVIDERS):
         return ("the CPU build of onnxruntime on a GPU host", f"pip uninstall -y onnxruntime && {gpu_extra(want)}")
     failed = {r.provider: r.error for r in ort.runs if not r.ran}
     cuda = "CUDAExecutionProvider"
     if cuda in failed:
-        fix = (f"install its CUDA {want} libraries: pip install 'onnxruntime-gpu[cuda,cudnn]' (the gpu-cu{want} extra "
-               "does), or call onnxruntime.preload_dlls() / import torch before the session (docs/gpu-audit-status.md)")
+        fix = (
+            f"install its CUDA {want} libraries: pip install 'onnxruntime-gpu[cuda,cudnn]' (the gpu-cu{want} extra "
+            "does), or call onnxruntime.preload_dlls() / import torch before the session (docs/gpu-audit-status.md)"
+        )
         return f"{cuda} is available but a session on it {failed[cuda]}", fix
     if "CPUExecutionProvider" in failed:
         return f"even a CPU session failed: {failed['CPUExecutionProvider']}", "reinstall onnxruntime"
@@ -281,8 +313,14 @@ def export_checks(run: Run, host: Host) -> list[Check]:
     """Whether ``run`` has an export, and an engine for this GPU (and TensorRT version)."""
     name = run.ref.name
     if not is_exported(run):
-        return [Check("export", f"run {name}: not exported", f"run {name} has no export (no model.onnx, no engine)",
-                      f"tthf-export --run {run.ref.run_id}" + (" --require-engine" if host.target else ""))]
+        return [
+            Check(
+                "export",
+                f"run {name}: not exported",
+                f"run {name} has no export (no model.onnx, no engine)",
+                f"tthf-export --run {run.ref.run_id}" + (" --require-engine" if host.target else ""),
+            )
+        ]
     manifest = Manifest.read(run)
     onnx = [a for a in manifest.artifacts if a.endswith(".onnx")]
     engines = manifest.engines()
@@ -291,13 +329,24 @@ def export_checks(run: Run, host: Host) -> list[Check]:
         return [Check("engine", f"{found}; no GPU target here, so no engine applies ({host.target_reason})")]
     want = host.target.engine_filename()
     if want not in engines:
-        return [Check("engine", f"{found}; none for this GPU ({want}): tthf-run builds it on first use, or now with "
-                                f"tthf-export --run {run.ref.run_id} --require-engine")]
+        return [
+            Check(
+                "engine",
+                f"{found}; none for this GPU ({want}): tthf-run builds it on first use, or now with "
+                f"tthf-export --run {run.ref.run_id} --require-engine",
+            )
+        ]
     built_on = manifest.artifacts[want].get("gpu_name")
     if built_on and built_on != host.target.gpu_name:
-        return [Check("engine", found, f"{want} was built on {built_on}, this GPU is {host.target.gpu_name} (same "
-                                       "architecture, but engines are not portable across GPU models)",
-                      f"rebuild it here: tthf-export --run {run.ref.run_id} --require-engine")]
+        return [
+            Check(
+                "engine",
+                found,
+                f"{want} was built on {built_on}, this GPU is {host.target.gpu_name} (same "
+                "architecture, but engines are not portable across GPU models)",
+                f"rebuild it here: tthf-export --run {run.ref.run_id} --require-engine",
+            )
+        ]
     return [Check("engine", f"{found}; {want} was built for this GPU")]
 
 
@@ -331,7 +380,9 @@ def infer_placement(backend: str, host: Host) -> Placement:
 
         if importlib.util.find_spec("openvino") is None:
             return Placement(None, None, "the openvino package is not installed (pip install 'tthf[cpu]')")
-        if backend == "openvino-bf16" and not (host.cpu["features"].get("AVX512-BF16") or host.cpu["features"].get("AMX-BF16")):
+        if backend == "openvino-bf16" and not (
+            host.cpu["features"].get("AVX512-BF16") or host.cpu["features"].get("AMX-BF16")
+        ):
             return Placement(None, None, "this CPU has no native bf16 (AVX-512 BF16 or AMX)")
         return Placement(backend, "cpu", "OpenVINO's CPU plugin")
     if backend == "onnxruntime":
@@ -383,15 +434,18 @@ def cannot_run_fix(placed: Placement, host: Host, problems: list[Check], run: Ru
     if host.gpu_visible and problems:
         return problems[0].fix
     if "TensorRT" in placed.detail:
-        return ("TensorRT needs a CUDA GPU: on a GPU host pip install 'tthf[gpu-cu12]' (CUDA 12) or 'tthf[gpu-cu13]' "
-                "(CUDA 13); on this host choose --backend onnxruntime or torch")
+        return (
+            "TensorRT needs a CUDA GPU: on a GPU host pip install 'tthf[gpu-cu12]' (CUDA 12) or 'tthf[gpu-cu13]' "
+            "(CUDA 13); on this host choose --backend onnxruntime or torch"
+        )
     if host.onnxruntime.version is None:
         return gpu_extra(host.wanted_major()) if host.gpu_visible else "pip install 'tthf[cpu]'"
     return placed.detail
 
 
-def diagnose(run: Run | str | None = None, backend: str = "auto", expect: str | None = None, *,
-             store: Store | str | None = None) -> Report:
+def diagnose(
+    run: Run | str | None = None, backend: str = "auto", expect: str | None = None, *, store: Store | str | None = None
+) -> Report:
     """What this host can run, each mismatch with its fix, and whether ``backend`` runs on ``expect``.
 
     ``run`` is an opened run, or a run name (an id or a unique prefix) looked up in ``store``.
@@ -406,13 +460,27 @@ def diagnose(run: Run | str | None = None, backend: str = "auto", expect: str | 
             raise UsageError(f"run {run!r} given by name without a store; pass --store")
         run = Run.open(find_run(store, run))
     host = gather()
-    checks = [cpu_check(host), gpu_check(host), driver_check(host), torch_check(host), tensorrt_check(host),
-              onnxruntime_check(host)]
+    checks = [
+        cpu_check(host),
+        gpu_check(host),
+        driver_check(host),
+        torch_check(host),
+        tensorrt_check(host),
+        onnxruntime_check(host),
+    ]
     if run is not None:
         checks += export_checks(run, host)
     placed = open_placement(backend, run, host) if run is not None else infer_placement(backend, host)
     want = expect or ("gpu" if host.gpu_visible else "cpu")
     problems = [c for c in checks if c.problem]
-    return Report(checks, backend, placed.runs_as, placed.device, placed.detail, want,
-                  verdict_fix(placed, want, host, problems, run), run.ref.name if run else None,
-                  dataclasses.asdict(host))
+    return Report(
+        checks,
+        backend,
+        placed.runs_as,
+        placed.device,
+        placed.detail,
+        want,
+        verdict_fix(placed, want, host, problems, run),
+        run.ref.name if run else None,
+        dataclasses.asdict(host),
+    )

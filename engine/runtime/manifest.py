@@ -60,8 +60,9 @@ class RunManifest:
         except KeyNotFoundError:
             return cls()
         except json.JSONDecodeError:
-            log.warning("%s is not valid JSON; starting a new one (dates will be redone)",
-                        run.store.uri(INFERENCE_MANIFEST))
+            log.warning(
+                "%s is not valid JSON; starting a new one (dates will be redone)", run.store.uri(INFERENCE_MANIFEST)
+            )
             return cls()
         dates = {day: DateResult.from_dict(entry) for day, entry in raw.get("dates", {}).items()}
         return cls(raw.get("run", ""), raw.get("settings", {}), raw.get("versions", {}), dates)
@@ -70,8 +71,12 @@ class RunManifest:
         self.dates[result.date] = result
 
     def to_json(self) -> str:
-        doc = {"run": self.run, "settings": self.settings, "versions": self.versions,
-               "dates": {day: dataclasses.asdict(r) for day, r in self.dates.items()}}
+        doc = {
+            "run": self.run,
+            "settings": self.settings,
+            "versions": self.versions,
+            "dates": {day: dataclasses.asdict(r) for day, r in self.dates.items()},
+        }
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
     def write(self, run: Run) -> None:

@@ -139,10 +139,15 @@ def parse_smi(csv: str, fields: tuple[str, ...]) -> list[Gpu]:
     for line in csv.strip().splitlines():
         row = dict(zip(fields, (v.strip() for v in line.split(","))))
         cc = row.get("compute_cap", "")
-        gpus.append(Gpu(name=row["name"], driver=row["driver_version"],
-                        memory_free_mib=_int_or_none(row.get("memory.free", "")),
-                        memory_total_mib=_int_or_none(row.get("memory.total", "")),
-                        compute_capability=cc if re.fullmatch(r"\d+\.\d+", cc) else None))
+        gpus.append(
+            Gpu(
+                name=row["name"],
+                driver=row["driver_version"],
+                memory_free_mib=_int_or_none(row.get("memory.free", "")),
+                memory_total_mib=_int_or_none(row.get("memory.total", "")),
+                compute_capability=cc if re.fullmatch(r"\d+\.\d+", cc) else None,
+            )
+        )
     return gpus
 
 
@@ -154,8 +159,13 @@ def nvidia_smi() -> DriverInfo:
     error = ""
     for fields in (SMI_FIELDS, SMI_FIELDS[:3]):
         try:
-            proc = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
-                                  capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=False)
+            proc = subprocess.run(
+                [exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=SMI_TIMEOUT_S,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return DriverInfo(reason=f"nvidia-smi did not run: {exc}")
         if proc.returncode == 0:
@@ -183,8 +193,15 @@ def nvml() -> DriverInfo:
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(Gpu(_text(pynvml.nvmlDeviceGetName(handle)), driver, memory.free >> 20, memory.total >> 20,
-                            f"{major}.{minor}"))
+            gpus.append(
+                Gpu(
+                    _text(pynvml.nvmlDeviceGetName(handle)),
+                    driver,
+                    memory.free >> 20,
+                    memory.total >> 20,
+                    f"{major}.{minor}",
+                )
+            )
     finally:
         pynvml.nvmlShutdown()
     return DriverInfo(gpus, "pynvml", "" if gpus else "NVML lists no GPU")
@@ -281,9 +298,11 @@ def probe_model() -> bytes:
 
     w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "tthf_doctor_probe",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "tthf_doctor_probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [w],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [w],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every ONNX Runtime tthf supports

@@ -57,8 +57,16 @@ class RealtimePredictor:
         self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
 
     @classmethod
-    def from_run(cls, store: Store | str, run: str, *, backend: str = "auto", experiment: str | None = None,
-                 model_type: str | None = None, rebuild: Rebuild | None = None) -> RealtimePredictor:
+    def from_run(
+        cls,
+        store: Store | str,
+        run: str,
+        *,
+        backend: str = "auto",
+        experiment: str | None = None,
+        model_type: str | None = None,
+        rebuild: Rebuild | None = None,
+    ) -> RealtimePredictor:
         """Open run ``run`` (an id or a unique prefix) and its best backend here (``auto``) or the one named."""
         opened = Run.open(find_run(store, run, experiment=experiment, model_type=model_type))
         return cls(opened, open_backend(opened, backend, rebuild=rebuild))
@@ -71,7 +79,9 @@ class RealtimePredictor:
         """Start ``day``: forget the previous day's grid (windows never cross a day)."""
         calendar = self.run.config.calendar
         if not is_trading_day(day, calendar):
-            raise DataError(f"{day} is not a trading day on {calendar} (weekend or holiday); there is nothing to predict")
+            raise DataError(
+                f"{day} is not a trading day on {calendar} (weekend or holiday); there is nothing to predict"
+            )
         self.grid = DayGrid(day, calendar)
 
     def update(self, bars: pl.DataFrame | pa.Table) -> pl.DataFrame:
@@ -107,8 +117,9 @@ class RealtimePredictor:
         lo = t - self.seq_len + 1
         if lo < 0:
             return predictions.empty()
-        features, mask, _ = compute_grid(grid.so_far(), grid.session.n_minutes, start=lo, state=grid.state,
-                                         labels=False)
+        features, mask, _ = compute_grid(
+            grid.so_far(), grid.session.n_minutes, start=lo, state=grid.state, labels=False
+        )
         t2 = time.perf_counter()
         result = self._predict(grid, features, mask[:, lo:], t)
         t3 = time.perf_counter()
@@ -123,8 +134,9 @@ class RealtimePredictor:
         scaled = self.scalers.transform(features, FEATURE_NAMES, self.feature_names, what=f"features of {grid.day}")
         if len(self._buffer) < len(valid):
             self._buffer = np.empty((len(valid), *self._buffer.shape[1:]), dtype=np.float32)
-        n = windows.gather_windows(scaled, valid, np.full(len(valid), self.seq_len - 1, dtype=np.int32),
-                                   self._buffer, seq_len=self.seq_len)
+        n = windows.gather_windows(
+            scaled, valid, np.full(len(valid), self.seq_len - 1, dtype=np.int32), self._buffer, seq_len=self.seq_len
+        )
         out = self.backend.predict(self._buffer[:n])
         ts = np.full(n, grid.minutes[t])
         symbols = pl.Series("symbol", grid.symbols, dtype=pl.String).gather(valid)

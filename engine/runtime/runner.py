@@ -76,8 +76,16 @@ class HostRunner:
         while start < total:
             t0 = time.perf_counter()
             m = min(len(self.buffer), total - start)
-            n, nxt = windows.cut_windows(scaled, mask, self.buffer[:m], seq_len=self.seq_len, stride=stride,
-                                         start=start, sym_out=sym[start:start + m], minute_out=minute[start:start + m])
+            n, nxt = windows.cut_windows(
+                scaled,
+                mask,
+                self.buffer[:m],
+                seq_len=self.seq_len,
+                stride=stride,
+                start=start,
+                sym_out=sym[start : start + m],
+                minute_out=minute[start : start + m],
+            )
             t1 = time.perf_counter()
             batch = self.backend.predict(self.buffer[:n])
             for name in OUTPUT_NAMES:
@@ -107,8 +115,16 @@ class _Slot:
 class CudaRunner:
     """The pinned ring described in the module docstring."""
 
-    def __init__(self, engine: DeviceEngine, *, capacity: int, seq_len: int, n_features: int,
-                 windowing: str = "auto", slots: int = RING_SLOTS) -> None:
+    def __init__(
+        self,
+        engine: DeviceEngine,
+        *,
+        capacity: int,
+        seq_len: int,
+        n_features: int,
+        windowing: str = "auto",
+        slots: int = RING_SLOTS,
+    ) -> None:
         import torch
 
         if windowing not in WINDOWING:
@@ -166,8 +182,16 @@ class CudaRunner:
         rows.record_stream(self.compute_stream)
         return grid, rows
 
-    def _run_ring(self, scaled: np.ndarray, mask: np.ndarray, stride: int, mode: str,
-                  outputs: dict[str, np.ndarray], sym: np.ndarray, minute: np.ndarray) -> float:
+    def _run_ring(
+        self,
+        scaled: np.ndarray,
+        mask: np.ndarray,
+        stride: int,
+        mode: str,
+        outputs: dict[str, np.ndarray],
+        sym: np.ndarray,
+        minute: np.ndarray,
+    ) -> float:
         """Every batch through the slots; returns the seconds spent cutting windows on the host."""
         torch = self._torch
         total, cut_s = len(sym), 0.0
@@ -185,13 +209,24 @@ class CudaRunner:
             if mode == "device":
                 n, nxt = m, start + m
                 with torch.cuda.stream(self.compute_stream):
-                    torch.index_select(grid, 0, rows[start * self.seq_len:nxt * self.seq_len],
-                                       out=slot.dev_in[:n].view(-1, self.n_features))
+                    torch.index_select(
+                        grid,
+                        0,
+                        rows[start * self.seq_len : nxt * self.seq_len],
+                        out=slot.dev_in[:n].view(-1, self.n_features),
+                    )
             else:
                 c0 = time.perf_counter()
-                n, nxt = windows.cut_windows(scaled, mask, slot.host_in[:m], seq_len=self.seq_len, stride=stride,
-                                             start=start, sym_out=sym[start:start + m],
-                                             minute_out=minute[start:start + m])
+                n, nxt = windows.cut_windows(
+                    scaled,
+                    mask,
+                    slot.host_in[:m],
+                    seq_len=self.seq_len,
+                    stride=stride,
+                    start=start,
+                    sym_out=sym[start : start + m],
+                    minute_out=minute[start : start + m],
+                )
                 cut_s += time.perf_counter() - c0
                 with torch.cuda.stream(self.copy_stream):
                     slot.dev_in[:n].copy_(slot.host_in[:n], non_blocking=True)

@@ -79,7 +79,7 @@ class ThreeHeadedTransformerDataset(Dataset):
             parts_sym.append(np.asarray(sym, dtype=np.int32))
             parts_min.append(np.asarray(minute, dtype=np.int32))
         self.n_features = n_features or 0
-        cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int32))
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int32)
         self.index = WindowIndex(cat(parts_day), cat(parts_sym), cat(parts_min))
 
     def __len__(self) -> int:

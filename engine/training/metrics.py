@@ -30,7 +30,9 @@ from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
 
 
 @torch.no_grad()
-def predict(model: ThreeHeadedTransformer, dataset: ThreeHeadedTransformerDataset, batch_size: int = 2048) -> np.ndarray:
+def predict(
+    model: ThreeHeadedTransformer, dataset: ThreeHeadedTransformerDataset, batch_size: int = 2048
+) -> np.ndarray:
     """``(N, 4)`` float32 [ret_1h, vol_10m, ret_conf, vol_conf] for every window, in order."""
     was_training = model.training
     model.eval()
@@ -74,5 +76,7 @@ def compute_metrics(pred: np.ndarray, labels: np.ndarray, baseline_vol: np.ndarr
     """
     return {
         "n_windows": len(labels),
-        **heldout_metrics(pred, labels, baseline_vol, floor=vol_floor(cfg), ret_band=cfg.ret_band, vol_band=cfg.vol_band),
+        **heldout_metrics(
+            pred, labels, baseline_vol, floor=vol_floor(cfg), ret_band=cfg.ret_band, vol_band=cfg.vol_band
+        ),
     }

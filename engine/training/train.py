@@ -175,9 +175,15 @@ def _schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_schedule
     return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
 
-def _train_epoch(model: ThreeHeadedTransformer, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-                 train_ds: ThreeHeadedTransformerDataset, cfg: TrainConfig, gen: torch.Generator,
-                 per_epoch: int) -> float:
+def _train_epoch(
+    model: ThreeHeadedTransformer,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    train_ds: ThreeHeadedTransformerDataset,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    per_epoch: int,
+) -> float:
     """One pass over a fresh sample of ``per_epoch`` training windows; returns the mean training loss."""
     model.train()
     sum_loss = 0.0
@@ -208,20 +214,40 @@ def _fit_loop(
     gen = torch.Generator().manual_seed(cfg.seed)
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
-    log.info("training on %d of %d windows per epoch, validating on %d (%d steps/epoch)",
-             per_epoch, len(train_ds), len(val_ds), steps_per_epoch)
+    log.info(
+        "training on %d of %d windows per epoch, validating on %d (%d steps/epoch)",
+        per_epoch,
+        len(train_ds),
+        len(val_ds),
+        steps_per_epoch,
+    )
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss = _train_epoch(model, opt, sched, train_ds, cfg, gen, per_epoch)
         val_r, val_v = _val_loss(model, val_ds, cfg.batch_size * 4)
         val_loss = val_r + val_v
         improved = val_loss < history.best_val_loss
-        history.epochs.append({
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "val_ret_nll": val_r, "val_vol_nll": val_v, "seconds": time.perf_counter() - t0,
-        })
-        log.info("epoch %d/%d  train %.4f  val %.4f (ret %.4f, vol %.4f)%s  %.1f s", epoch, cfg.epochs, train_loss,
-                 val_loss, val_r, val_v, "  best" if improved else "", time.perf_counter() - t0)
+        history.epochs.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_ret_nll": val_r,
+                "val_vol_nll": val_v,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        log.info(
+            "epoch %d/%d  train %.4f  val %.4f (ret %.4f, vol %.4f)%s  %.1f s",
+            epoch,
+            cfg.epochs,
+            train_loss,
+            val_loss,
+            val_r,
+            val_v,
+            "  best" if improved else "",
+            time.perf_counter() - t0,
+        )
         if improved:
             history.best_epoch, history.best_val_loss = epoch, val_loss
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -267,8 +293,15 @@ def build_days(data_root: Any, dates: Sequence[str], what: str, calendar: str = 
         t0 = time.perf_counter()
         day = dt.date.fromisoformat(iso)
         out.append(build_day(read_day(data_root, day, calendar=calendar), day, calendar=calendar))
-        log.info("%s features %d/%d: %s (%d symbols) %.1f s", what, i, len(dates), iso,
-                 len(out[-1].symbols), time.perf_counter() - t0)
+        log.info(
+            "%s features %d/%d: %s (%d symbols) %.1f s",
+            what,
+            i,
+            len(dates),
+            iso,
+            len(out[-1].symbols),
+            time.perf_counter() - t0,
+        )
     return out
 
 
@@ -281,14 +314,26 @@ def _splits(data: Store, cfg: TrainConfig) -> Splits:
             "generate data with tthf-synth or pass --data"
         )
     splits = split_dates(dates, cfg)
-    log.info("%d dates: train %s..%s (%d), val %s..%s (%d), test %s..%s (%d), purged %d",
-             len(dates), splits.train[0], splits.train[-1], len(splits.train), splits.val[0], splits.val[-1],
-             len(splits.val), splits.test[0], splits.test[-1], len(splits.test), len(splits.purged))
+    log.info(
+        "%d dates: train %s..%s (%d), val %s..%s (%d), test %s..%s (%d), purged %d",
+        len(dates),
+        splits.train[0],
+        splits.train[-1],
+        len(splits.train),
+        splits.val[0],
+        splits.val[-1],
+        len(splits.val),
+        splits.test[0],
+        splits.test[-1],
+        len(splits.test),
+        len(splits.purged),
+    )
     return splits
 
 
-def _write_run(ref: runs.RunRef, model: ThreeHeadedTransformer, scalers: Scalers, metrics: dict[str, Any],
-               config: RunConfig) -> runs.Run:
+def _write_run(
+    ref: runs.RunRef, model: ThreeHeadedTransformer, scalers: Scalers, metrics: dict[str, Any], config: RunConfig
+) -> runs.Run:
     """Checkpoint, scalers and metrics, then config.json last: a run with a config is a finished run."""
     ref.store.write_bytes(runs.CHECKPOINT, save_checkpoint(model))
     ref.store.write_text(runs.SCALERS, scalers.to_json())
@@ -332,15 +377,26 @@ def train_run(
         **model_settings,
         **label_scales(train_days, train_cfg, model_settings.get("seq_len", ModelConfig.seq_len)),
     )
-    log.info("targets: ret_scale %.3g, vol_scale %.3g, ret_band %.3g", model_cfg.ret_scale,
-             model_cfg.vol_scale, model_cfg.ret_band)
+    log.info(
+        "targets: ret_scale %.3g, vol_scale %.3g, ret_band %.3g",
+        model_cfg.ret_scale,
+        model_cfg.vol_scale,
+        model_cfg.ret_band,
+    )
     model, history = fit(train_days, val_days, model_cfg, train_cfg)
     del train_days, val_days, train_raw
     t0 = time.perf_counter()
     test_metrics = evaluate(model, scale(build_days(data, splits.test, "test", calendar)))
     log.info("evaluated %d test windows in %.1f s", test_metrics["n_windows"], time.perf_counter() - t0)
-    config = RunConfig(model=model_cfg, feature_names=feature_names, splits=splits, train=train_cfg,
-                       data_root=data.uri(), calendar=calendar, tthf_version=tthf.__version__)
+    config = RunConfig(
+        model=model_cfg,
+        feature_names=feature_names,
+        splits=splits,
+        train=train_cfg,
+        data_root=data.uri(),
+        calendar=calendar,
+        tthf_version=tthf.__version__,
+    )
     metrics = {"test": test_metrics, "training": history.to_dict()}
     result = _write_run(ref, model, scalers, metrics, config)
     seconds = time.perf_counter() - started

@@ -35,8 +35,14 @@ class DemoResult:
     evaluation: EvalResult
 
 
-def run_demo(workdir: str | Path = ".", *, run_name: str = "jennifer", synth: SynthConfig | None = None,
-             backend: str = "auto", overrides: dict[str, Any] | None = None) -> DemoResult:
+def run_demo(
+    workdir: str | Path = ".",
+    *,
+    run_name: str = "jennifer",
+    synth: SynthConfig | None = None,
+    backend: str = "auto",
+    overrides: dict[str, Any] | None = None,
+) -> DemoResult:
     """Generate (or reuse) the demo market, train (or reuse) the run, export it, predict its test dates densely
     and score those predictions (tthf-eval's report under the run's ``evaluation/heldout/``)."""
     from tthf.engine.evaluation.evaluate import evaluate_run
@@ -62,8 +68,12 @@ def run_demo(workdir: str | Path = ".", *, run_name: str = "jennifer", synth: Sy
     exported = export_run(run, ExportConfig(), data=data_root)
     test = run.config.splits.test
     log.info("step 4/4: dense predictions for the held-out dates %s..%s", test[0], test[-1])
-    summary = run_inference(store, run_name, RunOptions(dates=f"{test[0]}:{test[-1]}", dense=True, backend=backend),
-                            experiment=runs.DEFAULT_EXPERIMENT)
+    summary = run_inference(
+        store,
+        run_name,
+        RunOptions(dates=f"{test[0]}:{test[-1]}", dense=True, backend=backend),
+        experiment=runs.DEFAULT_EXPERIMENT,
+    )
     log.info("last step: scoring the held-out predictions against what happened (tthf-eval)")
     evaluation = evaluate_run(run, f"{test[0]}:{test[-1]}", data=data_root, name="heldout")
     return DemoResult(open_store(data_root).uri(), run, metrics, exported.engine_message, summary, evaluation)

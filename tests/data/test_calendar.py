@@ -17,13 +17,44 @@ D = dt.date
 UTC = dt.timezone.utc
 
 NYSE_HOLIDAYS = {
-    2023: [D(2023, 1, 2), D(2023, 1, 16), D(2023, 2, 20), D(2023, 4, 7), D(2023, 5, 29), D(2023, 6, 19),
-           D(2023, 7, 4), D(2023, 9, 4), D(2023, 11, 23), D(2023, 12, 25)],
-    2024: [D(2024, 1, 1), D(2024, 1, 15), D(2024, 2, 19), D(2024, 3, 29), D(2024, 5, 27), D(2024, 6, 19),
-           D(2024, 7, 4), D(2024, 9, 2), D(2024, 11, 28), D(2024, 12, 25)],
+    2023: [
+        D(2023, 1, 2),
+        D(2023, 1, 16),
+        D(2023, 2, 20),
+        D(2023, 4, 7),
+        D(2023, 5, 29),
+        D(2023, 6, 19),
+        D(2023, 7, 4),
+        D(2023, 9, 4),
+        D(2023, 11, 23),
+        D(2023, 12, 25),
+    ],
+    2024: [
+        D(2024, 1, 1),
+        D(2024, 1, 15),
+        D(2024, 2, 19),
+        D(2024, 3, 29),
+        D(2024, 5, 27),
+        D(2024, 6, 19),
+        D(2024, 7, 4),
+        D(2024, 9, 2),
+        D(2024, 11, 28),
+        D(2024, 12, 25),
+    ],
     # 2025-01-09: national day of mourning for President Carter
-    2025: [D(2025, 1, 1), D(2025, 1, 9), D(2025, 1, 20), D(2025, 2, 17), D(2025, 4, 18), D(2025, 5, 26),
-           D(2025, 6, 19), D(2025, 7, 4), D(2025, 9, 1), D(2025, 11, 27), D(2025, 12, 25)],
+    2025: [
+        D(2025, 1, 1),
+        D(2025, 1, 9),
+        D(2025, 1, 20),
+        D(2025, 2, 17),
+        D(2025, 4, 18),
+        D(2025, 5, 26),
+        D(2025, 6, 19),
+        D(2025, 7, 4),
+        D(2025, 9, 1),
+        D(2025, 11, 27),
+        D(2025, 12, 25),
+    ],
 }
 NYSE_HALF_DAYS = {
     2023: [D(2023, 7, 3), D(2023, 11, 24)],
@@ -115,9 +146,16 @@ def test_session_bounds_reject_non_trading_days(day: dt.date) -> None:
 # --- the rules tthf wrote by hand before it used exchange_calendars, kept only as the oracle ---
 
 _FORMER_SPECIAL_CLOSURES = {
-    D(2001, 9, 11), D(2001, 9, 12), D(2001, 9, 13), D(2001, 9, 14),  # attacks of September 11
-    D(2004, 6, 11), D(2007, 1, 2), D(2018, 12, 5), D(2025, 1, 9),  # days of mourning (Reagan, Ford, Bush, Carter)
-    D(2012, 10, 29), D(2012, 10, 30),  # Hurricane Sandy
+    D(2001, 9, 11),
+    D(2001, 9, 12),
+    D(2001, 9, 13),
+    D(2001, 9, 14),  # attacks of September 11
+    D(2004, 6, 11),
+    D(2007, 1, 2),
+    D(2018, 12, 5),
+    D(2025, 1, 9),  # days of mourning (Reagan, Ford, Bush, Carter)
+    D(2012, 10, 29),
+    D(2012, 10, 30),  # Hurricane Sandy
 }
 
 
@@ -148,10 +186,16 @@ def _observed(day: dt.date) -> dt.date | None:
 
 def _former_holidays(year: int) -> set[dt.date]:
     days = {
-        _observed(D(year, 1, 1)), _nth_weekday(year, 1, 0, 3), _nth_weekday(year, 2, 0, 3),
-        _easter(year) - dt.timedelta(days=2), _nth_weekday(year, 5, 0, -1),
-        _observed(D(year, 6, 19)) if year >= 2022 else None, _observed(D(year, 7, 4)),
-        _nth_weekday(year, 9, 0, 1), _nth_weekday(year, 11, 3, 4), _observed(D(year, 12, 25)),
+        _observed(D(year, 1, 1)),
+        _nth_weekday(year, 1, 0, 3),
+        _nth_weekday(year, 2, 0, 3),
+        _easter(year) - dt.timedelta(days=2),
+        _nth_weekday(year, 5, 0, -1),
+        _observed(D(year, 6, 19)) if year >= 2022 else None,
+        _observed(D(year, 7, 4)),
+        _nth_weekday(year, 9, 0, 1),
+        _nth_weekday(year, 11, 3, 4),
+        _observed(D(year, 12, 25)),
     }
     return {d for d in days if d is not None} | {d for d in _FORMER_SPECIAL_CLOSURES if d.year == year}
 
@@ -164,8 +208,10 @@ def _former_session(day: dt.date) -> tuple[dt.datetime, dt.datetime] | None:
     half = day in (D(day.year, 7, 3), thanksgiving + dt.timedelta(days=1), D(day.year, 12, 24))
     ny = ZoneInfo("America/New_York")
     close = dt.time(13, 0) if half else dt.time(16, 0)
-    return (dt.datetime.combine(day, dt.time(9, 30), ny).astimezone(UTC),
-            dt.datetime.combine(day, close, ny).astimezone(UTC))
+    return (
+        dt.datetime.combine(day, dt.time(9, 30), ny).astimezone(UTC),
+        dt.datetime.combine(day, close, ny).astimezone(UTC),
+    )
 
 
 # Where the library (the exchange's actual history) and the former rules disagree, all early closes:
@@ -205,9 +251,13 @@ def test_unscheduled_closures_come_from_the_library() -> None:
 def test_another_exchange_has_its_own_sessions_zone_and_early_closes() -> None:
     # London: 08:00-16:30 local, 12:30 closes on Christmas Eve and New Year's Eve, BST from 2024-03-31
     assert cal.session_bounds(D(2024, 3, 28), "XLON") == (
-        dt.datetime(2024, 3, 28, 8, 0, tzinfo=UTC), dt.datetime(2024, 3, 28, 16, 30, tzinfo=UTC))
+        dt.datetime(2024, 3, 28, 8, 0, tzinfo=UTC),
+        dt.datetime(2024, 3, 28, 16, 30, tzinfo=UTC),
+    )
     assert cal.session_bounds(D(2024, 4, 2), "XLON") == (
-        dt.datetime(2024, 4, 2, 7, 0, tzinfo=UTC), dt.datetime(2024, 4, 2, 15, 30, tzinfo=UTC))
+        dt.datetime(2024, 4, 2, 7, 0, tzinfo=UTC),
+        dt.datetime(2024, 4, 2, 15, 30, tzinfo=UTC),
+    )
     assert len(cal.session_minutes(D(2024, 4, 2), "XLON")) == 510
     assert cal.half_days(2024, "XLON") == {D(2024, 12, 24), D(2024, 12, 31)}
     assert len(cal.session_minutes(D(2024, 12, 24), "XLON")) == 270

@@ -87,8 +87,21 @@ def test_no_data_at_all_says_generate() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "24", "2024-3", "2024-13", "2024-02-30", "2024/03", "2024-03-05:", ":2024", "2024:2023",
-     "2024-03-05:2024-03-04", "2024,,2025", "2024:2025:2026", "last week"],
+    [
+        "",
+        "24",
+        "2024-3",
+        "2024-13",
+        "2024-02-30",
+        "2024/03",
+        "2024-03-05:",
+        ":2024",
+        "2024:2023",
+        "2024-03-05:2024-03-04",
+        "2024,,2025",
+        "2024:2025:2026",
+        "last week",
+    ],
 )
 def test_bad_specs_list_the_accepted_forms(spec: str) -> None:
     with pytest.raises(UsageError) as info:

@@ -157,8 +157,10 @@ def test_naive_timestamps_say_write_utc(tmp_path) -> None:
 def test_null_quotes_are_read_as_nulls(tmp_store_uri: str) -> None:
     """A null quote is 'no quote update that minute': read as stored (the cleaning counts it), and writable."""
     frame = bars(4).with_columns(
-        pl.Series("bid", [100.0, None, None, 103.0]), pl.Series("ask", [100.1, None, 102.1, 103.1]),
-        pl.Series("bid_size", [5.0, None, None, None]), pl.Series("ask_size", [None] * 4, pl.Float64),
+        pl.Series("bid", [100.0, None, None, 103.0]),
+        pl.Series("ask", [100.1, None, 102.1, 103.1]),
+        pl.Series("bid_size", [5.0, None, None, None]),
+        pl.Series("ask_size", [None] * 4, pl.Float64),
     )
     md.write_day(tmp_store_uri, DAY, frame)
     out = md.read_day(tmp_store_uri, DAY)
@@ -187,8 +189,11 @@ def test_nulls_in_key_and_volume_columns_are_read_but_not_written(tmp_path) -> N
     with pytest.raises(DataError, match=r"part-0\.parquet: column 'symbol' has 1 null value\(s\) \(first at row 1\)"):
         md.write_day(tmp_path / "w", DAY, frame)
     with pytest.raises(DataError, match=r"column 'volume' has 1 null value\(s\) \(first at row 2\)"):
-        md.write_day(tmp_path / "w", DAY, frame.with_columns(pl.col("symbol").fill_null("AAA"),
-                                                             pl.col("ts").fill_null(frame.get_column("ts")[0])))
+        md.write_day(
+            tmp_path / "w",
+            DAY,
+            frame.with_columns(pl.col("symbol").fill_null("AAA"), pl.col("ts").fill_null(frame.get_column("ts")[0])),
+        )
     assert md.list_dates(tmp_path / "w") == []
 
 
@@ -209,8 +214,11 @@ def test_only_the_schema_columns_are_decoded(tmp_path, monkeypatch: pytest.Monke
     put_parquet(store, "date=2024-03-05/p.parquet", bars(2).with_columns(pl.lit("x").alias("exchange")))
     asked: list = []
     read = pq.ParquetFile.read
-    monkeypatch.setattr(pq.ParquetFile, "read", lambda self, columns=None, **kw: asked.append(columns) or read(
-        self, columns=columns, **kw))
+    monkeypatch.setattr(
+        pq.ParquetFile,
+        "read",
+        lambda self, columns=None, **kw: asked.append(columns) or read(self, columns=columns, **kw),
+    )
     md.read_day(store, DAY)
     assert asked == [[c for c in md.RAW_COLUMNS if c not in ("trade_count", "vwap")]]
 

@@ -23,9 +23,19 @@ D = dt.date
 MONDAY, TUESDAY = D(2024, 3, 11), D(2024, 3, 12)
 HALF_DAY = D(2024, 11, 29)
 RAW_SCHEMA = {
-    "symbol": pl.String, "ts": pl.Datetime("us", "UTC"), "bid": pl.Float64, "ask": pl.Float64,
-    "bid_size": pl.Float64, "ask_size": pl.Float64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
-    "close": pl.Float64, "volume": pl.Float64, "trade_count": pl.Int64, "vwap": pl.Float64,
+    "symbol": pl.String,
+    "ts": pl.Datetime("us", "UTC"),
+    "bid": pl.Float64,
+    "ask": pl.Float64,
+    "bid_size": pl.Float64,
+    "ask_size": pl.Float64,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "trade_count": pl.Int64,
+    "vwap": pl.Float64,
 }
 
 
@@ -67,11 +77,12 @@ def clean_mid(frame: pl.DataFrame, day: dt.date, names: list[str]) -> np.ndarray
     """Mid of usable quotes on the regular grid, forward-filled at most 5 minutes (the mask rule)."""
     usable = frame.with_columns(
         pl.when((pl.col("bid") > 0) & (pl.col("ask") > pl.col("bid")))
-        .then((pl.col("bid") + pl.col("ask")) / 2).alias("mid")
+        .then((pl.col("bid") + pl.col("ask")) / 2)
+        .alias("mid")
     )
     mid = grid(usable, day, "mid", names)
     n = mid.shape[1]
-    last = np.maximum.accumulate(np.where(np.isfinite(mid), np.arange(n), -10**6), axis=1)
+    last = np.maximum.accumulate(np.where(np.isfinite(mid), np.arange(n), -(10**6)), axis=1)
     filled = np.take_along_axis(mid, np.clip(last, 0, None), axis=1)
     return np.where(np.arange(n) - last <= 5, filled, np.nan)
 
@@ -109,11 +120,17 @@ def test_rows_are_internally_consistent(sample) -> None:
     assert idle.select(trade_columns).null_count().row(0) == (idle.height,) * 5
     assert (idle.get_column("trade_count") == 0).all()
     assert traded.select(trade_columns).null_count().row(0) == (0,) * 5
-    assert traded.filter(
-        (pl.col("low") > pl.min_horizontal("open", "close")) | (pl.col("high") < pl.max_horizontal("open", "close"))
-        | (pl.col("vwap") < pl.col("low")) | (pl.col("vwap") > pl.col("high"))
-        | (pl.col("volume") < pl.col("trade_count")) | (pl.col("trade_count") < 1)
-    ).height == 0
+    assert (
+        traded.filter(
+            (pl.col("low") > pl.min_horizontal("open", "close"))
+            | (pl.col("high") < pl.max_horizontal("open", "close"))
+            | (pl.col("vwap") < pl.col("low"))
+            | (pl.col("vwap") > pl.col("high"))
+            | (pl.col("volume") < pl.col("trade_count"))
+            | (pl.col("trade_count") < 1)
+        ).height
+        == 0
+    )
     for column in ("bid", "ask", "open", "high", "low", "close"):  # 0.01 tick grid
         cents = frame.get_column(column).drop_nulls().to_numpy() * 100
         assert np.abs(cents - np.round(cents)).max() < 1e-6, column
@@ -186,9 +203,24 @@ def test_generate_market_writes_trading_days_only(tmp_store_uri: str) -> None:
 def test_cli_writes_and_summarizes(tmp_path: Path) -> None:
     out = tmp_path / "market"
     proc = subprocess.run(
-        [sys.executable, "-m", "tthf.cli.synth", "--out", str(out), "--symbols", "5",
-         "--start", "2024-07-03", "--end", "2024-07-05", "--seed", "9"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tthf.cli.synth",
+            "--out",
+            str(out),
+            "--symbols",
+            "5",
+            "--start",
+            "2024-07-03",
+            "--end",
+            "2024-07-05",
+            "--seed",
+            "9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 2 day(s) x 5 symbols" in proc.stdout and "rows" in proc.stdout and " s" in proc.stdout
@@ -322,10 +354,13 @@ def test_volatility_clusters(sample) -> None:
 
 def _daily_log_rv_autocorrelation(cfg: synth.SynthConfig) -> float:
     names = synth.symbols(cfg)
-    log_rv = np.array([
-        0.5 * np.log(np.nansum(np.diff(np.log(clean_mid(synth.generate_day(cfg, d), d, names)), axis=1) ** 2, axis=1))
-        for d in cfg.days
-    ])  # (days, symbols)
+    log_rv = np.array(
+        [
+            0.5
+            * np.log(np.nansum(np.diff(np.log(clean_mid(synth.generate_day(cfg, d), d, names)), axis=1) ** 2, axis=1))
+            for d in cfg.days
+        ]
+    )  # (days, symbols)
     dev = log_rv - log_rv.mean(axis=0)
     return corr(dev[:-1], dev[1:])
 

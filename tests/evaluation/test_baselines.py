@@ -18,14 +18,24 @@ def test_last_rv_is_realized_vol_of_the_last_10_minutes_from_raw_mids() -> None:
     day = dt.date(2024, 3, 5)
     minutes = session_minutes(day)
     mid = 50.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 1e-3, len(minutes))))
-    raw = pl.DataFrame({
-        "symbol": ["AAA"] * len(minutes), "ts": minutes, "bid": mid - 0.01, "ask": mid + 0.01,
-        "bid_size": 300.0, "ask_size": 300.0, "open": mid, "high": mid + 0.02, "low": mid - 0.02, "close": mid,
-        "volume": 1000.0,
-    }).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    raw = pl.DataFrame(
+        {
+            "symbol": ["AAA"] * len(minutes),
+            "ts": minutes,
+            "bid": mid - 0.01,
+            "ask": mid + 0.01,
+            "bid_size": 300.0,
+            "ask_size": 300.0,
+            "open": mid,
+            "high": mid + 0.02,
+            "low": mid - 0.02,
+            "close": mid,
+            "volume": 1000.0,
+        }
+    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
     rv = baselines.last_rv(build_day(raw, day).labels[:, :, 1])[0]
     r = np.diff(np.log(mid))  # r[k-1] is the return into minute k
-    want = np.array([math.sqrt(np.sum(r[t - 10: t] ** 2)) for t in range(10, len(minutes))])
+    want = np.array([math.sqrt(np.sum(r[t - 10 : t] ** 2)) for t in range(10, len(minutes))])
     assert np.isnan(rv[:10]).all()
     np.testing.assert_allclose(rv[10:], want, rtol=1e-5)
 

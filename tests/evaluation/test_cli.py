@@ -18,15 +18,33 @@ pytestmark = pytest.mark.slow
 def test_command_scores_and_prints_the_summary_and_the_report_path(tiny_run) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tthf.cli.eval", "--run", "jen", "--dates", f"{DAYS[0]}:{DAYS[2]}",
-         "--store", tiny_run.store, "--name", "cli"],
-        check=False, capture_output=True, text=True, timeout=300, env=env, cwd="/",
+        [
+            sys.executable,
+            "-m",
+            "tthf.cli.eval",
+            "--run",
+            "jen",
+            "--dates",
+            f"{DAYS[0]}:{DAYS[2]}",
+            "--store",
+            tiny_run.store,
+            "--name",
+            "cli",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd="/",
     )
     assert proc.returncode == 0, proc.stderr
     assert "2024-01-02  no_predictions" in proc.stderr and "2024-01-03  scored" in proc.stderr
     out = proc.stdout.splitlines()
     assert out[0].startswith("evaluation cli of demo/three_headed_transformer/jennifer: 2 dates scored, 1 without")
-    assert any(line.startswith("ret_1h   IC ") for line in out) and any(line.startswith("vol_10m  QLIKE") for line in out)
+    assert any(line.startswith("ret_1h   IC ") for line in out) and any(
+        line.startswith("vol_10m  QLIKE") for line in out
+    )
     report = out[-1].removeprefix("report: ")
     assert report.endswith("jennifer/evaluation/cli/report.html") and Path(report).is_file()
 

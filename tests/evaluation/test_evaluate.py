@@ -28,7 +28,11 @@ def test_writes_metrics_report_and_figures_and_reports_missing_dates(tiny_run) -
     seen = []
     result = evaluate(tiny_run.store, "jen", SPEC, on_date=seen.append)
     assert [(o.date, o.status) for o in result.outcomes] == [
-        ("2024-01-02", "no_predictions"), ("2024-01-03", "scored"), ("2024-01-04", "scored"), ("2024-01-05", "no_data")]
+        ("2024-01-02", "no_predictions"),
+        ("2024-01-03", "scored"),
+        ("2024-01-04", "scored"),
+        ("2024-01-05", "no_data"),
+    ]
     assert sorted(o.date for o in seen) == [o.date for o in result.outcomes] and result.exit_code == 0
     assert result.name == "2024-01-02_to_2024-01-05"
     folder = open_store(result.uri)

@@ -19,7 +19,9 @@ def _realized() -> RealizedDay:
     rng = np.random.default_rng(0)
     labels = rng.normal(0, 1e-3, (3, len(minutes), 2)).astype(np.float32)
     labels[:, :, 1] = np.abs(labels[:, :, 1])
-    return RealizedDay(DAY, ["AAA", "BBB", "CCC"], minutes, labels, rng.normal(0, 1e-3, (3, len(minutes))).astype(np.float32))
+    return RealizedDay(
+        DAY, ["AAA", "BBB", "CCC"], minutes, labels, rng.normal(0, 1e-3, (3, len(minutes))).astype(np.float32)
+    )
 
 
 def _frame(symbols: list[str], ts: list[int], source: list[int], minutes: np.ndarray) -> pl.DataFrame:
@@ -28,11 +30,17 @@ def _frame(symbols: list[str], ts: list[int], source: list[int], minutes: np.nda
     def when(idx: list[int]) -> pl.Series:
         return pl.Series(minutes[np.asarray(idx)]).dt.replace_time_zone("UTC")
 
-    return pl.DataFrame({
-        "ts": when(ts), "symbol": symbols, "ret_1h": np.arange(n, dtype=np.float32) * 1e-4,
-        "vol_10m": np.full(n, 1e-3, np.float32), "ret_conf": np.full(n, 0.5, np.float32),
-        "vol_conf": np.full(n, 0.4, np.float32), "source_ts": when(source),
-    })
+    return pl.DataFrame(
+        {
+            "ts": when(ts),
+            "symbol": symbols,
+            "ret_1h": np.arange(n, dtype=np.float32) * 1e-4,
+            "vol_10m": np.full(n, 1e-3, np.float32),
+            "ret_conf": np.full(n, 0.5, np.float32),
+            "vol_conf": np.full(n, 0.4, np.float32),
+            "source_ts": when(source),
+        }
+    )
 
 
 def test_dense_rows_land_on_their_cells_and_strangers_are_counted() -> None:

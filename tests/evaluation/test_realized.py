@@ -31,14 +31,25 @@ def test_labels_follow_the_design_formulas(tmp_path) -> None:
     day = dt.date(2024, 3, 5)
     minutes = session_minutes(day)
     mid = 20.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 2e-3, len(minutes))))
-    raw = pl.DataFrame({
-        "symbol": ["AAA"] * len(minutes), "ts": minutes, "bid": mid - 0.005, "ask": mid + 0.005,
-        "bid_size": 100.0, "ask_size": 100.0, "open": mid, "high": mid, "low": mid, "close": mid, "volume": 10.0,
-    }).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    raw = pl.DataFrame(
+        {
+            "symbol": ["AAA"] * len(minutes),
+            "ts": minutes,
+            "bid": mid - 0.005,
+            "ask": mid + 0.005,
+            "bid_size": 100.0,
+            "ask_size": 100.0,
+            "open": mid,
+            "high": mid,
+            "low": mid,
+            "close": mid,
+            "volume": 10.0,
+        }
+    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
     write_day(str(tmp_path), day, raw)
     real = realized_day(open_store(tmp_path), day)
     t = 100
     assert math.isclose(real.labels[0, t, 0], math.log(mid[t + 60] / mid[t]), rel_tol=1e-6)
     r = np.diff(np.log(mid))
-    assert math.isclose(real.vol[0, t], math.sqrt(np.sum(r[t: t + 10] ** 2)), rel_tol=1e-5)
+    assert math.isclose(real.vol[0, t], math.sqrt(np.sum(r[t : t + 10] ** 2)), rel_tol=1e-5)
     assert np.isnan(real.labels[0, -60:, 0]).all() and np.isnan(real.vol[0, -10:]).all()

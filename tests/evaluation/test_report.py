@@ -50,8 +50,10 @@ def _artifacts(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH (chromium, chromium-browser, google-chrome); "
-                                             ".ci/run installs Debian's chromium")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium binary on PATH (chromium, chromium-browser, google-chrome); .ci/run installs Debian's chromium",
+)
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -61,16 +63,22 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-                    else None)
+            page.on(
+                "console",
+                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+            )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            page.on("request", lambda r: None if r.url == url or r.url.startswith("data:")
-                    else problems.append(f"fetched {r.url}"))
+            page.on(
+                "request",
+                lambda r: None if r.url == url or r.url.startswith("data:") else problems.append(f"fetched {r.url}"),
+            )
             page.goto(url, wait_until="load")
             images = page.eval_on_selector_all(
-                "img", "els => els.map(e => ({file: e.dataset.file, ok: e.complete && e.naturalWidth > 0, "
-                       "w: e.getBoundingClientRect().width, h: e.getBoundingClientRect().height}))")
+                "img",
+                "els => els.map(e => ({file: e.dataset.file, ok: e.complete && e.naturalWidth > 0, "
+                "w: e.getBoundingClientRect().width, h: e.getBoundingClientRect().height}))",
+            )
             shot = _artifacts(tmp_path) / "tthf-eval-report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:

@@ -43,9 +43,26 @@ def exported(tiny: tuple[str, runs.Run]) -> tuple[runs.Run, subprocess.Completed
     store, run = tiny
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "tthf.cli.export", "--run", "jenn", "--store", store, "--real-windows", "600",
-         "--opt-batch", "256", "--opt-batch", "1024"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tthf.cli.export",
+            "--run",
+            "jenn",
+            "--store",
+            store,
+            "--real-windows",
+            "600",
+            "--opt-batch",
+            "256",
+            "--opt-batch",
+            "1024",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
     )
     return run, proc
 
@@ -58,8 +75,10 @@ def test_cli_writes_models_manifest_and_table(exported: tuple[runs.Run, subproce
     # The table has a row per artifact, input kind and output.
     for artifact in ("model.onnx", "model_fp16.onnx"):
         for output in OUTPUT_NAMES:
-            assert any(line.startswith(artifact + " ") and f" {output} " in line and "heldout" in line
-                       for line in out.splitlines()), (artifact, output, out)
+            assert any(
+                line.startswith(artifact + " ") and f" {output} " in line and "heldout" in line
+                for line in out.splitlines()
+            ), (artifact, output, out)
     assert "TensorRT engine not built" in out and "--require-engine" in out
     assert "tthf-export --run jennifer" in out
 
@@ -76,8 +95,14 @@ def test_cli_writes_models_manifest_and_table(exported: tuple[runs.Run, subproce
     kinds = {v["inputs"].split("@")[0] for v in manifest.validation}
     assert kinds == {"random", "heldout"}
     assert all(v["passed"] for v in manifest.validation)
-    held = [v for v in manifest.validation if v["inputs"].startswith("heldout") and v["output"] == "ret_1h"
-            and v["artifact"] == "model.onnx" and v["backend"] == "onnxruntime"]
+    held = [
+        v
+        for v in manifest.validation
+        if v["inputs"].startswith("heldout")
+        and v["output"] == "ret_1h"
+        and v["artifact"] == "model.onnx"
+        and v["backend"] == "onnxruntime"
+    ]
     assert sum(v["batch"] for v in held) == 600
 
 
@@ -93,8 +118,7 @@ def test_exported_onnx_contract(exported: tuple[runs.Run, subprocess.CompletedPr
     assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == 2 * run.config.model.n_layers + 1
 
     half = onnx.load_from_string(run.read_bytes("export/model_fp16.onnx"))
-    types = {vi.name: vi.type.tensor_type.elem_type
-             for vi in onnx.shape_inference.infer_shapes(half).graph.value_info}
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in onnx.shape_inference.infer_shapes(half).graph.value_info}
     types.update({i.name: i.data_type for i in half.graph.initializer})
     types.update({i.name: i.type.tensor_type.elem_type for i in [*half.graph.input, *half.graph.output]})
     assert {types[i.name] for i in [*half.graph.input, *half.graph.output]} == {TensorProto.FLOAT}
@@ -104,7 +128,9 @@ def test_exported_onnx_contract(exported: tuple[runs.Run, subprocess.CompletedPr
     assert matmuls and all(types[n.output[0]] == TensorProto.FLOAT16 for n in matmuls)
 
 
-def test_require_engine_fails_fast_with_the_reason(tiny: tuple[str, runs.Run], capsys: pytest.CaptureFixture[str]) -> None:
+def test_require_engine_fails_fast_with_the_reason(
+    tiny: tuple[str, runs.Run], capsys: pytest.CaptureFixture[str]
+) -> None:
     from tthf.cli.export import main
     from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
@@ -145,8 +171,15 @@ def test_torchscript_exporter_and_fp16_pass_match_reference() -> None:
         ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in model(torch.from_numpy(x)))))
     for precision, m in (("fp32", proto), ("fp16", half)):
         got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"features": x})
-        results = compare(ref, dict(zip(OUTPUT_NAMES, got)), artifact=precision, backend="ort", inputs="random@64",
-                          precision=precision, tolerance=tolerances(precision, cfg))
+        results = compare(
+            ref,
+            dict(zip(OUTPUT_NAMES, got)),
+            artifact=precision,
+            backend="ort",
+            inputs="random@64",
+            precision=precision,
+            tolerance=tolerances(precision, cfg),
+        )
         enforce(results)
         assert all(g.dtype == np.float32 for g in got)
     # fp16 really rounds: the errors are not those of fp32.
@@ -158,9 +191,12 @@ def test_fp16_pass_casts_outputs_made_in_half_back_to_float() -> None:
     w = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2) / 7, "w")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Softmax", ["y"], ["z"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 2])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 2]),
+        ],
         initializer=[w],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -182,27 +218,56 @@ def test_fp16_pass_casts_outputs_made_in_half_back_to_float() -> None:
 def test_validation_names_output_and_numbers() -> None:
     ref = {n: np.linspace(0.1, 0.9, 10, dtype=np.float32) for n in OUTPUT_NAMES}
     tol = {n: Tolerance(atol=1e-4, rtol=0.0) for n in OUTPUT_NAMES}
-    ok = compare(ref, {n: v.copy() for n, v in ref.items()}, artifact="a", backend="b", inputs="random@10",
-                 precision="fp32", tolerance=tol)
+    ok = compare(
+        ref,
+        {n: v.copy() for n, v in ref.items()},
+        artifact="a",
+        backend="b",
+        inputs="random@10",
+        precision="fp32",
+        tolerance=tol,
+    )
     enforce(ok)
     assert all(r.max_abs == 0 and r.passed for r in ok)
     bad = {n: v.copy() for n, v in ref.items()}
     bad["vol_conf"][3] += 0.01
-    results = compare(ref, bad, artifact="model_fp16.onnx", backend="ort", inputs="heldout@10#0", precision="fp16",
-                      tolerance=tol)
+    results = compare(
+        ref, bad, artifact="model_fp16.onnx", backend="ort", inputs="heldout@10#0", precision="fp16", tolerance=tol
+    )
     with pytest.raises(ValidationError, match=r"model_fp16.onnx \(ort\) on heldout@10#0: vol_conf max_abs=0.01") as exc:
         enforce(results)
     assert "1/10 beyond atol=0.0001" in str(exc.value) and "ret_1h" not in str(exc.value)
     assert "NO" in format_table(results)
     with pytest.raises(ValidationError, match="outputs"):
-        compare(ref, {n: ref[n] for n in OUTPUT_NAMES[:3]}, artifact="a", backend="b", inputs="r", precision="fp32",
-                tolerance=tol)
+        compare(
+            ref,
+            {n: ref[n] for n in OUTPUT_NAMES[:3]},
+            artifact="a",
+            backend="b",
+            inputs="r",
+            precision="fp32",
+            tolerance=tol,
+        )
     with pytest.raises(ValidationError, match="shape"):
-        compare(ref, {**ref, "ret_1h": ref["ret_1h"][:, None]}, artifact="a", backend="b", inputs="r",
-                precision="fp32", tolerance=tol)
+        compare(
+            ref,
+            {**ref, "ret_1h": ref["ret_1h"][:, None]},
+            artifact="a",
+            backend="b",
+            inputs="r",
+            precision="fp32",
+            tolerance=tol,
+        )
     with pytest.raises(ValidationError, match="non-finite"):
-        compare(ref, {**ref, "ret_1h": np.full(10, np.inf, dtype=np.float32)}, artifact="a", backend="b",
-                inputs="r", precision="fp16", tolerance=tol)
+        compare(
+            ref,
+            {**ref, "ret_1h": np.full(10, np.inf, dtype=np.float32)},
+            artifact="a",
+            backend="b",
+            inputs="r",
+            precision="fp16",
+            tolerance=tol,
+        )
 
 
 def test_tolerances_scale_with_the_run() -> None:

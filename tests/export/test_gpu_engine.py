@@ -29,8 +29,9 @@ from tthf.export.validate import compare, enforce, tolerances
 
 REASON = unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"needs CUDA + TensorRT: {REASON}")]
-CFG = ExportConfig(opt_batches=(64, 512), max_batch=1024, real_windows=512, random_batches=(1, 37, 1024),
-                   require_engine=True)
+CFG = ExportConfig(
+    opt_batches=(64, 512), max_batch=1024, real_windows=512, random_batches=(1, 37, 1024), require_engine=True
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +70,22 @@ def test_backend_matches_torch_at_fp16_tolerance_on_all_profiles(gpu_run: tuple[
     reference = open_backend(run, "torch")
     for n in (1, 64, 300, 512, 1500):  # 1500 > max_batch: split into two engine calls
         batch = x[np.arange(n) % len(x)]
-        enforce(compare(reference.predict(batch), backend.predict(batch), artifact="engine", backend="tensorrt",
-                        inputs=f"heldout@{n}", precision="fp16", tolerance=tolerances("fp16", run.config.model)))
+        enforce(
+            compare(
+                reference.predict(batch),
+                backend.predict(batch),
+                artifact="engine",
+                backend="tensorrt",
+                inputs=f"heldout@{n}",
+                precision="fp16",
+                tolerance=tolerances("fp16", run.config.model),
+            )
+        )
 
 
-def test_timing_cache_is_reused(gpu_run: tuple[Path, runs.Run], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_timing_cache_is_reused(
+    gpu_run: tuple[Path, runs.Run], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     base, run = gpu_run
     copy = _copy(base, run, tmp_path)
     with caplog.at_level(logging.INFO, logger="tthf.export"):

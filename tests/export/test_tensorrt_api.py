@@ -26,15 +26,49 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES = [REPO / "export" / "tensorrt_build.py", REPO / "engine" / "runtime" / "backends" / "tensorrt.py"]
 WHEEL = "tensorrt-cu13-bindings"
 # Local names that hold TensorRT objects in SOURCES; attributes read on them are TensorRT API.
-TRT_OBJECTS = {"builder", "network", "parser", "config", "profile", "cache", "timing", "engine", "context", "runtime",
-               "self.engine", "self.context", "self._runtime", "self._trt"}
+TRT_OBJECTS = {
+    "builder",
+    "network",
+    "parser",
+    "config",
+    "profile",
+    "cache",
+    "timing",
+    "engine",
+    "context",
+    "runtime",
+    "self.engine",
+    "self.context",
+    "self._runtime",
+    "self._trt",
+}
 # Attributes of those objects that are ours or Python's, not TensorRT's.
 NOT_TRT = {"__version__"}
-CORE = {"Builder", "OnnxParser", "Runtime", "create_network", "STRONGLY_TYPED", "create_builder_config",
-        "set_memory_pool_limit", "create_optimization_profile", "set_shape", "add_optimization_profile",
-        "create_timing_cache", "set_timing_cache", "get_timing_cache", "serialize", "build_serialized_network",
-        "deserialize_cuda_engine", "create_execution_context", "set_input_shape", "set_tensor_address",
-        "execute_async_v3", "num_io_tensors", "get_tensor_name", "set_optimization_profile_async"}
+CORE = {
+    "Builder",
+    "OnnxParser",
+    "Runtime",
+    "create_network",
+    "STRONGLY_TYPED",
+    "create_builder_config",
+    "set_memory_pool_limit",
+    "create_optimization_profile",
+    "set_shape",
+    "add_optimization_profile",
+    "create_timing_cache",
+    "set_timing_cache",
+    "get_timing_cache",
+    "serialize",
+    "build_serialized_network",
+    "deserialize_cuda_engine",
+    "create_execution_context",
+    "set_input_shape",
+    "set_tensor_address",
+    "execute_async_v3",
+    "num_io_tensors",
+    "get_tensor_name",
+    "set_optimization_profile_async",
+}
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -54,7 +88,7 @@ def used_names(path: Path) -> set[str]:
             continue
         chain = _dotted(node)
         if chain and (chain.startswith("trt.") or chain.startswith("self._trt.")):
-            names.update(chain.split(".")[1 if chain.startswith("trt.") else 2:])
+            names.update(chain.split(".")[1 if chain.startswith("trt.") else 2 :])
             continue
         owner = _dotted(node.value)
         if owner in TRT_OBJECTS:
@@ -67,9 +101,22 @@ def bindings(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], str]:
     """(strings of tensorrt.so, __init__.py source) of the newest bindings wheel."""
     dest = tmp_path_factory.mktemp("trt-wheel")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-         "-q", "-d", str(dest), WHEEL],
-        capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(dest),
+            WHEEL,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     wheels = list(dest.glob("*.whl"))
     if proc.returncode or not wheels:

@@ -36,7 +36,8 @@ def _root(path: Path) -> Path:
     start = session_bounds(DAYS[2])[0]
     early = first.filter(pl.col("ts") < start).with_columns(pl.lit("PRE").alias("symbol"))
     short = first.filter(pl.col("ts").is_between(start, start + dt.timedelta(minutes=19))).with_columns(
-        pl.lit("SHORT").alias("symbol"))
+        pl.lit("SHORT").alias("symbol")
+    )
     write_day(str(path), DAYS[2], pl.concat([raw, early, short]))
     return path
 
@@ -91,11 +92,13 @@ def test_windows_are_the_rows_tthf_run_writes(root: Path, tmp_path: Path) -> Non
     from tthf.engine.testing import make_run
 
     make_run(str(tmp_path / "runs"), root)
-    summary = run_inference(str(tmp_path / "runs"), "jen",
-                            RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch"))
+    summary = run_inference(
+        str(tmp_path / "runs"), "jen", RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch")
+    )
     report = check_data(str(root), "2024-01-02:2024-01-04")
     assert [(r.date, r.rows, r.counts) for r in summary.results] == [
-        (d.date, d.windows, d.counts) for d in report.dates]
+        (d.date, d.windows, d.counts) for d in report.dates
+    ]
 
 
 def _broken(tmp_path: Path, root: Path) -> Path:
@@ -111,7 +114,9 @@ def test_unreadable_dates_are_reported_with_the_reason_and_the_others_are_checke
     report = check_data(str(_broken(tmp_path, root)), "2024-01-02:2024-01-04")
     status = {d.date: (d.status, d.reason) for d in report.dates}
     assert status["2024-01-02"] == ("ok", "")
-    assert status["2024-01-03"][0] == "failed" and "part-0.parquet: not a readable Parquet file" in status["2024-01-03"][1]
+    assert (
+        status["2024-01-03"][0] == "failed" and "part-0.parquet: not a readable Parquet file" in status["2024-01-03"][1]
+    )
     assert status["2024-01-04"][0] == "failed" and "required column 'ask'" in status["2024-01-04"][1]
     assert report.exit_code == DataError.exit_code
 
@@ -152,14 +157,20 @@ def test_on_s3(root: Path, s3_bucket: str) -> None:
     local, remote = check_data(str(root), "2024-01-02:2024-01-04"), check_data(s3_bucket, "2024-01-02:2024-01-04")
     strip = ("seconds",)
     assert [{k: v for k, v in vars(d).items() if k not in strip} for d in remote.dates] == [
-        {k: v for k, v in vars(d).items() if k not in strip} for d in local.dates]
+        {k: v for k, v in vars(d).items() if k not in strip} for d in local.dates
+    ]
     assert remote.data_root == s3_bucket
 
 
 @pytest.mark.slow
 def test_console_script_runs_in_a_fresh_process(root: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "tthf.cli.check", str(root), "--dates", "2024-01-02", "--json"],
-                          check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "tthf.cli.check", str(root), "--dates", "2024-01-02", "--json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["dates"][0]["windows"] > 0
 

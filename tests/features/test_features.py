@@ -57,12 +57,12 @@ def bars(day: dt.date, symbol: str, tids, **values) -> pl.DataFrame:
     cols.update({k: np.broadcast_to(np.asarray(v), (n,)).copy() for k, v in values.items()})
     ts = [start + int(t) * MINUTE for t in tids]
     frame = pl.DataFrame({"symbol": [symbol] * n, "ts": ts, **cols})
-    return frame.with_columns(
-        pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.col("trade_count").cast(pl.Int64)
-    )
+    return frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.col("trade_count").cast(pl.Int64))
 
 
-def random_raw(day: dt.date, n_sym: int = 3, seed: int = 0, missing: float = 0.05, extended: bool = True) -> pl.DataFrame:
+def random_raw(
+    day: dt.date, n_sym: int = 3, seed: int = 0, missing: float = 0.05, extended: bool = True
+) -> pl.DataFrame:
     """A random-walk day with missing rows, trade-less minutes and extended-hours rows."""
     rng = np.random.default_rng(seed)
     start, end = session_bounds(day)
@@ -78,12 +78,21 @@ def random_raw(day: dt.date, n_sym: int = 3, seed: int = 0, missing: float = 0.0
         close = np.where(traded, mid + rng.normal(0, 1, n) * half, np.nan)
         keep = rng.random(n) >= missing
         frame = bars(
-            day, f"S{s}", tids, mid=mid,
-            bid=mid - half, ask=mid + half,
-            bid_size=rng.integers(1, 40, n) * 100.0, ask_size=rng.integers(1, 40, n) * 100.0,
-            open=close, high=np.where(traded, np.fmax(close, mid) + half, np.nan),
-            low=np.where(traded, np.fmin(close, mid) - half, np.nan), close=close, volume=volume,
-            trade_count=np.where(traded, rng.integers(1, 30, n), 0), vwap=close,
+            day,
+            f"S{s}",
+            tids,
+            mid=mid,
+            bid=mid - half,
+            ask=mid + half,
+            bid_size=rng.integers(1, 40, n) * 100.0,
+            ask_size=rng.integers(1, 40, n) * 100.0,
+            open=close,
+            high=np.where(traded, np.fmax(close, mid) + half, np.nan),
+            low=np.where(traded, np.fmin(close, mid) - half, np.nan),
+            close=close,
+            volume=volume,
+            trade_count=np.where(traded, rng.integers(1, 30, n), 0),
+            vwap=close,
         ).filter(pl.Series(keep))
         frames.append(frame)
     return pl.concat(frames).with_columns(pl.col("open", "high", "low", "close", "vwap").fill_nan(None))
@@ -152,8 +161,12 @@ def test_shapes_types_finite_and_counts_add_up():
 def test_null_keys_and_off_minute_rows_are_dropped_and_counted():
     base = bars(DAY, "A", range(390))
     odd = bars(DAY, "A", [7]).with_columns(pl.col("ts") + dt.timedelta(seconds=30), pl.col("bid") * 0.5)
-    nulls = pl.concat([bars(DAY, "A", [8]).with_columns(pl.lit(None, pl.String).alias("symbol")),
-                       bars(DAY, "A", [9]).with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("ts"))])
+    nulls = pl.concat(
+        [
+            bars(DAY, "A", [8]).with_columns(pl.lit(None, pl.String).alias("symbol")),
+            bars(DAY, "A", [9]).with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("ts")),
+        ]
+    )
     day = build_day(pl.concat([base, odd, nulls]), DAY)
     assert day.counts["off_minute"] == 1 and day.counts["null_key"] == 2
     assert np.array_equal(bits(day.features), bits(build_day(base, DAY).features))
@@ -218,11 +231,17 @@ def _perturbations(full: pl.DataFrame, raw: pl.DataFrame, t: int):
     after = pl.col("ts") > ts_of(DAY, t)
     prices = ["bid", "ask", "open", "high", "low", "close", "vwap"]
     rng = np.random.default_rng(t)
-    yield "prices", raw.with_columns([pl.when(after).then(pl.col(c) * 1.01).otherwise(pl.col(c)).alias(c) for c in prices])
-    yield "sizes", raw.with_columns(
-        pl.when(after).then(pl.col("bid_size") * 3).otherwise(pl.col("bid_size")).alias("bid_size"),
-        pl.when(after).then(pl.col("ask_size") / 2).otherwise(pl.col("ask_size")).alias("ask_size"),
-        pl.when(after).then(pl.col("volume") + 700).otherwise(pl.col("volume")).alias("volume"),
+    yield (
+        "prices",
+        raw.with_columns([pl.when(after).then(pl.col(c) * 1.01).otherwise(pl.col(c)).alias(c) for c in prices]),
+    )
+    yield (
+        "sizes",
+        raw.with_columns(
+            pl.when(after).then(pl.col("bid_size") * 3).otherwise(pl.col("bid_size")).alias("bid_size"),
+            pl.when(after).then(pl.col("ask_size") / 2).otherwise(pl.col("ask_size")).alias("ask_size"),
+            pl.when(after).then(pl.col("volume") + 700).otherwise(pl.col("volume")).alias("volume"),
+        ),
     )
     keep = pl.Series(rng.random(raw.height) < 0.5) & (pl.col("ts") != ts_of(DAY, t + 1))
     yield "remove", raw.filter(~after | keep)
@@ -230,9 +249,12 @@ def _perturbations(full: pl.DataFrame, raw: pl.DataFrame, t: int):
     extra = full.join(raw, on=["symbol", "ts"], how="anti").filter(after)
     new_symbol = bars(DAY, "S0A", range(t + 1, 390))
     yield "add", pl.concat([raw, extra, new_symbol])
-    yield "bad_quotes", raw.with_columns(
-        pl.when(after).then(pl.col("ask") + 1).otherwise(pl.col("bid")).alias("bid"),
-        pl.when(after & (pl.col("volume") > 0)).then(float("nan")).otherwise(pl.col("ask")).alias("ask"),
+    yield (
+        "bad_quotes",
+        raw.with_columns(
+            pl.when(after).then(pl.col("ask") + 1).otherwise(pl.col("bid")).alias("bid"),
+            pl.when(after & (pl.col("volume") > 0)).then(float("nan")).otherwise(pl.col("ask")).alias("ask"),
+        ),
     )
 
 
@@ -247,8 +269,12 @@ def test_features_and_mask_up_to_t_ignore_everything_after_t(t):
         assert np.array_equal(bits(other.features[rows, : t + 1]), bits(base.features[:, : t + 1])), name
         assert np.array_equal(other.mask[rows, : t + 1], base.mask[:, : t + 1]), name
         # labels only look ahead: those whose horizon ends by t are untouched
-        assert np.array_equal(bits(other.labels[rows, : max(t - 59, 0), 0]), bits(base.labels[:, : max(t - 59, 0), 0])), name
-        assert np.array_equal(bits(other.labels[rows, : max(t - 9, 0), 1]), bits(base.labels[:, : max(t - 9, 0), 1])), name
+        assert np.array_equal(
+            bits(other.labels[rows, : max(t - 59, 0), 0]), bits(base.labels[:, : max(t - 59, 0), 0])
+        ), name
+        assert np.array_equal(bits(other.labels[rows, : max(t - 9, 0), 1]), bits(base.labels[:, : max(t - 9, 0), 1])), (
+            name
+        )
         changed_any = other.symbols != base.symbols or not np.array_equal(bits(other.features), bits(base.features))
         assert changed_any, f"{name} changed nothing"
 
@@ -270,7 +296,9 @@ def test_labels_react_to_a_price_jump_after_t():
     t = 200
     raw = random_raw(DAY, n_sym=2, seed=5, missing=0.0)
     after = pl.col("ts") > ts_of(DAY, t)
-    jumped = raw.with_columns([pl.when(after).then(pl.col(c) * 1.01).otherwise(pl.col(c)).alias(c) for c in ("bid", "ask")])
+    jumped = raw.with_columns(
+        [pl.when(after).then(pl.col(c) * 1.01).otherwise(pl.col(c)).alias(c) for c in ("bid", "ask")]
+    )
     a, b = build_day(raw, DAY).labels, build_day(jumped, DAY).labels
     ret_diff = b[:, t - 59 : t + 1, 0] - a[:, t - 59 : t + 1, 0]
     np.testing.assert_allclose(ret_diff, math.log(1.01), atol=1e-6)
@@ -300,9 +328,19 @@ def test_regular_session_filter_is_dst_aware_and_knows_half_days(day, open_utc, 
     ts = [first + i * MINUTE for i in range(12 * 60)]  # 11:00-23:00 UTC: both possible opens and closes
     n = len(ts)
     raw = pl.DataFrame(
-        {"symbol": ["A"] * n, "ts": ts, "bid": np.linspace(99, 101, n), "ask": np.linspace(99, 101, n) + 0.02,
-         "bid_size": 100.0, "ask_size": 100.0, "open": 100.0, "high": 100.0, "low": 100.0, "close": 100.0,
-         "volume": 10.0}
+        {
+            "symbol": ["A"] * n,
+            "ts": ts,
+            "bid": np.linspace(99, 101, n),
+            "ask": np.linspace(99, 101, n) + 0.02,
+            "bid_size": 100.0,
+            "ask_size": 100.0,
+            "open": 100.0,
+            "high": 100.0,
+            "low": 100.0,
+            "close": 100.0,
+            "volume": 10.0,
+        }
     ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     out = build_day(raw, day)
     assert out.minutes[0] == np.datetime64(open_utc, "us")
@@ -340,8 +378,15 @@ def test_mask_follows_quote_age_through_halts_and_crossed_quotes():
     tids = [t for t in range(390) if not 100 <= t < 120]  # a 20-minute halt
     crossed = np.isin(tids, range(200, 210))
     mid = np.full(len(tids), 100.0)
-    raw = bars(DAY, "A", tids, mid=mid, bid=np.where(crossed, 100.05, 99.99), ask=np.where(crossed, 99.95, 100.01),
-               volume=np.where(crossed, 777.0, 1000.0))
+    raw = bars(
+        DAY,
+        "A",
+        tids,
+        mid=mid,
+        bid=np.where(crossed, 100.05, 99.99),
+        ask=np.where(crossed, 99.95, 100.01),
+        volume=np.where(crossed, 777.0, 1000.0),
+    )
     day = build_day(raw, DAY)
     expected = np.ones(390, dtype=bool)
     expected[100 + MAX_QUOTE_AGE : 120] = False
@@ -362,11 +407,17 @@ def test_unusable_quotes_and_trades_are_counted_and_never_crash():
     n = 390
     raw = bars(DAY, "A", range(n)).with_columns(pl.col("trade_count").cast(pl.Int64))
     edits = {
-        10: {"bid": 0.0}, 11: {"ask": -1.0}, 12: {"bid_size": -5.0},
-        13: {"ask": float("nan")}, 14: {"bid": float("inf")},
+        10: {"bid": 0.0},
+        11: {"ask": -1.0},
+        12: {"bid_size": -5.0},
+        13: {"ask": float("nan")},
+        14: {"bid": float("inf")},
         15: {"bid": 101.0},  # crossed
         16: {"bid": None},
-        17: {"close": float("nan")}, 18: {"volume": float("inf")}, 19: {"volume": -3.0}, 20: {"trade_count": -1},
+        17: {"close": float("nan")},
+        18: {"volume": float("inf")},
+        19: {"volume": -3.0},
+        20: {"trade_count": -1},
         21: {"high": float("-inf"), "low": 0.0},
     }
     rows = raw.to_dicts()
@@ -395,8 +446,12 @@ def _quotes_where(raw: pl.DataFrame, at: pl.Expr, **quote: float | None) -> pl.D
 def test_a_null_quote_is_a_missing_quote_carried_forward_and_masked_once_stale():
     """Null bid/ask/size: the same features, mask and labels as any unusable quote; trades kept; counted."""
     raw = random_raw(DAY, n_sym=2, seed=11, missing=0.0, extended=False)
-    gap = (pl.col("symbol") == "S1") & in_session(DAY) & (pl.col("ts") >= ts_of(DAY, 100)) & (
-        pl.col("ts") < ts_of(DAY, 110))
+    gap = (
+        (pl.col("symbol") == "S1")
+        & in_session(DAY)
+        & (pl.col("ts") >= ts_of(DAY, 100))
+        & (pl.col("ts") < ts_of(DAY, 110))
+    )
     one = (pl.col("symbol") == "S0") & (pl.col("ts") == ts_of(DAY, 200))
     nulls = _quotes_where(_quotes_where(raw, gap, bid=None, ask=None, bid_size=None, ask_size=None), one, ask_size=None)
     crossed = _quotes_where(_quotes_where(raw, gap, bid=101.0, ask=100.0), one, bid=101.0, ask=100.0)
@@ -419,8 +474,9 @@ def test_a_symbol_without_a_usable_quote_all_day_is_masked_and_counted():
     good = random_raw(DAY, n_sym=2, seed=12)
     nq = good.filter(pl.col("symbol") == "S0").with_columns(pl.lit("NQ").alias("symbol"))
     no_quote = _quotes_where(nq, pl.lit(True), bid=None, ask=None)
-    mixed = _quotes_where(nq.with_columns(pl.lit("NX").alias("symbol")), pl.int_range(pl.len()) % 2 == 0,
-                          bid=None).with_columns(pl.col("ask").fill_null(0.0) * 0.0)  # null or zero quotes
+    mixed = _quotes_where(
+        nq.with_columns(pl.lit("NX").alias("symbol")), pl.int_range(pl.len()) % 2 == 0, bid=None
+    ).with_columns(pl.col("ask").fill_null(0.0) * 0.0)  # null or zero quotes
     day = build_day(pl.concat([good, no_quote, mixed]), DAY)
     alone = build_day(good, DAY)
     assert day.symbols == ["NQ", "NX", "S0", "S1"] and day.counts["symbols_no_quote"] == 2
@@ -539,10 +595,18 @@ def test_speed_1000_symbols():
     raw = pl.DataFrame(
         {
             "symbol": np.repeat([f"S{i:04d}" for i in range(n_sym)], n_min),
-            "ts": np.tile(np.datetime64(start.replace(tzinfo=None), "us") + np.arange(n_min) * np.timedelta64(60, "s"), n_sym),
-            "bid": mid - 0.01, "ask": mid + 0.01,
-            "bid_size": rng.integers(1, 40, mid.size) * 100.0, "ask_size": rng.integers(1, 40, mid.size) * 100.0,
-            "open": close, "high": close, "low": close, "close": close, "volume": volume,
+            "ts": np.tile(
+                np.datetime64(start.replace(tzinfo=None), "us") + np.arange(n_min) * np.timedelta64(60, "s"), n_sym
+            ),
+            "bid": mid - 0.01,
+            "ask": mid + 0.01,
+            "bid_size": rng.integers(1, 40, mid.size) * 100.0,
+            "ask_size": rng.integers(1, 40, mid.size) * 100.0,
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": volume,
         }
     ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"), pl.col("open", "high", "low", "close").fill_nan(None))
     raw = raw.filter(pl.Series(rng.random(raw.height) > 0.02))

@@ -16,7 +16,9 @@ from tthf.errors import DataError, FeatureMismatchError, RunFormatError
 NAMES = ["a", "b", "c", "d"]
 
 
-def make_day(seed: int, names=NAMES, n_sym: int = 5, n_min: int = 40, scale: float = 1.0, masked: float = 0.2) -> DayFeatures:
+def make_day(
+    seed: int, names=NAMES, n_sym: int = 5, n_min: int = 40, scale: float = 1.0, masked: float = 0.2
+) -> DayFeatures:
     rng = np.random.default_rng(seed)
     f = len(names)
     features = (rng.normal(size=(n_sym, n_min, f)) * np.arange(1, f + 1) * scale + np.arange(f) * 10).astype(np.float32)

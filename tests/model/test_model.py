@@ -14,8 +14,17 @@ from tthf.engine.config import ModelConfig
 from tthf.engine.model.network import ThreeHeadedTransformer, load_checkpoint, save_checkpoint
 from tthf.errors import RunFormatError
 
-CFG = ModelConfig(n_features=7, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.1,
-                  ret_scale=2e-3, vol_scale=1e-3, ret_band=1.5e-3)
+CFG = ModelConfig(
+    n_features=7,
+    d_model=16,
+    n_heads=2,
+    n_layers=2,
+    d_ff=32,
+    dropout=0.1,
+    ret_scale=2e-3,
+    vol_scale=1e-3,
+    ret_band=1.5e-3,
+)
 
 
 def make_model(seed: int = 0, cfg: ModelConfig = CFG) -> ThreeHeadedTransformer:
@@ -117,9 +126,14 @@ def test_onnx_export_opset17_matches_onnxruntime(tmp_path) -> None:
     model = make_model()
     path = tmp_path / "model.onnx"
     torch.onnx.export(
-        model, (features(4),), str(path), input_names=["features"],
+        model,
+        (features(4),),
+        str(path),
+        input_names=["features"],
         output_names=["ret_1h", "vol_10m", "ret_conf", "vol_conf"],
-        dynamic_axes={"features": {0: "batch"}}, opset_version=17, dynamo=False,
+        dynamic_axes={"features": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)

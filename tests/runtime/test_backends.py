@@ -50,8 +50,15 @@ def test_onnxruntime_matches_torch_on_heldout_windows(exported_run: tuple[Path, 
     got = open_backend(run, "onnxruntime", threads=2).predict(x)
     assert set(got) == set(ref) == set(OUTPUT_NAMES)
     assert all(v.shape == (700,) and v.dtype == np.float32 for v in got.values())
-    results = compare(ref, got, artifact="model.onnx", backend="onnxruntime", inputs="heldout@700",
-                      precision="fp32", tolerance=tolerances("fp32", run.config.model))
+    results = compare(
+        ref,
+        got,
+        artifact="model.onnx",
+        backend="onnxruntime",
+        inputs="heldout@700",
+        precision="fp32",
+        tolerance=tolerances("fp32", run.config.model),
+    )
     enforce(results)
     assert ref["vol_10m"].min() > 0 and ref["ret_conf"].min() >= 0 and ref["ret_conf"].max() <= 1
 
@@ -60,23 +67,33 @@ def test_cpu_data_parallel_split_matches_one_session(exported_run: tuple[Path, r
     """Shards (uneven, over 3 sessions) and sub-batches (> MAX_SUB_BATCH) reassemble in order."""
     _, run = exported_run
     n = 3 * MAX_SUB_BATCH + 7
-    x = np.random.default_rng(3).standard_normal((n, run.config.model.seq_len, len(run.config.feature_names)),
-                                                 dtype=np.float32)
+    x = np.random.default_rng(3).standard_normal(
+        (n, run.config.model.seq_len, len(run.config.feature_names)), dtype=np.float32
+    )
     one = OnnxRuntimeBackend.from_run(run, threads=1, providers=["CPUExecutionProvider"], sub_batch=n)  # one call
     split = OnnxRuntimeBackend.from_run(run, threads=3, providers=["CPUExecutionProvider"])
     assert len(one.sessions) == 1 and len(split.sessions) == 3 and "3 session(s) x 1 thread(s)" in split.detail
     ref = one.predict(x)
-    for batch in (x, x[:2 * MIN_SHARD - 1], x[:2 * MIN_SHARD + 1]):
+    for batch in (x, x[: 2 * MIN_SHARD - 1], x[: 2 * MIN_SHARD + 1]):
         got = split.predict(batch)
         assert all(got[k].shape == (len(batch),) and got[k].dtype == np.float32 for k in OUTPUT_NAMES)
-        enforce(compare({k: v[:len(batch)] for k, v in ref.items()}, got, artifact="model.onnx",
-                        backend="onnxruntime-dp", inputs=f"random@{len(batch)}", precision="fp32",
-                        tolerance=tolerances("fp32", run.config.model)))
+        enforce(
+            compare(
+                {k: v[: len(batch)] for k, v in ref.items()},
+                got,
+                artifact="model.onnx",
+                backend="onnxruntime-dp",
+                inputs=f"random@{len(batch)}",
+                precision="fp32",
+                tolerance=tolerances("fp32", run.config.model),
+            )
+        )
 
 
 @pytest.mark.slow
-def test_auto_picks_the_fastest_available_and_says_which(exported_run: tuple[Path, runs.Run],
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_picks_the_fastest_available_and_says_which(
+    exported_run: tuple[Path, runs.Run], caplog: pytest.LogCaptureFixture
+) -> None:
     from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
     _, run = exported_run

@@ -67,11 +67,16 @@ def test_dense_predictions_equal_the_model_on_naively_cut_windows(work: Path) ->
     assert got.height == len(rows) > 0
     with torch.inference_mode():
         ref = [o.numpy() for o in model(torch.from_numpy(np.stack(xs)))]
-    expected = pl.DataFrame({
-        "ts": [str(day.minutes[t].astype("datetime64[s]")) + "Z" for _, t in rows],
-        "symbol": [s for s, _ in rows],
-        "ret_1h": ref[0], "vol_10m": ref[1], "ret_conf": ref[2], "vol_conf": ref[3],
-    }).sort("ts", "symbol")
+    expected = pl.DataFrame(
+        {
+            "ts": [str(day.minutes[t].astype("datetime64[s]")) + "Z" for _, t in rows],
+            "symbol": [s for s, _ in rows],
+            "ret_1h": ref[0],
+            "vol_10m": ref[1],
+            "ret_conf": ref[2],
+            "vol_conf": ref[3],
+        }
+    ).sort("ts", "symbol")
     assert got["ts"].to_list() == expected["ts"].to_list()
     assert got["symbol"].to_list() == expected["symbol"].to_list()
     assert (got["ts"] == got["source_ts"]).all()
@@ -95,7 +100,9 @@ def test_sparse_rows_equal_dense_rows_at_sampled_minutes(work: Path) -> None:
     assert (joined["ret_1h"] == joined["ret_1h_src"]).all()
 
 
-def test_rerun_skips_done_dates_and_overwrite_redoes_them_identically(work: Path, capsys: pytest.CaptureFixture) -> None:
+def test_rerun_skips_done_dates_and_overwrite_redoes_them_identically(
+    work: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert _run(work, "--dates", "2024-01", "--dense") == 0
     files = {p.name: p.read_bytes() for p in (work / "runs" / RUN_DIR).glob("*.csv")}
     assert sorted(files) == [f"{d}.csv" for d in DAYS]
@@ -176,8 +183,9 @@ def test_onnxruntime_and_torch_runs_agree_within_the_fp32_tolerance(work: Path) 
         got = _read(work, day.isoformat())
         assert got.select("ts", "symbol", "source_ts").equals(ref.select("ts", "symbol", "source_ts"))
         for name, tol in tolerances("fp32", run.config.model).items():
-            np.testing.assert_allclose(got[name].to_numpy(), ref[name].to_numpy(), atol=tol.atol, rtol=tol.rtol,
-                                       err_msg=f"{day} {name}")
+            np.testing.assert_allclose(
+                got[name].to_numpy(), ref[name].to_numpy(), atol=tol.atol, rtol=tol.rtol, err_msg=f"{day} {name}"
+            )
 
 
 def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path) -> None:

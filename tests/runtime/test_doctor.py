@@ -77,8 +77,9 @@ def test_expect_gpu_on_a_cpu_host_fails(capsys: pytest.CaptureFixture[str]) -> N
     assert code == 6
     last = out.strip().splitlines()[-1]
     assert re.match(r"FAIL: backend auto -> (openvino|onnxruntime) runs on cpu \(.*\); expected gpu; ", last), last
-    assert last.endswith("fix: no CUDA device is visible here: run on a GPU host (nvidia-smi must list the GPU), "
-                         "or pass --expect cpu")
+    assert last.endswith(
+        "fix: no CUDA device is visible here: run on a GPU host (nvidia-smi must list the GPU), or pass --expect cpu"
+    )
 
 
 @cpu_host_only
@@ -97,8 +98,10 @@ def test_a_run_without_export_is_reported(capsys: pytest.CaptureFixture[str], st
     root, run = store
     code, out = _cli(capsys, "--run", "jenn", "--store", root, "--expect", "cpu", "--backend", "torch")
     assert code == 0  # torch needs no export
-    assert (f"  MISMATCH export: run {run.ref.name} has no export (no model.onnx, no engine); "
-            "fix: tthf-export --run jennifer") in out
+    assert (
+        f"  MISMATCH export: run {run.ref.name} has no export (no model.onnx, no engine); "
+        "fix: tthf-export --run jennifer"
+    ) in out
     code, out = _cli(capsys, "--run", "jennifer", "--store", root, "--expect", "cpu", "--backend", "onnxruntime")
     assert code == 6
     assert out.strip().endswith("fix: export the run first: tthf-export --run jennifer")
@@ -142,8 +145,13 @@ def test_an_exported_run_on_a_cpu_host(capsys: pytest.CaptureFixture[str], tmp_p
 @pytest.mark.slow
 @cpu_host_only
 def test_the_console_entry_point_exits_6_for_tensorrt_here() -> None:
-    proc = subprocess.run([sys.executable, "-m", "tthf.cli.doctor", "--backend", "tensorrt", "--json"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tthf.cli.doctor", "--backend", "tensorrt", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 6, proc.stderr
     assert json.loads(proc.stdout)["verdict"].startswith("FAIL: backend tensorrt cannot run here")
 
@@ -152,16 +160,31 @@ def test_the_console_entry_point_exits_6_for_tensorrt_here() -> None:
 # GPU hosts, from their facts
 
 H200 = DriverInfo([Gpu("NVIDIA H200", "580.65.06", 140000, 143771, "9.0")], "nvidia-smi")
-TORCH_CU12 = TorchInfo("2.13.0+cu128", "12.8", True, device="NVIDIA H200", compute_capability="9.0",
-                       memory_free_mib=139000, device_count=1)
-TRT_CU12 = TensorRTInfo("11.4.0.106", 12, ["tensorrt-cu12-bindings==11.4.0.106", "tensorrt-cu12-libs==11.4.0.106",
-                                           "tensorrt-cu12==11.4.0.106"], starts=True)
-ORT_CU12 = OrtInfo("1.26.0", ["onnxruntime-gpu==1.26.0"], 12,
-                   ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                   [ProviderRun("TensorrtExecutionProvider", False, ["CUDAExecutionProvider", "CPUExecutionProvider"],
-                                "the session fell back to CUDAExecutionProvider"),
-                    ProviderRun("CUDAExecutionProvider", True, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
-                    ProviderRun("CPUExecutionProvider", True, ["CPUExecutionProvider"])])
+TORCH_CU12 = TorchInfo(
+    "2.13.0+cu128", "12.8", True, device="NVIDIA H200", compute_capability="9.0", memory_free_mib=139000, device_count=1
+)
+TRT_CU12 = TensorRTInfo(
+    "11.4.0.106",
+    12,
+    ["tensorrt-cu12-bindings==11.4.0.106", "tensorrt-cu12-libs==11.4.0.106", "tensorrt-cu12==11.4.0.106"],
+    starts=True,
+)
+ORT_CU12 = OrtInfo(
+    "1.26.0",
+    ["onnxruntime-gpu==1.26.0"],
+    12,
+    ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    [
+        ProviderRun(
+            "TensorrtExecutionProvider",
+            False,
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            "the session fell back to CUDAExecutionProvider",
+        ),
+        ProviderRun("CUDAExecutionProvider", True, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+        ProviderRun("CPUExecutionProvider", True, ["CPUExecutionProvider"]),
+    ],
+)
 CPU_FACTS = {"model": "AMD EPYC", "cores": 16, "features": {"AVX2": True, "AVX-512": True}}
 TARGET = GpuTarget("NVIDIA H200", "9.0", "11.4.0.106", "12.8")
 GOOD = Host(CPU_FACTS, H200, TORCH_CU12, TRT_CU12, ORT_CU12, TARGET)
@@ -192,9 +215,11 @@ def test_a_consistent_gpu_host_has_no_mismatch_and_auto_is_tensorrt(monkeypatch:
 
 def test_a_cpu_torch_on_a_gpu_host(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu_torch = TorchInfo("2.13.0+cpu", None, False, "torch is a CPU build (torch.version.cuda is None)")
-    report = _diagnose(monkeypatch, dataclasses.replace(GOOD, torch=cpu_torch, target=None,
-                                                        target_reason="no CUDA device is visible to PyTorch"),
-                       backend="torch")
+    report = _diagnose(
+        monkeypatch,
+        dataclasses.replace(GOOD, torch=cpu_torch, target=None, target_reason="no CUDA device is visible to PyTorch"),
+        backend="torch",
+    )
     check = next(c for c in report.problems() if c.topic == "torch")
     assert check.problem == "the driver sees NVIDIA H200 but torch is a CPU build"
     assert check.fix == "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu130"
@@ -205,17 +230,21 @@ def test_tensorrt_for_another_cuda_major_than_torch(monkeypatch: pytest.MonkeyPa
     trt13 = TensorRTInfo("11.4.0.106", 13, ["tensorrt-cu13==11.4.0.106", "tensorrt==11.4.0.106"], starts=True)
     check = _only_problem(_diagnose(monkeypatch, dataclasses.replace(GOOD, tensorrt=trt13)))
     assert (check.topic, check.problem) == ("tensorrt", "TensorRT is a CUDA 13 build, torch is CUDA 12.8")
-    assert check.fix == ("pip uninstall -y tensorrt-cu13 tensorrt && "
-                         "pip install 'tthf[gpu-cu12]' --extra-index-url https://pypi.nvidia.com")
+    assert check.fix == (
+        "pip uninstall -y tensorrt-cu13 tensorrt && "
+        "pip install 'tthf[gpu-cu12]' --extra-index-url https://pypi.nvidia.com"
+    )
 
 
 def test_a_tensorrt_that_cannot_start_is_skipped_by_auto(monkeypatch: pytest.MonkeyPatch) -> None:
-    broken = dataclasses.replace(TRT_CU12, starts=False,
-                                 error="TypeError: pybind11::init(): factory function returned nullptr")
+    broken = dataclasses.replace(
+        TRT_CU12, starts=False, error="TypeError: pybind11::init(): factory function returned nullptr"
+    )
     host = dataclasses.replace(GOOD, tensorrt=broken)
     check = _only_problem(_diagnose(monkeypatch, host))
-    assert check.problem == ("TensorRT imports but cannot start CUDA "
-                             "(TypeError: pybind11::init(): factory function returned nullptr)")
+    assert check.problem == (
+        "TensorRT imports but cannot start CUDA (TypeError: pybind11::init(): factory function returned nullptr)"
+    )
     auto = _diagnose(monkeypatch, host)
     assert (auto.runs_as, auto.device, auto.exit_code) == ("onnxruntime", "gpu", 0)
     asked = _diagnose(monkeypatch, host, backend="tensorrt")
@@ -224,20 +253,29 @@ def test_a_tensorrt_that_cannot_start_is_skipped_by_auto(monkeypatch: pytest.Mon
 
 def test_onnxruntime_that_falls_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """The audit's first finding: a CUDA 13 onnxruntime-gpu beside a CUDA 12 torch runs on the CPU."""
-    fell_back = ProviderRun("CUDAExecutionProvider", False, ["CPUExecutionProvider"],
-                            "the session fell back to CPUExecutionProvider")
-    ort13 = dataclasses.replace(ORT_CU12, version="1.31.1", distributions=["onnxruntime-gpu==1.31.1"], cuda_major=13,
-                                runs=[fell_back, ORT_CU12.runs[2]])
+    fell_back = ProviderRun(
+        "CUDAExecutionProvider", False, ["CPUExecutionProvider"], "the session fell back to CPUExecutionProvider"
+    )
+    ort13 = dataclasses.replace(
+        ORT_CU12,
+        version="1.31.1",
+        distributions=["onnxruntime-gpu==1.31.1"],
+        cuda_major=13,
+        runs=[fell_back, ORT_CU12.runs[2]],
+    )
     report = _diagnose(monkeypatch, dataclasses.replace(GOOD, onnxruntime=ort13), backend="onnxruntime")
     check = _only_problem(report)
     assert check.problem.startswith("onnxruntime-gpu is a CUDA 13 build, torch is CUDA 12.8")
-    assert check.fix == ("pip uninstall -y onnxruntime-gpu && "
-                         "pip install 'tthf[gpu-cu12]' --extra-index-url https://pypi.nvidia.com")
+    assert check.fix == (
+        "pip uninstall -y onnxruntime-gpu && pip install 'tthf[gpu-cu12]' --extra-index-url https://pypi.nvidia.com"
+    )
     assert (report.device, report.exit_code, report.fix) == ("cpu", 6, check.fix)
     same_major = dataclasses.replace(ort13, cuda_major=12)
     check = _only_problem(_diagnose(monkeypatch, dataclasses.replace(GOOD, onnxruntime=same_major)))
-    assert check.problem == "CUDAExecutionProvider is available but a session on it the session fell back to " \
-                            "CPUExecutionProvider"
+    assert (
+        check.problem == "CUDAExecutionProvider is available but a session on it the session fell back to "
+        "CPUExecutionProvider"
+    )
     assert "onnxruntime.preload_dlls()" in check.fix
 
 
@@ -264,9 +302,12 @@ def test_a_driver_too_old_for_cuda_13(monkeypatch: pytest.MonkeyPatch) -> None:
     check = _only_problem(report)
     assert check.topic == "driver" and check.problem == (
         "the driver is too old for torch 13.0 (CUDA 13), TensorRT 11.4.0.106 (CUDA 13), "
-        "onnxruntime-gpu 1.26.0 (CUDA 13)")
-    assert check.fix.startswith("upgrade the NVIDIA driver to R580 or newer, or install the CUDA 12 builds: "
-                                "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
+        "onnxruntime-gpu 1.26.0 (CUDA 13)"
+    )
+    assert check.fix.startswith(
+        "upgrade the NVIDIA driver to R580 or newer, or install the CUDA 12 builds: "
+        "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+    )
 
 
 def test_expect_cpu_while_the_backend_runs_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,8 +325,10 @@ def test_an_engine_built_on_another_gpu_model_of_the_same_architecture(tmp_path:
     manifest.add_artifact(name, b"engine", kind="tensorrt", gpu_name="NVIDIA H100 80GB HBM3")
     manifest.write(run)
     (check,) = doctor.export_checks(run, GOOD)
-    assert check.problem == (f"{name} was built on NVIDIA H100 80GB HBM3, this GPU is NVIDIA H200 (same "
-                             "architecture, but engines are not portable across GPU models)")
+    assert check.problem == (
+        f"{name} was built on NVIDIA H100 80GB HBM3, this GPU is NVIDIA H200 (same "
+        "architecture, but engines are not portable across GPU models)"
+    )
     assert check.fix == "rebuild it here: tthf-export --run jennifer --require-engine"
     manifest.artifacts[name]["gpu_name"] = "NVIDIA H200"
     manifest.write(run)
@@ -297,10 +340,15 @@ def test_an_engine_built_on_another_gpu_model_of_the_same_architecture(tmp_path:
 
 
 def test_every_mismatch_is_one_line_with_its_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    broken = Host(CPU_FACTS, H200, TorchInfo("2.13.0+cpu", None, False, "CPU build"),
-                  dataclasses.replace(TRT_CU12, cuda_major=13, distributions=["tensorrt-cu13==11.4.0.106"]),
-                  dataclasses.replace(ORT_CU12, distributions=["onnxruntime-gpu==1.26.0", "onnxruntime==1.32.0"]),
-                  None, "no CUDA device is visible to PyTorch")
+    broken = Host(
+        CPU_FACTS,
+        H200,
+        TorchInfo("2.13.0+cpu", None, False, "CPU build"),
+        dataclasses.replace(TRT_CU12, cuda_major=13, distributions=["tensorrt-cu13==11.4.0.106"]),
+        dataclasses.replace(ORT_CU12, distributions=["onnxruntime-gpu==1.26.0", "onnxruntime==1.32.0"]),
+        None,
+        "no CUDA device is visible to PyTorch",
+    )
     report = _diagnose(monkeypatch, broken)
     lines = [line for line in report.format().splitlines() if "MISMATCH" in line]
     assert len(lines) == len(report.problems()) >= 2

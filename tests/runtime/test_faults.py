@@ -44,7 +44,7 @@ SYNTH = SynthConfig(n_symbols=4, start=DAYS[0], end=dt.date(2024, 7, 3), seed=3)
 
 def _rows(raw: pl.DataFrame, every: int) -> pl.Expr:
     """Every ``every``-th regular-session-ish row (by position), for planting defects."""
-    return (pl.int_range(pl.len()) % every == 7)
+    return pl.int_range(pl.len()) % every == 7
 
 
 def _mess(raw: pl.DataFrame, kind: str) -> pl.DataFrame:
@@ -55,7 +55,9 @@ def _mess(raw: pl.DataFrame, kind: str) -> pl.DataFrame:
             pl.when(_rows(raw, 61)).then(float("-inf")).otherwise(pl.col("vwap")).alias("vwap"),
         )
     if kind == "crossed":
-        return raw.with_columns(pl.when(_rows(raw, 30)).then(pl.col("ask") + 0.05).otherwise(pl.col("bid")).alias("bid"))
+        return raw.with_columns(
+            pl.when(_rows(raw, 30)).then(pl.col("ask") + 0.05).otherwise(pl.col("bid")).alias("bid")
+        )
     if kind == "zero":
         return raw.with_columns(pl.when(_rows(raw, 30)).then(0.0).otherwise(pl.col("bid")).alias("bid"))
     if kind == "stale":  # a symbol stops quoting for 12 minutes mid-day: its quote goes stale, masked after 5
@@ -124,8 +126,9 @@ def test_messy_data_is_cleaned_counted_and_never_fails_its_date(messy: Path, cap
     assert "2024-01-08T17:10:00Z" not in stale  # a window over the stale quotes is not valid
 
 
-def test_unreadable_dates_are_recorded_and_the_others_finish(tmp_path: Path, messy: Path,
-                                                             capsys: pytest.CaptureFixture) -> None:
+def test_unreadable_dates_are_recorded_and_the_others_finish(
+    tmp_path: Path, messy: Path, capsys: pytest.CaptureFixture
+) -> None:
     base = tmp_path
     shutil.copytree(messy / "runs", base / "runs", ignore=shutil.ignore_patterns("inference"))
     data = base / "data"
@@ -155,8 +158,23 @@ def test_unreadable_dates_are_recorded_and_the_others_finish(tmp_path: Path, mes
 
 def _subprocess(base: Path, dates: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "tthf.cli.run", "--run", "jen", "--store", str(base / "runs"), "--dense",
-           "--data", str(base / "data"), "--dates", dates, "--batch-size", "64", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tthf.cli.run",
+        "--run",
+        "jen",
+        "--store",
+        str(base / "runs"),
+        "--dense",
+        "--data",
+        str(base / "data"),
+        "--dates",
+        dates,
+        "--batch-size",
+        "64",
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -182,8 +200,9 @@ KILLED_DATES = "2024-01-02:2024-01-08"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_a_killed_run_is_completed_by_the_rerun_with_identical_files(tmp_path: Path, messy: Path, reference: Path,
-                                                                     sig: signal.Signals) -> None:
+def test_a_killed_run_is_completed_by_the_rerun_with_identical_files(
+    tmp_path: Path, messy: Path, reference: Path, sig: signal.Signals
+) -> None:
     dates = KILLED_DATES
     victim = tmp_path / "victim"
     shutil.copytree(messy / "runs", victim / "runs", ignore=shutil.ignore_patterns("inference"))
@@ -212,8 +231,9 @@ def test_a_killed_run_is_completed_by_the_rerun_with_identical_files(tmp_path: P
 
 
 @pytest.mark.s3
-def test_an_s3_server_that_drops_out_for_a_moment_is_survived(messy: Path, s3_env: str, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_s3_server_that_drops_out_for_a_moment_is_survived(
+    messy: Path, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3
 
     from tthf.engine.store import open_store

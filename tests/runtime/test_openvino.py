@@ -62,8 +62,17 @@ def _inputs(run: runs.Run) -> dict[str, np.ndarray]:
 
 def _check(run: runs.Run, name: str, reference: dict[str, np.ndarray], got: dict[str, np.ndarray], inputs: str) -> None:
     bar = BARS[name]
-    enforce(compare(reference, got, artifact="model.onnx", backend=name, inputs=inputs, precision=bar,
-                    tolerance=tolerances(bar, run.config.model)))
+    enforce(
+        compare(
+            reference,
+            got,
+            artifact="model.onnx",
+            backend=name,
+            inputs=inputs,
+            precision=bar,
+            tolerance=tolerances(bar, run.config.model),
+        )
+    )
 
 
 @pytest.mark.parametrize("name", ["openvino", pytest.param("openvino-bf16", marks=needs_bf16)])
@@ -103,7 +112,7 @@ def test_sub_batches_over_streams_reassemble_in_order(exported_run: tuple[Path, 
     ref = one.predict(x)
     for batch in (x, x[:51], x[:99], x[:1]):
         got = split.predict(batch)
-        _check(run, "openvino", {k: v[:len(batch)] for k, v in ref.items()}, got, f"heldout@{len(batch)}")
+        _check(run, "openvino", {k: v[: len(batch)] for k, v in ref.items()}, got, f"heldout@{len(batch)}")
 
 
 def test_export_records_openvino_validation(exported_run: tuple[Path, runs.Run]) -> None:
@@ -143,29 +152,54 @@ def test_tthf_run_agrees_with_torch(exported_run: tuple[Path, runs.Run], tmp_pat
     out = tmp_path / "store" / runs.DEFAULT_EXPERIMENT / runs.DEFAULT_MODEL_TYPE / run.ref.run_id / "inference"
     frames = {}
     for backend in ("torch", name):
-        argv = ["--run", "jen", "--store", str(tmp_path / "store"), "--dates", day, "--dense", "--backend", backend,
-                "--format", "parquet"]
+        argv = [
+            "--run",
+            "jen",
+            "--store",
+            str(tmp_path / "store"),
+            "--dates",
+            day,
+            "--dense",
+            "--backend",
+            backend,
+            "--format",
+            "parquet",
+        ]
         assert run_main(argv) == 0
         frames[backend] = pl.read_parquet(out / f"{day}.parquet")
         assert json.loads((out / "manifest.json").read_text())["settings"]["backend"] == backend
     ref, got = frames["torch"], frames[name]
     assert ref.height == got.height > 0 and ref["ts"].equals(got["ts"]) and ref["symbol"].equals(got["symbol"])
-    _check(copy, name, {k: ref[k].to_numpy() for k in OUTPUT_NAMES}, {k: got[k].to_numpy() for k in OUTPUT_NAMES},
-           f"tthf-run {day}")
+    _check(
+        copy,
+        name,
+        {k: ref[k].to_numpy() for k in OUTPUT_NAMES},
+        {k: got[k].to_numpy() for k in OUTPUT_NAMES},
+        f"tthf-run {day}",
+    )
 
 
 def test_tthf_run_bf16_unavailable_exits_6(exported_run: tuple[Path, runs.Run], capsys: pytest.CaptureFixture) -> None:
     if BF16_REASON is None:
         pytest.skip("this CPU has native bf16: test_tthf_run_agrees_with_torch runs openvino-bf16")
     base, _ = exported_run
-    argv = ["--run", "jen", "--store", str(base / "store"), "--dates", DAYS[-1].isoformat(),
-            "--backend", "openvino-bf16"]
+    argv = [
+        "--run",
+        "jen",
+        "--store",
+        str(base / "store"),
+        "--dates",
+        DAYS[-1].isoformat(),
+        "--backend",
+        "openvino-bf16",
+    ]
     assert run_main(argv) == 6
     assert "openvino-bf16: this CPU" in capsys.readouterr().err
 
 
-def test_auto_prefers_openvino_on_a_cpu_host(exported_run: tuple[Path, runs.Run], caplog: pytest.LogCaptureFixture,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_prefers_openvino_on_a_cpu_host(
+    exported_run: tuple[Path, runs.Run], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
     if unavailable_reason() is None or torch.cuda.is_available():

@@ -49,27 +49,44 @@ def _fake_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> N
 
 
 def test_nvidia_smi_output_is_parsed_per_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_smi(tmp_path, monkeypatch, 'echo "580.65.06, NVIDIA H200, 140000, 143771, 9.0"\n'
-                                     'echo "580.65.06, NVIDIA H200, 139000, 143771, 9.0"\n')
+    _fake_smi(
+        tmp_path,
+        monkeypatch,
+        'echo "580.65.06, NVIDIA H200, 140000, 143771, 9.0"\necho "580.65.06, NVIDIA H200, 139000, 143771, 9.0"\n',
+    )
     found = probes.nvidia_smi()
     assert found.source == "nvidia-smi" and len(found.gpus) == 2 and found.driver_major == 580
     gpu = found.gpus[0]
     assert (gpu.name, gpu.driver, gpu.memory_free_mib, gpu.memory_total_mib, gpu.compute_capability) == (
-        "NVIDIA H200", "580.65.06", 140000, 143771, "9.0")
+        "NVIDIA H200",
+        "580.65.06",
+        140000,
+        143771,
+        "9.0",
+    )
 
 
-def test_an_old_driver_without_compute_cap_is_asked_again_without_it(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_smi(tmp_path, monkeypatch, 'case "$1" in *compute_cap*) echo \'Field "compute_cap" is not a valid field '
-                                     'to query.\'; exit 2;; esac\necho "470.57.02, Tesla T4, 15000"\n')
+def test_an_old_driver_without_compute_cap_is_asked_again_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_smi(
+        tmp_path,
+        monkeypatch,
+        'case "$1" in *compute_cap*) echo \'Field "compute_cap" is not a valid field '
+        'to query.\'; exit 2;; esac\necho "470.57.02, Tesla T4, 15000"\n',
+    )
     found = probes.nvidia_smi()
     assert [(g.name, g.driver, g.memory_free_mib, g.compute_capability) for g in found.gpus] == [
-        ("Tesla T4", "470.57.02", 15000, None)]
+        ("Tesla T4", "470.57.02", 15000, None)
+    ]
 
 
 def test_a_failing_nvidia_smi_is_a_reason_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_smi(tmp_path, monkeypatch, "echo 'NVIDIA-SMI has failed because it could not communicate with the "
-                                     "NVIDIA driver.'; exit 9\n")
+    _fake_smi(
+        tmp_path,
+        monkeypatch,
+        "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'; exit 9\n",
+    )
     found = probes.nvidia_smi()
     assert found.gpus == [] and "could not communicate with the NVIDIA driver" in found.reason
 
@@ -128,14 +145,18 @@ def test_a_tensorrt_that_imports_but_cannot_start_cuda(monkeypatch: pytest.Monke
     assert probes.tensorrt_info(try_start=False).starts is None
 
 
-@pytest.mark.parametrize(("requires", "version", "major"), [
-    (['nvidia-cuda-runtime-cu12~=12.0; extra == "cuda"'], "1.26.0", 12),
-    (['nvidia-cuda-runtime~=13.0; extra == "cuda"'], "1.31.1", 13),
-    ([], "1.20.0", 12),  # before the [cuda] extra: by version
-    ([], "1.27.0", 13),
-])
-def test_onnxruntime_gpu_cuda_major_from_its_wheel(monkeypatch: pytest.MonkeyPatch, requires: list[str],
-                                                   version: str, major: int) -> None:
+@pytest.mark.parametrize(
+    ("requires", "version", "major"),
+    [
+        (['nvidia-cuda-runtime-cu12~=12.0; extra == "cuda"'], "1.26.0", 12),
+        (['nvidia-cuda-runtime~=13.0; extra == "cuda"'], "1.31.1", 13),
+        ([], "1.20.0", 12),  # before the [cuda] extra: by version
+        ([], "1.27.0", 13),
+    ],
+)
+def test_onnxruntime_gpu_cuda_major_from_its_wheel(
+    monkeypatch: pytest.MonkeyPatch, requires: list[str], version: str, major: int
+) -> None:
     monkeypatch.setattr(probes.importlib.metadata, "requires", lambda name: requires)
     monkeypatch.setattr(probes.importlib.metadata, "version", lambda name: version)
     assert probes.ort_cuda_major([f"onnxruntime-gpu=={version}"]) == major

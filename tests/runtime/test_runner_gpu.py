@@ -27,8 +27,9 @@ from tthf.engine.testing import DAYS, make_data, make_run
 from tthf.errors import BackendUnavailableError, ValidationError
 from tthf.export.validate import compare, enforce, tolerances
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="CUDA is not available on this host (torch.cuda.is_available() is False)")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA is not available on this host (torch.cuda.is_available() is False)"
+)
 #: the precision each GPU backend is validated at
 PRECISION = {"torch-cuda": "fp16", "tensorrt": "fp16", "onnxruntime": "fp32"}
 
@@ -58,7 +59,7 @@ def exported_day(tmp_path_factory: pytest.TempPathFactory):
 
 def _naive(feats, scaled: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sym, minute = windows.window_positions(feats.mask, 30, stride)
-    x = np.stack([scaled[s, t - 29:t + 1] for s, t in zip(sym, minute)])
+    x = np.stack([scaled[s, t - 29 : t + 1] for s, t in zip(sym, minute)])
     return x, sym, minute
 
 
@@ -67,10 +68,20 @@ def _reference(run: runs.Run, x: np.ndarray) -> dict[str, np.ndarray]:
     return TorchBackend(run.load_model(), device="cpu").predict(x)
 
 
-def _assert_close(run: runs.Run, got: dict[str, np.ndarray], want: dict[str, np.ndarray], precision: str,
-                  what: str) -> None:
-    enforce(compare(want, got, artifact=what, backend=what, inputs="day", precision=precision,
-                    tolerance=tolerances(precision, run.config.model)))
+def _assert_close(
+    run: runs.Run, got: dict[str, np.ndarray], want: dict[str, np.ndarray], precision: str, what: str
+) -> None:
+    enforce(
+        compare(
+            want,
+            got,
+            artifact=what,
+            backend=what,
+            inputs="day",
+            precision=precision,
+            tolerance=tolerances(precision, run.config.model),
+        )
+    )
 
 
 def _gpu_backend(run: runs.Run, name: str):
@@ -83,8 +94,10 @@ def _gpu_backend(run: runs.Run, name: str):
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            pytest.fail(f"onnxruntime-gpu is installed but the session runs on {backend.detail}: "
-                        "its CUDA libraries do not load (run tthf-doctor)")
+            pytest.fail(
+                f"onnxruntime-gpu is installed but the session runs on {backend.detail}: "
+                "its CUDA libraries do not load (run tthf-doctor)"
+            )
         pytest.skip("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
     return backend
 
@@ -154,8 +167,13 @@ def test_every_batch_size_and_profile_matches_the_reference(exported_day, backen
     x, _, _ = _naive(feats, scaled, 1)
     pool = np.concatenate([x] * (1 + 4097 // len(x)))[:4097]
     for n in (1, 37, 512, 1000, 4096, 4097):
-        _assert_close(run, backend.predict(pool[:n]), _reference(run, pool[:n]), PRECISION[backend_name],
-                      f"{backend_name} batch {n}")
+        _assert_close(
+            run,
+            backend.predict(pool[:n]),
+            _reference(run, pool[:n]),
+            PRECISION[backend_name],
+            f"{backend_name} batch {n}",
+        )
 
 
 @pytest.mark.gpu
@@ -168,9 +186,9 @@ def test_outputs_do_not_depend_on_batch_position_or_size(exported_day, backend_n
     x, _, _ = _naive(feats, scaled, 1)
     rows = x[:37]
     alone = backend.predict(rows)
-    big = np.concatenate([x[37:37 + 400], rows, x[37:37 + 100]])
+    big = np.concatenate([x[37 : 37 + 400], rows, x[37 : 37 + 100]])
     inside = {k: v[400:437] for k, v in backend.predict(big).items()}
-    one_by_one = {k: np.concatenate([backend.predict(rows[i:i + 1])[k] for i in range(len(rows))]) for k in alone}
+    one_by_one = {k: np.concatenate([backend.predict(rows[i : i + 1])[k] for i in range(len(rows))]) for k in alone}
     tol = PRECISION[backend_name]
     _assert_close(run, inside, alone, tol, f"{backend_name} position")
     _assert_close(run, one_by_one, alone, tol, f"{backend_name} size")

@@ -22,6 +22,7 @@ def _sleepy(name: str, seconds: float, log: list | None = None):
         if log is not None:
             log.append((name, key))
         return [*(payload or []), name]
+
     return (name, fn)
 
 

@@ -29,7 +29,9 @@ def random_day(seed: int, n_sym: int = 5, n_min: int = 140, n_feat: int = 4) -> 
     labels[..., 1] = np.abs(labels[..., 1])
     date = dt.date(2024, 3, 4) + dt.timedelta(days=seed)
     minutes = (np.datetime64(f"{date}T14:30") + np.arange(n_min).astype("timedelta64[m]")).astype("datetime64[us]")
-    return DayFeatures(date, [f"S{i}" for i in range(n_sym)], minutes, [f"f{i}" for i in range(n_feat)], x, mask, labels)
+    return DayFeatures(
+        date, [f"S{i}" for i in range(n_sym)], minutes, [f"f{i}" for i in range(n_feat)], x, mask, labels
+    )
 
 
 def scaled(day: DayFeatures) -> tuple[np.ndarray, DayFeatures]:
@@ -113,8 +115,9 @@ def test_drop_last_and_empty(days) -> None:
 def test_limit_draws_a_fresh_subset_per_call(days) -> None:
     ds = ThreeHeadedTransformerDataset([scaled(d) for d in days], stride=1)
     gen = torch.Generator().manual_seed(3)
-    first, second = ([int(i) for b in ds.batches(32, shuffle=True, generator=gen, limit=100) for i in b.ids]
-                     for _ in range(2))
+    first, second = (
+        [int(i) for b in ds.batches(32, shuffle=True, generator=gen, limit=100) for i in b.ids] for _ in range(2)
+    )
     assert len(first) == len(second) == 100 == len(set(first))
     assert set(first) != set(second)
     assert [len(b.ids) for b in ds.batches(32, limit=100)] == [32, 32, 32, 4]

@@ -61,12 +61,21 @@ def test_vol_baseline_is_realized_vol_of_the_last_10_minutes_from_raw_mids() -> 
     minutes = session_minutes(day)
     rng = np.random.default_rng(2)
     mid = 50.0 * np.exp(np.cumsum(rng.normal(0, 1e-3, len(minutes))))
-    raw = pl.DataFrame({
-        "symbol": ["AAA"] * len(minutes),
-        "ts": minutes,
-        "bid": mid - 0.01, "ask": mid + 0.01, "bid_size": 300.0, "ask_size": 300.0,
-        "open": mid, "high": mid + 0.02, "low": mid - 0.02, "close": mid, "volume": 1000.0,
-    }).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    raw = pl.DataFrame(
+        {
+            "symbol": ["AAA"] * len(minutes),
+            "ts": minutes,
+            "bid": mid - 0.01,
+            "ask": mid + 0.01,
+            "bid_size": 300.0,
+            "ask_size": 300.0,
+            "open": mid,
+            "high": mid + 0.02,
+            "low": mid - 0.02,
+            "close": mid,
+            "volume": 1000.0,
+        }
+    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
     features = build_day(raw, day)
     ds = ThreeHeadedTransformerDataset([(features.features, features)], require_labels=False)
     assert len(ds) == len(minutes) - 29

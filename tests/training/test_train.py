@@ -58,7 +58,9 @@ def tiny_days(n: int, seed: int = 0) -> list[tuple[np.ndarray, object]]:
 
 
 def tiny_cfg(**changes) -> tuple[ModelConfig, TrainConfig]:
-    return ModelConfig(n_features=4, **TINY), TrainConfig(**{"epochs": 2, "batch_size": 64, "train_stride": 2, **changes})
+    return ModelConfig(n_features=4, **TINY), TrainConfig(
+        **{"epochs": 2, "batch_size": 64, "train_stride": 2, **changes}
+    )
 
 
 def test_fit_is_deterministic_given_the_seed() -> None:
@@ -111,7 +113,9 @@ def test_train_run_writes_a_complete_run_that_loads_and_predicts(tiny_market: st
     scalers = Scalers.from_json(run.read_text(runs.SCALERS))
     day = dt.date.fromisoformat(cfg.splits.test[0])
     features = build_day(read_day(tiny_market, day), day)
-    ds = ThreeHeadedTransformerDataset([(scalers.transform_day(features, cfg.feature_names), features)], require_labels=False)
+    ds = ThreeHeadedTransformerDataset(
+        [(scalers.transform_day(features, cfg.feature_names), features)], require_labels=False
+    )
     pred = predict(model, ds)
     np.testing.assert_array_equal(pred, predict(result.model, ds))
     assert np.isfinite(pred).all() and (pred[:, 1] > 0).all() and ((pred[:, 2:] >= 0) & (pred[:, 2:] <= 1)).all()
@@ -136,7 +140,19 @@ def test_unknown_or_derived_settings_are_usage_errors(tiny_market: str, tmp_path
 @pytest.mark.slow
 def test_cli_trains_and_prints_the_metrics_table(tiny_market: str, tmp_path) -> None:
     env = {**os.environ, "TTHF_STORE": str(tmp_path / "runs")}
-    cmd = [sys.executable, "-m", "tthf.cli.train", "--run", "cli", "--data", tiny_market, "--epochs", "1", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tthf.cli.train",
+        "--run",
+        "cli",
+        "--data",
+        tiny_market,
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "held-out test" in done.stdout and "last rv" in done.stdout and "mse skill vs zero" in done.stdout

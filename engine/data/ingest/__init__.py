@@ -31,12 +31,20 @@ from tthf.engine.store import Store, as_store
 from tthf.errors import DataError, UsageError
 
 __all__ = [
-    "DROP_REASONS", "CsvLayout", "DateWritten", "IngestSummary", "ingest_csv", "ingest_dbn", "load_mapping",
+    "DROP_REASONS",
+    "CsvLayout",
+    "DateWritten",
+    "IngestSummary",
+    "ingest_csv",
+    "ingest_dbn",
+    "load_mapping",
     "parse_mapping",
 ]
 
-_QUOTES_ONLY = ("without trade bars every minute would say nothing traded (volume 0, null trade prices), "
-                "which the volume features would learn as fact")
+_QUOTES_ONLY = (
+    "without trade bars every minute would say nothing traded (volume 0, null trade prices), "
+    "which the volume features would learn as fact"
+)
 
 
 @dataclass
@@ -56,16 +64,39 @@ class IngestSummary:
         return sum(d.rows for d in self.dates)
 
 
-def _finish(rows: pl.DataFrame, out: Store, sources: list[str], drops: Counter[str], notes: list[str], *,
-            overwrite: bool, progress: Progress, started: float) -> IngestSummary:
+def _finish(
+    rows: pl.DataFrame,
+    out: Store,
+    sources: list[str],
+    drops: Counter[str],
+    notes: list[str],
+    *,
+    overwrite: bool,
+    progress: Progress,
+    started: float,
+) -> IngestSummary:
     written, symbols = write_partitions(rows, out, drops, overwrite=overwrite, progress=progress)
-    return IngestSummary(out.uri(), sources, written, symbols, {k: v for k, v in drops.items() if v}, notes,
-                         time.perf_counter() - started)
+    return IngestSummary(
+        out.uri(),
+        sources,
+        written,
+        symbols,
+        {k: v for k, v in drops.items() if v},
+        notes,
+        time.perf_counter() - started,
+    )
 
 
-def ingest_dbn(inputs: Sequence[str], out: Store | str, *, quotes_only: bool = False, publisher: int | None = None,
-               overwrite: bool = False, endpoint_url: str | None = None,
-               progress: Progress = no_progress) -> IngestSummary:
+def ingest_dbn(
+    inputs: Sequence[str],
+    out: Store | str,
+    *,
+    quotes_only: bool = False,
+    publisher: int | None = None,
+    overwrite: bool = False,
+    endpoint_url: str | None = None,
+    progress: Progress = no_progress,
+) -> IngestSummary:
     """Convert Databento ``bbo-1m``/``cbbo-1m`` (+ ``ohlcv-1m``) DBN files; each file's schema says its side."""
     started, drops = time.perf_counter(), Counter[str]()
     sources = expand(inputs, dbn.SUFFIXES, endpoint_url=endpoint_url)
@@ -78,8 +109,16 @@ def ingest_dbn(inputs: Sequence[str], out: Store | str, *, quotes_only: bool = F
     trades = pl.concat([dbn.trades_frame(f, i, publisher, drops) for i, f in trade_files]) if trade_files else None
     notes = _check_trades(quotes, [f for _, f in trade_files], quotes_only)
     rows = pair(quotes, trades, [s.uri for s in sources], drops)
-    return _finish(rows, as_store(out), [s.uri for s in sources], drops, notes, overwrite=overwrite,
-                   progress=progress, started=started)
+    return _finish(
+        rows,
+        as_store(out),
+        [s.uri for s in sources],
+        drops,
+        notes,
+        overwrite=overwrite,
+        progress=progress,
+        started=started,
+    )
 
 
 def _check_trades(quotes: pl.DataFrame, trade_files: list[dbn.DbnFile], quotes_only: bool) -> list[str]:
@@ -91,14 +130,24 @@ def _check_trades(quotes: pl.DataFrame, trade_files: list[dbn.DbnFile], quotes_o
         return []
     if not quotes_only:
         which = "no ohlcv-1m file was given" if not trade_files else "the ohlcv-1m files do not cover their sessions"
-        raise DataError(f"{len(missing)} quoted date(s) ({missing[0]}..{missing[-1]}) have no trade bars: {which}; "
-                        f"{_QUOTES_ONLY}. Add the ohlcv-1m files, or pass --quotes-only to write them anyway")
+        raise DataError(
+            f"{len(missing)} quoted date(s) ({missing[0]}..{missing[-1]}) have no trade bars: {which}; "
+            f"{_QUOTES_ONLY}. Add the ohlcv-1m files, or pass --quotes-only to write them anyway"
+        )
     return [f"--quotes-only: {len(missing)} date(s) without trade bars have volume 0 and null trade prices"]
 
 
-def ingest_csv(quotes: Sequence[str], trades: Sequence[str], out: Store | str, *, layout: CsvLayout | None = None,
-               quotes_only: bool = False, overwrite: bool = False, endpoint_url: str | None = None,
-               progress: Progress = no_progress) -> IngestSummary:
+def ingest_csv(
+    quotes: Sequence[str],
+    trades: Sequence[str],
+    out: Store | str,
+    *,
+    layout: CsvLayout | None = None,
+    quotes_only: bool = False,
+    overwrite: bool = False,
+    endpoint_url: str | None = None,
+    progress: Progress = no_progress,
+) -> IngestSummary:
     """Convert paired CSV minute quote bars and trade bars (a file with both kinds may be in both lists)."""
     started, drops = time.perf_counter(), Counter[str]()
     layout = layout or CsvLayout()
@@ -107,7 +156,9 @@ def ingest_csv(quotes: Sequence[str], trades: Sequence[str], out: Store | str, *
         raise UsageError("no quote files given (--quotes); tthf's features need the bid and ask")
     if not trades and not quotes_only:
         raise UsageError(f"no trade files given (--trades): {_QUOTES_ONLY}; give them, or pass --quotes-only")
-    sides: list[tuple[str, Source]] = [("quotes", s) for s in expand(quotes, csv_bars.SUFFIXES, endpoint_url=endpoint_url)]
+    sides: list[tuple[str, Source]] = [
+        ("quotes", s) for s in expand(quotes, csv_bars.SUFFIXES, endpoint_url=endpoint_url)
+    ]
     sides += [("trades", s) for s in expand(trades, csv_bars.SUFFIXES, endpoint_url=endpoint_url)]
     frames: dict[str, list[pl.DataFrame]] = {"quotes": [], "trades": []}
     for index, (side, source) in enumerate(progress(sides, "read", len(sides), "file")):

@@ -28,11 +28,17 @@ TRADE_PRICES = ("open", "high", "low", "close")
 TRADE_VALUES = (*TRADE_PRICES, "volume", "trade_count", "vwap")
 TS = pl.Datetime("us", "UTC")
 QUOTE_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(), "ts": TS, **dict.fromkeys(QUOTE_VALUES, pl.Float64()), "_file": pl.Int32(),
+    "symbol": pl.String(),
+    "ts": TS,
+    **dict.fromkeys(QUOTE_VALUES, pl.Float64()),
+    "_file": pl.Int32(),
 }
 TRADE_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(), "ts": TS, **dict.fromkeys((*TRADE_PRICES, "volume", "vwap"), pl.Float64()),
-    "trade_count": pl.Int64(), "_file": pl.Int32(),
+    "symbol": pl.String(),
+    "ts": TS,
+    **dict.fromkeys((*TRADE_PRICES, "volume", "vwap"), pl.Float64()),
+    "trade_count": pl.Int64(),
+    "_file": pl.Int32(),
 }
 
 #: why rows were left out; the keys of ``IngestSummary.dropped``

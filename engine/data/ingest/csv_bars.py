@@ -76,7 +76,9 @@ class CsvLayout:
             try:
                 ZoneInfo(self.tz)
             except (ZoneInfoNotFoundError, ValueError):
-                raise UsageError(f"--tz {self.tz!r} is not a time zone; use an IANA name such as America/New_York") from None
+                raise UsageError(
+                    f"--tz {self.tz!r} is not a time zone; use an IANA name such as America/New_York"
+                ) from None
 
 
 def parse_mapping(items: list[str]) -> dict[str, str]:
@@ -95,7 +97,7 @@ def load_mapping(text: str, source: str) -> dict[str, str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{source}: not JSON ({exc}); write an object such as {{\"bid\": \"BidClose\"}}") from exc
+        raise UsageError(f'{source}: not JSON ({exc}); write an object such as {{"bid": "BidClose"}}') from exc
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise UsageError(f"{source}: expected one JSON object of field -> column name strings")
     return {str(k): v for k, v in data.items()}
@@ -108,8 +110,10 @@ def _resolve(field_name: str, header: list[str], layout: CsvLayout, source: str)
         wanted = layout.mapping[field_name].split("+") if field_name == "ts" else [layout.mapping[field_name]]
         missing = [w for w in wanted if w.lower() not in by_lower]
         if missing:
-            raise DataError(f"{source}: --map {field_name}={layout.mapping[field_name]} but the file has no column "
-                            f"{missing[0]!r}; its columns are {header}")
+            raise DataError(
+                f"{source}: --map {field_name}={layout.mapping[field_name]} but the file has no column "
+                f"{missing[0]!r}; its columns are {header}"
+            )
         return [by_lower[w.lower()] for w in wanted]
     for alias in ALIASES[field_name]:
         if alias in by_lower:
@@ -120,8 +124,10 @@ def _resolve(field_name: str, header: list[str], layout: CsvLayout, source: str)
 def _required(field_name: str, header: list[str], layout: CsvLayout, source: str) -> list[str]:
     found = _resolve(field_name, header, layout, source)
     if found is None:
-        raise DataError(f"{source}: no column for {field_name!r} (looked for {', '.join(ALIASES[field_name])}); "
-                        f"its columns are {header}; {_FIX_MAP}")
+        raise DataError(
+            f"{source}: no column for {field_name!r} (looked for {', '.join(ALIASES[field_name])}); "
+            f"its columns are {header}; {_FIX_MAP}"
+        )
     return found
 
 
@@ -132,8 +138,12 @@ def _text(data: bytes, source: Source, layout: CsvLayout) -> pl.DataFrame:
         except (OSError, EOFError) as exc:
             raise DataError(f"{source.uri}: a damaged gzip file ({exc}); download it again") from exc
     try:
-        return pl.read_csv(io.BytesIO(data), infer_schema=False, separator=layout.separator,
-                           null_values=list(layout.null_values) or None)
+        return pl.read_csv(
+            io.BytesIO(data),
+            infer_schema=False,
+            separator=layout.separator,
+            null_values=list(layout.null_values) or None,
+        )
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{source.uri}: not a readable CSV file ({exc}); check --separator and the file") from exc
 
@@ -161,8 +171,10 @@ def _epoch(raw: pl.Series, column: str, layout: CsvLayout, source: str) -> pl.Se
         digits = values.drop_nulls().abs().cast(pl.String).str.len_chars().unique().to_list()
         found = {{10: "s", 13: "ms", 16: "us", 19: "ns"}.get(n) for n in digits}
         if len(found) != 1 or None in found:
-            raise DataError(f"{source}: column {column!r} holds integers whose unit cannot be told from their size; "
-                            "pass --ts-unit s, ms, us or ns")
+            raise DataError(
+                f"{source}: column {column!r} holds integers whose unit cannot be told from their size; "
+                "pass --ts-unit s, ms, us or ns"
+            )
         unit = found.pop()
     assert unit is not None
     scale = TS_UNITS[unit]
@@ -176,15 +188,19 @@ def _text_time(raw: pl.Series, column: str, layout: CsvLayout, source: str) -> p
         parsed = raw.str.to_datetime(format=layout.ts_format, time_unit="us", strict=False)
     except pl.exceptions.ComputeError:  # no format given and polars could not infer one
         row = int(raw.is_not_null().arg_max() or 0)
-        raise DataError(f"{source}: column {column!r}: cannot tell the timestamp format of {raw[row]!r} "
-                        f"(line {row + 2}); pass --ts-format (strftime, e.g. '%Y-%m-%d %H:%M:%S')") from None
+        raise DataError(
+            f"{source}: column {column!r}: cannot tell the timestamp format of {raw[row]!r} "
+            f"(line {row + 2}); pass --ts-format (strftime, e.g. '%Y-%m-%d %H:%M:%S')"
+        ) from None
     _bad_cell(raw, parsed, column, source, "is not a timestamp; pass --ts-format (strftime, e.g. '%Y-%m-%d %H:%M:%S')")
     if getattr(parsed.dtype, "time_zone", None) is not None:
         return parsed.dt.convert_time_zone("UTC")
     if layout.tz is None:
-        raise DataError(f"{source}: column {column!r} has timestamps without a time zone (e.g. "
-                        f"{raw.drop_nulls()[0]!r}); pass --tz with the vendor's zone, e.g. --tz America/New_York "
-                        "or --tz UTC")
+        raise DataError(
+            f"{source}: column {column!r} has timestamps without a time zone (e.g. "
+            f"{raw.drop_nulls()[0]!r}); pass --tz with the vendor's zone, e.g. --tz America/New_York "
+            "or --tz UTC"
+        )
     local = parsed.dt.replace_time_zone(layout.tz, ambiguous="raise", non_existent="raise")
     return local.dt.convert_time_zone("UTC")
 
@@ -200,8 +216,10 @@ def _timestamps(frame: pl.DataFrame, columns: list[str], layout: CsvLayout, sour
     if layout.bar_label == "end":
         ts = ts - dt.timedelta(minutes=1)
     if (ts.dt.epoch("us") % 60_000_000 != 0).any():
-        raise DataError(f"{source}: column {name!r} has timestamps that are not whole minutes; tthf reads 1-minute "
-                        "bars stamped at a minute boundary (check --ts-unit, or that these are minute bars)")
+        raise DataError(
+            f"{source}: column {name!r} has timestamps that are not whole minutes; tthf reads 1-minute "
+            "bars stamped at a minute boundary (check --ts-unit, or that these are minute bars)"
+        )
     return ts.alias("ts")
 
 

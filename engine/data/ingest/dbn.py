@@ -75,12 +75,15 @@ def _plain(data: bytes, source: str) -> bytes:
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{source}: a damaged Zstandard file ({exc}); download it again") from exc
     if data[:3] != b"DBN":
-        raise DataError(f"{source}: not a DBN file (it starts with {data[:8]!r}); give Databento .dbn or .dbn.zst files")
+        raise DataError(
+            f"{source}: not a DBN file (it starts with {data[:8]!r}); give Databento .dbn or .dbn.zst files"
+        )
     if data[3] != d.DBN_VERSION:
         out = io.BytesIO()
         try:
-            coder = d.Transcoder(out, d.Encoding.DBN, d.Compression.NONE,
-                                 upgrade_policy=d.VersionUpgradePolicy.UPGRADE_TO_V3)
+            coder = d.Transcoder(
+                out, d.Encoding.DBN, d.Compression.NONE, upgrade_policy=d.VersionUpgradePolicy.UPGRADE_TO_V3
+            )
             coder.write(data)
             coder.finish()
         except d.DBNError as exc:
@@ -99,9 +102,11 @@ def _symbols(metadata, source: str) -> pl.DataFrame:  # metadata: databento_dbn.
             if iv["symbol"]  # an empty instrument id: the symbol did not resolve that day
         ]
     except ValueError:
-        raise DataError(f"{source}: the symbol mappings do not map to instrument ids (stype_out="
-                        f"{getattr(metadata.stype_out, 'value', metadata.stype_out)}); request stype_out "
-                        "'instrument_id', Databento's default") from None
+        raise DataError(
+            f"{source}: the symbol mappings do not map to instrument ids (stype_out="
+            f"{getattr(metadata.stype_out, 'value', metadata.stype_out)}); request stype_out "
+            "'instrument_id', Databento's default"
+        ) from None
     if not rows:
         raise DataError(
             f"{source}: the metadata maps no symbol to an instrument id (stype_in={stype_in}); "
@@ -127,7 +132,7 @@ def decode(data: bytes, source: str) -> DbnFile:
             f"quotes in {' or '.join(QUOTE_SCHEMAS)}, trades in {' or '.join(TRADE_SCHEMAS)}"
         )
     layout = np.dtype(record_type._dtypes + ([("ts_out", "u8")] if metadata.ts_out else []))
-    body = memoryview(data)[8 + int.from_bytes(data[4:8], "little"):]
+    body = memoryview(data)[8 + int.from_bytes(data[4:8], "little") :]
     if len(body) % layout.itemsize:
         raise DataError(f"{source}: {len(body)} bytes of records are not whole {schema} records; the file is truncated")
     records = np.frombuffer(body, dtype=layout)
@@ -138,8 +143,9 @@ def decode(data: bytes, source: str) -> DbnFile:
     return DbnFile(source, schema, records, _symbols(metadata, source), metadata.start, end)
 
 
-def _index_frame(f: DbnFile, ts_index: np.ndarray, index: int, publisher: int | None,
-                 drops: Counter[str]) -> tuple[pl.DataFrame, np.ndarray]:
+def _index_frame(
+    f: DbnFile, ts_index: np.ndarray, index: int, publisher: int | None, drops: Counter[str]
+) -> tuple[pl.DataFrame, np.ndarray]:
     """Symbols for each record (by instrument id and UTC date), with the kept record positions."""
     keep = np.ones(len(f.records), dtype=bool)
     if publisher is not None:
@@ -152,11 +158,13 @@ def _index_frame(f: DbnFile, ts_index: np.ndarray, index: int, publisher: int | 
                 f"{f.source}: records of {venues.size} publishers (venues {', '.join(map(str, venues))}) for the same "
                 "instruments; pass --publisher ID to keep one venue, or use a consolidated schema (cbbo-1m)"
             )
-    frame = pl.DataFrame({
-        "_row": np.flatnonzero(keep),
-        "instrument_id": f.records["instrument_id"][keep],
-        "_day": ts_index[keep].astype("datetime64[ns]").astype("datetime64[D]"),
-    })
+    frame = pl.DataFrame(
+        {
+            "_row": np.flatnonzero(keep),
+            "instrument_id": f.records["instrument_id"][keep],
+            "_day": ts_index[keep].astype("datetime64[ns]").astype("datetime64[D]"),
+        }
+    )
     mapped = frame.join(f.symbols, on="instrument_id", how="inner").filter(
         (pl.col("_day") >= pl.col("start_date")) & (pl.col("_day") < pl.col("end_date"))
     )

@@ -68,8 +68,9 @@ def _check_free(out: Store, days: list[dt.date], overwrite: bool) -> None:
         )
 
 
-def write_partitions(rows: pl.DataFrame, out: Store, drops: Counter[str], *, overwrite: bool = False,
-                     progress: Progress = no_progress) -> tuple[list[DateWritten], int]:
+def write_partitions(
+    rows: pl.DataFrame, out: Store, drops: Counter[str], *, overwrite: bool = False, progress: Progress = no_progress
+) -> tuple[list[DateWritten], int]:
     """Validate every date's rows, then write ``date=YYYY-MM-DD/part-0.parquet`` for each.
 
     Returns the dates written and the number of distinct symbols in them.

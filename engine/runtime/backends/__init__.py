@@ -50,8 +50,18 @@ AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
 AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "openvino")
 BACKENDS = ("auto", *REGISTRY)
 
-__all__ = ["BACKENDS", "Backend", "DeviceEngine", "OnnxRuntimeBackend", "OpenVinoBackend", "OpenVinoBf16Backend",
-           "TensorRTBackend", "TorchBackend", "TorchCudaBackend", "open_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "DeviceEngine",
+    "OnnxRuntimeBackend",
+    "OpenVinoBackend",
+    "OpenVinoBf16Backend",
+    "TensorRTBackend",
+    "TorchBackend",
+    "TorchCudaBackend",
+    "open_backend",
+]
 
 
 def _fallback(run: Run) -> Backend:
@@ -82,8 +92,12 @@ def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Re
         raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if not artifacts.is_exported(run):
         fallback = _fallback(run)
-        log.warning("backend auto: run %s has no export, using %s; run tthf-export --run %s for faster inference",
-                    run.ref.name, fallback.name, run.ref.run_id)
+        log.warning(
+            "backend auto: run %s has no export, using %s; run tthf-export --run %s for faster inference",
+            run.ref.name,
+            fallback.name,
+            run.ref.run_id,
+        )
         return fallback
     import torch
 
@@ -94,8 +108,12 @@ def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Re
         except BackendUnavailableError as exc:  # stale exports are not skipped: they are errors
             skipped.append(f"{candidate}: {exc}")
             continue
-        log.info("backend auto: using %s (%s)%s", backend.name, backend.detail,
-                 f"; skipped {'; '.join(skipped)}" if skipped else "")
+        log.info(
+            "backend auto: using %s (%s)%s",
+            backend.name,
+            backend.detail,
+            f"; skipped {'; '.join(skipped)}" if skipped else "",
+        )
         return backend
     fallback = _fallback(run)
     log.info("backend auto: using %s; skipped %s", fallback.name, "; ".join(skipped))

@@ -53,8 +53,13 @@ def provider_options(provider: str, device_id: int, cache_dir: str) -> dict[str,
     if provider == "CUDAExecutionProvider":
         return {"device_id": str(device_id), "use_tf32": "0"}
     if provider == "TensorrtExecutionProvider":
-        return {"device_id": str(device_id), "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache_dir,
-                "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache_dir}
+        return {
+            "device_id": str(device_id),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": cache_dir,
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": cache_dir,
+        }
     return {}
 
 
@@ -82,8 +87,15 @@ def _session_options(ort: Any, threads: int) -> Any:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, model: bytes, *, threads: int | None = None, providers: list[str] | None = None,
-                 data_parallel: bool = True, sub_batch: int = MAX_SUB_BATCH) -> None:
+    def __init__(
+        self,
+        model: bytes,
+        *,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        data_parallel: bool = True,
+        sub_batch: int = MAX_SUB_BATCH,
+    ) -> None:
         ort = _import_ort()
         available = ort.get_available_providers()
         chosen = [p for p in (providers or PREFERENCE) if p in available]
@@ -100,18 +112,25 @@ class OnnxRuntimeBackend(Backend):
             os.makedirs(_cache_dir(), exist_ok=True)
         options = [provider_options(p, device_id, _cache_dir()) for p in chosen]
         self.device_id = device_id
-        self.session = ort.InferenceSession(model, _session_options(ort, 1 if data_parallel else threads),
-                                            providers=chosen, provider_options=options)
+        self.session = ort.InferenceSession(
+            model, _session_options(ort, 1 if data_parallel else threads), providers=chosen, provider_options=options
+        )
         active = self.session.get_providers()
         self.on_gpu = active[0] != "CPUExecutionProvider"
         self.sessions = [self.session]
         if not self.on_gpu and data_parallel and threads > 1:
-            self.sessions += [ort.InferenceSession(model, _session_options(ort, 1), providers=chosen,
-                                                   provider_options=options) for _ in range(threads - 1)]
-        self._pool = (ThreadPoolExecutor(len(self.sessions), thread_name_prefix="tthf-ort")
-                      if len(self.sessions) > 1 else None)
-        self.detail = active[0] if self.on_gpu else (
-            f"{active[0]}, {len(self.sessions)} session(s) x {1 if data_parallel else threads} thread(s)")
+            self.sessions += [
+                ort.InferenceSession(model, _session_options(ort, 1), providers=chosen, provider_options=options)
+                for _ in range(threads - 1)
+            ]
+        self._pool = (
+            ThreadPoolExecutor(len(self.sessions), thread_name_prefix="tthf-ort") if len(self.sessions) > 1 else None
+        )
+        self.detail = (
+            active[0]
+            if self.on_gpu
+            else (f"{active[0]}, {len(self.sessions)} session(s) x {1 if data_parallel else threads} thread(s)")
+        )
 
     @classmethod
     def from_run(cls, run: Run, **options: Any) -> OnnxRuntimeBackend:
@@ -136,9 +155,9 @@ class OnnxRuntimeBackend(Backend):
         def work(i: int) -> None:
             lo, hi = bounds[i], bounds[i + 1]
             for a in range(lo, hi, self.sub_batch):
-                part = self._run_cpu(self.sessions[i], x[a:min(a + self.sub_batch, hi)])
+                part = self._run_cpu(self.sessions[i], x[a : min(a + self.sub_batch, hi)])
                 for name in OUTPUT_NAMES:
-                    out[name][a:a + len(part[name])] = part[name]
+                    out[name][a : a + len(part[name])] = part[name]
 
         if shards == 1 or self._pool is None:
             work(0)

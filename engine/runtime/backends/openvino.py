@@ -54,8 +54,10 @@ def bf16_unavailable_reason(core: Any) -> str | None:
     capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     if "BF16" in capabilities:
         return None
-    return (f"this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}) has no native bf16 (AVX-512 BF16 or AMX): "
-            f"OpenVINO reports {capabilities}; use --backend openvino (fp32)")
+    return (
+        f"this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}) has no native bf16 (AVX-512 BF16 or AMX): "
+        f"OpenVINO reports {capabilities}; use --backend openvino (fp32)"
+    )
 
 
 class OpenVinoBackend(Backend):
@@ -64,8 +66,15 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     precision = "fp32"
 
-    def __init__(self, model: bytes, *, threads: int | None = None, hint: str = "THROUGHPUT",
-                 streams: int | None = None, sub_batch: int = SUB_BATCH) -> None:
+    def __init__(
+        self,
+        model: bytes,
+        *,
+        threads: int | None = None,
+        hint: str = "THROUGHPUT",
+        streams: int | None = None,
+        sub_batch: int = SUB_BATCH,
+    ) -> None:
         ov = _import_openvino()
         if sub_batch < 1:
             raise UsageError(f"sub_batch must be >= 1, got {sub_batch}")
@@ -74,8 +83,12 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailableError(f"{self.name}: {reason}")
         threads = threads or len(os.sched_getaffinity(0))
         streams = streams or threads
-        config = {"PERFORMANCE_HINT": hint, "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads,
-                  "INFERENCE_PRECISION_HINT": PRECISIONS[self.precision]}
+        config = {
+            "PERFORMANCE_HINT": hint,
+            "NUM_STREAMS": streams,
+            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": PRECISIONS[self.precision],
+        }
         self._ov = ov
         self.compiled = core.compile_model(core.read_model(model, b""), "CPU", config)
         self._check_precision()
@@ -87,15 +100,19 @@ class OpenVinoBackend(Backend):
             self.queue.set_callback(self._collect)
         self.sub_batch = sub_batch
         self._lock = threading.Lock()  # one request (or queue) per backend: one predict at a time
-        self.detail = (f"CPU, {self.precision}, {hint}, {self.streams} stream(s), "
-                       f"{self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)")
+        self.detail = (
+            f"CPU, {self.precision}, {hint}, {self.streams} stream(s), "
+            f"{self.compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)"
+        )
 
     def _check_precision(self) -> None:
         """The compiled model runs at the precision it is named for (OpenVINO falls back silently)."""
         got = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         if got != getattr(self._ov.Type, PRECISIONS[self.precision]):
-            raise BackendUnavailableError(f"{self.name}: OpenVINO compiled the model at {got.get_type_name()}, not "
-                                          f"{PRECISIONS[self.precision]}; this CPU cannot run {self.precision}")
+            raise BackendUnavailableError(
+                f"{self.name}: OpenVINO compiled the model at {got.get_type_name()}, not "
+                f"{PRECISIONS[self.precision]}; this CPU cannot run {self.precision}"
+            )
 
     @classmethod
     def from_run(cls, run: Run, **options: Any) -> OpenVinoBackend:
@@ -123,7 +140,7 @@ class OpenVinoBackend(Backend):
         out = empty_outputs(len(x))
         step = min(self.sub_batch, -(-len(x) // self.streams))
         for lo in range(0, len(x), step):
-            self.queue.start_async({INPUT_NAME: x[lo:lo + step]}, userdata=(out, lo), share_inputs=True)
+            self.queue.start_async({INPUT_NAME: x[lo : lo + step]}, userdata=(out, lo), share_inputs=True)
         self.queue.wait_all()
         return out
 
@@ -131,7 +148,7 @@ class OpenVinoBackend(Backend):
         out, lo = userdata
         for name, port in zip(OUTPUT_NAMES, self._ports):
             part = request.get_tensor(port).data
-            out[name][lo:lo + len(part)] = part
+            out[name][lo : lo + len(part)] = part
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "openvino": self._ov.get_version()}

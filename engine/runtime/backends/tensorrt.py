@@ -72,8 +72,10 @@ def unavailable_reason() -> str | None:
     try:
         import tensorrt as trt
     except ImportError as exc:
-        return (f"the tensorrt package is not installed ({exc}); on a GPU host pip install 'tthf[gpu-cu12]' or "
-                "'tthf[gpu-cu13]', the CUDA major of torch (tthf-doctor says which)")
+        return (
+            f"the tensorrt package is not installed ({exc}); on a GPU host pip install 'tthf[gpu-cu12]' or "
+            "'tthf[gpu-cu13]', the CUDA major of torch (tthf-doctor says which)"
+        )
     import torch
 
     if not torch.cuda.is_available():
@@ -81,9 +83,11 @@ def unavailable_reason() -> str | None:
     try:
         trt.Runtime(trt_logger())
     except Exception as exc:
-        return (f"TensorRT {getattr(trt, '__version__', '?')} imports but cannot start on this GPU and driver "
-                f"({type(exc).__name__}: {exc}); install the TensorRT build for the driver's CUDA major "
-                "(run tthf-doctor to see which)")
+        return (
+            f"TensorRT {getattr(trt, '__version__', '?')} imports but cannot start on this GPU and driver "
+            f"({type(exc).__name__}: {exc}); install the TensorRT build for the driver's CUDA major "
+            "(run tthf-doctor to see which)"
+        )
     return None
 
 
@@ -143,8 +147,9 @@ class TensorRTEngine:
                 f"{source}: engine tensors {inputs} -> {outputs} do not match {INPUT_NAME!r} -> {list(OUTPUT_NAMES)}; "
                 "re-run tthf-export"
             )
-        self.output_dtypes = {n: torch.from_numpy(np.empty(0, dtype=trt.nptype(engine.get_tensor_dtype(n)))).dtype
-                              for n in outputs}
+        self.output_dtypes = {
+            n: torch.from_numpy(np.empty(0, dtype=trt.nptype(engine.get_tensor_dtype(n)))).dtype for n in outputs
+        }
         self.profiles = [
             tuple(int(shape[0]) for shape in engine.get_tensor_profile_shape(INPUT_NAME, p))
             for p in range(engine.num_optimization_profiles)
@@ -221,8 +226,11 @@ class TensorRTBackend(Backend):
     @classmethod
     def from_bytes(cls, engine_bytes: bytes, *, source: str = "engine") -> TensorRTBackend:
         target = current_target()
-        return cls(TensorRTEngine(engine_bytes, source=source), detail=f"{target.gpu_name}, {source}",
-                   tensorrt_version=target.tensorrt_version)
+        return cls(
+            TensorRTEngine(engine_bytes, source=source),
+            detail=f"{target.gpu_name}, {source}",
+            tensorrt_version=target.tensorrt_version,
+        )
 
     @classmethod
     def from_run(cls, run: runs.Run, *, rebuild: Rebuild | None = None) -> TensorRTBackend:
@@ -232,20 +240,30 @@ class TensorRTBackend(Backend):
         name = target.engine_filename()
         if name not in manifest.artifacts:
             built = manifest.engines()
-            elsewhere = (f"engines exist only for {', '.join(built)}" if built
-                         else f"no engine was built ({manifest.engine.get('reason', 'unknown reason')})")
+            elsewhere = (
+                f"engines exist only for {', '.join(built)}"
+                if built
+                else f"no engine was built ({manifest.engine.get('reason', 'unknown reason')})"
+            )
             if rebuild is None:
                 raise NotExportedError(
                     f"run {run.ref.name} has no TensorRT engine for {target.gpu_name} (compute "
                     f"{target.compute_capability}, TensorRT {target.tensorrt_version}): {elsewhere}; build it here "
                     f"with: tthf-export --run {run.ref.run_id} --require-engine"
                 )
-            log.info("no engine for %s / TensorRT %s (%s); building it from the exported fp16 ONNX",
-                     target.sm, target.tensorrt_version, elsewhere)
+            log.info(
+                "no engine for %s / TensorRT %s (%s); building it from the exported fp16 ONNX",
+                target.sm,
+                target.tensorrt_version,
+                elsewhere,
+            )
             rebuild(run, manifest)
         data = artifacts.read_artifact(run, manifest, name)
-        return cls(TensorRTEngine(data, source=run.store.uri(runs.export_key(name))),
-                   detail=f"{target.gpu_name}, {name}", tensorrt_version=target.tensorrt_version)
+        return cls(
+            TensorRTEngine(data, source=run.store.uri(runs.export_key(name))),
+            detail=f"{target.gpu_name}, {name}",
+            tensorrt_version=target.tensorrt_version,
+        )
 
     def predict(self, batch: np.ndarray) -> Outputs:
         return self.compiled.predict(batch)

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: ThreeHeadedTransformer, *, device: str = "cpu", batch_size: int = 2 * DENSE_BATCH) -> None:
+    def __init__(
+        self, model: ThreeHeadedTransformer, *, device: str = "cpu", batch_size: int = 2 * DENSE_BATCH
+    ) -> None:
         import torch
 
         self._torch = torch
