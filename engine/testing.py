@@ -9,7 +9,10 @@ only by the functions that need it.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +63,24 @@ def make_run(store: str, data_root: Path, run_id: str = "jennifer", seed: int = 
     """The tests' tiny run over ``DAYS``: one layer of width ``d_model``."""
     return make_random_run(store, data_root, DAYS, run_id, seed=seed, d_model=d_model, n_heads=2, n_layers=1,
                            d_ff=2 * d_model)
+
+
+@dataclass(frozen=True)
+class StallDate:
+    """A Ray worker hook (``execute_ray(before_date=...)``) that parks dates so a test can kill their worker mid-date.
+
+    Each stalled attempt writes a file ``{date}-{pid}`` into ``pid_dir`` and sleeps: a date of
+    ``always`` on every attempt, a date of ``once`` on its first attempt only (the retry then
+    computes it normally).
+    """
+
+    pid_dir: str
+    always: tuple[dt.date, ...] = ()
+    once: tuple[dt.date, ...] = ()
+    seconds: float = 60.0
+
+    def __call__(self, day: dt.date) -> None:
+        folder = Path(self.pid_dir)
+        if (day in self.once and not any(folder.glob(f"{day}-*"))) or day in self.always:
+            (folder / f"{day}-{os.getpid()}").write_text("")
+            time.sleep(self.seconds)
