@@ -106,6 +106,7 @@ def _probe(address: str) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host:
         host, port = port, ""
+    host = host.strip("[]")  # [::1]:6379
     number = int(port) if port.isdigit() else _DEFAULT_PORTS["client" if client else "gcs"]
     try:
         socket.create_connection((host, number), timeout=PROBE_TIMEOUT_S).close()
