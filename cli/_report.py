@@ -108,7 +108,10 @@ def print_summary(summary: InferenceSummary) -> None:
             + ", ".join(f"{k} {v:.2f}s" for k, v in busy.items())
             + f" (of which windows {stages.get('windows', 0.0):.2f}s, inference {stages.get('inference', 0.0):.2f}s)"
         )
-        mode = "overlapped" if summary.overlap else "one after another"
+        if summary.executor == "ray":
+            mode = f"on {summary.workers} Ray workers"
+        else:
+            mode = "overlapped" if summary.overlap else "one after another"
         print(f"stages {mode}: {summary.pipeline_seconds:.2f}s wall for {sum(busy.values()):.2f}s of stage work")
     for r in failed:
         print(f"FAILED {r.date}: {r.reason}")

@@ -9,7 +9,8 @@ from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
 from tthf.cli._report import RunProgress, print_summary
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runtime.batch import EXECUTORS, RayConfig, RunOptions, run_inference
+from tthf.engine.runtime.ray_executor import CPUS_PER_WORKER
 from tthf.engine.runtime.runner import WINDOWING
 
 DEFAULTS = RunOptions(dates="")
@@ -22,6 +23,9 @@ manifest; a rerun skips dates already done with the same model and settings.
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; a killed run loses at most those, and the rerun completes them. A date
 that cannot be read is recorded with its reason and the others go on.
+--executor ray runs whole dates on the workers of a Ray cluster (pip install 'tthf[ray]'):
+a local cluster sized to this machine, or the one at --ray-address. The files are the same
+byte for byte, and a date done by one executor is skipped by the other (docs/running.md).
 Exit code: 0 when every date with data was predicted, 1 if any failed, 2+ on usage,
 data, store or backend errors.
 """
@@ -73,6 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
         "on the device (auto: whichever moves fewer bytes; default auto)",
     )
     p.add_argument(
+        "--executor",
+        default=DEFAULTS.executor,
+        choices=EXECUTORS,
+        help="local (default: overlapped stages in this process) or ray (whole dates on Ray workers)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=DEFAULTS.ray.address,
+        help="--executor ray: the cluster to join (auto, host:6379 or ray://host:10001; "
+        "default: start a local cluster sized to this machine)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULTS.ray.workers,
+        help="--executor ray: worker processes (default: one per free GPU with --gpus-per-worker, "
+        f"else one per {CPUS_PER_WORKER} free CPUs)",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=DEFAULTS.ray.gpus_per_worker,
+        help="--executor ray: GPUs each worker asks for (default: %(default)s, CPU workers)",
+    )
+    p.add_argument(
         "--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)"
     )
     add_endpoint_option(p)
@@ -97,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             fail_fast=args.fail_fast,
             overlap=args.overlap,
             windowing=args.windowing,
+            executor=args.executor,
+            ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
         )
         bar = RunProgress()
         try:

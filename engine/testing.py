@@ -9,7 +9,10 @@ only by the functions that need it.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +117,24 @@ def start_moto(port: int) -> Any:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server
+
+
+@dataclass(frozen=True)
+class StallDate:
+    """A Ray worker hook (``execute_ray(before_date=...)``) that parks dates so a test can kill their worker mid-date.
+
+    Each stalled attempt writes a file ``{date}-{pid}`` into ``pid_dir`` and sleeps: a date of
+    ``always`` on every attempt, a date of ``once`` on its first attempt only (the retry then
+    computes it normally).
+    """
+
+    pid_dir: str
+    always: tuple[dt.date, ...] = ()
+    once: tuple[dt.date, ...] = ()
+    seconds: float = 60.0
+
+    def __call__(self, day: dt.date) -> None:
+        folder = Path(self.pid_dir)
+        if (day in self.once and not any(folder.glob(f"{day}-*"))) or day in self.always:
+            (folder / f"{day}-{os.getpid()}").write_text("")
+            time.sleep(self.seconds)

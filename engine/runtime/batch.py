@@ -11,6 +11,13 @@ into the next free (pinned, on GPU) buffer and predict with the chosen backend
 rewritten after every date with its outcome, so a killed run loses at most the dates in
 flight; a rerun skips dates already done with the same model and settings. A date that
 fails is recorded with a one-line reason and the others go on.
+
+Two executors run a plan: ``execute`` (``--executor local``, the stages above in this
+process) and ``tthf.engine.runtime.ray_executor.execute_ray`` (``--executor ray``, whole
+dates on the actors of a Ray cluster). Both compute a date with the same ``DayPredictor``,
+``day_stages`` and ``_finish``, and hand its result to one ``Recorder``, which owns the
+manifest; the executor and its settings are recorded in the manifest but are not part of
+the settings key, so a date done by one executor is skipped by the other.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import hashlib
 import json
 import logging
 import platform
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,15 +55,48 @@ from tthf.errors import DataError, StoreError, UsageError
 log = logging.getLogger("tthf.run")
 
 __all__ = [
+    "EXECUTORS",
     "DateResult",
     "DayPredictor",
     "InferencePlan",
     "InferenceSummary",
+    "RayConfig",
+    "Recorder",
     "RunOptions",
     "execute",
     "plan_inference",
     "run_inference",
 ]
+
+#: where the dates run: this process (overlapped stages) or the actors of a Ray cluster
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How ``--executor ray`` runs, validated on construction (the sizing itself needs the cluster).
+
+    ``address`` None starts a local cluster sized to this machine; ``auto``, ``host:port``
+    or ``ray://host:port`` joins one. ``workers`` None sizes the pool to the cluster.
+    ``retries``: how many times a date whose worker died is given to another worker.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not self.address.strip():
+            raise UsageError(
+                "--ray-address is empty; pass auto, host:port or ray://host:port, or omit it to start a local cluster"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.gpus_per_worker < 0:
+            raise UsageError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker:g}")
+        if self.retries < 0:
+            raise UsageError(f"the retries of a date whose worker died must be >= 0, got {self.retries}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +114,14 @@ class RunOptions:
     fail_fast: bool = False
     overlap: bool = True  # False: the stages one after another (to measure the overlap)
     windowing: str = "auto"  # GPU only: where windows are cut (tthf.engine.runtime.runner.WINDOWING)
+    executor: str = "local"  # one of EXECUTORS
+    ray: RayConfig = RayConfig()  # --executor ray only
 
     def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise UsageError(f"unknown --executor {self.executor!r}; use one of {', '.join(EXECUTORS)}")
+        if self.executor != "ray" and self.ray != RayConfig():
+            raise UsageError("--ray-address, --workers and --gpus-per-worker need --executor ray")
         if self.backend not in BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.fmt not in predictions.FORMATS:
@@ -105,6 +152,8 @@ class InferenceSummary:
     seconds: float
     overlap: bool = True
     pipeline_seconds: float = 0.0  # wall time of the dates that were computed
+    executor: str = "local"
+    workers: int = 1  # processes that computed dates (Ray actors; 1 for the local executor)
 
     def stage_seconds(self) -> dict[str, float]:
         """Busy seconds per stage over the dates computed in this call (read, features, ...)."""
@@ -242,6 +291,7 @@ def plan_inference(
         "dense": options.dense,
         "format": options.fmt,
         "data_root": data.uri(),
+        "executor": options.executor,
     }
     manifest.versions = _versions(backend)
     missing = [
@@ -279,58 +329,97 @@ def _already_done(
         file=run.store.uri(key),
         settings=settings,
         backend=previous.backend,
+        executor=previous.executor,
+        worker=previous.worker,
         reason="already done with the same model and settings",
     )
 
 
+class Recorder:
+    """What every executor does with finished dates: records them and reports them in date order.
+
+    Each computed date is recorded in the manifest, and the manifest rewritten, as soon as it
+    arrives (in any order: Ray workers finish out of order); ``on_date`` sees the dates in date
+    order. Dates without data come first; dates already done are reported among the computed
+    ones, when a later date arrives or at the end.
+    """
+
+    def __init__(self, plan: InferencePlan, on_date: Callable[[DateResult], None] | None = None) -> None:
+        self.plan = plan
+        self.on_date = on_date
+        self.results: list[DateResult] = []
+        self._todo = [day.isoformat() for day in plan.todo]
+        self._arrived: dict[str, DateResult] = {}
+        self._skipped = list(plan.skipped)
+        for missing in plan.missing:
+            plan.manifest.record(missing)
+            self._report(missing)
+
+    def _report(self, result: DateResult) -> None:
+        self.results.append(result)
+        if self.on_date:
+            self.on_date(result)
+
+    def _release(self, result: DateResult) -> None:
+        while self._skipped and self._skipped[0].date < result.date:
+            self._report(self._skipped.pop(0))
+        self._report(result)
+
+    def arrived(self, result: DateResult) -> None:
+        """Record a computed date now; report it once every earlier date is reported."""
+        self.plan.manifest.record(result)
+        self.plan.manifest.write(self.plan.run)
+        self._arrived[result.date] = result
+        while self._todo and self._todo[0] in self._arrived:
+            self._release(self._arrived.pop(self._todo.pop(0)))
+
+    def close(self, *, stopped: bool = False) -> None:
+        """The end: report what is left. ``stopped`` (--fail-fast): only the dates computed so far."""
+        for day in sorted(self._arrived):
+            self._release(self._arrived.pop(day))
+        if not stopped:
+            for result in self._skipped:
+                self._report(result)
+        self._skipped.clear()
+        if self.plan.missing:
+            self.plan.manifest.write(self.plan.run)
+
+    def summary(self, wall: float, *, executor: str = "local", workers: int = 1) -> InferenceSummary:
+        """The call's summary; ``wall`` is the time spent computing dates."""
+        plan = self.plan
+        return InferenceSummary(
+            plan.run.ref.name,
+            plan.backend.name,
+            plan.stride,
+            sorted(self.results, key=lambda r: r.date),
+            time.perf_counter() - plan.opened,
+            overlap=plan.options.overlap,
+            pipeline_seconds=wall,
+            executor=executor,
+            workers=workers,
+        )
+
+
 def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None = None) -> InferenceSummary:
-    """Compute the plan's dates, write each file and manifest entry; results reach ``on_date`` in date order."""
+    """Compute the plan's dates in this process, write each file and manifest entry; ``on_date`` in date order."""
     run, options = plan.run, plan.options
-    results: list[DateResult] = []
-
-    def report(result: DateResult) -> None:
-        results.append(result)
-        if on_date:
-            on_date(result)
-
-    for missing in plan.missing:
-        plan.manifest.record(missing)
-        report(missing)
-    # skipped dates are reported in date order among the computed ones (--fail-fast stops there)
-    skipped = list(plan.skipped)
+    recorder = Recorder(plan, on_date)
     predictor = DayPredictor(
         run, plan.backend, stride=plan.stride, batch_size=options.batch_size, windowing=options.windowing
     )
     wall = time.perf_counter()
     stopped = False
     stages = day_stages(predictor, plan.data, options.fmt)
+    worker = socket.gethostname()
     with contextlib.closing(Pipeline(stages, overlap=options.overlap).run(plan.todo)) as items:
         for item in items:
-            while skipped and skipped[0].date < item.key.isoformat():
-                report(skipped.pop(0))
-            result = _finish(run, item, options.fmt, plan.settings, plan.backend.name)
-            plan.manifest.record(result)
-            plan.manifest.write(run)
-            report(result)
+            result = _finish(run, item, options.fmt, plan.settings, plan.backend.name, executor="local", worker=worker)
+            recorder.arrived(result)
             if result.status == "failed" and options.fail_fast:
                 stopped = True
                 break
-    if not stopped:
-        for result in skipped:
-            report(result)
-    if plan.missing:
-        plan.manifest.write(run)
-    wall = time.perf_counter() - wall
-    results.sort(key=lambda r: r.date)
-    return InferenceSummary(
-        run.ref.name,
-        plan.backend.name,
-        plan.stride,
-        results,
-        time.perf_counter() - plan.opened,
-        overlap=options.overlap,
-        pipeline_seconds=wall,
-    )
+    recorder.close(stopped=stopped)
+    return recorder.summary(time.perf_counter() - wall)
 
 
 def run_inference(
@@ -361,6 +450,11 @@ def run_inference(
     )
     if on_start:
         on_start(len(plan.todo) + len(plan.skipped) + len(plan.missing))
+    if options.executor == "ray":
+        # imported here: the Ray executor builds on this module (and imports Ray only when it runs)
+        from tthf.engine.runtime.ray_executor import execute_ray
+
+        return execute_ray(plan, on_date=on_date, rebuild=rebuild, endpoint_url=endpoint_url)
     return execute(plan, on_date=on_date)
 
 
@@ -417,8 +511,11 @@ def day_stages(predictor: DayPredictor, data_root: Store, fmt: str) -> list[Stag
     return [("read", read), ("features", features), ("predict", predict), ("encode", encode)]
 
 
-def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str) -> DateResult:
-    """Write a date's file (atomic) and turn its pipeline item into the manifest entry."""
+def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, executor: str, worker: str) -> DateResult:
+    """Write a date's file (atomic) and turn its pipeline item into the manifest entry.
+
+    ``executor`` and ``worker`` say where the date ran (recorded, not part of the settings key).
+    """
     day: dt.date = item.key
     key = output_key(day, fmt)
     error = item.error
@@ -435,7 +532,15 @@ def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str) -> Date
             raise error
         reason = " ".join(str(error).split())  # one line
         log.warning("%s failed in %s: %s", day, item.failed_in or "write", reason)
-        return DateResult(day.isoformat(), "failed", reason=reason, settings=settings, backend=backend)
+        return DateResult(
+            day.isoformat(),
+            "failed",
+            reason=reason,
+            settings=settings,
+            backend=backend,
+            executor=executor,
+            worker=worker,
+        )
     seconds = dict(item.seconds)
     seconds["windows"] = state.outputs.seconds["windows"]
     seconds["inference"] = state.outputs.seconds["inference"]
@@ -451,4 +556,6 @@ def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str) -> Date
         settings=settings,
         backend=backend,
         windowing=state.outputs.windowing,
+        executor=executor,
+        worker=worker,
     )

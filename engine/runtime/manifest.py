@@ -36,6 +36,8 @@ class DateResult:
     settings: str = ""
     backend: str = ""
     windowing: str = ""  # "host" or "device": where the windows were cut
+    executor: str = ""  # "local" or "ray" (tthf.engine.runtime.batch.EXECUTORS)
+    worker: str = ""  # the process that computed the date: host (local) or host:pid (a Ray actor)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DateResult:

@@ -84,3 +84,9 @@ class BackendError(TthfError):
 
 class BackendUnavailableError(BackendError):
     """The requested inference backend cannot run here (missing package, no CUDA device)."""
+
+
+class ExecutorError(TthfError):
+    """The requested executor cannot run here: Ray missing, its cluster unreachable, or too small for the workers."""
+
+    exit_code = 6

@@ -210,3 +210,26 @@ def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path)
         got = pl.read_csv(out / f"{day}.csv")
         assert NO_QUOTE_SYMBOL not in got["symbol"].to_list() and got["symbol"].n_unique() == 4
         assert entry["rows"] == got.height == count_windows(build_day(raw, day).mask)
+
+
+def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_date_order(work: Path) -> None:
+    from tthf.engine.runtime.batch import Recorder, RunOptions, plan_inference
+    from tthf.engine.runtime.manifest import DateResult
+
+    assert _run(work, "--dates", "2024-01-02", "--dense") == 0
+    plan = plan_inference(str(work / "runs"), "jennifer", RunOptions(dates="2024-01-02:2024-01-05", dense=True))
+    assert plan.todo == DAYS[1:] and [r.date for r in plan.skipped] == ["2024-01-02"]
+    seen: list[str] = []
+    recorder = Recorder(plan, lambda r: seen.append(f"{r.date} {r.status}"))
+    assert seen == ["2024-01-05 no_data"]
+    recorder.arrived(DateResult("2024-01-04", "ok", executor="ray", worker="w:2"))  # a Ray worker finished first
+    assert seen == ["2024-01-05 no_data"]
+    manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    assert manifest["dates"]["2024-01-04"]["worker"] == "w:2"  # recorded as it arrived
+    recorder.arrived(DateResult("2024-01-03", "failed", reason="bad", executor="ray", worker="w:1"))
+    assert seen == ["2024-01-05 no_data", "2024-01-02 skipped", "2024-01-03 failed", "2024-01-04 ok"]
+    recorder.close()
+    assert [r.date for r in recorder.summary(1.0).results] == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    assert manifest["dates"]["2024-01-05"]["status"] == "no_data"
+    assert manifest["dates"]["2024-01-02"]["executor"] == "local"
