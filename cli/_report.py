@@ -109,7 +109,7 @@ def print_summary(summary: InferenceSummary) -> None:
             + f" (of which windows {stages.get('windows', 0.0):.2f}s, inference {stages.get('inference', 0.0):.2f}s)"
         )
         if summary.executor == "ray":
-            mode = f"on {summary.workers} Ray workers"
+            mode = f"on {summary.workers} Ray worker" + ("s" if summary.workers != 1 else "")
         else:
             mode = "overlapped" if summary.overlap else "one after another"
         print(f"stages {mode}: {summary.pipeline_seconds:.2f}s wall for {sum(busy.values()):.2f}s of stage work")
