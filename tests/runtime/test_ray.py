@@ -24,7 +24,6 @@ from pathlib import Path
 import hypothesis.strategies as st
 import polars as pl
 import pytest
-from conftest import free_port
 from hypothesis import given
 
 from tthf.cli.run import main
@@ -33,7 +32,7 @@ from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.runtime.batch import RayConfig, RunOptions, plan_inference
 from tthf.engine.runtime.ray_executor import RESERVED_CPUS, execute_ray, size_workers
 from tthf.engine.store import open_store
-from tthf.engine.testing import DAYS, StallDate, make_data, make_run
+from tthf.engine.testing import DAYS, StallDate, free_port, make_data, make_run
 from tthf.errors import ExecutorError, UsageError
 
 ray = pytest.importorskip("ray", reason="pip install 'tthf[ray]' to test --executor ray")
