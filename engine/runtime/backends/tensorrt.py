@@ -26,6 +26,7 @@ import numpy as np
 from tthf.engine import artifacts, runs
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
+from tthf.engine.runtime import probes
 from tthf.engine.runtime.backends.base import Backend, DeviceEngine
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
@@ -37,12 +38,19 @@ Rebuild = Callable[[runs.Run, artifacts.Manifest], str]
 
 @dataclass(frozen=True)
 class GpuTarget:
-    """What an engine is bound to: the GPU's compute capability and the TensorRT version."""
+    """What an engine is bound to: the GPU's compute capability and the TensorRT version.
+
+    The manifest records every field with the engine. Two CUDA versions matter and may
+    differ: torch's (``torch.version.cuda``, the libraries the runner's buffers and streams
+    use) and TensorRT's (the ``tensorrt-cuNN`` wheel installed; it needs a driver for that
+    major). Both are kept so that an engine record says what it was built and validated with.
+    """
 
     gpu_name: str
     compute_capability: str  # "9.0"
     tensorrt_version: str
-    cuda_version: str
+    torch_cuda: str  # torch.version.cuda, "12.8"
+    tensorrt_cuda_major: int | None = None  # of the installed tensorrt-cuNN wheel; None if unknown/ambiguous
 
     @property
     def sm(self) -> str:
@@ -104,7 +112,8 @@ def current_target() -> GpuTarget:
         gpu_name=torch.cuda.get_device_name(0),
         compute_capability=f"{major}.{minor}",
         tensorrt_version=trt.__version__,
-        cuda_version=str(torch.version.cuda),
+        torch_cuda=str(torch.version.cuda),
+        tensorrt_cuda_major=probes.tensorrt_cuda_major(probes.tensorrt_distributions()),
     )
 
 
