@@ -27,7 +27,7 @@ from tthf.engine import artifacts, runs
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine, PinnedBuffers
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
 log = logging.getLogger("tthf")
@@ -165,7 +165,7 @@ class TensorRTEngine:
         ]  # (min, opt, max) batch of each profile
         self.max_batch = min(p[2] for p in self.profiles)
         self.window_shape = tuple(int(d) for d in engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][1:])
-        self._buffers: dict[str, Any] | None = None
+        self._buffers = PinnedBuffers(self.output_dtypes)  # predict's, reused across calls
 
     def select_profile(self, batch: int, stream: Any) -> None:
         """Switch to the profile whose ``opt`` is nearest to ``batch`` (on ``stream``) if it is not current."""
@@ -193,35 +193,8 @@ class TensorRTEngine:
     def predict(self, batch: np.ndarray) -> Outputs:
         return predict_in_chunks(self._predict_chunk, batch, self.max_batch)
 
-    def _host_buffers(self, n: int) -> dict[str, Any]:
-        """Pinned host and device buffers for ``n`` windows, grown when needed and reused across calls.
-
-        ``predict`` serves the real-time predictor and validation: no allocation per call,
-        one stream, one synchronization per chunk (GPU audit finding 15).
-        """
-        torch = self._torch
-        if self._buffers is None or self._buffers["capacity"] < n:
-            cap = max(n, 1)
-            self._buffers = {
-                "capacity": cap,
-                "host_in": torch.empty((cap, *self.window_shape), dtype=torch.float32, pin_memory=True),
-                "dev_in": torch.empty((cap, *self.window_shape), dtype=torch.float32, device="cuda"),
-                "dev_out": {k: torch.empty(cap, dtype=d, device="cuda") for k, d in self.output_dtypes.items()},
-                "host_out": {k: torch.empty(cap, dtype=torch.float32, pin_memory=True) for k in self.output_dtypes},
-            }
-        return self._buffers
-
     def _predict_chunk(self, chunk: np.ndarray) -> Outputs:
-        torch, n = self._torch, len(chunk)
-        buf = self._host_buffers(n)
-        buf["host_in"][:n].numpy()[...] = chunk
-        with torch.cuda.stream(self.stream):
-            buf["dev_in"][:n].copy_(buf["host_in"][:n], non_blocking=True)
-            self.execute(buf["dev_in"], buf["dev_out"], n, self.stream)
-            for name, tensor in buf["dev_out"].items():
-                buf["host_out"][name][:n].copy_(tensor[:n], non_blocking=True)  # fp16 -> fp32 on the copy
-        self.stream.synchronize()
-        return {name: buf["host_out"][name][:n].numpy().copy() for name in self.output_dtypes}
+        return self._buffers.run(chunk, self.execute, self.stream)
 
 
 class TensorRTBackend(Backend):
