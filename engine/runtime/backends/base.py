@@ -84,6 +84,23 @@ class PinnedBuffers:
         return {name: self.host_out[name][:n].numpy().copy() for name in self.out_dtypes}
 
 
+class FixedBatch(ABC):
+    """A batch of fixed ``capacity`` rows run again and again: real time's all-symbols batch, once a minute.
+
+    The caller writes ``n`` windows into the first rows of ``inputs`` (host memory the batch
+    owns: pinned on a GPU) and calls ``run(n)``. Rows past ``n`` are run too and ignored, so
+    every call has the same shape and the same addresses: what lets a GPU backend allocate
+    everything once, keep one stream, and replay a captured CUDA graph each minute.
+    """
+
+    capacity: int
+    inputs: np.ndarray  # (capacity, seq_len, F) float32
+
+    @abstractmethod
+    def run(self, n: int) -> Outputs:
+        """The outputs of rows ``[:n]`` of ``inputs``, as new host arrays."""
+
+
 class Backend(ABC):
     """A loaded model that maps (B, seq_len, F) float32 scaled windows to the four outputs."""
 
@@ -96,6 +113,10 @@ class Backend(ABC):
 
     def device_engine(self) -> DeviceEngine | None:
         """The engine the CUDA runner drives, or None for a backend that runs on the host."""
+        return None
+
+    def fixed_batch(self, rows: int) -> FixedBatch | None:
+        """A ``FixedBatch`` for at least ``rows`` rows, or None: the caller then uses ``predict`` (CPU backends)."""
         return None
 
     def versions(self) -> dict[str, str]:

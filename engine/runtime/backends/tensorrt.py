@@ -27,7 +27,7 @@ from tthf.engine import artifacts, runs
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine, PinnedBuffers
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine, FixedBatch, PinnedBuffers
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
 log = logging.getLogger("tthf")
@@ -117,6 +117,33 @@ def current_target() -> GpuTarget:
     )
 
 
+#: the real-time fixed batch is rounded up to a multiple of this many rows, so a few symbols
+#: appearing during the day do not force a new batch (and a new CUDA graph) each time
+FIXED_BATCH_STEP = 64
+
+Profile = tuple[int, int, int]  # (min, opt, max) batch
+
+
+def best_profile(batch: int, profiles: list[Profile]) -> int:
+    """The index of the profile whose ``opt`` is nearest to ``batch`` among those that admit it."""
+    fits = [i for i, (lo, _, hi) in enumerate(profiles) if lo <= batch <= hi]
+    if not fits:
+        raise BackendError(
+            f"batch {batch} is outside every optimization profile {profiles}; rebuild the engine with "
+            "tthf-export --min-batch/--max-batch covering it"
+        )
+    return min(fits, key=lambda i: abs(profiles[i][1] - batch))
+
+
+def fixed_capacity(rows: int, profiles: list[Profile], step: int = FIXED_BATCH_STEP) -> int | None:
+    """The rows of a fixed batch for ``rows`` windows: rounded up to ``step``, inside a profile; None past them all."""
+    top = max(hi for _, _, hi in profiles)
+    if rows > top:
+        return None
+    capacity = min(-(-max(rows, 1) // step) * step, top)
+    return max(capacity, min(lo for lo, _, _ in profiles))
+
+
 @cache
 def trt_logger() -> Any:
     """The one logger of the process: TensorRT keeps a global logger and warns when another is passed."""
@@ -159,23 +186,17 @@ class TensorRTEngine:
         self.output_dtypes = {
             n: torch.from_numpy(np.empty(0, dtype=trt.nptype(engine.get_tensor_dtype(n)))).dtype for n in outputs
         }
-        self.profiles = [
-            tuple(int(shape[0]) for shape in engine.get_tensor_profile_shape(INPUT_NAME, p))
-            for p in range(engine.num_optimization_profiles)
-        ]  # (min, opt, max) batch of each profile
+        self.profiles: list[Profile] = []  # (min, opt, max) batch of each profile
+        for p in range(engine.num_optimization_profiles):
+            lo, opt, hi = (int(shape[0]) for shape in engine.get_tensor_profile_shape(INPUT_NAME, p))
+            self.profiles.append((lo, opt, hi))
         self.max_batch = min(p[2] for p in self.profiles)
         self.window_shape = tuple(int(d) for d in engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][1:])
         self._buffers = PinnedBuffers(self.output_dtypes)  # predict's, reused across calls
 
     def select_profile(self, batch: int, stream: Any) -> None:
         """Switch to the profile whose ``opt`` is nearest to ``batch`` (on ``stream``) if it is not current."""
-        fits = [i for i, (lo, _, hi) in enumerate(self.profiles) if lo <= batch <= hi]
-        if not fits:
-            raise BackendError(
-                f"batch {batch} is outside every optimization profile {self.profiles}; rebuild the engine with "
-                "tthf-export --min-batch/--max-batch covering it"
-            )
-        best = min(fits, key=lambda i: abs(self.profiles[i][1] - batch))
+        best = best_profile(batch, self.profiles)
         # the context's own record, not a copy: predict() and the CUDA runner share this context
         if best != self.context.active_optimization_profile:
             self.context.set_optimization_profile_async(best, stream.cuda_stream)
@@ -197,11 +218,84 @@ class TensorRTEngine:
         return self._buffers.run(chunk, self.execute, self.stream)
 
 
+class TensorRTFixedBatch(FixedBatch):
+    """Real time on TensorRT: one batch shape, every buffer allocated once, one stream, optionally a CUDA graph.
+
+    Each ``run`` uploads the pinned input, executes and downloads the outputs, all
+    asynchronously on ``stream``, then synchronizes once. With ``graph`` those three steps
+    are captured once as a CUDA graph (``torch.cuda.graph`` around ``execute_async_v3``,
+    TensorRT's documented way) and replayed each minute: one launch instead of the engine's
+    kernels one by one. A capture needs static shapes and addresses, which this batch has by
+    construction, and one ordinary enqueue before it (TensorRT finishes shape-dependent setup
+    in the first enqueue after a shape change, and that setup cannot be captured). The batch
+    has its own execution context: the captured graph bakes in the context's state, which
+    ``predict`` and the CUDA runner would otherwise change. Should the capture fail (TensorRT
+    refuses to capture some engines), the batch runs without the graph and says why in
+    ``graph_error``.
+    """
+
+    def __init__(self, compiled: TensorRTEngine, capacity: int, *, graph: bool = True) -> None:
+        torch = compiled._torch
+        self._torch = torch
+        self.capacity = capacity
+        self.stream = torch.cuda.Stream()
+        self.context = compiled.engine.create_execution_context()
+        shape = (capacity, *compiled.window_shape)
+        self._host_in = torch.zeros(shape, dtype=torch.float32, pin_memory=True)  # zeros: finite unused rows
+        self.inputs = self._host_in.numpy()
+        self._dev_in = torch.zeros(shape, dtype=torch.float32, device="cuda")
+        self._dev_out = {n: torch.empty(capacity, dtype=d, device="cuda") for n, d in compiled.output_dtypes.items()}
+        self._host_out = {n: torch.empty(capacity, dtype=d, pin_memory=True) for n, d in compiled.output_dtypes.items()}
+        self.context.set_optimization_profile_async(best_profile(capacity, compiled.profiles), self.stream.cuda_stream)
+        self.context.set_input_shape(INPUT_NAME, shape)
+        self.context.set_tensor_address(INPUT_NAME, self._dev_in.data_ptr())
+        for name, tensor in self._dev_out.items():
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        self._enqueue()  # TensorRT's deferred setup happens here, never inside a capture
+        self.stream.synchronize()
+        self.graph_error = ""
+        self.graph = self._capture() if graph else None
+
+    def _enqueue(self) -> None:
+        """Upload, execute and download the whole batch, asynchronously on the batch's stream."""
+        torch = self._torch
+        with torch.cuda.stream(self.stream):
+            self._dev_in.copy_(self._host_in, non_blocking=True)
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
+            for name, tensor in self._dev_out.items():
+                self._host_out[name].copy_(tensor, non_blocking=True)
+
+    def _capture(self) -> Any:
+        torch = self._torch
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                self._enqueue()
+        except Exception as exc:  # CUDA or TensorRT refused the capture: run the ordinary enqueue instead
+            self.graph_error = f"{type(exc).__name__}: {exc}"
+            log.warning("TensorRT: no CUDA graph for the %d-row batch (%s); running it without", self.capacity, exc)
+            torch.cuda.synchronize()
+            return None
+        return graph
+
+    def run(self, n: int) -> Outputs:
+        torch = self._torch
+        if self.graph is not None:
+            with torch.cuda.stream(self.stream):
+                self.graph.replay()
+        else:
+            self._enqueue()
+        self.stream.synchronize()  # the one synchronization per call
+        return {name: tensor[:n].numpy().astype(np.float32) for name, tensor in self._host_out.items()}
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
         self.compiled = engine  # our TensorRTEngine wrapper
+        self.cuda_graph = True  # real time's fixed batch replays a CUDA graph (TensorRTFixedBatch)
         self.detail = detail
         self._trt_version = tensorrt_version
 
@@ -252,6 +346,11 @@ class TensorRTBackend(Backend):
 
     def device_engine(self) -> DeviceEngine:
         return DeviceEngine(self.compiled.execute, dict(self.compiled.output_dtypes), max_batch=self.compiled.max_batch)
+
+    def fixed_batch(self, rows: int) -> TensorRTFixedBatch | None:
+        """Real time's all-symbols batch, captured as a CUDA graph unless ``cuda_graph`` is False."""
+        capacity = fixed_capacity(rows, self.compiled.profiles)
+        return None if capacity is None else TensorRTFixedBatch(self.compiled, capacity, graph=self.cuda_graph)
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "tensorrt": self._trt_version}
