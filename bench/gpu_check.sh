@@ -78,7 +78,7 @@ keep_predictions() {
 }
 
 step doctor 120 --out "$work/doctor.json" tthf-doctor --backend tensorrt --expect gpu --json
-step gpu-tests 180 pytest -p no:cacheprovider -m gpu tests -q -rs --basetemp="$work/pytest-gpu" \
+step gpu-tests 240 pytest -p no:cacheprovider -m gpu tests -q -rs --basetemp="$work/pytest-gpu" \
     --junitxml="$work/gpu-tests.xml"
 step market 120 tthf-synth --out "$market" --symbols "$symbols" --start 2024-03-04 --end 2024-03-06
 step fixture 120 --out "$work/day.txt" python bench/gpu_fixture.py --store "$store" --data "$market" --run "$run"

@@ -151,14 +151,23 @@ def test_a_gpu_session_without_cuda_torch_is_unavailable(monkeypatch: pytest.Mon
     assert "user_compute_stream" not in _CudaSession.created[-1]["CUDAExecutionProvider"]
 
 
-def _real_gpu_backend(tmp_path) -> tuple[Any, Any]:
-    from tthf.engine.runtime.backends import open_backend
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One exported tiny run for the gpu tests of this module (exported only where CUDA is)."""
     from tthf.engine.testing import make_data, make_run
     from tthf.export.api import export_run
     from tthf.export.config import ExportConfig
 
-    run = make_run(str(tmp_path / "runs"), make_data(tmp_path / "data", n_symbols=4))
-    export_run(run, ExportConfig(opt_batches=(64,), max_batch=512, real_windows=64, random_batches=(3,)))
+    base = tmp_path_factory.mktemp("ort-gpu")
+    run = make_run(str(base / "runs"), make_data(base / "data", n_symbols=4))
+    if torch.cuda.is_available():
+        export_run(run, ExportConfig(opt_batches=(64,), max_batch=512, real_windows=64, random_batches=(3,)))
+    return run
+
+
+def _real_gpu_backend(run: Any) -> tuple[Any, Any]:
+    from tthf.engine.runtime.backends import open_backend
+
     backend = open_backend(run, "onnxruntime")
     if not backend.on_gpu:
         if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -169,9 +178,9 @@ def _real_gpu_backend(tmp_path) -> tuple[Any, Any]:
 
 @pytest.mark.gpu
 @needs_cuda
-def test_gpu_predict_reuses_its_buffers_and_equals_a_fresh_session(tmp_path) -> None:
+def test_gpu_predict_reuses_its_buffers_and_equals_a_fresh_session(exported) -> None:
     """After warm-up, 100 predicts allocate no device memory; the outputs equal a fresh backend's."""
-    run, backend = _real_gpu_backend(tmp_path)
+    run, backend = _real_gpu_backend(exported)
     x = np.random.default_rng(0).standard_normal((300, run.config.model.seq_len, run.config.model.n_features))
     x = x.astype(np.float32)
     backend.predict(x)  # warm-up: buffers grown to 300 windows, ONNX Runtime's arena filled
@@ -187,9 +196,9 @@ def test_gpu_predict_reuses_its_buffers_and_equals_a_fresh_session(tmp_path) -> 
 
 @pytest.mark.gpu
 @needs_cuda
-def test_the_ring_computes_on_the_sessions_stream(tmp_path) -> None:
+def test_the_ring_computes_on_the_sessions_stream(exported) -> None:
     from tthf.engine.runtime.runner import CudaRunner, make_runner
 
-    run, backend = _real_gpu_backend(tmp_path)
+    run, backend = _real_gpu_backend(exported)
     runner = make_runner(backend, capacity=64, seq_len=run.config.model.seq_len, n_features=run.config.model.n_features)
     assert isinstance(runner, CudaRunner) and runner.compute_stream is backend.stream
