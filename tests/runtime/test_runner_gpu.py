@@ -196,7 +196,7 @@ def test_outputs_do_not_depend_on_batch_position_or_size(exported_day, backend_n
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("backend_name", ["torch-cuda", "tensorrt"])
+@pytest.mark.parametrize("backend_name", ["torch-cuda", "tensorrt", "onnxruntime"])  # ORT: on its session's stream
 @pytest.mark.parametrize("slots", [2, 3])
 def test_ring_stress_is_bitwise_one_batch_at_a_time(exported_day, backend_name: str, slots: int) -> None:
     """A small capacity and many batches: the overlapped ring gives the bits of a ring with one slot."""
