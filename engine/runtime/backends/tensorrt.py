@@ -222,10 +222,11 @@ class TensorRTFixedBatch(FixedBatch):
     """Real time on TensorRT: one batch shape, every buffer allocated once, one stream, optionally a CUDA graph.
 
     Each ``run`` uploads the pinned input, executes and downloads the outputs, all
-    asynchronously on ``stream``, then synchronizes once. With ``graph`` those three steps
-    are captured once as a CUDA graph (``torch.cuda.graph`` around ``execute_async_v3``,
-    TensorRT's documented way) and replayed each minute: one launch instead of the engine's
-    kernels one by one. A capture needs static shapes and addresses, which this batch has by
+    asynchronously on ``stream``, then synchronizes once. With ``graph`` the engine's
+    execution is captured once as a CUDA graph (``torch.cuda.graph`` around
+    ``execute_async_v3``, TensorRT's documented way) and replayed each minute: one launch
+    instead of the engine's kernels one by one. The two copies stay ordinary async copies
+    on the same stream: what a graph saves is launch overhead, which copies barely have. A capture needs static shapes and addresses, which this batch has by
     construction, and one ordinary enqueue before it (TensorRT finishes shape-dependent setup
     in the first enqueue after a shape change, and that setup cannot be captured). The batch
     has its own execution context: the captured graph bakes in the context's state, which
@@ -251,27 +252,21 @@ class TensorRTFixedBatch(FixedBatch):
         self.context.set_tensor_address(INPUT_NAME, self._dev_in.data_ptr())
         for name, tensor in self._dev_out.items():
             self.context.set_tensor_address(name, tensor.data_ptr())
-        self._enqueue()  # TensorRT's deferred setup happens here, never inside a capture
+        self._execute()  # TensorRT's deferred setup happens here, never inside a capture
         self.stream.synchronize()
         self.graph_error = ""
         self.graph = self._capture() if graph else None
 
-    def _enqueue(self) -> None:
-        """Upload, execute and download the whole batch, asynchronously on the batch's stream."""
-        torch = self._torch
-        with torch.cuda.stream(self.stream):
-            self._dev_in.copy_(self._host_in, non_blocking=True)
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
-            for name, tensor in self._dev_out.items():
-                self._host_out[name].copy_(tensor, non_blocking=True)
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
 
     def _capture(self) -> Any:
         torch = self._torch
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=self.stream):
-                self._enqueue()
+                self._execute()
         except Exception as exc:  # CUDA or TensorRT refused the capture: run the ordinary enqueue instead
             self.graph_error = f"{type(exc).__name__}: {exc}"
             log.warning("TensorRT: no CUDA graph for the %d-row batch (%s); running it without", self.capacity, exc)
@@ -281,11 +276,14 @@ class TensorRTFixedBatch(FixedBatch):
 
     def run(self, n: int) -> Outputs:
         torch = self._torch
-        if self.graph is not None:
-            with torch.cuda.stream(self.stream):
-                self.graph.replay()
-        else:
-            self._enqueue()
+        with torch.cuda.stream(self.stream):
+            self._dev_in.copy_(self._host_in, non_blocking=True)
+            if self.graph is not None:
+                self.graph.replay()  # on the current stream: this batch's
+            else:
+                self._execute()
+            for name, tensor in self._dev_out.items():
+                self._host_out[name].copy_(tensor, non_blocking=True)
         self.stream.synchronize()  # the one synchronization per call
         return {name: tensor[:n].numpy().astype(np.float32) for name, tensor in self._host_out.items()}
 
