@@ -10,7 +10,8 @@
 #   6. run-tensorrt   tthf-run --dense --backend tensorrt on the last day
 #   7. run-reference  the same day with --backend torch on the CPU (CUDA_VISIBLE_DEVICES= hides the GPU)
 #   8. compare        bench/gpu_compare.py: same rows, every output within the fp16 tolerances
-#   9. gpu-bench      the GPU benchmarks: bench/ -k "cuda or tensorrt or tthf-run-dense"
+#   9. overlap        bench/gpu_overlap.py: the ring's H2D / compute / D2H overlap on that day (CUDA events)
+#  10. gpu-bench      the GPU benchmarks: bench/ -k "cuda or tensorrt or tthf-run-dense"
 #
 # Every step runs (a failed one does not stop the others, so one GPU session shows every
 # problem), each under its own timeout; logs and JSON go to $TTHF_GPU_CHECK_DIR (default: a
@@ -77,7 +78,7 @@ keep_predictions() {
 }
 
 step doctor 120 --out "$work/doctor.json" tthf-doctor --backend tensorrt --expect gpu --json
-step gpu-tests 180 pytest -p no:cacheprovider -m gpu tests -q -rs --basetemp="$work/pytest-gpu" \
+step gpu-tests 240 pytest -p no:cacheprovider -m gpu tests -q -rs --basetemp="$work/pytest-gpu" \
     --junitxml="$work/gpu-tests.xml"
 step market 120 tthf-synth --out "$market" --symbols "$symbols" --start 2024-03-04 --end 2024-03-06
 step fixture 120 --out "$work/day.txt" python bench/gpu_fixture.py --store "$store" --data "$market" --run "$run"
@@ -90,6 +91,8 @@ step run-reference 200 env CUDA_VISIBLE_DEVICES= tthf-run --run "$run" --store "
 keep_predictions "$work/torch.csv"
 step compare 120 python bench/gpu_compare.py "$work/torch.csv" "$work/tensorrt.csv" --store "$store" --run "$run" \
     --precision fp16 --json "$work/compare.json"
+step overlap 120 --out "$work/overlap.json" python bench/gpu_overlap.py --store "$store" --run "$run" \
+    --data "$market" --date "${day:-none}" --backend tensorrt
 step gpu-bench 240 env TTHF_BENCH_SYMBOLS="$symbols" pytest -p no:cacheprovider bench -q \
     -k "cuda or tensorrt or tthf-run-dense" --basetemp="$work/pytest-bench" \
     --benchmark-json="$work/gpu-bench.json" --benchmark-columns=min,median,max,rounds

@@ -4,8 +4,9 @@
 
 ``WORKDIR`` holds the files gpu_check.sh wrote: ``steps.tsv`` (step, exit code, seconds,
 command), ``doctor.json`` (``tthf-doctor --json``), ``gpu-tests.xml`` (pytest's JUnit XML
-for ``-m gpu``), ``compare.json`` (bench/gpu_compare.py) and ``gpu-bench.json``
-(pytest-benchmark), and one ``<step>.log`` per step. Any missing file is reported as
+for ``-m gpu``), ``compare.json`` (bench/gpu_compare.py), ``overlap.json``
+(bench/gpu_overlap.py: the ring's H2D / compute / D2H overlap from CUDA events) and
+``gpu-bench.json`` (pytest-benchmark), and one ``<step>.log`` per step. Any missing file is reported as
 missing. The verdict fails on a step that failed, on a ``gpu`` test that was skipped on
 this GPU host (each one must run here), and on a total time over the budget. Exit code 0
 when it passes, 1 when it does not; every number in the page comes from those files.
@@ -57,7 +58,7 @@ def read_steps(path: Path) -> list[Step]:
     return steps
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() and path.stat().st_size else None
 
 
@@ -143,6 +144,28 @@ def compare_section(result: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def overlap_section(records: list[dict[str, Any]] | None) -> list[str]:
+    lines = ["## Ring overlap (CUDA events, `CudaRunner(timing=True)`, bench/gpu_overlap.py)", ""]
+    if records is None:
+        return [*lines, "No measurement (overlap.json missing).", ""]
+    lines += [
+        "Per stage: the GPU time its work took (ms). serial: their sum; busy: the time any of them ran; "
+        "overlap = 1 - busy / serial; copy hidden: the share of copy time spent while compute also ran.",
+        "",
+        "| backend | windowing | windows | batches x size | upload | gather | compute | download | serial | busy "
+        "| overlap | copy hidden | wall s |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in records:
+        stage = [f"{r.get(f'{name}_ms', 0.0):.1f}" for name in ("upload", "gather", "compute", "download")]
+        lines.append(
+            f"| {r['backend']} | {r['windowing']} | {r['windows']:,} | {r['batches']} x {r['batch_size']} | "
+            f"{' | '.join(stage)} | {r['serial_ms']:.1f} | {r['busy_ms']:.1f} | {r['overlap']:.0%} | "
+            f"{r['copy_hidden']:.0%} | {r['wall_s']:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def bench_section(doc: dict[str, Any] | None) -> list[str]:
     lines = ["## GPU benchmarks (pytest-benchmark, best round)", ""]
     if doc is None:
@@ -188,7 +211,9 @@ def render(workdir: Path, budget_s: float = BUDGET_S) -> tuple[str, list[str]]:
     ]
     lines += machine_section(read_json(workdir / "doctor.json"))
     lines += steps_section(steps, budget_s) + tests_section(tests)
-    lines += compare_section(read_json(workdir / "compare.json")) + bench_section(read_json(workdir / "gpu-bench.json"))
+    lines += compare_section(read_json(workdir / "compare.json"))
+    lines += overlap_section(read_json(workdir / "overlap.json"))
+    lines += bench_section(read_json(workdir / "gpu-bench.json"))
     lines += logs_section(workdir, steps)
     return "\n".join(lines).rstrip() + "\n", reasons
 

@@ -267,15 +267,33 @@ def _cuda_majors(names: list[str], pattern: str) -> set[int]:
     return {int(m.group(1)) for n in names if (m := re.match(pattern, n))}
 
 
+def tensorrt_distributions() -> list[str]:
+    """The installed TensorRT wheels (``tensorrt``, ``tensorrt-cu12``, ``tensorrt-cu12-libs``...) as name==version."""
+    return _distributions(r"tensorrt(-cu\d+)?(-libs|-bindings)?")
+
+
+def tensorrt_cuda_majors(dists: list[str]) -> set[int]:
+    """The CUDA majors of those wheels: NVIDIA publishes one ``tensorrt-cuNN`` per CUDA major (the
+    bare ``tensorrt`` is a meta-package that pulls one of them), and ``tensorrt.__version__`` does not
+    say which."""
+    return _cuda_majors(dists, r"tensorrt-cu(\d+)")
+
+
+def tensorrt_cuda_major(dists: list[str]) -> int | None:
+    """The one CUDA major of the installed TensorRT; None when there is none, or several (ambiguous)."""
+    majors = tensorrt_cuda_majors(dists)
+    return next(iter(majors)) if len(majors) == 1 else None
+
+
 def tensorrt_info(try_start: bool) -> TensorRTInfo:
     """TensorRT's version and CUDA major; with ``try_start``, whether a ``trt.Runtime`` really starts."""
-    dists = _distributions(r"tensorrt(-cu\d+)?(-libs|-bindings)?")
-    majors = _cuda_majors(dists, r"tensorrt-cu(\d+)")
+    dists = tensorrt_distributions()
+    majors = tensorrt_cuda_majors(dists)
     try:
         import tensorrt as trt
     except Exception as exc:
         return TensorRTInfo(None, distributions=dists, error=f"{type(exc).__name__}: {exc}")
-    info = TensorRTInfo(trt.__version__, next(iter(majors)) if len(majors) == 1 else None, dists)
+    info = TensorRTInfo(trt.__version__, tensorrt_cuda_major(dists), dists)
     if len(majors) > 1:
         info.error = f"TensorRT for several CUDA majors is installed: {', '.join(dists)}"
     if try_start:

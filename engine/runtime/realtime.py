@@ -34,6 +34,7 @@ from tthf.engine.data.calendar import is_trading_day, timezone
 from tthf.engine.features import FEATURE_NAMES, DayGrid, compute_grid
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime.backends import Backend, open_backend
+from tthf.engine.runtime.backends.base import FixedBatch
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.store import Store
 from tthf.errors import DataError, UsageError
@@ -55,6 +56,7 @@ class RealtimePredictor:
         self.grid: DayGrid | None = None
         self.seconds: dict[str, float] = {}  # where the last update's time went
         self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
+        self._fixed: FixedBatch | None = None  # the backend's all-symbols batch, where it has one (TensorRT)
 
     @classmethod
     def from_run(
@@ -132,12 +134,28 @@ class RealtimePredictor:
         if len(valid) == 0:
             return predictions.empty()
         scaled = self.scalers.transform(features, FEATURE_NAMES, self.feature_names, what=f"features of {grid.day}")
-        if len(self._buffer) < len(valid):
+        fixed = self._fixed_batch(len(grid.symbols))
+        if fixed is None and len(self._buffer) < len(valid):
             self._buffer = np.empty((len(valid), *self._buffer.shape[1:]), dtype=np.float32)
         n = windows.gather_windows(
-            scaled, valid, np.full(len(valid), self.seq_len - 1, dtype=np.int32), self._buffer, seq_len=self.seq_len
+            scaled,
+            valid,
+            np.full(len(valid), self.seq_len - 1, dtype=np.int32),
+            self._buffer if fixed is None else fixed.inputs,
+            seq_len=self.seq_len,
         )
-        out = self.backend.predict(self._buffer[:n])
+        out = self.backend.predict(self._buffer[:n]) if fixed is None else fixed.run(n)
         ts = np.full(n, grid.minutes[t])
         symbols = pl.Series("symbol", grid.symbols, dtype=pl.String).gather(valid)
         return predictions.table(ts, symbols, {name: out[name] for name in OUTPUT_NAMES}, ts).sort("symbol")
+
+    def _fixed_batch(self, n_symbols: int) -> FixedBatch | None:
+        """The backend's fixed batch for all of today's symbols, remade only when they outgrow it.
+
+        On TensorRT that is pinned buffers, one stream and a CUDA graph, allocated once, with
+        one synchronization per minute (``TensorRTFixedBatch``); CPU backends have none and
+        ``predict`` serves them.
+        """
+        if self._fixed is None or self._fixed.capacity < n_symbols:
+            self._fixed = self.backend.fixed_batch(n_symbols)
+        return self._fixed

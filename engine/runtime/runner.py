@@ -20,13 +20,25 @@ that returns every valid window's four outputs in cursor order.
 
 Each backend says how it runs a batch in device memory (``Backend.device_engine``):
 TensorRT through tensor addresses and ``execute_async_v3`` on the compute stream; ONNX
-Runtime through I/O binding of the device buffers (it runs on its own stream, so the
-runner waits for the upload first); PyTorch under fp16 autocast.
+Runtime through I/O binding of the device buffers, on the stream its session was created
+with (``DeviceEngine.stream``, which then is the runner's compute stream; no host
+synchronization per batch); PyTorch under fp16 autocast.
+
+With ``timing=True`` the ring records a pair of CUDA timing events around every upload,
+gather, engine run and download, and ``stage_times()`` gives them as intervals on the GPU's
+clock; ``overlap`` says how much of that work ran concurrently (``bench/gpu_overlap.py``
+reports it in ``bench/GPU_RESULTS.md``). Off by default: events cost a little per batch.
+
+Device windowing copies the grid through a pinned host buffer kept by the runner (grown to
+the largest day), so the upload is an asynchronous DMA on the copy stream rather than a
+blocking copy from pageable memory (audit finding 17).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +66,59 @@ class DayOutputs:
     minute: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)  # "windows" (cutting), "inference"
     windowing: str = "host"
+
+
+#: the ring's stages as ``stage_times`` names them; copies run on the copy stream, the rest on the compute stream
+STAGES = ("upload", "gather", "compute", "download")
+COPY_STAGES = ("upload", "download")
+Intervals = dict[str, list[tuple[float, float]]]  # stage -> [(start ms, end ms)] on one GPU clock
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return sum(hi - lo for lo, hi in _union(spans))
+
+
+def _intersection(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Length of time covered by both ``a`` and ``b``."""
+    total, ua, ub = 0.0, _union(a), _union(b)
+    for lo, hi in ua:
+        for blo, bhi in ub:
+            total += max(0.0, min(hi, bhi) - max(lo, blo))
+    return total
+
+
+def overlap(intervals: Intervals) -> dict[str, float]:
+    """How much of the ring's GPU work ran concurrently, from ``stage_times()``.
+
+    - ``<stage>_ms``: time each stage kept its engine busy; ``serial_ms`` their sum, the time
+      the same work takes one stage after another;
+    - ``busy_ms``: the time at least one stage was running (the union);
+    - ``overlap``: ``1 - busy_ms / serial_ms``: 0 when nothing overlapped;
+    - ``copy_hidden``: the share of copy time (upload and download) spent while the compute
+      stream was also busy: 1 means every copy was hidden behind a batch's compute.
+    """
+    busy = {stage: _length(spans) for stage, spans in intervals.items()}
+    every = [span for spans in intervals.values() for span in spans]
+    copies = [span for stage in COPY_STAGES for span in intervals.get(stage, [])]
+    compute = [span for stage in STAGES if stage not in COPY_STAGES for span in intervals.get(stage, [])]
+    serial, union, copy = sum(busy.values()), _length(every), _length(copies)
+    return {
+        **{f"{stage}_ms": ms for stage, ms in busy.items()},
+        "serial_ms": serial,
+        "busy_ms": union,
+        "overlap": 1 - union / serial if serial else 0.0,
+        "copy_hidden": _intersection(copies, compute) / copy if copy else 0.0,
+    }
 
 
 def _empty_positions(total: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -124,6 +189,7 @@ class CudaRunner:
         n_features: int,
         windowing: str = "auto",
         slots: int = RING_SLOTS,
+        timing: bool = False,
     ) -> None:
         import torch
 
@@ -136,7 +202,10 @@ class CudaRunner:
         self.windowing = windowing
         self.capacity = min(capacity, engine.max_batch) if engine.max_batch else capacity
         self.copy_stream = torch.cuda.Stream()
-        self.compute_stream = torch.cuda.Stream()
+        self.compute_stream = engine.stream if engine.stream is not None else torch.cuda.Stream()
+        self._grid_host: Any = None  # pinned staging buffer of the day grid (device windowing), grown on demand
+        self._timing = timing
+        self._marks: list[tuple[str, Any, Any]] = []  # (stage, start event, end event) of the last run
         self.slots = [_Slot(torch, self.capacity, seq_len, n_features, engine.out_dtypes) for _ in range(slots)]
         self._offsets = torch.arange(seq_len, device="cuda", dtype=torch.int64) - (seq_len - 1)
         torch.cuda.current_stream().synchronize()  # made on the default stream, read on the ring's streams
@@ -157,6 +226,7 @@ class CudaRunner:
         if total == 0:
             return DayOutputs(outputs, sym, minute, {"windows": 0.0, "inference": 0.0}, self.windowing)
         mode = self.choose_windowing(scaled.shape[0], scaled.shape[1], total)
+        self._marks = []
         t0 = time.perf_counter()
         try:
             cut_s = self._run_ring(scaled, mask, stride, mode, outputs, sym, minute)
@@ -173,14 +243,52 @@ class CudaRunner:
     def _upload_grid(self, scaled: np.ndarray, sym: np.ndarray, minute: np.ndarray) -> tuple[Any, Any]:
         """Device windowing: the day's grid once, and for every window the grid rows it covers."""
         torch = self._torch
-        with torch.cuda.stream(self.copy_stream):
-            grid = torch.from_numpy(scaled).to("cuda", non_blocking=False).view(-1, scaled.shape[2])
+        staged = self._pinned_grid(scaled)
+        with torch.cuda.stream(self.copy_stream), self._timed("upload", self.copy_stream):
+            grid = staged.to("cuda", non_blocking=True).view(-1, scaled.shape[2])
             ends = torch.from_numpy(sym.astype(np.int64) * scaled.shape[1] + minute).to("cuda")
             rows = (ends[:, None] + self._offsets).view(-1)
         self.compute_stream.wait_stream(self.copy_stream)
         grid.record_stream(self.compute_stream)  # read there: not freed while its reads are pending
         rows.record_stream(self.compute_stream)
         return grid, rows
+
+    @contextmanager
+    def _timed(self, stage: str, stream: Any) -> Iterator[None]:
+        """With ``timing``, CUDA timing events on ``stream`` around what the block enqueues there."""
+        if not self._timing:
+            yield
+            return
+        start, end = (self._torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record(stream)
+        yield
+        end.record(stream)
+        self._marks.append((stage, start, end))
+
+    def stage_times(self) -> Intervals:
+        """The last run's stage intervals in ms from its first event (``timing=True``; empty otherwise)."""
+        if not self._marks:
+            return {}
+        self.copy_stream.synchronize()
+        self.compute_stream.synchronize()
+        origin = self._marks[0][1]  # the first upload: everything else waits for it
+        out: Intervals = {}
+        for stage, start, end in self._marks:
+            out.setdefault(stage, []).append((origin.elapsed_time(start), origin.elapsed_time(end)))
+        return out
+
+    def _pinned_grid(self, scaled: np.ndarray) -> Any:
+        """``scaled`` copied into the runner's pinned buffer (reallocated only for a larger day).
+
+        Reusing it across days is safe: ``run`` returns only after every batch has come back,
+        and each batch waited for the grid's upload.
+        """
+        torch = self._torch
+        if self._grid_host is None or self._grid_host.numel() < scaled.size:
+            self._grid_host = torch.empty(scaled.size, dtype=torch.float32, pin_memory=True)
+        staged = self._grid_host[: scaled.size].view(scaled.shape)
+        staged.numpy()[...] = scaled
+        return staged
 
     def _run_ring(
         self,
@@ -208,7 +316,7 @@ class CudaRunner:
             m = min(self.capacity, total - start)
             if mode == "device":
                 n, nxt = m, start + m
-                with torch.cuda.stream(self.compute_stream):
+                with torch.cuda.stream(self.compute_stream), self._timed("gather", self.compute_stream):
                     torch.index_select(
                         grid,
                         0,
@@ -229,7 +337,8 @@ class CudaRunner:
                 )
                 cut_s += time.perf_counter() - c0
                 with torch.cuda.stream(self.copy_stream):
-                    slot.dev_in[:n].copy_(slot.host_in[:n], non_blocking=True)
+                    with self._timed("upload", self.copy_stream):
+                        slot.dev_in[:n].copy_(slot.host_in[:n], non_blocking=True)
                     slot.uploaded.record(self.copy_stream)
                 self.compute_stream.wait_event(slot.uploaded)
             self._execute(slot, n)
@@ -242,14 +351,14 @@ class CudaRunner:
     def _execute(self, slot: _Slot, n: int) -> None:
         """Run the engine on the slot's device input and queue the download of its outputs."""
         torch = self._torch
-        if self.engine.synchronous:
-            self.compute_stream.synchronize()
-        self.engine.execute(slot.dev_in, slot.dev_out, n, self.compute_stream)
+        with self._timed("compute", self.compute_stream):
+            self.engine.execute(slot.dev_in, slot.dev_out, n, self.compute_stream)
         slot.computed.record(self.compute_stream)
         self.copy_stream.wait_event(slot.computed)
         with torch.cuda.stream(self.copy_stream):
-            for name, tensor in slot.dev_out.items():
-                slot.host_out[name][:n].copy_(tensor[:n], non_blocking=True)
+            with self._timed("download", self.copy_stream):
+                for name, tensor in slot.dev_out.items():
+                    slot.host_out[name][:n].copy_(tensor[:n], non_blocking=True)
             slot.downloaded.record(self.copy_stream)
 
     def _collect(self, slot: _Slot, outputs: dict[str, np.ndarray]) -> None:

@@ -196,7 +196,7 @@ def test_outputs_do_not_depend_on_batch_position_or_size(exported_day, backend_n
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("backend_name", ["torch-cuda", "tensorrt"])
+@pytest.mark.parametrize("backend_name", ["torch-cuda", "tensorrt", "onnxruntime"])  # ORT: on its session's stream
 @pytest.mark.parametrize("slots", [2, 3])
 def test_ring_stress_is_bitwise_one_batch_at_a_time(exported_day, backend_name: str, slots: int) -> None:
     """A small capacity and many batches: the overlapped ring gives the bits of a ring with one slot."""
@@ -258,3 +258,21 @@ def test_a_failed_batch_leaves_the_ring_reusable(exported_day) -> None:
     assert all(slot.span is None for slot in runner.slots)
     x, _, _ = _naive(feats, scaled, 1)
     _assert_close(run, runner.run(scaled, feats.mask, stride=1).outputs, _reference(run, x), "fp16", "after failure")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_device_windowing_stages_the_grid_in_one_pinned_buffer(exported_day) -> None:
+    """Audit 17: the grid goes up from pinned memory, the buffer is kept across days and grown for a larger one."""
+    run, feats, scaled = exported_day
+    backend = _gpu_backend(run, "torch-cuda")
+    runner = make_runner(backend, capacity=50, seq_len=30, n_features=scaled.shape[2], windowing="device")
+    host = make_runner(backend, capacity=50, seq_len=30, n_features=scaled.shape[2], windowing="host")
+    small_scaled, small_mask = scaled[: len(scaled) // 2], feats.mask[: len(scaled) // 2]
+    for day_scaled, day_mask in ((small_scaled, small_mask), (scaled, feats.mask), (small_scaled, small_mask)):
+        got = runner.run(np.ascontiguousarray(day_scaled), np.ascontiguousarray(day_mask), stride=2)
+        want = host.run(np.ascontiguousarray(day_scaled), np.ascontiguousarray(day_mask), stride=2)
+        assert runner._grid_host.is_pinned() and runner._grid_host.numel() >= day_scaled.size
+        for name in OUTPUT_NAMES:
+            np.testing.assert_array_equal(got.outputs[name], want.outputs[name])
+    assert runner._grid_host.numel() == scaled.size  # grown once, to the largest day

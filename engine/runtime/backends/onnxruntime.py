@@ -1,7 +1,11 @@
 """ONNX Runtime as a backend: the exported fp32 ``model.onnx`` with the best provider present.
 
-Provider order: TensorRT EP, CUDA EP, then CPU. On CUDA the batch goes through I/O
-binding (and the CUDA runner binds its device buffers directly). On the CPU, one
+Provider order: TensorRT EP, CUDA EP, then CPU. On CUDA the session computes on one
+torch CUDA stream given as its ``user_compute_stream`` and runs without the end-of-run
+host synchronization (``disable_synchronize_execution_providers``): ``predict`` binds
+pinned-and-device buffers reused across calls, and the CUDA runner uses that stream as its
+compute stream, so ONNX Runtime's kernels are ordered with the ring's copies by CUDA
+events instead of blocking the host (GPU audit findings 11 and 15). On the CPU, one
 single-threaded session per core and each batch split between them (data parallel), in
 sub-batches: the model's ops are too small for intra-op threads to pay (docs/export.md,
 "CPU inference speed"). Export validates through this same class, so what was validated
@@ -20,8 +24,8 @@ from tthf.engine import artifacts
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs
 from tthf.engine.runs import FP32_ONNX, Run
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine
-from tthf.errors import BackendUnavailableError, UsageError
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine, PinnedBuffers
+from tthf.errors import BackendError, BackendUnavailableError, UsageError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 # A batch is split over the sessions only as far as every shard gets at least MIN_SHARD
@@ -42,16 +46,26 @@ def _import_ort() -> Any:
     return ort
 
 
-def provider_options(provider: str, device_id: int, cache_dir: str) -> dict[str, str]:
-    """What each GPU provider needs to run what was validated, on the device the runner binds.
+#: RunOptions entry: do not synchronize the CUDA stream with the host at the end of a run
+NO_SYNC = "disable_synchronize_execution_providers"
+
+
+def provider_options(provider: str, device_id: int, cache_dir: str, stream: int | None = None) -> dict[str, str]:
+    """What each GPU provider needs to run what was validated, on the device and stream the runner uses.
 
     - CUDA: TF32 off (its default is on), so the backend is the fp32 it is labelled;
     - TensorRT EP: its engines cached on disk (else it rebuilds at every start and on new
       batch shapes); fp32, like the model it runs;
-    - both on ``device_id``, the device whose buffers the CUDA runner binds.
+    - both on ``device_id``, the device whose buffers the CUDA runner binds, and, given a
+      ``stream`` (a ``cudaStream_t`` as an int: ``torch.cuda.Stream().cuda_stream``), computing
+      on it (``user_compute_stream``; ONNX Runtime then sets ``has_user_compute_stream``).
+      The default stream (0) is refused: ONNX Runtime reads 0 as "no stream".
     """
+    if stream == 0:
+        raise UsageError("the default CUDA stream (0) cannot be ONNX Runtime's compute stream; pass a created stream")
+    on_stream = {} if stream is None else {"user_compute_stream": str(stream)}
     if provider == "CUDAExecutionProvider":
-        return {"device_id": str(device_id), "use_tf32": "0"}
+        return {"device_id": str(device_id), "use_tf32": "0", **on_stream}
     if provider == "TensorrtExecutionProvider":
         return {
             "device_id": str(device_id),
@@ -59,14 +73,34 @@ def provider_options(provider: str, device_id: int, cache_dir: str) -> dict[str,
             "trt_engine_cache_path": cache_dir,
             "trt_timing_cache_enable": "True",
             "trt_timing_cache_path": cache_dir,
+            **on_stream,
         }
     return {}
+
+
+def _gpu_stream(on_device: list[str]) -> Any:
+    """The torch CUDA stream a GPU session computes on; None without GPU providers or without CUDA torch.
+
+    Importing torch first also loads its CUDA libraries, which ONNX Runtime's CUDA provider
+    then finds (audit finding 26).
+    """
+    if not on_device:
+        return None
+    import torch
+
+    return torch.cuda.Stream() if torch.cuda.is_available() else None
 
 
 def _device_id() -> int:
     import torch
 
     return int(torch.cuda.current_device()) if torch.cuda.is_available() else 0
+
+
+def _torch_cuda() -> str | None:
+    import torch
+
+    return torch.version.cuda
 
 
 def _cache_dir() -> str:
@@ -110,7 +144,9 @@ class OnnxRuntimeBackend(Backend):
         device_id = _device_id() if on_device else 0
         if "TensorrtExecutionProvider" in on_device:
             os.makedirs(_cache_dir(), exist_ok=True)
-        options = [provider_options(p, device_id, _cache_dir()) for p in chosen]
+        self.stream = _gpu_stream(on_device)
+        handle = None if self.stream is None else int(self.stream.cuda_stream)
+        options = [provider_options(p, device_id, _cache_dir(), handle) for p in chosen]
         self.device_id = device_id
         self.session = ort.InferenceSession(
             model, _session_options(ort, 1 if data_parallel else threads), providers=chosen, provider_options=options
@@ -126,6 +162,18 @@ class OnnxRuntimeBackend(Backend):
         self._pool = (
             ThreadPoolExecutor(len(self.sessions), thread_name_prefix="tthf-ort") if len(self.sessions) > 1 else None
         )
+        if self.on_gpu and self.stream is None:
+            raise BackendUnavailableError(
+                f"onnxruntime runs on {active[0]} but torch has no CUDA (torch.version.cuda is "
+                f"{_torch_cuda()}): tthf's GPU buffers and streams are torch's; install the CUDA torch of "
+                "onnxruntime-gpu's CUDA major (README, 'Install on a GPU host'), or use --backend torch"
+            )
+        self._binding: Any = self.session.io_binding() if self.on_gpu else None  # one, rebound per batch
+        self._run_options: Any = None
+        if self.on_gpu:
+            self._run_options = ort.RunOptions()
+            self._run_options.add_run_config_entry(NO_SYNC, "1")  # ordered by the stream, not by the host
+        self._gpu_buffers: PinnedBuffers | None = None
         self.detail = (
             active[0]
             if self.on_gpu
@@ -171,30 +219,32 @@ class OnnxRuntimeBackend(Backend):
         return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})))
 
     def _predict_gpu(self, x: np.ndarray) -> Outputs:
-        # One host->device copy of the batch and device-side outputs, copied back once.
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input(INPUT_NAME, self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device_id))
-        for name in OUTPUT_NAMES:
-            binding.bind_output(name, "cuda", self.device_id)
-        self.session.run_with_iobinding(binding)
-        return dict(zip(OUTPUT_NAMES, binding.copy_outputs_to_cpu()))
+        """One persistent binding over buffers grown to the largest batch: no allocation per call, one sync."""
+        if self._gpu_buffers is None:
+            import torch
+
+            self._gpu_buffers = PinnedBuffers(dict.fromkeys(OUTPUT_NAMES, torch.float32))
+        return self._gpu_buffers.run(x, self._execute, self.stream)
+
+    def _execute(self, x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
+        """Run ``n`` windows at ``x`` (device) into ``outs`` (device), enqueued on the session's stream."""
+        if int(stream.cuda_stream) != int(self.stream.cuda_stream):
+            raise BackendError(
+                "ONNX Runtime computes on the stream its session was created with; run it on backend.stream "
+                "(the CUDA runner does: DeviceEngine.stream)"
+            )
+        binding = self._binding
+        binding.bind_input(INPUT_NAME, "cuda", self.device_id, np.float32, (n, *x.shape[1:]), x.data_ptr())
+        for name, tensor in outs.items():
+            binding.bind_output(name, "cuda", self.device_id, np.float32, (n,), tensor.data_ptr())
+        self.session.run_with_iobinding(binding, self._run_options)
 
     def device_engine(self) -> DeviceEngine | None:
         if not self.on_gpu:
             return None
         import torch
 
-        session = self.session
-        binding = session.io_binding()
-        device_id = self.device_id  # the device the session runs on
-
-        def execute(x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
-            binding.bind_input(INPUT_NAME, "cuda", device_id, np.float32, (n, *x.shape[1:]), x.data_ptr())
-            for name, tensor in outs.items():
-                binding.bind_output(name, "cuda", device_id, np.float32, (n,), tensor.data_ptr())
-            session.run_with_iobinding(binding)
-
-        return DeviceEngine(execute, dict.fromkeys(OUTPUT_NAMES, torch.float32), synchronous=True)
+        return DeviceEngine(self._execute, dict.fromkeys(OUTPUT_NAMES, torch.float32), stream=self.stream)
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "onnxruntime": self._ort.__version__}

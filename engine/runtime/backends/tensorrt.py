@@ -26,7 +26,8 @@ import numpy as np
 from tthf.engine import artifacts, runs
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+from tthf.engine.runtime import probes
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine, FixedBatch, PinnedBuffers
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
 log = logging.getLogger("tthf")
@@ -37,12 +38,19 @@ Rebuild = Callable[[runs.Run, artifacts.Manifest], str]
 
 @dataclass(frozen=True)
 class GpuTarget:
-    """What an engine is bound to: the GPU's compute capability and the TensorRT version."""
+    """What an engine is bound to: the GPU's compute capability and the TensorRT version.
+
+    The manifest records every field with the engine. Two CUDA versions matter and may
+    differ: torch's (``torch.version.cuda``, the libraries the runner's buffers and streams
+    use) and TensorRT's (the ``tensorrt-cuNN`` wheel installed; it needs a driver for that
+    major). Both are kept so that an engine record says what it was built and validated with.
+    """
 
     gpu_name: str
     compute_capability: str  # "9.0"
     tensorrt_version: str
-    cuda_version: str
+    torch_cuda: str  # torch.version.cuda, "12.8"
+    tensorrt_cuda_major: int | None = None  # of the installed tensorrt-cuNN wheel; None if unknown/ambiguous
 
     @property
     def sm(self) -> str:
@@ -104,8 +112,36 @@ def current_target() -> GpuTarget:
         gpu_name=torch.cuda.get_device_name(0),
         compute_capability=f"{major}.{minor}",
         tensorrt_version=trt.__version__,
-        cuda_version=str(torch.version.cuda),
+        torch_cuda=str(torch.version.cuda),
+        tensorrt_cuda_major=probes.tensorrt_cuda_major(probes.tensorrt_distributions()),
     )
+
+
+#: the real-time fixed batch is rounded up to a multiple of this many rows, so a few symbols
+#: appearing during the day do not force a new batch (and a new CUDA graph) each time
+FIXED_BATCH_STEP = 64
+
+Profile = tuple[int, int, int]  # (min, opt, max) batch
+
+
+def best_profile(batch: int, profiles: list[Profile]) -> int:
+    """The index of the profile whose ``opt`` is nearest to ``batch`` among those that admit it."""
+    fits = [i for i, (lo, _, hi) in enumerate(profiles) if lo <= batch <= hi]
+    if not fits:
+        raise BackendError(
+            f"batch {batch} is outside every optimization profile {profiles}; rebuild the engine with "
+            "tthf-export --min-batch/--max-batch covering it"
+        )
+    return min(fits, key=lambda i: abs(profiles[i][1] - batch))
+
+
+def fixed_capacity(rows: int, profiles: list[Profile], step: int = FIXED_BATCH_STEP) -> int | None:
+    """The rows of a fixed batch for ``rows`` windows: rounded up to ``step``, inside a profile; None past them all."""
+    top = max(hi for _, _, hi in profiles)
+    if rows > top:
+        return None
+    capacity = min(-(-max(rows, 1) // step) * step, top)
+    return max(capacity, min(lo for lo, _, _ in profiles))
 
 
 @cache
@@ -150,23 +186,17 @@ class TensorRTEngine:
         self.output_dtypes = {
             n: torch.from_numpy(np.empty(0, dtype=trt.nptype(engine.get_tensor_dtype(n)))).dtype for n in outputs
         }
-        self.profiles = [
-            tuple(int(shape[0]) for shape in engine.get_tensor_profile_shape(INPUT_NAME, p))
-            for p in range(engine.num_optimization_profiles)
-        ]  # (min, opt, max) batch of each profile
+        self.profiles: list[Profile] = []  # (min, opt, max) batch of each profile
+        for p in range(engine.num_optimization_profiles):
+            lo, opt, hi = (int(shape[0]) for shape in engine.get_tensor_profile_shape(INPUT_NAME, p))
+            self.profiles.append((lo, opt, hi))
         self.max_batch = min(p[2] for p in self.profiles)
         self.window_shape = tuple(int(d) for d in engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][1:])
-        self._buffers: dict[str, Any] | None = None
+        self._buffers = PinnedBuffers(self.output_dtypes)  # predict's, reused across calls
 
     def select_profile(self, batch: int, stream: Any) -> None:
         """Switch to the profile whose ``opt`` is nearest to ``batch`` (on ``stream``) if it is not current."""
-        fits = [i for i, (lo, _, hi) in enumerate(self.profiles) if lo <= batch <= hi]
-        if not fits:
-            raise BackendError(
-                f"batch {batch} is outside every optimization profile {self.profiles}; rebuild the engine with "
-                "tthf-export --min-batch/--max-batch covering it"
-            )
-        best = min(fits, key=lambda i: abs(self.profiles[i][1] - batch))
+        best = best_profile(batch, self.profiles)
         # the context's own record, not a copy: predict() and the CUDA runner share this context
         if best != self.context.active_optimization_profile:
             self.context.set_optimization_profile_async(best, stream.cuda_stream)
@@ -184,35 +214,78 @@ class TensorRTEngine:
     def predict(self, batch: np.ndarray) -> Outputs:
         return predict_in_chunks(self._predict_chunk, batch, self.max_batch)
 
-    def _host_buffers(self, n: int) -> dict[str, Any]:
-        """Pinned host and device buffers for ``n`` windows, grown when needed and reused across calls.
-
-        ``predict`` serves the real-time predictor and validation: no allocation per call,
-        one stream, one synchronization per chunk (GPU audit finding 15).
-        """
-        torch = self._torch
-        if self._buffers is None or self._buffers["capacity"] < n:
-            cap = max(n, 1)
-            self._buffers = {
-                "capacity": cap,
-                "host_in": torch.empty((cap, *self.window_shape), dtype=torch.float32, pin_memory=True),
-                "dev_in": torch.empty((cap, *self.window_shape), dtype=torch.float32, device="cuda"),
-                "dev_out": {k: torch.empty(cap, dtype=d, device="cuda") for k, d in self.output_dtypes.items()},
-                "host_out": {k: torch.empty(cap, dtype=torch.float32, pin_memory=True) for k in self.output_dtypes},
-            }
-        return self._buffers
-
     def _predict_chunk(self, chunk: np.ndarray) -> Outputs:
-        torch, n = self._torch, len(chunk)
-        buf = self._host_buffers(n)
-        buf["host_in"][:n].numpy()[...] = chunk
-        with torch.cuda.stream(self.stream):
-            buf["dev_in"][:n].copy_(buf["host_in"][:n], non_blocking=True)
-            self.execute(buf["dev_in"], buf["dev_out"], n, self.stream)
-            for name, tensor in buf["dev_out"].items():
-                buf["host_out"][name][:n].copy_(tensor[:n], non_blocking=True)  # fp16 -> fp32 on the copy
+        return self._buffers.run(chunk, self.execute, self.stream)
+
+
+class TensorRTFixedBatch(FixedBatch):
+    """Real time on TensorRT: one batch shape, every buffer allocated once, one stream, optionally a CUDA graph.
+
+    Each ``run`` uploads the pinned input, executes and downloads the outputs, all
+    asynchronously on ``stream``, then synchronizes once. With ``graph`` the engine's
+    execution is captured once as a CUDA graph (``torch.cuda.graph`` around
+    ``execute_async_v3``, TensorRT's documented way) and replayed each minute: one launch
+    instead of the engine's kernels one by one. The two copies stay ordinary async copies
+    on the same stream: what a graph saves is launch overhead, which copies barely have. A capture needs static shapes and addresses, which this batch has by
+    construction, and one ordinary enqueue before it (TensorRT finishes shape-dependent setup
+    in the first enqueue after a shape change, and that setup cannot be captured). The batch
+    has its own execution context: the captured graph bakes in the context's state, which
+    ``predict`` and the CUDA runner would otherwise change. Should the capture fail (TensorRT
+    refuses to capture some engines), the batch runs without the graph and says why in
+    ``graph_error``.
+    """
+
+    def __init__(self, compiled: TensorRTEngine, capacity: int, *, graph: bool = True) -> None:
+        torch = compiled._torch
+        self._torch = torch
+        self.capacity = capacity
+        self.stream = torch.cuda.Stream()
+        self.context = compiled.engine.create_execution_context()
+        shape = (capacity, *compiled.window_shape)
+        self._host_in = torch.zeros(shape, dtype=torch.float32, pin_memory=True)  # zeros: finite unused rows
+        self.inputs = self._host_in.numpy()
+        self._dev_in = torch.zeros(shape, dtype=torch.float32, device="cuda")
+        self._dev_out = {n: torch.empty(capacity, dtype=d, device="cuda") for n, d in compiled.output_dtypes.items()}
+        self._host_out = {n: torch.empty(capacity, dtype=d, pin_memory=True) for n, d in compiled.output_dtypes.items()}
+        self.context.set_optimization_profile_async(best_profile(capacity, compiled.profiles), self.stream.cuda_stream)
+        self.context.set_input_shape(INPUT_NAME, shape)
+        self.context.set_tensor_address(INPUT_NAME, self._dev_in.data_ptr())
+        for name, tensor in self._dev_out.items():
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        self._execute()  # TensorRT's deferred setup happens here, never inside a capture
         self.stream.synchronize()
-        return {name: buf["host_out"][name][:n].numpy().copy() for name in self.output_dtypes}
+        self.graph_error = ""
+        self.graph = self._capture() if graph else None
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
+
+    def _capture(self) -> Any:
+        torch = self._torch
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                self._execute()
+        except Exception as exc:  # CUDA or TensorRT refused the capture: run the ordinary enqueue instead
+            self.graph_error = f"{type(exc).__name__}: {exc}"
+            log.warning("TensorRT: no CUDA graph for the %d-row batch (%s); running it without", self.capacity, exc)
+            torch.cuda.synchronize()
+            return None
+        return graph
+
+    def run(self, n: int) -> Outputs:
+        torch = self._torch
+        with torch.cuda.stream(self.stream):
+            self._dev_in.copy_(self._host_in, non_blocking=True)
+            if self.graph is not None:
+                self.graph.replay()  # on the current stream: this batch's
+            else:
+                self._execute()
+            for name, tensor in self._dev_out.items():
+                self._host_out[name].copy_(tensor, non_blocking=True)
+        self.stream.synchronize()  # the one synchronization per call
+        return {name: tensor[:n].numpy().astype(np.float32) for name, tensor in self._host_out.items()}
 
 
 class TensorRTBackend(Backend):
@@ -220,6 +293,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
         self.compiled = engine  # our TensorRTEngine wrapper
+        self.cuda_graph = True  # real time's fixed batch replays a CUDA graph (TensorRTFixedBatch)
         self.detail = detail
         self._trt_version = tensorrt_version
 
@@ -270,6 +344,11 @@ class TensorRTBackend(Backend):
 
     def device_engine(self) -> DeviceEngine:
         return DeviceEngine(self.compiled.execute, dict(self.compiled.output_dtypes), max_batch=self.compiled.max_batch)
+
+    def fixed_batch(self, rows: int) -> TensorRTFixedBatch | None:
+        """Real time's all-symbols batch, captured as a CUDA graph unless ``cuda_graph`` is False."""
+        capacity = fixed_capacity(rows, self.compiled.profiles)
+        return None if capacity is None else TensorRTFixedBatch(self.compiled, capacity, graph=self.cuda_graph)
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "tensorrt": self._trt_version}
