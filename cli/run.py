@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULTS.host_workers,
         help="--executor local: worker processes that read and build the features of that many dates at once "
-        "(default: one per 4 cores from 8 cores up, else 1: in this process; docs/running.md)",
+        "(default 1: in this process; more paid nothing on a shared 2-core machine, docs/running.md)",
     )
     p.add_argument(
         "--executor",

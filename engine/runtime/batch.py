@@ -27,7 +27,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import platform
 import socket
 import time
@@ -116,16 +115,16 @@ class RunOptions:
     windowing: str = "auto"  # GPU only: where windows are cut (tthf.engine.runtime.runner.WINDOWING)
     executor: str = "local"  # one of EXECUTORS
     ray: RayConfig = RayConfig()  # --executor ray only
-    host_workers: int | None = None  # --executor local: processes for read + features (None: default_host_workers)
+    host_workers: int = 1  # --executor local: processes for read + features (1: in this process)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown --executor {self.executor!r}; use one of {', '.join(EXECUTORS)}")
         if self.executor != "ray" and self.ray != RayConfig():
             raise UsageError("--ray-address, --workers and --gpus-per-worker need --executor ray")
-        if self.host_workers is not None and self.host_workers < 1:
+        if self.host_workers < 1:
             raise UsageError(f"--host-workers must be >= 1, got {self.host_workers}")
-        if self.host_workers is not None and self.executor != "local":
+        if self.host_workers != 1 and self.executor != "local":
             raise UsageError("--host-workers is for --executor local; Ray's workers are sized by --workers")
         if self.backend not in BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -139,8 +138,8 @@ class RunOptions:
             raise UsageError(f"--sample-every must be >= 1, got {self.sample_every}")
 
     def host_workers_for(self, n_dates: int) -> int:
-        """The worker processes for read + features: the option, else ``default_host_workers``."""
-        return self.host_workers if self.host_workers is not None else default_host_workers(n_dates)
+        """Worker processes for read + features: the option, never more than the dates (1: in this process)."""
+        return max(1, min(self.host_workers, n_dates))
 
     def stride(self, run: Run) -> int:
         """1 in dense mode, else the sparse sampling step (the option, or the run's ``sample_every``)."""
@@ -150,15 +149,6 @@ class RunOptions:
         if stride < 1:
             raise UsageError(f"the run's sample_every must be >= 1, got {stride}; pass --sample-every")
         return stride
-
-
-def default_host_workers(n_dates: int) -> int:
-    """One worker process per 4 usable cores, at most one per date; 1 (in this process) below 8 cores.
-
-    On a CPU host the predict stage needs the cores too (docs/running.md: measured on 2 cores),
-    so host workers pay only where there are cores to spare, as on a GPU host.
-    """
-    return max(1, min(n_dates, len(os.sched_getaffinity(0)) // 4)) if len(os.sched_getaffinity(0)) >= 8 else 1
 
 
 @dataclass

@@ -289,5 +289,6 @@ def test_host_workers_must_be_positive_and_local() -> None:
         RunOptions(dates="2024", host_workers=0)
     with pytest.raises(UsageError, match="--executor local"):
         RunOptions(dates="2024", host_workers=2, executor="ray", ray=RayConfig())
-    assert RunOptions(dates="2024", host_workers=3).host_workers_for(2) == 3
-    assert RunOptions(dates="2024").host_workers_for(1) == 1
+    assert RunOptions(dates="2024", host_workers=3).host_workers_for(5) == 3
+    assert RunOptions(dates="2024", host_workers=3).host_workers_for(2) == 2  # never more workers than dates
+    assert RunOptions(dates="2024").host_workers_for(4) == 1
