@@ -21,8 +21,10 @@ those (2024-01:2024-03) or a comma list (2024-03-05,2024-03-07). Dates without d
 reported and skipped. Outputs go to {run}/inference/YYYY-MM-DD.csv (or .parquet) with a
 manifest; a rerun skips dates already done with the same model and settings.
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
-flight at once; a killed run loses at most those, and the rerun completes them. A date
-that cannot be read is recorded with its reason and the others go on.
+flight at once; --host-workers N reads and builds the features of N dates at once in N
+worker processes (predict takes them in date order). A killed run loses at most the dates
+in flight, and the rerun completes them. A date that cannot be read is recorded with its
+reason and the others go on.
 --executor ray runs whole dates on the workers of a Ray cluster (pip install 'tthf[ray]'):
 a local cluster sized to this machine, or the one at --ray-address. The files are the same
 byte for byte, and a date done by one executor is skipped by the other (docs/running.md).
@@ -77,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         "on the device (auto: whichever moves fewer bytes; default auto)",
     )
     p.add_argument(
+        "--host-workers",
+        type=int,
+        default=DEFAULTS.host_workers,
+        help="--executor local: worker processes that read and build the features of that many dates at once "
+        "(default 1: in this process; more paid nothing on a shared 2-core machine, docs/running.md)",
+    )
+    p.add_argument(
         "--executor",
         default=DEFAULTS.executor,
         choices=EXECUTORS,
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             overlap=args.overlap,
             windowing=args.windowing,
             executor=args.executor,
+            host_workers=args.host_workers,
             ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
         )
         bar = RunProgress()

@@ -41,11 +41,10 @@ from tthf.engine import predictions, windows
 from tthf.engine.config import DENSE_BATCH
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.features import build_scaled_day
-from tthf.engine.features.day import DayFeatures
 from tthf.engine.runs import CHECKPOINT, SCALERS, Run, find_run, output_key
 from tthf.engine.runtime.backends import BACKENDS, Backend, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
+from tthf.engine.runtime.host_workers import HostPool, HostSpec, ScaledDay, read_raw, scale_raw
 from tthf.engine.runtime.manifest import DateResult, RunManifest
 from tthf.engine.runtime.runner import WINDOWING, DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Pipeline, Stage
@@ -116,12 +115,17 @@ class RunOptions:
     windowing: str = "auto"  # GPU only: where windows are cut (tthf.engine.runtime.runner.WINDOWING)
     executor: str = "local"  # one of EXECUTORS
     ray: RayConfig = RayConfig()  # --executor ray only
+    host_workers: int = 1  # --executor local: processes for read + features (1: in this process)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown --executor {self.executor!r}; use one of {', '.join(EXECUTORS)}")
         if self.executor != "ray" and self.ray != RayConfig():
             raise UsageError("--ray-address, --workers and --gpus-per-worker need --executor ray")
+        if self.host_workers < 1:
+            raise UsageError(f"--host-workers must be >= 1, got {self.host_workers}")
+        if self.host_workers != 1 and self.executor != "local":
+            raise UsageError("--host-workers is for --executor local; Ray's workers are sized by --workers")
         if self.backend not in BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.fmt not in predictions.FORMATS:
@@ -132,6 +136,10 @@ class RunOptions:
             raise UsageError(f"unknown --windowing {self.windowing!r}; use one of {', '.join(WINDOWING)}")
         if self.sample_every is not None and self.sample_every < 1:
             raise UsageError(f"--sample-every must be >= 1, got {self.sample_every}")
+
+    def host_workers_for(self, n_dates: int) -> int:
+        """Worker processes for read + features: the option, never more than the dates (1: in this process)."""
+        return max(1, min(self.host_workers, n_dates))
 
     def stride(self, run: Run) -> int:
         """1 in dense mode, else the sparse sampling step (the option, or the run's ``sample_every``)."""
@@ -192,19 +200,27 @@ class DayPredictor:
             backend, capacity=batch_size, seq_len=self.seq_len, n_features=len(self.feature_names), windowing=windowing
         )
 
-    def features(self, raw: pl.DataFrame, day: dt.date, *, source: str = "") -> tuple[DayFeatures, np.ndarray]:
-        """The day's features (cleaning counts included) and their scaled grid in the run's order."""
-        return build_scaled_day(raw, day, self.scalers, self.feature_names, source=source, calendar=self.calendar)
+    def features(
+        self, raw: pl.DataFrame, day: dt.date, *, source: str = "", counts: dict[str, int] | None = None
+    ) -> ScaledDay:
+        """The day's features scaled in the run's order; its cleaning counts follow ``counts`` (the reader's)."""
+        return scale_raw(
+            raw, day, self.scalers, self.feature_names, source=source, calendar=self.calendar, counts=counts or {}
+        )
 
-    def predict_features(self, feats: DayFeatures, scaled: np.ndarray) -> tuple[pl.DataFrame, DayOutputs]:
+    def host_spec(self, data_root: Store, endpoint_url: str | None) -> HostSpec:
+        """What a worker process needs to compute this run's features (``HostPool``)."""
+        return HostSpec(data_root.uri(), endpoint_url, self.scalers.to_json(), tuple(self.feature_names), self.calendar)
+
+    def predict_features(self, day: ScaledDay) -> tuple[pl.DataFrame, DayOutputs]:
         """Predictions table of a day from its scaled grid; the runner's outputs say where time went."""
-        result = self.runner.run(scaled, feats.mask, stride=self.stride)
+        result = self.runner.run(day.scaled, day.mask, stride=self.stride)
         dense_pos = (
-            (result.sym, result.minute) if self.stride == 1 else windows.window_positions(feats.mask, self.seq_len, 1)
+            (result.sym, result.minute) if self.stride == 1 else windows.window_positions(day.mask, self.seq_len, 1)
         )
         frame = predictions.assemble(
-            feats.symbols,
-            feats.minutes,
+            day.symbols,
+            day.minutes,
             dense_pos,
             (result.sym, result.minute),
             result.outputs,
@@ -258,6 +274,7 @@ class InferencePlan:
     skipped: list[DateResult]
     missing: list[DateResult]
     opened: float = field(default_factory=time.perf_counter)
+    endpoint_url: str | None = None  # of an s3:// data root, for the host worker processes
 
 
 def plan_inference(
@@ -305,7 +322,11 @@ def plan_inference(
             skipped.append(done)
         else:
             todo.append(day)
-    return InferencePlan(run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened)
+    if options.executor == "local":
+        manifest.settings["host_workers"] = options.host_workers_for(len(todo))
+    return InferencePlan(
+        run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, endpoint_url
+    )
 
 
 def _already_done(
@@ -409,9 +430,13 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
     )
     wall = time.perf_counter()
     stopped = False
-    stages = day_stages(predictor, plan.data, options.fmt)
+    n = options.host_workers_for(len(plan.todo))
     worker = socket.gethostname()
-    with contextlib.closing(Pipeline(stages, overlap=options.overlap).run(plan.todo)) as items:
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(HostPool(predictor.host_spec(plan.data, plan.endpoint_url), n)) if n > 1 else None
+        stages = day_stages(predictor, plan.data, options.fmt, pool=pool)
+        pipeline = Pipeline(stages, overlap=options.overlap, workers=_stage_workers(stages, n))
+        items = stack.enter_context(contextlib.closing(pipeline.run(plan.todo)))
         for item in items:
             result = _finish(run, item, options.fmt, plan.settings, plan.backend.name, executor="local", worker=worker)
             recorder.arrived(result)
@@ -420,6 +445,11 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
                 break
     recorder.close(stopped=stopped)
     return recorder.summary(time.perf_counter() - wall)
+
+
+def _stage_workers(stages: list[Stage], n: int) -> dict[str, int]:
+    """``n`` dates at once in every stage but predict, which takes the dates one by one, in order."""
+    return {name: n for name, _ in stages if name != "predict"}
 
 
 def run_inference(
@@ -469,17 +499,11 @@ class RawDay:
 
 
 @dataclass
-class ScaledDay:
-    feats: DayFeatures
-    scaled: np.ndarray
-    counts: dict[str, int]
-
-
-@dataclass
 class PredictedDay:
     frame: pl.DataFrame
     outputs: DayOutputs
     counts: dict[str, int]
+    host_seconds: dict[str, float]
 
 
 @dataclass
@@ -488,27 +512,36 @@ class EncodedDay:
     rows: int
     outputs: DayOutputs
     counts: dict[str, int]
+    host_seconds: dict[str, float]
 
 
-def day_stages(predictor: DayPredictor, data_root: Store, fmt: str) -> list[Stage]:
-    """read -> features -> predict -> encode; the caller writes (it owns the manifest)."""
+def host_stages(predictor: DayPredictor, data_root: Store, *, pool: HostPool | None = None) -> list[Stage]:
+    """A date's host side: read -> features in this process, or one ``host`` stage on ``pool``'s workers."""
+    if pool is not None:
+        return [("host", lambda day, _: pool.day(day))]
 
     def read(day: dt.date, _: None) -> RawDay:
-        counts: dict[str, int] = {}
-        return RawDay(marketdata.read_day(data_root, day, counts=counts, calendar=predictor.calendar), counts)
+        return RawDay(*read_raw(data_root, day, predictor.calendar))
 
     def features(day: dt.date, state: RawDay) -> ScaledDay:
-        feats, scaled = predictor.features(state.raw, day, source=data_root.uri(marketdata.partition(day)))
-        return ScaledDay(feats, scaled, state.counts)
+        source = data_root.uri(marketdata.partition(day))
+        return predictor.features(state.raw, day, source=source, counts=state.counts)
+
+    return [("read", read), ("features", features)]
+
+
+def day_stages(predictor: DayPredictor, data_root: Store, fmt: str, *, pool: HostPool | None = None) -> list[Stage]:
+    """The host stages -> predict -> encode; the caller writes (it owns the manifest)."""
 
     def predict(day: dt.date, state: ScaledDay) -> PredictedDay:
-        frame, outputs = predictor.predict_features(state.feats, state.scaled)
-        return PredictedDay(frame, outputs, {**state.counts, **state.feats.counts})
+        frame, outputs = predictor.predict_features(state)
+        return PredictedDay(frame, outputs, state.counts, state.host_seconds)
 
     def encode(day: dt.date, state: PredictedDay) -> EncodedDay:
-        return EncodedDay(predictions.encode(state.frame, fmt), state.frame.height, state.outputs, state.counts)
+        data = predictions.encode(state.frame, fmt)
+        return EncodedDay(data, state.frame.height, state.outputs, state.counts, state.host_seconds)
 
-    return [("read", read), ("features", features), ("predict", predict), ("encode", encode)]
+    return [*host_stages(predictor, data_root, pool=pool), ("predict", predict), ("encode", encode)]
 
 
 def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, executor: str, worker: str) -> DateResult:
@@ -542,6 +575,10 @@ def _finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, exec
             worker=worker,
         )
     seconds = dict(item.seconds)
+    host = seconds.pop("host", None)
+    if host is not None:  # read + features ran in a worker process; the rest of the stage is the hand-over
+        seconds.update(state.host_seconds)
+        seconds["transfer"] = max(0.0, host - sum(state.host_seconds.values()))
     seconds["windows"] = state.outputs.seconds["windows"]
     seconds["inference"] = state.outputs.seconds["inference"]
     seconds["total"] = sum(item.seconds.values())

@@ -1,11 +1,12 @@
 """Overlapping stages over a stream of work items (dates), with bounded queues.
 
 Each stage runs in its own thread and hands its result to the next through a queue of
-``depth`` slots, so at most ``stages * (depth + 1)`` items are alive at once whatever the
-number of dates, and the wall time approaches the slowest stage instead of the sum.
-Threads, not processes: every heavy stage (parquet decoding, polars, the C++ window
-kernel, torch / ONNX Runtime / TensorRT) releases the GIL, and a thread hands a day's
-feature grid to the next stage without pickling it (docs/running.md has the measurements).
+``depth`` slots, so the wall time approaches the slowest stage instead of the sum. A
+stage given ``workers > 1`` runs that many threads on successive items at once and a
+reorder buffer hands them on in input order; it holds at most ``workers + depth`` items,
+so memory stays bounded whatever the number of dates. A stage whose work must leave the
+process (the GIL-bound features, docs/running.md) keeps its threads and has each one wait
+on a process pool: the pipeline itself never pickles.
 
 Items come out in input order. An exception in a stage is stored on the item, its
 later stages are skipped, and the consumer decides whether it is fatal. ``overlap=False``
@@ -17,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class Item:
     """One work item on its way through the stages."""
 
     key: Any
+    seq: int = 0  # position in the input, for the reorder buffers
     payload: Any = None
     seconds: dict[str, float] = field(default_factory=dict)  # busy time per stage
     error: BaseException | None = None
@@ -56,14 +58,31 @@ def _apply(stage: Stage, item: Item) -> None:
 class Pipeline:
     """``run(keys)`` yields one finished ``Item`` per key, in order."""
 
-    def __init__(self, stages: Sequence[Stage], *, overlap: bool = True, depth: int = 1) -> None:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        overlap: bool = True,
+        depth: int = 1,
+        workers: Mapping[str, int] | None = None,
+    ) -> None:
+        """``workers`` maps a stage's name to its number of threads (default 1 each)."""
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        names = [name for name, _ in stages]
+        workers = dict(workers or {})
+        unknown = sorted(set(workers) - set(names))
+        if unknown:
+            raise ValueError(f"workers given for unknown stages {unknown}; the stages are {names}")
+        bad = {name: n for name, n in workers.items() if n < 1}
+        if bad:
+            raise ValueError(f"workers must be >= 1, got {bad}")
         self.stages = list(stages)
         self.overlap = overlap
         self.depth = depth
+        self.workers = [workers.get(name, 1) for name in names]
 
     def run(self, keys: Iterable[Any]) -> Generator[Item, None, None]:
         if not self.overlap:
@@ -78,46 +97,17 @@ class Pipeline:
     def _run_threads(self, keys: Iterable[Any]) -> Iterator[Item]:
         stop = threading.Event()
         queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=self.depth) for _ in range(len(self.stages) + 1)]
-
-        def put(q: queue.Queue, obj: object) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(obj, timeout=_POLL_S)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def get(q: queue.Queue) -> object:
-            while not stop.is_set():
-                try:
-                    return q.get(timeout=_POLL_S)
-                except queue.Empty:
-                    continue
-            return _END
+        put, get = _mover(stop)
 
         def feed() -> None:
-            for key in keys:
-                if not put(queues[0], Item(key)):
+            for seq, key in enumerate(keys):
+                if not put(queues[0], Item(key, seq)):
                     return
             put(queues[0], _END)
 
-        def work(stage: Stage, inbox: queue.Queue, outbox: queue.Queue) -> None:
-            while True:
-                item = get(inbox)
-                if item is _END:
-                    put(outbox, _END)
-                    return
-                assert isinstance(item, Item)
-                _apply(stage, item)
-                if not put(outbox, item):
-                    return
-
         threads = [threading.Thread(target=feed, name="tthf-feed", daemon=True)]
-        threads += [
-            threading.Thread(target=work, args=(stage, queues[i], queues[i + 1]), name=f"tthf-{stage[0]}", daemon=True)
-            for i, stage in enumerate(self.stages)
-        ]
+        for i, (stage, n) in enumerate(zip(self.stages, self.workers)):
+            threads += _stage_threads(stage, n, self.depth, queues[i], queues[i + 1], stop)
         for thread in threads:
             thread.start()
         try:
@@ -133,3 +123,124 @@ class Pipeline:
             deadline = time.monotonic() + _JOIN_S
             for thread in threads:  # a stage busy with a long day finishes it in the background
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _mover(stop: threading.Event) -> tuple[Callable[[queue.Queue, object], bool], Callable[[queue.Queue], object]]:
+    """``put`` and ``get`` on the bounded queues that give up once ``stop`` is set."""
+
+    def put(q: queue.Queue, obj: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(obj, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(q: queue.Queue) -> object:
+        while not stop.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        return _END
+
+    return put, get
+
+
+def _stage_threads(
+    stage: Stage, workers: int, depth: int, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event
+) -> list[threading.Thread]:
+    """The threads of one stage: one that works in order, or ``workers`` behind a reorder buffer."""
+    put, get = _mover(stop)
+    name = stage[0]
+
+    def single() -> None:
+        while True:
+            item = get(inbox)
+            if item is _END:
+                put(outbox, _END)
+                return
+            assert isinstance(item, Item)
+            _apply(stage, item)
+            if not put(outbox, item):
+                return
+
+    if workers == 1:
+        return [threading.Thread(target=single, name=f"tthf-{name}", daemon=True)]
+
+    buffer = _Reorder(workers + depth, stop)
+
+    def work() -> None:
+        while buffer.admit():
+            item = get(inbox)
+            if item is _END:
+                put(inbox, _END)  # for the other workers
+                buffer.done(_END)
+                return
+            assert isinstance(item, Item)
+            _apply(stage, item)
+            buffer.done(item)
+
+    def emit() -> None:
+        ends = 0
+        while ends < workers:
+            item = buffer.next()
+            if item is None:
+                return
+            if item is _END:
+                ends += 1
+                continue
+            if not put(outbox, item):
+                return
+        put(outbox, _END)
+
+    threads = [threading.Thread(target=work, name=f"tthf-{name}-{k}", daemon=True) for k in range(workers)]
+    return [*threads, threading.Thread(target=emit, name=f"tthf-{name}-order", daemon=True)]
+
+
+class _Reorder:
+    """The items of a many-worker stage, handed on in input order; at most ``capacity`` held.
+
+    A worker takes a slot (``admit``) before it takes an item from the inbox and the slot is
+    freed when the item leaves in order, so the stage holds at most ``capacity`` items
+    (being worked on or waiting for an earlier one). The inbox is FIFO, so the next item in
+    order is always held by a worker or in the buffer: the wait for it cannot deadlock.
+    """
+
+    def __init__(self, capacity: int, stop: threading.Event) -> None:
+        self.slots = threading.Semaphore(capacity)
+        self.cond = threading.Condition()
+        self.stop = stop
+        self.ready: dict[int, Item] = {}
+        self.ends = 0
+        self.next_seq = 0
+
+    def admit(self) -> bool:
+        while not self.stop.is_set():
+            if self.slots.acquire(timeout=_POLL_S):
+                return True
+        return False
+
+    def done(self, item: Item | object) -> None:
+        with self.cond:
+            if isinstance(item, Item):
+                self.ready[item.seq] = item
+            else:
+                self.ends += 1
+            self.cond.notify_all()
+
+    def next(self) -> Item | object | None:
+        """The next item in order, ``_END`` once per finished worker, or None when stopped."""
+        with self.cond:
+            while not self.stop.is_set():
+                if self.next_seq in self.ready:
+                    self.next_seq += 1
+                    self.slots.release()
+                    return self.ready.pop(self.next_seq - 1)
+                if self.ends:  # a worker saw the end and left; the emitter counts them
+                    self.ends -= 1
+                    self.slots.release()
+                    return _END
+                self.cond.wait(timeout=_POLL_S)
+        return None

@@ -233,3 +233,62 @@ def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_dat
     manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
     assert manifest["dates"]["2024-01-05"]["status"] == "no_data"
     assert manifest["dates"]["2024-01-02"]["executor"] == "local"
+
+
+# --host-workers: read + features of several dates at once in worker processes
+
+
+def _outputs(work: Path, fmt: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((work / "runs" / RUN_DIR).glob(f"*.{fmt}"))}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("mode", "fmt"), [("--dense", "csv"), ("--sample-every=7", "parquet")])
+def test_host_workers_write_the_same_bytes_and_settings_key(work: Path, mode: str, fmt: str) -> None:
+    other = work / "other"
+    shutil.copytree(work / "runs", other / "runs")
+    args = ["--dates", "2024-01", mode, "--format", fmt]
+    assert _run(work, *args) == 0
+    assert main(["--run", "jen", "--store", str(other / "runs"), *args, "--host-workers", "2"]) == 0
+    ours, theirs = _outputs(work, fmt), _outputs(other, fmt)
+    assert sorted(ours) == [f"{d}.{fmt}" for d in DAYS] and ours == theirs
+    one = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    two = json.loads((other / "runs" / RUN_DIR / "manifest.json").read_text())
+    assert one["settings"]["host_workers"] == 1 and two["settings"]["host_workers"] == 2
+    assert one["settings"]["key"] == two["settings"]["key"]
+    for day in DAYS:
+        entry, seconds = two["dates"][day.isoformat()], two["dates"][day.isoformat()]["seconds"]
+        assert entry["counts"] == one["dates"][day.isoformat()]["counts"]
+        assert {"read", "features", "transfer", "predict", "encode"} <= set(seconds) and "host" not in seconds
+
+
+@pytest.mark.timeout(240)
+def test_host_workers_record_a_bad_date_with_its_reason_resume_and_fail_fast(
+    work: Path, capsys: pytest.CaptureFixture
+) -> None:
+    part = work / "data" / "date=2024-01-03" / "part-0.parquet"
+    pl.read_parquet(part).drop("ask").write_parquet(part)
+    assert _run(work, "--dates", "2024-01", "--dense", "--host-workers", "2") == 1
+    out = capsys.readouterr().out
+    assert "2 ok, 1 failed" in out and "FAILED 2024-01-03" in out and "ask" in out and "part-0.parquet" in out
+    manifest = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
+    assert manifest["dates"]["2024-01-03"]["status"] == "failed"
+    assert "part-0.parquet" in manifest["dates"]["2024-01-03"]["reason"]
+    # a rerun in this process skips what the workers did; --fail-fast stops at the bad date
+    assert _run(work, "--dates", "2024-01", "--dense", "--fail-fast") == 1
+    assert "0 ok, 1 failed, 1 skipped" in capsys.readouterr().out
+    assert _run(work, "--dates", "2024-01", "--dense", "--fail-fast", "--host-workers", "3") == 1
+    assert "0 ok, 1 failed, 1 skipped" in capsys.readouterr().out
+
+
+def test_host_workers_must_be_positive_and_local() -> None:
+    from tthf.engine.runtime.batch import RayConfig
+    from tthf.errors import UsageError
+
+    with pytest.raises(UsageError, match="--host-workers must be >= 1, got 0"):
+        RunOptions(dates="2024", host_workers=0)
+    with pytest.raises(UsageError, match="--executor local"):
+        RunOptions(dates="2024", host_workers=2, executor="ray", ray=RayConfig())
+    assert RunOptions(dates="2024", host_workers=3).host_workers_for(5) == 3
+    assert RunOptions(dates="2024", host_workers=3).host_workers_for(2) == 2  # never more workers than dates
+    assert RunOptions(dates="2024").host_workers_for(4) == 1

@@ -28,7 +28,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, pl.DataFrame, 
     raw = read_day(str(data), DAY)
     run = runs.Run.open(runs.find_run(str(base / "runs"), "jen"))
     predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512)
-    batch, _ = predictor.predict_features(*predictor.features(raw, DAY))
+    batch, _ = predictor.predict_features(predictor.features(raw, DAY))
     return str(base / "runs"), raw, batch
 
 
@@ -127,7 +127,7 @@ def test_null_quotes_and_a_symbol_without_quotes_equal_batch(setup: tuple[str, p
     raw = with_null_quotes(clean)
     run = runs.Run.open(runs.find_run(store, "jen"))
     predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512)
-    batch, _ = predictor.predict_features(*predictor.features(raw, DAY))
+    batch, _ = predictor.predict_features(predictor.features(raw, DAY))
     assert NO_QUOTE_SYMBOL not in batch["symbol"].to_list() and batch["symbol"].n_unique() == 4
     rt = RealtimePredictor.from_run(store, "jen", backend="torch")
     fed, sizes = _minute(0) - dt.timedelta(hours=6), set()

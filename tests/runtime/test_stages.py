@@ -95,3 +95,85 @@ def test_no_overlap_writes_the_same_bytes(tmp_path: Path) -> None:
     assert main([*args, "--store", str(tmp_path / "runs2"), "--no-overlap"]) == 0
     for a in sorted((tmp_path / "runs" / INFERENCE).glob("*.parquet")):
         assert a.read_bytes() == (tmp_path / "runs2" / INFERENCE / a.name).read_bytes()
+
+
+def _jittery(name: str, seed: int, log: list | None = None):
+    """A stage that sleeps a random 0-8 ms per item, so many workers finish out of order."""
+    import random
+
+    rng = random.Random(seed)
+    delays = [rng.uniform(0, 0.008) for _ in range(1000)]
+
+    def fn(key: int, payload: list | None) -> list:
+        time.sleep(delays[key])
+        if log is not None:
+            log.append(key)
+        return [*(payload or []), name]
+
+    return (name, fn)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_many_workers_hand_items_on_in_order(workers: int) -> None:
+    finished: list[int] = []
+    stages = [_jittery("a", 1, finished), _sleepy("b", 0.001), _jittery("c", 2)]
+    items = list(Pipeline(stages, workers={"a": workers, "c": workers}).run(range(60)))
+    assert [i.key for i in items] == list(range(60))
+    assert all(i.payload == ["a", "b", "c"] and i.error is None for i in items)
+    assert finished != sorted(finished)  # the workers really did finish out of order
+
+
+def test_many_workers_run_items_at_once() -> None:
+    stages = [_sleepy("slow", 0.05)]
+    t0 = time.perf_counter()
+    list(Pipeline(stages, workers={"slow": 4}).run(range(16)))
+    assert time.perf_counter() - t0 < 0.6 * 16 * 0.05  # 4 at once: ideally 0.2 s of 0.8 s
+
+
+def test_items_in_a_many_worker_stage_stay_bounded() -> None:
+    alive, peak, lock = [0], [0], threading.Lock()
+
+    def enter(key: int, _: None) -> int:
+        with lock:
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+        time.sleep(0.002 * (key % 3))
+        return key
+
+    def leave(key: int, payload: int) -> int:
+        time.sleep(0.01)  # the slow consumer: items pile up unless the stage holds back
+        with lock:
+            alive[0] -= 1
+        return payload
+
+    before = threading.active_count()
+    pipe = Pipeline([("enter", enter), ("leave", leave)], workers={"enter": 3}, depth=1)
+    for item in pipe.run(range(200)):
+        if item.key == 40:
+            break
+    # enter: 3 workers + 1 in its reorder buffer; its outbox 1; leave: 1 working + 1 in its outbox
+    assert peak[0] <= (3 + 1) + 1 + 1 + 1 + 1
+    time.sleep(0.4)
+    assert threading.active_count() <= before
+
+
+def test_an_error_in_a_many_worker_stage_stays_on_its_item() -> None:
+    def boom(key: int, payload: list) -> list:
+        time.sleep(0.001 * (7 - key % 7))
+        if key % 5 == 2:
+            raise ValueError(f"bad item {key}")
+        return payload
+
+    items = list(Pipeline([_sleepy("a", 0), ("boom", boom), _sleepy("c", 0)], workers={"boom": 3}).run(range(20)))
+    assert [i.key for i in items] == list(range(20))
+    bad = [i for i in items if i.error is not None]
+    assert [i.key for i in bad] == [2, 7, 12, 17]
+    assert all(i.failed_in == "boom" and str(i.error) == f"bad item {i.key}" and "c" not in i.seconds for i in bad)
+    assert all(i.payload == ["a", "c"] for i in items if i.error is None)
+
+
+def test_workers_must_name_a_stage_and_be_positive() -> None:
+    with pytest.raises(ValueError, match="unknown stages"):
+        Pipeline([_sleepy("a", 0)], workers={"b": 2})
+    with pytest.raises(ValueError, match=">= 1"):
+        Pipeline([_sleepy("a", 0)], workers={"a": 0})

@@ -1,0 +1,113 @@
+"""Host-side dates per second (read + features + scaling, no predict) with 1 and 2 host workers.
+
+What ``tthf-run --host-workers N`` feeds its predict stage: N = 1 runs the read and
+features stages in this process (the features' symbol-block threads on every core), N = 2
+runs them in two spawned worker processes with one share of the cores each. The two run
+alternately, ``rounds`` times each, on ``TTHF_BENCH_HOST_DATES`` synthetic days (default
+4; 2 in smoke mode) of the session's symbol count; the pool is started and warmed before
+the timed rounds (its start is recorded as ``pool_start_s``). Every round's scaled grids
+must be identical between the two (bit for bit).
+
+results.json: one benchmark in section ``host_stages`` whose extra_info has
+``workers`` ({"1": dates/s, "2": dates/s}, medians over the rounds), ``scaling``
+(2-worker over 1-worker dates/s), ``core_seconds_per_day`` (user + sys of this process
+and of the workers, per day, with 1 worker) and ``core_seconds_per_day_by_workers``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+
+import numpy as np
+import pytest
+
+from tthf.engine.runtime.backends import open_backend
+from tthf.engine.runtime.batch import DayPredictor, host_stages
+from tthf.engine.runtime.host_workers import HostPool
+from tthf.engine.runtime.stages import Item, Pipeline
+from tthf.engine.store import open_store
+
+WORKERS = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def host_market(sizes, tmp_path_factory: pytest.TempPathFactory):
+    """K days of the session's symbol count (the shared market has only TTHF_BENCH_DATES)."""
+    import datetime as dt
+
+    from tthf.engine.data.marketdata import write_day
+    from tthf.engine.data.synth import SynthConfig, generate_day
+
+    k = 2 if sizes.smoke else int(os.environ.get("TTHF_BENCH_HOST_DATES", "4"))
+    cfg = SynthConfig(n_symbols=sizes.symbols, start=dt.date(2024, 3, 4), end=dt.date(2024, 3, 29), seed=11)
+    root = tmp_path_factory.mktemp("host_market")
+    days = cfg.days[:k]
+    for day in days:
+        write_day(str(root), day, generate_day(cfg, day))
+    return root, days
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _round(pipeline: Pipeline, days: list) -> tuple[float, float, list[Item]]:
+    """Wall seconds, core-seconds (this process + the workers') and the items of one pass over ``days``."""
+    cpu, t0 = _cpu(), time.perf_counter()
+    items = list(pipeline.run(days))
+    wall = time.perf_counter() - t0
+    assert all(i.error is None for i in items), [i.error for i in items]
+    return wall, _cpu() - cpu + sum(i.payload.cpu_seconds for i in items), items
+
+
+def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
+    root, days = host_market
+    run = bench_run.run
+    data = open_store(root)
+    predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=64)
+    t0 = time.perf_counter()
+    pool = HostPool(predictor.host_spec(data, None), 2)
+    pipelines = {
+        1: Pipeline(host_stages(predictor, data)),
+        2: Pipeline(host_stages(predictor, data, pool=pool), workers={"host": 2}),
+    }
+    walls: dict[int, list[float]] = {n: [] for n in WORKERS}
+    cores: dict[int, list[float]] = {n: [] for n in WORKERS}
+    try:
+        _round(pipelines[2], days[:2])  # start both workers
+        pool_start = time.perf_counter() - t0
+
+        def alternate() -> None:
+            for _ in range(sizes.rounds):
+                grids = {}
+                for n in WORKERS:
+                    wall, cpu, items = _round(pipelines[n], days)
+                    walls[n].append(wall)
+                    cores[n].append(cpu / len(days))
+                    grids[n] = [i.payload.scaled for i in items]
+                assert all(np.array_equal(a, b) for a, b in zip(grids[1], grids[2], strict=True))
+
+        benchmark.pedantic(alternate, rounds=1, warmup_rounds=0)
+    finally:
+        pool.close()
+    rate = {n: len(days) / statistics.median(walls[n]) for n in WORKERS}
+    benchmark.group = "host stages"
+    benchmark.extra_info.update(
+        section="host_stages",
+        units=len(days) * sizes.rounds * len(WORKERS),
+        unit="dates",
+        dates=len(days),
+        symbols=sizes.symbols,
+        rounds=sizes.rounds,
+        workers={str(n): rate[n] for n in WORKERS},
+        scaling=rate[2] / rate[1],
+        core_seconds_per_day=statistics.median(cores[1]),
+        core_seconds_per_day_by_workers={str(n): statistics.median(cores[n]) for n in WORKERS},
+        wall_seconds={str(n): walls[n] for n in WORKERS},
+        pool_start_s=pool_start,
+        load_average=list(os.getloadavg()),
+    )

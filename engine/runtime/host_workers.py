@@ -1,0 +1,156 @@
+"""The host side of a date (read the raw bars, build and scale its features) in worker processes.
+
+The features are numpy on the minute grid and hold the GIL for much of a day, so threads
+running two dates at once gain little (docs/running.md has the measurement); processes
+do. ``HostPool`` starts ``workers`` processes once per run (spawn: never a fork of a
+process whose torch / ONNX Runtime / polars threads are running), each initialized with
+what a date needs (``HostSpec``: the data root, the run's scalers, feature names and
+calendar; never the backend), and returns a date as a ``ScaledDay``: the scaled
+``(S, M, F)`` float32 grid, its mask, symbols, minutes and cleaning counts, pickled
+through the pool's pipe. Errors keep their type and message (``tthf.errors`` pickle by
+their message), so a bad date is still recorded as failed with its reason.
+
+Each worker gets its own share of the CPUs this process may use (its affinity), so the
+per-day threads that size themselves from the affinity (polars, the features' symbol
+blocks) use that share and N workers never oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import multiprocessing as mp
+import os
+import resource
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tthf.engine.data import marketdata
+from tthf.engine.features import build_scaled_day
+from tthf.engine.features.scalers import Scalers
+from tthf.engine.store import Store, open_store
+
+
+@dataclass
+class ScaledDay:
+    """What the predict stage needs of a day: its scaled grid and where each cell is."""
+
+    symbols: list[str]
+    minutes: np.ndarray
+    mask: np.ndarray
+    scaled: np.ndarray
+    counts: dict[str, int]
+    #: busy seconds of read and features when a worker process computed them
+    host_seconds: dict[str, float] = field(default_factory=dict)
+    #: core-seconds (user + sys) the worker process spent on the day; 0 when computed in this process
+    cpu_seconds: float = 0.0
+
+
+def read_raw(data_root: Store, day: dt.date, calendar: str) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The day's raw rows and the reader's counts (the read stage)."""
+    counts: dict[str, int] = {}
+    return marketdata.read_day(data_root, day, counts=counts, calendar=calendar), counts
+
+
+def scale_raw(
+    raw: pl.DataFrame,
+    day: dt.date,
+    scalers: Scalers,
+    feature_names: Sequence[str],
+    *,
+    source: str,
+    calendar: str,
+    counts: dict[str, int],
+) -> ScaledDay:
+    """The day's features scaled in the run's order (the features stage); ``counts`` first, then its own."""
+    feats, scaled = build_scaled_day(raw, day, scalers, feature_names, source=source, calendar=calendar)
+    return ScaledDay(feats.symbols, feats.minutes, feats.mask, scaled, {**counts, **feats.counts})
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything a worker process needs to compute a date's host side; small and picklable."""
+
+    data_root: str  # URI
+    endpoint_url: str | None
+    scalers: str  # scalers.json text: the parent's Scalers, bit for bit
+    feature_names: tuple[str, ...]
+    calendar: str
+
+
+def cpu_shares(cores: Sequence[int], workers: int) -> list[set[int]]:
+    """Each worker's CPUs: contiguous, disjoint shares while there are enough, else one each, round robin."""
+    cores = sorted(cores)
+    if workers >= len(cores):
+        return [{cores[k % len(cores)]} for k in range(workers)]
+    edges = np.linspace(0, len(cores), workers + 1).astype(int)
+    return [set(cores[a:b]) for a, b in itertools.pairwise(edges)]
+
+
+#: the worker process's state, set once by ``_init``
+_WORKER: dict[str, Any] = {}
+
+
+def _init(spec: HostSpec, shares: list[set[int]], counter: Any) -> None:
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    os.sched_setaffinity(0, shares[index % len(shares)])
+    _WORKER.update(
+        spec=spec,
+        store=open_store(spec.data_root, endpoint_url=spec.endpoint_url),
+        scalers=Scalers.from_json(spec.scalers, source="the run's scalers.json"),
+    )
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _host_day(day: dt.date) -> ScaledDay:
+    spec: HostSpec = _WORKER["spec"]
+    store: Store = _WORKER["store"]
+    cpu, t0 = _cpu(), time.perf_counter()
+    raw, counts = read_raw(store, day, spec.calendar)
+    t1 = time.perf_counter()
+    source = store.uri(marketdata.partition(day))
+    out = scale_raw(
+        raw, day, _WORKER["scalers"], spec.feature_names, source=source, calendar=spec.calendar, counts=counts
+    )
+    out.host_seconds = {"read": t1 - t0, "features": time.perf_counter() - t1}
+    out.cpu_seconds = _cpu() - cpu
+    return out
+
+
+class HostPool:
+    """``workers`` processes that each compute whole dates' host sides; ``day`` blocks for one."""
+
+    def __init__(self, spec: HostSpec, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"a host pool needs at least one worker, got {workers}")
+        ctx = mp.get_context("spawn")
+        shares = cpu_shares(sorted(os.sched_getaffinity(0)), workers)
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init, initargs=(spec, shares, ctx.Value("i", 0))
+        )
+
+    def day(self, day: dt.date) -> ScaledDay:
+        """The date's host side, computed by the next free worker (its errors re-raised here)."""
+        return self._pool.submit(_host_day, day).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> HostPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
