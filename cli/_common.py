@@ -87,7 +87,22 @@ def run_cli(
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        _exit_now(130)
+        return 130  # not reached
+
+
+def _exit_now(code: int) -> None:
+    """End the process without unwinding the threads still running a stage.
+
+    A stage thread may be inside a backend's native code (OpenVINO, ONNX Runtime) when Ctrl-C
+    arrives; at interpreter exit Python would cancel it there, and the C++ runtime aborts
+    ("FATAL: exception not rethrown", exit -6). Nothing is lost by skipping that exit: every
+    output and the manifest are written atomically and each finished date is already recorded.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
