@@ -97,6 +97,7 @@ struct EmaStep {
 class Tile {
   public:
     static constexpr std::int64_t kSymbols = 64;
+    static constexpr std::int64_t kAhead = 8;  // rows prefetched ahead
 
     explicit Tile(const Grid& g) : g_(g), W(g.W), S(g.S) {}
     void load(std::int64_t a, std::int64_t b, std::int64_t r0) {
@@ -106,6 +107,10 @@ class Tile {
             double* dst = data_.data() + c * nb_ * rows_;
             for (std::int64_t t = r0; t < W; ++t) {
                 const double* row = g_.col[c] + t * S + a;
+                // Rows are pages apart, which the hardware prefetcher does not follow.
+                if (t + kAhead < W) {
+                    for (std::int64_t k = 0; k < nb_; k += 8) __builtin_prefetch(row + kAhead * S + k);
+                }
                 for (std::int64_t k = 0; k < nb_; ++k) dst[k * rows_ + (t - r0)] = row[k];
             }
         }
