@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the windowing kernel with AddressSanitizer + UndefinedBehaviorSanitizer
-# (CMake build type Sanitize, build/sanitize) and runs tests/test_windows.py against
-# that build. Any finding aborts the run with a non-zero exit code.
+# Builds the C++ kernel (windows and features) with AddressSanitizer +
+# UndefinedBehaviorSanitizer (CMake build type Sanitize, build/sanitize) and runs the
+# kernel's tests against that build: tests/test_windows.py and
+# tests/features/test_feature_kernel.py. Any finding aborts the run with a non-zero exit code.
 # Usage: bash .ci/sanitize.sh   (from the project's venv; GCC or Clang)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,12 +25,13 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # source tree in development); the build folder as working directory keeps the
 # checkout's tthf/ folder from shadowing it.
 cd "$build"
-LD_PRELOAD="$libasan $libstdcxx" python - "$build" "$root/tests/test_windows.py" <<'PY'
+LD_PRELOAD="$libasan $libstdcxx" python - "$build" "$root/tests/test_windows.py" \
+  "$root/tests/features/test_feature_kernel.py" <<'PY'
 import sys
 
 import tthf.engine
 
-build, tests = sys.argv[1:]
+build, *tests = sys.argv[1:]
 tthf.engine.__path__.insert(0, build)
 import tthf.engine._windows as kernel
 
@@ -37,5 +39,5 @@ assert kernel.__file__.startswith(build), f"not the sanitized build: {kernel.__f
 print(f"sanitize: testing {kernel.__file__}")
 import pytest
 
-sys.exit(pytest.main(["-x", "-q", "-p", "no:cacheprovider", tests]))
+sys.exit(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests]))
 PY

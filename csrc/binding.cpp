@@ -10,11 +10,13 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "features.hpp"
 #include "windows.hpp"
 
 namespace py = pybind11;
@@ -361,6 +363,129 @@ std::int64_t gather_windows(const py::object& features, const py::object& sym_id
     return n;
 }
 
+// ---- the features kernel ----------------------------------------------------------
+
+namespace fk = tthf::features;
+
+// A C-contiguous array of the given dimensions and dtype.
+struct Array : View {
+    Array(const py::handle& obj, const char* name, bool writable, int ndim, const char* layout, const char* fmt,
+          Py_ssize_t itemsize, const char* dtype)
+        : View(obj, name, writable) {
+        require_ndim(ndim, layout);
+        const std::string fix = std::string("pass np.ascontiguousarray(") + name + ", dtype=np." + dtype + ")";
+        require_format(*this, fmt, itemsize, dtype, fix.c_str());
+        require_c_contiguous();
+    }
+};
+
+void require_shape(const View& v, std::vector<std::int64_t> want, const std::string& why) {
+    for (std::size_t d = 0; d < want.size(); ++d) {
+        if (v.dim(static_cast<int>(d)) != want[d]) {
+            std::ostringstream os;
+            os << '(';
+            for (std::size_t k = 0; k < want.size(); ++k) os << (k ? ", " : "") << want[k];
+            os << ')';
+            fail(v.name() + " must have shape " + os.str() + " (" + why + "), got " + shape_str(v.buf()));
+        }
+    }
+}
+
+// The table the caller computes must be the one compiled here, name for name.
+void require_feature_table(const py::sequence& names) {
+    const auto n = static_cast<std::int64_t>(py::len(names));
+    for (std::int64_t i = 0; i < std::max<std::int64_t>(n, fk::kNumFeatures); ++i) {
+        const std::string got = i < n ? py::str(names[static_cast<std::size_t>(i)]).cast<std::string>() : "(none)";
+        const std::string want = i < fk::kNumFeatures ? fk::kFeatureNames[i] : "(none)";
+        if (got != want) {
+            fail("the feature table (formulas.FEATURES, " + std::to_string(n) + " features) names '" + got +
+                 "' at column " + std::to_string(i) + " where the compiled features kernel (" +
+                 std::to_string(fk::kNumFeatures) + " features, csrc/features.cpp) computes '" + want +
+                 "'; a new or reordered feature needs its formula in csrc/features.cpp and a rebuild (bash .ci/dev)");
+        }
+    }
+}
+
+// State minute indices must lie in [-1, t] (the kernel indexes the grid and the state with them).
+void require_state_indices(const std::int32_t* ints, std::int64_t S, std::int64_t N, std::int64_t from,
+                           std::int64_t to) {
+    std::int64_t bad_s = -1, bad_t = -1;
+    {
+        py::gil_scoped_release nogil;
+        for (std::int64_t s = 0; s < S && bad_s < 0; ++s) {
+            for (std::int64_t t = from; t < to && bad_s < 0; ++t) {
+                const std::int32_t* v = ints + (s * N + t) * fk::N_INT_FIELDS;
+                for (int k = 0; k < fk::N_INT_FIELDS; ++k) {
+                    if (v[k] < -1 || v[k] > t) bad_s = s, bad_t = t;
+                }
+            }
+        }
+    }
+    if (bad_s >= 0) {
+        fail("state ints[" + std::to_string(bad_s) + ", " + std::to_string(bad_t) +
+             "] holds a minute outside [-1, " + std::to_string(bad_t) +
+             "]: the state is not one the kernel wrote; pass done=0 to recompute it");
+    }
+}
+
+void compute_features(const py::sequence& columns, const py::object& ints, const py::object& floats,
+                      std::int64_t done, std::int64_t start, std::int64_t n_minutes, const py::object& neutral,
+                      const py::sequence& names, const py::object& out, int threads) {
+    require_feature_table(names);
+    require_threads(threads);
+    if (py::len(columns) != fk::N_COLUMNS) {
+        fail("columns must hold the " + std::to_string(fk::N_COLUMNS) + " grid columns (bid, ask, bid_size, " +
+             "ask_size, high, low, close, vwap, volume, trade_count), got " + std::to_string(py::len(columns)));
+    }
+    std::vector<std::string> col_names;
+    for (int c = 0; c < fk::N_COLUMNS; ++c) col_names.push_back(std::string("columns[") + fk::kColumnNames[c] + "]");
+    std::vector<std::unique_ptr<Array>> cols;
+    fk::Grid g{};
+    for (int c = 0; c < fk::N_COLUMNS; ++c) {
+        cols.push_back(std::make_unique<Array>(columns[static_cast<std::size_t>(c)], col_names[c].c_str(), false, 2,
+                                               "(minutes, symbols)", "d", 8, "float64"));
+        if (c > 0) require_shape(*cols[c], {g.W, g.S}, "like columns[bid]");
+        g.W = cols[c]->dim(0), g.S = cols[c]->dim(1);
+        g.col[c] = static_cast<const double*>(cols[c]->ptr());
+    }
+    if (g.W > INT32_MAX) fail("columns have more than 2**31-1 minutes, got " + std::to_string(g.W));
+    const Array vi(ints, "ints", true, 3, "(symbols, minutes, fields)", "i", 4, "int32");
+    const Array vf(floats, "floats", true, 3, "(symbols, minutes, fields)", "d", 8, "float64");
+    const std::int64_t N = vi.dim(1);
+    if (N < g.W) fail("ints and floats must have room for the grid's " + std::to_string(g.W) + " minutes, got " +
+                      std::to_string(N) + "; size the state for the session");
+    require_shape(vi, {g.S, N, fk::N_INT_FIELDS}, "symbols, minutes of room, int fields");
+    require_shape(vf, {g.S, N, fk::N_FLOAT_FIELDS}, "symbols, minutes of room, float fields");
+    if (done < 0 || done > g.W) fail("done must be in [0, " + std::to_string(g.W) + "], got " + std::to_string(done));
+    if (start < 0 || start > g.W) fail("start must be in [0, " + std::to_string(g.W) + "], got " + std::to_string(start));
+    if (n_minutes < 1) fail("n_minutes must be >= 1, got " + std::to_string(n_minutes));
+    const Array vn(neutral, "neutral", false, 1, "(features,)", "d", 8, "float64");
+    require_shape(vn, {fk::kNumFeatures}, "one neutral value per feature");
+    const Array vo(out, "out", true, 3, "(symbols, minutes, features)", "f", 4, "float32");
+    require_shape(vo, {g.S, g.W - start, fk::kNumFeatures}, "symbols, minutes start..W-1, features");
+    for (const View* w : {&vi, &vf, &vo}) {
+        for (const auto& c : cols) require_disjoint(*w, *c);
+        require_disjoint(*w, vn);
+    }
+    require_disjoint(vi, vf);
+    require_disjoint(vi, vo);
+    require_disjoint(vf, vo);
+    const auto* ip = static_cast<std::int32_t*>(vi.ptr());
+    const std::int64_t lo = std::max<std::int64_t>(0, std::min(done - 1, start - fk::kLookback));
+    if (done > 0) require_state_indices(ip, g.S, N, lo, done);
+    const fk::State st{static_cast<std::int32_t*>(vi.ptr()), static_cast<double*>(vf.ptr()), N};
+    const fk::Request req{done, start, n_minutes, static_cast<const double*>(vn.ptr()),
+                          static_cast<float*>(vo.ptr()), threads};
+    py::gil_scoped_release nogil;
+    fk::compute_features(g, st, req);
+}
+
+py::tuple name_tuple(const char* const* names, int n) {
+    py::tuple t(n);
+    for (int i = 0; i < n; ++i) t[static_cast<std::size_t>(i)] = py::str(names[i]);
+    return t;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_windows, mod) {
@@ -380,6 +505,13 @@ PYBIND11_MODULE(_windows, mod) {
             "Fill out[:n] with the windows ending at (sym_idx[i], minute_idx[i]); returns n.");
     mod.def("simd_available", &tthf::simd_available,
             "Whether the AVX2 + F16C copy path is in use on this CPU.");
+    mod.def("compute_features", &compute_features, "columns"_a, "ints"_a, "floats"_a, "done"_a, "start"_a,
+            "n_minutes"_a, "neutral"_a, "names"_a, "out"_a, "threads"_a = 1,
+            "Bring the state's minutes done..W-1 up to date and write the features of minutes start..W-1.");
+    mod.attr("FEATURE_NAMES") = name_tuple(fk::kFeatureNames, fk::kNumFeatures);
+    mod.attr("FEATURE_COLUMNS") = name_tuple(fk::kColumnNames, fk::N_COLUMNS);
+    mod.attr("FEATURE_LOOKBACK") = fk::kLookback;
+    mod.attr("STATE_FIELDS") = py::make_tuple(static_cast<int>(fk::N_INT_FIELDS), static_cast<int>(fk::N_FLOAT_FIELDS));
     mod.def("half_bits", [](std::uint32_t f) { return tthf::float_to_half_bits(f); }, "bits"_a,
             "float32 bits -> float16 bits, as numpy's astype(float16) (for tests).");
 }

@@ -2,8 +2,8 @@
 
 The pipeline, one module each: ``clean`` (polars: session filter, rules, counts,
 duplicates) -> ``grid`` (the (minutes, symbols) grid, whole or minute by minute) ->
-``state`` (resumable day statistics) and ``rolling`` (trailing windows) -> ``formulas``
-(the 59 features as data, ``compute_grid``) and ``labels`` -> ``build`` (``build_day``,
+``state`` (resumable day statistics) -> ``formulas``
+(the 59 features as data, ``compute_grid`` on the C++ kernel) and ``labels`` -> ``build`` (``build_day``,
 ``DayFeatures`` in ``day``); ``scalers`` are fitted on training days and applied by name.
 docs/features.md is the reference for every definition.
 """
