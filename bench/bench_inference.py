@@ -7,12 +7,23 @@ Backends (each skipped with the reason where it cannot run):
 - ``onnxruntime-fp32``: tthf's onnxruntime backend on the exported ``model.onnx`` (on CPU:
   one single-threaded session per core, the batch split between them);
 - ``onnxruntime-fp32-intraop``: the same model in one session with one intra-op thread per
-  core (the previous default, kept to show what the data-parallel split buys);
+  core, sequential execution (the previous default, kept to show what the data-parallel
+  split buys);
+- ``onnxruntime-fp32-parallel``: one session, intra-op and inter-op threads per core,
+  ``ORT_PARALLEL`` execution (independent nodes side by side), in the same sub-batches;
 - ``openvino-fp32`` / ``openvino-bf16``: tthf's openvino backends on the same ``model.onnx``
   (bf16 only on CPUs with native bf16, recorded against the fp16 bar);
+- ``openvino-fp32-latency``: OpenVINO fp32 with ``PERFORMANCE_HINT=LATENCY``, one stream
+  with every core (the issue's measurement; bench/tune_openvino.py's
+  ``latency-1x-all-cores-sub1024``);
 - ``onnxruntime-int8``: ``model.onnx`` with dynamically quantized int8 weights (a candidate
   faster CPU path, not a tthf backend: its accuracy is recorded against the fp16 bar);
 - on CUDA hosts: ``torch-cuda-fp32``, ``torch-cuda-autocast`` (fp16) and ``tensorrt-fp16``.
+
+Models: ``default`` (the default ModelConfig) and ``production`` (conftest's
+``PRODUCTION_MODEL``: d_model 128, 4 layers, 8 heads, d_ff 512), random weights, both
+exported the same way; the production model skips ``NOT_FOR_PRODUCTION``. Smoke mode runs the
+production model at one batch (``SMOKE_PRODUCTION_BATCH``) only.
 
 Batches: 1, 64, the symbol count (one minute of the whole universe) and the dense
 runner's 4096, of real scaled windows. ``test_matmul_rate`` measures torch's fp32 and
@@ -24,12 +35,14 @@ fraction. Every backend's outputs are compared with the fp32 reference first.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from benchlib import cpu_has_bf16, day_windows
 
 from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
+from tthf.engine.model.interface import predict_in_chunks
 from tthf.engine.windows import cut_windows
 from tthf.export.validate import compare, tolerances
 
@@ -38,7 +51,9 @@ CPU_BACKENDS = (
     "torch-bf16",
     "onnxruntime-fp32",
     "onnxruntime-fp32-intraop",
+    "onnxruntime-fp32-parallel",
     "openvino-fp32",
+    "openvino-fp32-latency",
     "openvino-bf16",
     "onnxruntime-int8",
 )
@@ -52,24 +67,73 @@ PRECISION = {
 }
 
 OPENVINO = {"openvino-fp32": "openvino", "openvino-bf16": "openvino-bf16"}  # bench name -> tthf backend
+MODELS = ("default", "production")
+#: measured on the default model only: the int8 candidate (a question about the default model) and
+#: ORT_PARALLEL (slower than every other ONNX Runtime setting on both models in the first run with
+#: the production model, and the production model's slowest row: seconds a call at batch 4096)
+NOT_FOR_PRODUCTION = ("onnxruntime-int8", "onnxruntime-fp32-parallel")
+SMOKE_PRODUCTION_BATCH = 64
+#: from this batch on, a production-model call takes seconds: fixed rounds instead of calibrated ones
+PRODUCTION_PEDANTIC_BATCH = 1000
 
 
 def _threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-@pytest.fixture(scope="module")
-def windows(market, bench_run, sizes) -> np.ndarray:
-    """Real scaled windows of the last market day, enough for the largest batch."""
+def batch_sizes(sizes, model: str = "default") -> list[int]:
+    if model == "production" and sizes.smoke:
+        return [SMOKE_PRODUCTION_BATCH]
+    return sorted({1, 64, sizes.symbols, 256 if sizes.smoke else DENSE_BATCH})
+
+
+def real_windows(market, bench_run, count: int) -> np.ndarray:
+    """Up to ``count`` real scaled windows of the last market day."""
     scaled, mask = day_windows(market, bench_run)
     cfg = bench_run.run.config
-    out = np.empty((max(DENSE_BATCH, sizes.symbols), cfg.seq_len, len(cfg.feature_names)), np.float32)
+    out = np.empty((count, cfg.seq_len, len(cfg.feature_names)), np.float32)
     n, _ = cut_windows(scaled, mask, out)
     return out[:n]
 
 
-def batch_sizes(sizes) -> list[int]:
-    return sorted({1, 64, sizes.symbols, 256 if sizes.smoke else DENSE_BATCH})
+def model_flops(bench_run) -> int:
+    """FLOPs of one window (matmuls, as FlopCounterMode counts them)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = bench_run.run.config
+    model = bench_run.run.load_model()
+    x = torch.zeros(16, cfg.seq_len, len(cfg.feature_names))
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 16
+
+
+@dataclass
+class Case:
+    """One model's exported run, real windows enough for its largest batch, the fp32 reference and FLOPs."""
+
+    bench_run: object
+    windows: np.ndarray
+    reference: dict[str, np.ndarray]
+    flops: int
+    accuracy: dict[str, dict] = field(default_factory=dict)  # backend -> accuracy, measured once
+
+
+@pytest.fixture(scope="module")
+def cases(request, market, sizes):
+    """``case(model)``: built on first use, so a run that selects only one model exports only that one."""
+    built: dict[str, Case] = {}
+
+    def case(model: str) -> Case:
+        if model not in built:
+            bench_run = request.getfixturevalue("bench_run" if model == "default" else "production_run")
+            windows = real_windows(market, bench_run, max(batch_sizes(sizes, model)))
+            reference = _torch_predictor(bench_run, "cpu", None)(windows)
+            built[model] = Case(bench_run, windows, reference, model_flops(bench_run))
+        return built[model]
+
+    return case
 
 
 def _torch_predictor(bench_run, device: str, autocast: str | None):
@@ -112,6 +176,10 @@ def open_predictor(name: str, bench_run):
         return OnnxRuntimeBackend.from_run(
             bench_run.run, threads=_threads(), providers=["CPUExecutionProvider"], data_parallel=False
         ).predict
+    if name == "onnxruntime-fp32-parallel":
+        return _ort_parallel_predictor(bench_run)
+    if name == "openvino-fp32-latency":
+        return _openvino_latency_predictor(bench_run)
     if name in OPENVINO:
         try:
             return open_backend(bench_run.run, OPENVINO[name], threads=_threads()).predict
@@ -127,6 +195,36 @@ def open_predictor(name: str, bench_run):
         return open_backend(bench_run.run, "tensorrt").predict
     except BackendUnavailableError as exc:
         pytest.skip(f"TensorRT unavailable: {exc}")
+
+
+def _ort_parallel_predictor(bench_run):
+    """One ONNX Runtime session in ORT_PARALLEL mode (intra- and inter-op threads per core), backend sub-batches."""
+    import onnxruntime as ort
+
+    from tthf.engine.runtime.backends.base import exported_onnx
+    from tthf.engine.runtime.backends.onnxruntime import MAX_SUB_BATCH
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = _threads()
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    session = ort.InferenceSession(exported_onnx(bench_run.run), opts, providers=["CPUExecutionProvider"])
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"features": x})))
+
+    return lambda x: predict_in_chunks(run, x, MAX_SUB_BATCH)
+
+
+def _openvino_latency_predictor(bench_run):
+    """OpenVINO fp32, PERFORMANCE_HINT=LATENCY: one stream with every core, sub-batches of 1024."""
+    from tthf.engine.runtime.backends import OpenVinoBackend
+    from tthf.errors import BackendUnavailableError
+
+    try:
+        backend = OpenVinoBackend.from_run(bench_run.run, hint="LATENCY", streams=1, threads=_threads(), sub_batch=1024)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"openvino unavailable: {exc}")
+    return backend.predict
 
 
 def _int8_predictor(bench_run):
@@ -149,69 +247,69 @@ def _int8_predictor(bench_run):
     return lambda x: dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"features": x})))
 
 
-@pytest.fixture(scope="module")
-def reference(bench_run, windows) -> dict[str, np.ndarray]:
-    return _torch_predictor(bench_run, "cpu", None)(windows)
+def _accuracy(case: Case, backend: str, predict) -> dict:
+    """``backend`` against the fp32 reference on every real window of ``case`` (fp32 backends must be within the bar)."""
+    precision = PRECISION.get(backend, "fp32")
+    results = compare(
+        case.reference,
+        predict(case.windows),
+        artifact=backend,
+        backend=backend,
+        inputs=f"real@{len(case.windows)}",
+        precision=precision,
+        tolerance=tolerances(precision, case.bench_run.run.config.model),
+    )
+    accuracy = {
+        "bar": precision,
+        "validated": all(r.violations == 0 for r in results),
+        "max_abs": {r.output: r.max_abs for r in results},
+    }
+    if precision == "fp32":
+        assert accuracy["validated"], f"{backend} disagrees with the reference: {accuracy}"
+    return accuracy
 
 
-@pytest.fixture(scope="module")
-def model_flops(bench_run) -> int:
-    """FLOPs of one window (matmuls, as FlopCounterMode counts them)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    cfg = bench_run.run.config
-    model = bench_run.run.load_model()
-    x = torch.zeros(16, cfg.seq_len, len(cfg.feature_names))
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() // 16
-
-
-_accuracy: dict[str, dict] = {}
+def _model_info(model: str, bench_run) -> dict:
+    cfg = bench_run.run.config.model
+    return {"model": model, "model_config": {k: getattr(cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff")}}
 
 
 @pytest.mark.parametrize("batch_index", range(4))
 @pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS)
-def test_inference(
-    benchmark, sizes, bench_run, windows, reference, model_flops, backend: str, batch_index: int
-) -> None:
-    batches = batch_sizes(sizes)
+@pytest.mark.parametrize("model", MODELS)
+def test_inference(benchmark, sizes, cases, model: str, backend: str, batch_index: int) -> None:
+    batches = batch_sizes(sizes, model)
     if batch_index >= len(batches):
-        pytest.skip(f"the symbol count {sizes.symbols} equals another batch size")
-    batch = batches[batch_index]
-    predict = open_predictor(backend, bench_run)
-    if backend not in _accuracy:
-        precision = PRECISION.get(backend, "fp32")
-        results = compare(
-            reference,
-            predict(windows),
-            artifact=backend,
-            backend=backend,
-            inputs=f"real@{len(windows)}",
-            precision=precision,
-            tolerance=tolerances(precision, bench_run.run.config.model),
+        pytest.skip(
+            f"smoke mode runs the production model at batch {SMOKE_PRODUCTION_BATCH} only"
+            if len(batches) == 1
+            else f"the symbol count {sizes.symbols} equals another batch size"
         )
-        _accuracy[backend] = {
-            "bar": precision,
-            "validated": all(r.violations == 0 for r in results),
-            "max_abs": {r.output: r.max_abs for r in results},
-        }
-        if precision == "fp32":
-            assert _accuracy[backend]["validated"], f"{backend} disagrees with the reference: {_accuracy[backend]}"
-    x = np.ascontiguousarray(windows[:batch])
-    benchmark.group = f"inference batch {batch}"
+    if model == "production" and backend in NOT_FOR_PRODUCTION:
+        pytest.skip(f"{backend} is measured on the default model only")
+    batch = batches[batch_index]
+    case = cases(model)
+    predict = open_predictor(backend, case.bench_run)
+    if backend not in case.accuracy:
+        case.accuracy[backend] = _accuracy(case, backend, predict)
+    x = np.ascontiguousarray(case.windows[:batch])
+    benchmark.group = f"inference {model} batch {batch}"
     benchmark.extra_info.update(
         section="inference",
         variant=backend,
         batch=batch,
         units=batch,
         unit="windows",
-        flops_per_window=model_flops,
-        accuracy=_accuracy[backend],
+        flops_per_window=case.flops,
+        accuracy=case.accuracy[backend],
         threads=_threads(),
+        **_model_info(model, case.bench_run),
     )
-    out = benchmark(predict, x)
+    if model == "production" and batch >= PRODUCTION_PEDANTIC_BATCH:
+        # a call takes seconds here: 3 timed rounds after a warm one bound the suite's time
+        out = benchmark.pedantic(predict, args=(x,), rounds=3, warmup_rounds=1)
+    else:
+        out = benchmark(predict, x)
     assert all(out[n].shape == (batch,) and np.isfinite(out[n]).all() for n in OUTPUT_NAMES)
 
 

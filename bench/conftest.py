@@ -12,7 +12,10 @@ Sizes in full mode: ``TTHF_BENCH_SYMBOLS`` symbols (default 1000; also read by
 bench_windows.py) and ``TTHF_BENCH_DATES`` dates (default 2). The market is written once
 per session with tthf.engine.data.synth into a temporary folder; the run has the default model
 size with random weights (seed 0): speed does not depend on the weights, and the
-baseline's equality with tthf is checked on the same weights.
+baseline's equality with tthf is checked on the same weights. The inference benchmark
+also measures a production-size model (``PRODUCTION_MODEL``, random weights, seed 0),
+exported the same way: the default model is so small that its speed is mostly per-op
+overhead, users' models are larger.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from benchlib import cpu_flags
 
 SMOKE_SYMBOLS = 24
 RUN_ID = "bench"
+#: ModelConfig overrides of the production-size model (issue 14): about 50 MFLOP per window
+PRODUCTION_MODEL = {"d_model": 128, "n_layers": 4, "n_heads": 8, "d_ff": 512}
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -130,14 +135,27 @@ class BenchRun:
     path: Path
 
 
-@pytest.fixture(scope="session")
-def bench_run(market: Market, tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
-    """A run with the default model size and random weights, exported (ONNX; TensorRT where possible)."""
+def _exported_run(market: Market, store: Path, run_id: str, smoke: bool, **model: int) -> BenchRun:
+    """A run with random weights (seed 0) and ``model``'s ModelConfig overrides, exported (ONNX; TensorRT where possible)."""
     from tthf.engine.testing import make_random_run
     from tthf.export.api import export_run
     from tthf.export.config import ExportConfig
 
-    store = str(tmp_path_factory.mktemp("store"))
-    run = make_random_run(store, market.root, market.dates, RUN_ID)
-    export_run(run, ExportConfig(real_windows=512), data=str(market.root))
-    return BenchRun(store, run, Path(run.ref.uri))
+    run = make_random_run(str(store), market.root, market.dates, run_id, **model)
+    config = ExportConfig(real_windows=64, random_batches=(1, 37)) if smoke else ExportConfig(real_windows=512)
+    export_run(run, config, data=str(market.root))
+    return BenchRun(str(store), run, Path(run.ref.uri))
+
+
+@pytest.fixture(scope="session")
+def bench_run(market: Market, tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    """The default model size, exported with the export's full validation."""
+    return _exported_run(market, tmp_path_factory.mktemp("store"), RUN_ID, smoke=False)
+
+
+@pytest.fixture(scope="session")
+def production_run(market: Market, sizes: Sizes, tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    """The production-size model (``PRODUCTION_MODEL``); in smoke mode validated on fewer windows at export."""
+    return _exported_run(
+        market, tmp_path_factory.mktemp("store"), f"{RUN_ID}-production", sizes.smoke, **PRODUCTION_MODEL
+    )

@@ -10,11 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tthf.engine import runs
 from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.model.interface import empty_outputs
 from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
 from tthf.engine.runtime.backends import OnnxRuntimeBackend, TorchBackend, open_backend
+from tthf.engine.runtime.backends.base import split_batch, write_outputs
 from tthf.engine.runtime.backends.onnxruntime import MAX_SUB_BATCH, MIN_SHARD
 from tthf.engine.testing import make_data, make_run
 from tthf.errors import BackendUnavailableError, StaleArtifactError, UsageError
@@ -61,6 +65,33 @@ def test_onnxruntime_matches_torch_on_heldout_windows(exported_run: tuple[Path, 
     )
     enforce(results)
     assert ref["vol_10m"].min() > 0 and ref["ret_conf"].min() >= 0 and ref["ret_conf"].max() <= 1
+
+
+@given(
+    n=st.integers(1, 5000),
+    shards=st.integers(1, 8),
+    sub_batch=st.integers(1, 600),
+    min_shard=st.integers(1, 200),
+)
+def test_split_batch_covers_every_window_once_in_order(n: int, shards: int, sub_batch: int, min_shard: int) -> None:
+    """The split both CPU backends use: contiguous, in order, no window twice or missing, within every bound."""
+    plan = split_batch(n, shards, sub_batch, min_shard)
+    parts = [part for shard in plan for part in shard]
+    assert [i for part in parts for i in range(part.start, part.stop)] == list(range(n))
+    assert all(0 < part.stop - part.start <= sub_batch for part in parts)
+    assert 1 <= len(plan) <= shards and all(plan)
+    sizes = [shard[-1].stop - shard[0].start for shard in plan]
+    assert len(plan) == 1 or min(sizes) >= min_shard  # split only as far as every shard gets min_shard
+    assert max(sizes) - min(sizes) <= 1  # balanced
+    assert len(plan) == min(shards, max(1, n // min_shard))  # and as far as that allows
+
+
+def test_write_outputs_puts_each_part_where_it_came_from() -> None:
+    out = empty_outputs(10)
+    for part in split_batch(10, 2, 3):
+        for at in part:
+            write_outputs(out, at, {k: np.arange(at.start, at.stop, dtype=np.float32) for k in OUTPUT_NAMES})
+    assert all(np.array_equal(out[k], np.arange(10, dtype=np.float32)) for k in OUTPUT_NAMES)
 
 
 def test_cpu_data_parallel_split_matches_one_session(exported_run: tuple[Path, runs.Run]) -> None:

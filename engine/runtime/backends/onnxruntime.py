@@ -20,11 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from tthf.engine import artifacts
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs
-from tthf.engine.runs import FP32_ONNX, Run
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine, PinnedBuffers
+from tthf.engine.runs import Run
+from tthf.engine.runtime.backends.base import (
+    Backend,
+    DeviceEngine,
+    PinnedBuffers,
+    exported_onnx,
+    split_batch,
+    write_outputs,
+)
 from tthf.errors import BackendError, BackendUnavailableError, UsageError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -184,33 +190,27 @@ class OnnxRuntimeBackend(Backend):
     def from_run(cls, run: Run, **options: Any) -> OnnxRuntimeBackend:
         """The run's exported ``model.onnx``, after checking the export is fresh."""
         _import_ort()  # an absent onnxruntime is "unavailable" (auto skips it), not a stale export
-        manifest = artifacts.open_fresh(run)
-        return cls(artifacts.read_artifact(run, manifest, FP32_ONNX), **options)
+        return cls(exported_onnx(run), **options)
 
     def predict(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if self.on_gpu:
             return self._predict_gpu(x)
-        n = len(x)
-        if n <= self.sub_batch:
+        if len(x) <= self.sub_batch:
             return self._run_cpu(self.session, x)
         # Data parallel: one contiguous shard per single-threaded session (ONNX Runtime
         # releases the GIL), each run in sub-batches.
-        shards = max(1, min(len(self.sessions), n // MIN_SHARD))
-        bounds = np.linspace(0, n, shards + 1).astype(int)
-        out = empty_outputs(n)
+        shards = split_batch(len(x), len(self.sessions), self.sub_batch, MIN_SHARD)
+        out = empty_outputs(len(x))
 
         def work(i: int) -> None:
-            lo, hi = bounds[i], bounds[i + 1]
-            for a in range(lo, hi, self.sub_batch):
-                part = self._run_cpu(self.sessions[i], x[a : min(a + self.sub_batch, hi)])
-                for name in OUTPUT_NAMES:
-                    out[name][a : a + len(part[name])] = part[name]
+            for part in shards[i]:
+                write_outputs(out, part, self._run_cpu(self.sessions[i], x[part]))
 
-        if shards == 1 or self._pool is None:
+        if len(shards) == 1 or self._pool is None:
             work(0)
         else:
-            for future in [self._pool.submit(work, i) for i in range(shards)]:
+            for future in [self._pool.submit(work, i) for i in range(len(shards))]:
                 future.result()
         return out
 

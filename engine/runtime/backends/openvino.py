@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from tthf.engine import artifacts
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs, predict_in_chunks
-from tthf.engine.runs import FP32_ONNX, Run
-from tthf.engine.runtime.backends.base import Backend
+from tthf.engine.runs import Run
+from tthf.engine.runtime.backends.base import Backend, exported_onnx, split_batch, write_outputs
 from tthf.errors import BackendUnavailableError, UsageError
 
 #: tthf precision name -> OpenVINO's INFERENCE_PRECISION_HINT
@@ -118,8 +117,7 @@ class OpenVinoBackend(Backend):
     def from_run(cls, run: Run, **options: Any) -> OpenVinoBackend:
         """The run's exported fp32 ``model.onnx``, after checking the export is fresh."""
         _import_openvino()  # an absent openvino is "unavailable" (auto skips it), not a stale export
-        manifest = artifacts.open_fresh(run)
-        return cls(artifacts.read_artifact(run, manifest, FP32_ONNX), **options)
+        return cls(exported_onnx(run), **options)
 
     def predict(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -135,20 +133,22 @@ class OpenVinoBackend(Backend):
         return {name: np.array(result[port], dtype=np.float32) for name, port in zip(OUTPUT_NAMES, self._ports)}
 
     def _predict_streams(self, x: np.ndarray) -> Outputs:
-        """Sub-batches over the streams' infer requests (the CPU plugin runs each stream on its own cores)."""
+        """Sub-batches over the streams' infer requests (the CPU plugin runs each stream on its own cores).
+
+        The queue hands each sub-batch to the next free request, so a stream whose core is
+        taken by another job does fewer of them.
+        """
         assert self.queue is not None
         out = empty_outputs(len(x))
-        step = min(self.sub_batch, -(-len(x) // self.streams))
-        for lo in range(0, len(x), step):
-            self.queue.start_async({INPUT_NAME: x[lo : lo + step]}, userdata=(out, lo), share_inputs=True)
+        for shard in split_batch(len(x), self.streams, self.sub_batch):
+            for part in shard:
+                self.queue.start_async({INPUT_NAME: x[part]}, userdata=(out, part), share_inputs=True)
         self.queue.wait_all()
         return out
 
-    def _collect(self, request: Any, userdata: tuple[Outputs, int]) -> None:
-        out, lo = userdata
-        for name, port in zip(OUTPUT_NAMES, self._ports):
-            part = request.get_tensor(port).data
-            out[name][lo : lo + len(part)] = part
+    def _collect(self, request: Any, userdata: tuple[Outputs, slice]) -> None:
+        out, part = userdata
+        write_outputs(out, part, {name: request.get_tensor(port).data for name, port in zip(OUTPUT_NAMES, self._ports)})
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "openvino": self._ov.get_version()}

@@ -1,0 +1,96 @@
+"""bench/report.py's targets table from a hand-made pytest-benchmark JSON: met, missed, and "not measured"."""
+
+from __future__ import annotations
+
+import report
+
+
+def _bench(section: str, variant: str, seconds: float, units: float, **extra) -> dict:
+    return {
+        "group": section,
+        "params": {},
+        "stats": {"min": seconds},
+        "extra_info": {"section": section, "variant": variant, "units": units, **extra},
+    }
+
+
+def _inference(model: str, variant: str, batch: int, rate: float, bar: str = "fp32", ok: bool = True) -> dict:
+    accuracy = {
+        "bar": bar,
+        "validated": ok,
+        "max_abs": dict.fromkeys(("ret_1h", "vol_10m", "ret_conf", "vol_conf"), 0.0),
+    }
+    flops = 1_000_000 if model == "default" else 50_000_000
+    return _bench(
+        "inference", variant, batch / rate, batch, batch=batch, flops_per_window=flops, accuracy=accuracy, model=model
+    )
+
+
+def _doc(benchmarks: list[dict]) -> dict:
+    machine = {"tthf": {"symbols": 1000, "smoke": False}, "cpu": {"brand_raw": "test CPU"}}
+    return {"datetime": "2026-01-01T00:00:00", "machine_info": machine, "benchmarks": benchmarks}
+
+
+def _targets(benchmarks: list[dict]) -> dict[str, tuple[str, str]]:
+    text = report.render(_doc(benchmarks))
+    rows = text.split("## Targets", 1)[1].split("## Machine", 1)[0].strip().splitlines()[2:]
+    return {
+        cells[0]: (cells[2], cells[3]) for cells in ([c.strip() for c in r.strip().strip("|").split("|")] for r in rows)
+    }
+
+
+FULL = [
+    _bench("matmul", "float32", 1.0, 100e9, n=2048),
+    _inference("default", "torch-fp32", 1000, 10_000),
+    _inference("default", "onnxruntime-fp32", 1000, 20_000),
+    _inference("default", "openvino-fp32", 1000, 30_000),  # 3x: the best fp32
+    _inference("default", "openvino-bf16", 1000, 50_000, bar="fp16", ok=False),  # fast but outside its bar
+    _inference("production", "openvino-fp32", 1000, 1_500),  # 50e6 x 1500 / 100e9 = 75%
+    _inference("production", "torch-fp32", 1000, 1_000),
+    _bench("features", "tthf", 0.1, 1e6, symbols=500, core_seconds=0.05),  # 0.10 per 1000 symbols
+    _bench("features", "baseline-pandas", 2.0, 1e6, symbols=500, core_seconds=1.0),  # 20x
+    _bench(
+        "host_stages",
+        "workers",
+        10.0,
+        8,
+        symbols=500,
+        workers={"1": 0.3, "2": 0.5},  # 1.67x: missed
+        core_seconds_per_day_by_workers={"1": 0.2, "2": 0.25},  # 0.40 core-s per 1000-symbol day
+    ),
+    _bench("end_to_end", "tthf-run-dense", 10.0, 1e6, backend="openvino", dates=2, stages={}),
+    _bench("end_to_end", "baseline", 50.0, 1e6, backend="torch", dates=2, stages={}),  # 5x
+    _bench(
+        "realtime", "auto", 1.0, 1000, rounds=9, p50_ms=40.0, p95_ms=60.0, p99_ms=80.0, max_ms=90.0, stage_ms_median={}
+    ),
+]
+
+
+def test_every_target_from_its_entries() -> None:
+    got = _targets(FULL)
+    assert got["best fp32 CPU backend vs torch eager, batch 1000"] == ("3.00x", "met")
+    # openvino-bf16 is outside its bar: no validated bf16 path, so not measured rather than 5x
+    assert got["validated bf16 path vs torch eager, batch 1000"] == ("not measured", "-")
+    assert got["features, core-seconds per 1000-symbol day"] == ("0.10 core-s", "met")
+    assert got["features vs pandas (core-seconds)"] == ("20.00x", "met")
+    assert got["host stages, 2 workers vs 1 (dates/s)"] == ("1.67x", "**missed**")
+    assert got["`tthf-run --dense` vs baseline, end to end"] == ("5.00x", "met")
+    assert got["real-time p99, 1000 symbols"] == ("80 ms", "**missed**")
+    assert got["production model, best backend % of matmul roofline, batch 1000"] == ("75.0%", "met")
+
+
+def test_absent_measurements_say_so_and_invent_nothing() -> None:
+    got = _targets(FULL[:4])
+    assert got["best fp32 CPU backend vs torch eager, batch 1000"] == ("3.00x", "met")
+    absent = [k for k in got if k != "best fp32 CPU backend vs torch eager, batch 1000"]
+    assert len(absent) == 7 and all(got[k] == ("not measured", "-") for k in absent)
+
+
+def test_fastest_per_batch_and_host_year() -> None:
+    text = report.render(_doc(FULL))
+    assert "| 1000 | openvino-fp32 | 30,000 | onnxruntime-fp32 | openvino-fp32 | 1.50x |" in text
+    # 0.10 core-s per day x 252 days = 25.2 core-s a year
+    assert "| features (bench_features, tthf) | 0.100 | 25.2 |" in text
+    # 0.2 core-s per 500-symbol day = 0.40 per 1000 symbols, x 252 = 100.8
+    assert "| host stages (read, features, scaling) | 0.400 | 100.8 |" in text
+    assert "| 2 | 0.5 | 1.67x | 0.500 |" in text
