@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tthf.engine.store import ENDPOINT_ENV
 from tthf.errors import TthfError
@@ -88,10 +88,9 @@ def run_cli(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         _exit_now(130)
-        return 130  # not reached
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     """End the process without unwinding the threads still running a stage.
 
     A stage thread may be inside a backend's native code (OpenVINO, ONNX Runtime) when Ctrl-C
