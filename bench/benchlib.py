@@ -29,5 +29,5 @@ def day_windows(market: Any, bench_run: Any, day_index: int = -1) -> tuple[np.nd
     from tthf.engine.features import build_scaled_day
 
     day, run = market.dates[day_index], bench_run.run
-    feats, scaled = build_scaled_day(read_day(str(market.root), day), day, run.load_scalers(), run.config.feature_names)
-    return scaled, feats.mask
+    feats = build_scaled_day(read_day(str(market.root), day), day, run.load_scalers(), run.config.feature_names)
+    return feats.scaled, feats.mask

@@ -5,6 +5,7 @@
 // index bounds. A bad argument raises tthf.errors.UsageError naming the argument,
 // the problem and the fix; nothing past this file ever sees an unchecked value.
 // The friendly Python API (torch tensors, defaults, docstrings) is tthf.engine.windows.
+#include <cmath>
 #include <pybind11/pybind11.h>
 
 #include <climits>
@@ -430,7 +431,7 @@ void require_state_indices(const std::int32_t* ints, std::int64_t S, std::int64_
 
 void compute_features(const py::sequence& columns, const py::object& ints, const py::object& floats,
                       std::int64_t done, std::int64_t start, std::int64_t n_minutes, const py::object& neutral,
-                      const py::sequence& names, const py::object& out, int threads) {
+                      const py::sequence& names, const py::object& out, int threads, const py::object& scale) {
     require_feature_table(names);
     require_threads(threads);
     if (py::len(columns) != fk::N_COLUMNS) {
@@ -461,10 +462,34 @@ void compute_features(const py::sequence& columns, const py::object& ints, const
     if (n_minutes < 1) fail("n_minutes must be >= 1, got " + std::to_string(n_minutes));
     const Array vn(neutral, "neutral", false, 1, "(features,)", "d", 8, "float64");
     require_shape(vn, {fk::kNumFeatures}, "one neutral value per feature");
+    fk::Scale sc;
+    std::vector<std::unique_ptr<Array>> scale_arrays;
+    if (!scale.is_none()) {
+        const auto parts = scale.cast<py::tuple>();
+        if (parts.size() != 4) fail("scale must be (index, mean, inv_std, clip), got " + std::to_string(parts.size()) + " items");
+        scale_arrays.push_back(std::make_unique<Array>(parts[0], "scale index", false, 1, "(outputs,)", "i", 4, "int32"));
+        scale_arrays.push_back(std::make_unique<Array>(parts[1], "scale mean", false, 1, "(outputs,)", "f", 4, "float32"));
+        scale_arrays.push_back(std::make_unique<Array>(parts[2], "scale inv_std", false, 1, "(outputs,)", "f", 4, "float32"));
+        const std::int64_t n_out = scale_arrays[0]->dim(0);
+        if (n_out < 1 || n_out > fk::kNumFeatures) fail("scale index must name 1.." + std::to_string(fk::kNumFeatures) + " features, got " + std::to_string(n_out));
+        require_shape(*scale_arrays[1], {n_out}, "one mean per output");
+        require_shape(*scale_arrays[2], {n_out}, "one inv_std per output");
+        const auto* index = static_cast<const std::int32_t*>(scale_arrays[0]->ptr());
+        for (std::int64_t j = 0; j < n_out; ++j) {
+            if (index[j] < 0 || index[j] >= fk::kNumFeatures) {
+                fail("scale index[" + std::to_string(j) + "] = " + std::to_string(index[j]) + " is not a feature index in [0, " + std::to_string(fk::kNumFeatures) + ")");
+            }
+        }
+        const double clip = parts[3].cast<double>();
+        if (!(clip > 0) || !std::isfinite(clip)) fail("scale clip must be a finite number > 0, got " + std::to_string(clip));
+        sc = fk::Scale{index, static_cast<const float*>(scale_arrays[1]->ptr()),
+                       static_cast<const float*>(scale_arrays[2]->ptr()), static_cast<float>(clip), static_cast<int>(n_out)};
+    }
     const Array vo(out, "out", true, 3, "(symbols, minutes, features)", "f", 4, "float32");
-    require_shape(vo, {g.S, g.W - start, fk::kNumFeatures}, "symbols, minutes start..W-1, features");
+    require_shape(vo, {g.S, g.W - start, sc.n_out}, "symbols, minutes start..W-1, features (or scaled outputs)");
     for (const View* w : {&vi, &vf, &vo}) {
         for (const auto& c : cols) require_disjoint(*w, *c);
+        for (const auto& a : scale_arrays) require_disjoint(*w, *a);
         require_disjoint(*w, vn);
     }
     require_disjoint(vi, vf);
@@ -475,7 +500,7 @@ void compute_features(const py::sequence& columns, const py::object& ints, const
     if (done > 0) require_state_indices(ip, g.S, N, lo, done);
     const fk::State st{static_cast<std::int32_t*>(vi.ptr()), static_cast<double*>(vf.ptr()), N};
     const fk::Request req{done, start, n_minutes, static_cast<const double*>(vn.ptr()),
-                          static_cast<float*>(vo.ptr()), threads};
+                          static_cast<float*>(vo.ptr()), threads, sc};
     py::gil_scoped_release nogil;
     fk::compute_features(g, st, req);
 }
@@ -506,8 +531,11 @@ PYBIND11_MODULE(_windows, mod) {
     mod.def("simd_available", &tthf::simd_available,
             "Whether the AVX2 + F16C copy path is in use on this CPU.");
     mod.def("compute_features", &compute_features, "columns"_a, "ints"_a, "floats"_a, "done"_a, "start"_a,
-            "n_minutes"_a, "neutral"_a, "names"_a, "out"_a, "threads"_a = 1,
-            "Bring the state's minutes done..W-1 up to date and write the features of minutes start..W-1.");
+            "n_minutes"_a, "neutral"_a, "names"_a, "out"_a, "threads"_a = 1, "scale"_a = py::none(),
+            "Bring the state's minutes done..W-1 up to date and write the features of minutes start..W-1\n"
+            "(scaled into the run's order when scale = (index, mean, inv_std, clip) is given).");
+    mod.def("vector_math", &fk::vector_math,
+            "Whether the features' logs run through glibc's AVX2 vector math (else scalar libm).");
     mod.attr("FEATURE_NAMES") = name_tuple(fk::kFeatureNames, fk::kNumFeatures);
     mod.attr("FEATURE_COLUMNS") = name_tuple(fk::kColumnNames, fk::N_COLUMNS);
     mod.attr("FEATURE_LOOKBACK") = fk::kLookback;

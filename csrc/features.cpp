@@ -3,13 +3,18 @@
 // each minute's 59 values written straight into its (symbol, minute, :) row.
 #include "features.hpp"
 
+#include <dlfcn.h>
+#include <immintrin.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace tthf::features {
@@ -47,6 +52,56 @@ double maximum(double x, double y) { return (x >= y || std::isnan(x)) ? x : y; }
 double minimum(double x, double y) { return (x <= y || std::isnan(x)) ? x : y; }
 double fmax_(double x, double y) { return std::isnan(y) ? x : (std::isnan(x) || y > x ? y : x); }  // NaN ignored
 double fmin_(double x, double y) { return std::isnan(y) ? x : (std::isnan(x) || y < x ? y : x); }
+
+// Logs of whole arrays, four at a time through glibc's vector math library (libmvec: AVX2
+// log and log1p, a few ulps like the scalar ones) when this CPU has AVX2 and the library
+// is there, else the scalar libm calls. Every element of every array goes through the same
+// function (a short tail is padded to four), so a value's bits depend only on its input,
+// never on where the computed range starts: real time and batch stay identical. The choice
+// is made once per process; TTHF_SCALAR_MATH=1 forces the scalar calls (the tests compare both).
+using Unary = double (*)(double);
+struct VectorMath {
+    void* log = nullptr;    // __m256d (*)(__m256d)
+    void* log1p = nullptr;
+};
+
+const VectorMath& vector_math_fns() {
+    static const VectorMath math = [] {
+        VectorMath m;
+        const char* scalar = std::getenv("TTHF_SCALAR_MATH");
+        if ((scalar && scalar[0] == '1') || !__builtin_cpu_supports("avx2")) return m;
+        void* lib = dlopen("libmvec.so.1", RTLD_NOW | RTLD_LOCAL);
+        if (!lib) return m;
+        m.log = dlsym(lib, "_ZGVdN4v_log");
+        m.log1p = dlsym(lib, "_ZGVdN4v_log1p");
+        return m;
+    }();
+    return math;
+}
+
+__attribute__((target("avx2"))) void apply4(void* fn, double* v, std::int64_t n) {
+    const auto f = reinterpret_cast<__m256d (*)(__m256d)>(fn);
+    std::int64_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm256_storeu_pd(v + i, f(_mm256_loadu_pd(v + i)));
+    if (i < n) {
+        double tail[4] = {1, 1, 1, 1};
+        for (std::int64_t k = i; k < n; ++k) tail[k - i] = v[k];
+        _mm256_storeu_pd(tail, f(_mm256_loadu_pd(tail)));
+        for (std::int64_t k = i; k < n; ++k) v[k] = tail[k - i];
+    }
+}
+
+void apply(void* vector, Unary scalar, double* v, std::int64_t n) {
+    if (vector) {
+        apply4(vector, v, n);
+    } else {
+        for (std::int64_t i = 0; i < n; ++i) v[i] = scalar(v[i]);
+    }
+}
+double scalar_log(double x) { return std::log(x); }
+double scalar_log1p(double x) { return std::log1p(x); }
+void logs(double* v, std::int64_t n) { apply(vector_math_fns().log, scalar_log, v, n); }
+void log1ps(double* v, std::int64_t n) { apply(vector_math_fns().log1p, scalar_log1p, v, n); }
 
 // q**t and q**-t of each EMA for the minutes 0..W-1: the closed form's weights, per minute
 // rather than per cell (pow is the costliest call here).
@@ -210,12 +265,15 @@ class Rolling {
         avail_.resize(static_cast<std::size_t>(n));
         prefix_.resize(static_cast<std::size_t>(n + 1));
         prefix_[0] = 0;
+        double* l0 = level_[0].data();
+        double* av = avail_.data();
         for (std::int64_t i = 0; i < n; ++i) {
             const bool valid = !std::isnan(x[i]);
-            level_[0][i] = valid ? x[i] : 0.0;
-            avail_[i] = valid ? 1.0 : 0.0;
-            prefix_[i + 1] = prefix_[i] + avail_[i];
+            l0[i] = valid ? x[i] : 0.0;
+            av[i] = valid ? 1.0 : 0.0;
         }
+        double running = 0;  // an exact integer: the adds are exact in any order
+        for (std::int64_t i = 0; i < n; ++i) prefix_[i + 1] = running += av[i];
         for (int j = 1; j <= top; ++j) {
             const std::int64_t span = std::min(n, std::int64_t{1} << (j - 1));
             const double* prev = level_[j - 1].data();
@@ -238,7 +296,10 @@ class Rolling {
         }
     }
     void count(int k, double* out) const {
-        for (std::int64_t i = 0; i < n_; ++i) out[i] = prefix_[i + 1] - prefix_[std::max<std::int64_t>(0, i - k + 1)];
+        const double* p = prefix_.data();
+        const std::int64_t head = std::min<std::int64_t>(k - 1, n_);
+        for (std::int64_t i = 0; i < head; ++i) out[i] = p[i + 1];
+        for (std::int64_t i = head; i < n_; ++i) out[i] = p[i + 1] - p[i - k + 1];
     }
     // The trailing mean (NaN without a value) into out, the count into cnt.
     void mean(int k, double* out, double* cnt) const {
@@ -318,38 +379,67 @@ enum Series : int {
     SIGNED, OFI, RV5, LM_OPEN, LAST_PX, AGE, SINCE_TRADE,
     // windows
     MA5, MA15, MA20, MA30, SD20, SD30, VMA5, VMA15, VMA30, R2M5, R2M10, R2M15, R2M30, HLM15, SFM15, SPM30, IMA5,
-    IMA15, IMA30, OFIS5, DMA5, SD_RV5, HI30, LO30, HI14, LO14, CNT, TMP, N_SERIES
+    IMA15, IMA30, OFIS5, DMA5, SD_RV5, HI30, LO30, HI14, LO14, CNT, TMP, SGN, LOGV, N_SERIES
 };
 
 struct Scratch {
     std::array<Vec, N_SERIES> v;
     Rolling w_mid, w_vol, w_r2, w_hl, w_signed, w_spread, w_imb, w_ofi, w_depth, w_rv5;
     Extremes ext;
+    std::vector<float> block;  // the Writer's feature-major columns
     void resize(std::int64_t n) {
         for (auto& x : v) x.resize(static_cast<std::size_t>(n));
     }
     double* operator[](Series s) { return v[s].data(); }
 };
 
-// Writes one feature's column of the symbol's (minutes, features) block after the
-// missing-value policy: the float32 value, or the feature's neutral value where that is
-// not finite (overflow to float32 infinity included).
+// Writes one feature's column of the symbol's block after the missing-value policy: the
+// float32 value, or the feature's neutral value where that is not finite (overflow to
+// float32 infinity included). Columns go to a feature-major scratch block first (each a
+// contiguous run the compiler vectorizes), and `flush` transposes the block into the
+// symbol's (minutes, features) rows of the output in cache-sized tiles.
 struct Writer {
     float* out;  // the symbol's row of minute `start`
     const double* neutral;
     std::int64_t skip, n;  // local index of minute `start`, local length
+    std::vector<float>& block;  // (kNumFeatures, n - skip)
     int f = 0;
     template <class Fn>
     void put(Fn value) {
         // Doubles from here on round to float32 infinity (the tie goes to the even infinity).
         const double overflow = double(std::numeric_limits<float>::max()) + std::ldexp(1.0, 103);
         const auto fallback = static_cast<float>(neutral[f]);
-        float* o = out + f;
-        for (std::int64_t i = skip; i < n; ++i, o += kNumFeatures) {
+        const std::int64_t m = n - skip;
+        if (f == 0) block.resize(static_cast<std::size_t>(kNumFeatures * m));
+        float* o = block.data() + f * m - skip;
+        for (std::int64_t i = skip; i < n; ++i) {
             const double x = value(i);
-            *o = std::fabs(x) < overflow ? static_cast<float>(x) : fallback;
+            o[i] = std::fabs(x) < overflow ? static_cast<float>(x) : fallback;
         }
         ++f;
+    }
+    // The block's columns into the symbol's output rows, scaled (or not) as `scale` says.
+    void flush(const Scale& scale) const {
+        constexpr std::int64_t kTile = 16;
+        const std::int64_t m = n - skip;
+        const float* b = block.data();
+        const int width = scale.n_out;
+        for (std::int64_t i0 = 0; i0 < m; i0 += kTile) {
+            const std::int64_t i1 = std::min(m, i0 + kTile);
+            for (int j = 0; j < width; ++j) {
+                if (!scale.index) {
+                    const float* col = b + j * m;
+                    for (std::int64_t i = i0; i < i1; ++i) out[i * width + j] = col[i];
+                    continue;
+                }
+                const float* col = b + scale.index[j] * m;
+                const float mean = scale.mean[j], inv = scale.inv_std[j], hi = scale.clip, lo = -scale.clip;
+                for (std::int64_t i = i0; i < i1; ++i) {
+                    const float v = (col[i] - mean) * inv;
+                    out[i * width + j] = v < lo ? lo : (v > hi ? hi : v);
+                }
+            }
+        }
     }
 };
 
@@ -369,25 +459,30 @@ void local_series(const Tile& g, const State& st, std::int64_t s, std::int64_t l
         const double pbid = i ? x[BID_][i - 1] : kNaN, pask = i ? x[ASK_][i - 1] : kNaN;
         const double pbs = i ? x[BS][i - 1] : kNaN, pas = i ? x[AS][i - 1] : kNaN;
         const double mid = f[MID], r = f[RET], volume = g.at(VOLUME, t, s), close = g.at(CLOSE, t, s);
-        const double vwap = g.at(VWAP, t, s), depth = bs + as, lvol = std::log1p(volume);
+        const double vwap = g.at(VWAP, t, s), depth = bs + as;
         const double pmid = i ? x[MID_][i - 1] : kNaN;
-        const double sgn = sign(close - pmid);
-        const double hl = std::log(g.at(HIGH, t, s) / g.at(LOW, t, s));
         x[T][i] = tf, x[BID_][i] = bid, x[ASK_][i] = ask, x[BS][i] = bs, x[AS][i] = as;
         x[PBID][i] = pbid, x[PASK][i] = pask, x[PBS][i] = pbs, x[PAS][i] = pas;
         x[MID_][i] = mid, x[LM][i] = f[LOG_MID], x[R][i] = r, x[R2][i] = r * r;
-        x[VOL][i] = volume, x[LVOL][i] = lvol, x[CLOSE_][i] = close, x[DEPTH][i] = depth;
+        x[VOL][i] = volume, x[LVOL][i] = volume, x[CLOSE_][i] = close, x[DEPTH][i] = depth;
+        x[SGN][i] = sign(close - pmid);
+        x[HL][i] = g.at(HIGH, t, s) / g.at(LOW, t, s);
         x[PX][i] = !std::isnan(vwap) ? vwap : (!std::isnan(close) ? close : mid);
         x[IMB][i] = depth == 0 ? 0.0 : (bs - as) / depth;
         x[SPREAD][i] = (ask - bid) / mid * 1e4;
-        x[HL][i] = hl * hl / (4 * std::log(2.0));
-        x[SIGNED][i] = (std::isnan(sgn) ? 0.0 : sgn) * lvol;
         x[OFI][i] = (bid >= pbid ? bs : 0.0) - (bid <= pbid ? pbs : 0.0) - (ask <= pask ? as : 0.0) +
                     (ask >= pask ? pas : 0.0);  // NaN comparisons are false: nothing added
         x[LM_OPEN][i] = fq >= 0 ? F[fq * N_FLOAT_FIELDS + LOG_MID] : kNaN;
         x[LAST_PX][i] = lpx >= 0 ? g.at(CLOSE, lpx, s) : kNaN;
         x[AGE][i] = lq >= 0 ? tf - lq : kNaN;
         x[SINCE_TRADE][i] = lt >= 0 ? tf - lt : kNaN;
+    }
+    log1ps(x[LVOL], n);
+    logs(x[HL], n);
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double hl = x[HL][i], sgn = x[SGN][i];
+        x[HL][i] = hl * hl / (4 * std::log(2.0));
+        x[SIGNED][i] = (std::isnan(sgn) ? 0.0 : sgn) * x[LVOL][i];
     }
 }
 
@@ -440,26 +535,57 @@ void symbol_features(const Tile& g, const State& st, const Request& req, const C
     const double *lm = x[LM], *mid = x[MID_], *r = x[R], *lvol = x[LVOL], *vol = x[VOL];
     const double *bid = x[BID_], *ask = x[ASK_], *bs = x[BS], *as = x[AS], *depth = x[DEPTH];
     const double *imb = x[IMB], *spread = x[SPREAD], *rv5 = x[RV5], *hi30 = x[HI30], *lo30 = x[LO30];
-    Writer w{req.out + s * (g.W - req.start) * kNumFeatures, req.neutral, req.start - lo, n};
+    Writer w{req.out + s * (g.W - req.start) * req.scale.n_out, req.neutral, req.start - lo, n, x.block};
     const auto cum_pv = state(CUM_PV), cum_vpx = state(CUM_VPX), cum_vol = state(CUM_VOL);
+    // log (log1p) of a series or of a per-minute value over the minutes written, in LOGV;
+    // read back through the returned view before the next call overwrites it.
+    const std::int64_t skip = req.start - lo;
+    auto fill = [&](auto value) {
+        double* v = x[LOGV];
+        if constexpr (std::is_pointer_v<decltype(value)>) {
+            for (std::int64_t i = skip; i < n; ++i) v[i] = value[i];
+        } else {
+            for (std::int64_t i = skip; i < n; ++i) v[i] = value(i);
+        }
+        return v;
+    };
+    auto view = [](const double* v) { return [v](std::int64_t i) { return v[i]; }; };
+    auto log_of = [&](auto value) {
+        double* v = fill(value);
+        logs(v + skip, n - skip);
+        return static_cast<const double*>(v);
+    };
+    auto log1p_of = [&](auto value) {
+        double* v = fill(value);
+        log1ps(v + skip, n - skip);
+        return static_cast<const double*>(v);
+    };
     const auto sum_r2 = state(SUM_R2), n_r2 = state(N_R2), gain = state(GAIN), loss = state(LOSS);
     const auto macd = state(MACD), signal = state(MACD_SIGNAL);
     // price
     w.put([&](auto i) { return r[i]; });
     for (int k : {5, 15, 30}) w.put([&](auto i) { return lm[i] - lag(lm, k, i); });
     w.put([&](auto i) { return lm[i] - x[LM_OPEN][i]; });
-    for (Series ma : {MA5, MA15, MA30}) w.put([&](auto i) { return lm[i] - std::log(x[ma][i]); });
-    w.put([&](auto i) { return lm[i] - std::log(hi30[i]); });
-    w.put([&](auto i) { return lm[i] - std::log(lo30[i]); });
+    for (Series ma : {MA5, MA15, MA30}) {
+        const double* v = log_of(x[ma]);
+        w.put([&](auto i) { return lm[i] - v[i]; });
+    }
+    for (const double* level : {hi30, lo30}) {
+        const double* v = log_of(level);
+        w.put([&](auto i) { return lm[i] - v[i]; });
+    }
     w.put([&](auto i) { return ((bid[i] * as[i] + ask[i] * bs[i]) / depth[i] / mid[i] - 1) * 1e4; });
-    w.put([&](auto i) { return std::log(x[LAST_PX][i] / mid[i]) * 1e4; });
-    w.put([&](auto i) { return std::log(mid[i] / (cum_pv(i) / cum_vpx(i))) * 1e4; });
+    w.put([&, v = log_of([&](auto i) { return x[LAST_PX][i] / mid[i]; })](auto i) { return v[i] * 1e4; });
+    w.put([&, v = log_of([&](auto i) { return mid[i] / (cum_pv(i) / cum_vpx(i)); })](auto i) { return v[i] * 1e4; });
     // volume
     w.put([&](auto i) { return lvol[i]; });
-    for (Series ma : {VMA5, VMA15, VMA30}) w.put([&](auto i) { return lvol[i] - std::log1p(x[ma][i]); });
-    w.put([&](auto i) { return std::log1p(g.at(TRADE_COUNT, lo + i, s)); });
-    w.put([&](auto i) { return std::log1p(x[PX][i] * vol[i]); });
-    w.put([&](auto i) { return std::log1p(cum_vol(i)); });
+    for (Series ma : {VMA5, VMA15, VMA30}) {
+        const double* v = log1p_of(x[ma]);
+        w.put([&](auto i) { return lvol[i] - v[i]; });
+    }
+    w.put(view(log1p_of([&](auto i) { return g.at(TRADE_COUNT, lo + i, s); })));
+    w.put(view(log1p_of([&](auto i) { return x[PX][i] * vol[i]; })));
+    w.put(view(log1p_of(cum_vol)));
     w.put([&](auto i) { return vol[i] / cum_vol(i); });
     w.put([&](auto i) { return vol[i] <= 0 ? 1.0 : 0.0; });
     w.put([&](auto i) { return minimum(x[SINCE_TRADE][i], 60.0); });
@@ -469,16 +595,14 @@ void symbol_features(const Tile& g, const State& st, const Request& req, const C
     for (Series m : {R2M10, R2M15, R2M30}) w.put([&](auto i) { return std::sqrt(x[m][i]); });
     w.put([&](auto i) { return std::isnan(x[R2][i]) ? kNaN : std::sqrt(sum_r2(i) / n_r2(i)); });
     w.put([&](auto i) { return std::sqrt(x[HLM15][i]); });
-    w.put([&](auto i) { return std::log(hi30[i] / lo30[i]); });
+    w.put(view(log_of([&](auto i) { return hi30[i] / lo30[i]; })));
     w.put([&](auto i) { return x[SD_RV5][i]; });
-    w.put([&](auto i) { return std::log((rv5[i] + kVolEps) / (std::sqrt(x[R2M30][i]) + kVolEps)); });
+    w.put(view(log_of([&](auto i) { return (rv5[i] + kVolEps) / (std::sqrt(x[R2M30][i]) + kVolEps); })));
     w.put([&](auto i) { return std::fabs(r[i]); });
     // microstructure
     w.put([&](auto i) { return spread[i]; });
     w.put([&](auto i) { return spread[i] - x[SPM30][i]; });
-    w.put([&](auto i) { return std::log1p(bs[i]); });
-    w.put([&](auto i) { return std::log1p(as[i]); });
-    w.put([&](auto i) { return std::log1p(depth[i]); });
+    for (const double* size : {bs, as, depth}) w.put(view(log1p_of(size)));
     w.put([&](auto i) { return imb[i]; });
     for (Series ma : {IMA5, IMA15, IMA30}) w.put([&](auto i) { return x[ma][i]; });
     w.put([&](auto i) { return imb[i] - lag(imb, 1, i); });
@@ -500,10 +624,14 @@ void symbol_features(const Tile& g, const State& st, const Request& req, const C
     w.put([&](auto i) { return clock.phase[lo + i]; });
     w.put([&](auto i) { return clock.sin[lo + i]; });
     w.put([&](auto i) { return clock.cos[lo + i]; });
+    w.flush(req.scale);
 }
 
 // Symbols [a, b): state first, then features, one symbol at a time (its data stays in cache).
-void run_symbols(const Grid& g, const State& st, const Request& req, const Powers& p, const Clock& clock,
+// Compiled twice, everything it calls inlined (flatten): for AVX2 and for the baseline
+// x86-64, chosen at load time. Without fused multiply-adds (-ffp-contract=off) and without
+// reassociation, wider vectors change no rounding: both clones give the same bits.
+__attribute__((target_clones("avx2", "default"), flatten)) void run_symbols(const Grid& g, const State& st, const Request& req, const Powers& p, const Clock& clock,
                  std::int64_t a, std::int64_t b) {
     Scratch scratch;
     Tile tile(g);
@@ -519,6 +647,8 @@ void run_symbols(const Grid& g, const State& st, const Request& req, const Power
 }
 
 }  // namespace
+
+bool vector_math() { return vector_math_fns().log != nullptr || vector_math_fns().log1p != nullptr; }
 
 void compute_features(const Grid& g, const State& st, const Request& req) {
     const Powers p(g.W);

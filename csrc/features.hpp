@@ -11,7 +11,8 @@
 // running sums resume from the minute before. That is what lets the real-time engine
 // compute only the last minutes (from LOOKBACK minutes before the first one wanted) and
 // still get the bits of the full-day batch. The file is compiled with
-// -ffp-contract=off, so no fused multiply-add changes a rounding.
+// -ffp-contract=off, so no fused multiply-add changes a rounding, and the per-symbol
+// passes twice (AVX2 and baseline x86-64, chosen at load), which give the same bits.
 #pragma once
 
 #include <cstdint>
@@ -50,17 +51,35 @@ struct State {
     std::int64_t N;      // minutes of room, >= W
 };
 
+// The run's scaling, applied as features are written: output column j is kernel feature
+// index[j], (x - mean[j]) * inv_std[j] clipped to [-clip, clip], all in float32 (the bits
+// numpy's float32 ops on the unscaled grid give). index == nullptr: unscaled, all features.
+struct Scale {
+    const std::int32_t* index = nullptr;  // (n_out,) in [0, kNumFeatures)
+    const float* mean = nullptr;          // (n_out,)
+    const float* inv_std = nullptr;       // (n_out,)
+    float clip = 0;
+    int n_out = kNumFeatures;
+};
+
 struct Request {
     std::int64_t done;       // minutes 0..done-1 of the state are up to date (<= W)
     std::int64_t start;      // first minute to output (<= W)
     std::int64_t n_minutes;  // the session's length (tod features)
     const double* neutral;   // (kNumFeatures,) what a non-finite float32 value becomes
-    float* out;              // (S, W - start, kNumFeatures)
+    float* out;              // (S, W - start, scale.n_out)
     int threads;             // >= 1
+    Scale scale;             // default: unscaled
 };
 
 // Brings the state's minutes done..W-1 up to date, then writes the features of minutes
 // start..W-1, computed over the minutes from max(0, start - kLookback) on.
 void compute_features(const Grid& g, const State& st, const Request& req);
+
+// Whether logs run four at a time through glibc's libmvec (AVX2) in this process, rather
+// than through the scalar libm calls (no AVX2, no libmvec, or TTHF_SCALAR_MATH=1). The two
+// differ by a few float64 ulps, which can move a float32 feature by one ulp: bits are the
+// same within one machine and setting (batch and real time), not across the two.
+bool vector_math();
 
 }  // namespace tthf::features

@@ -42,9 +42,10 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
         if have >= n:
             break
         day = dt.date.fromisoformat(iso)
-        feats, scaled = build_scaled_day(
+        feats = build_scaled_day(
             read_day(data, day, calendar=cfg.calendar), day, scalers, cfg.feature_names, calendar=cfg.calendar
         )
+        scaled = feats.scaled
         sym, minute = windows.window_positions(feats.mask, seq_len, 1)
         take = np.sort(rng.choice(len(sym), size=min(n - have, len(sym)), replace=False))
         out = np.empty((len(take), seq_len, scaled.shape[2]), dtype=np.float32)

@@ -10,7 +10,7 @@ docs/features.md is the reference for every definition.
 
 from tthf.engine.features.build import build_day, build_scaled_day
 from tthf.engine.features.clean import COUNT_KEYS, CleanRows, clean_rows
-from tthf.engine.features.day import DayFeatures
+from tthf.engine.features.day import DayFeatures, ScaledDayFeatures
 from tthf.engine.features.formulas import (
     FEATURE_GROUPS,
     FEATURE_NAMES,
@@ -38,6 +38,7 @@ __all__ = [
     "DayGrid",
     "DayState",
     "Feature",
+    "ScaledDayFeatures",
     "Scalers",
     "build_day",
     "build_scaled_day",

@@ -1,8 +1,10 @@
 """``build_day``: a day's raw bars -> its ``DayFeatures`` (features, mask, labels, cleaning counts).
 
 The same code builds the training days and the inference days, so features cannot drift
-between the two; the real-time predictor runs the same cleaning, grid and formulas
-minute by minute (``DayGrid.add`` + ``compute_grid``).
+between the two: ``build_scaled_day`` (inference) runs the same cleaning, grid and kernel
+and only asks the kernel to write the scaled inputs directly (same bits as scaling the
+unscaled grid) and skips the labels; the real-time predictor runs the same cleaning, grid
+and formulas minute by minute (``DayGrid.add`` + ``compute_grid``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import numpy as np
 import polars as pl
 
 from tthf.engine.data.calendar import DEFAULT_CALENDAR
-from tthf.engine.features.clean import clean_rows
-from tthf.engine.features.day import DayFeatures
+from tthf.engine.features.clean import CleanRows, clean_rows
+from tthf.engine.features.day import DayFeatures, ScaledDayFeatures
 from tthf.engine.features.formulas import FEATURE_NAMES, compute_grid
 from tthf.engine.features.grid import DayGrid
 from tthf.engine.features.scalers import Scalers
@@ -36,14 +38,9 @@ def build_day(
     the regular session, sorted. ``source`` names the data in error messages; ``calendar``
     (an exchange's ISO MIC code, the run's) gives the day's regular session.
     """
-    source = source or f"raw data of {day}"
-    clean = clean_rows(raw, day, symbols, source, calendar=calendar)
-    grid = DayGrid.from_clean(day, clean, calendar)
+    clean, grid = _grid(raw, day, symbols, source, calendar)
     features, mask, labels = compute_grid(grid.columns, clean.n_minutes)
     assert labels is not None
-    counts = clean.counts
-    counts["missing_minutes"] = len(grid.symbols) * clean.n_minutes - counts["rows_used"]
-    counts["masked_out"] = int(mask.size - mask.sum())
     return DayFeatures(
         date=day,
         symbols=grid.symbols,
@@ -52,7 +49,7 @@ def build_day(
         features=features,
         mask=mask,
         labels=labels,
-        counts=counts,
+        counts=_counts(clean, grid, mask),
     )
 
 
@@ -64,7 +61,35 @@ def build_scaled_day(
     *,
     source: str = "",
     calendar: str = DEFAULT_CALENDAR,
-) -> tuple[DayFeatures, np.ndarray]:
-    """``build_day`` and its features scaled in the run's order: what inference and validation feed the model."""
-    feats = build_day(raw, day, source=source, calendar=calendar)
-    return feats, scalers.transform_day(feats, feature_names)
+) -> ScaledDayFeatures:
+    """The day's model inputs: ``build_day``'s features scaled in the run's order (``feature_names``), no labels.
+
+    Bit for bit ``scalers.transform_day(build_day(...), feature_names)``: the kernel applies
+    the scaling as it writes (``Scalers.kernel_scale``), so the unscaled grid is never made.
+    """
+    clean, grid = _grid(raw, day, None, source, calendar)
+    scale = scalers.kernel_scale(FEATURE_NAMES, feature_names, what=f"features of {day}")
+    scaled, mask, _ = compute_grid(grid.columns, clean.n_minutes, labels=False, scale=scale)
+    return ScaledDayFeatures(
+        date=day,
+        symbols=grid.symbols,
+        minutes=grid.minutes,
+        feature_names=list(feature_names),
+        scaled=scaled,
+        mask=mask,
+        counts=_counts(clean, grid, mask),
+    )
+
+
+def _grid(
+    raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str, calendar: str
+) -> tuple[CleanRows, DayGrid]:
+    clean = clean_rows(raw, day, symbols, source or f"raw data of {day}", calendar=calendar)
+    return clean, DayGrid.from_clean(day, clean, calendar)
+
+
+def _counts(clean: CleanRows, grid: DayGrid, mask: np.ndarray) -> dict[str, int]:
+    counts = clean.counts
+    counts["missing_minutes"] = len(grid.symbols) * clean.n_minutes - counts["rows_used"]
+    counts["masked_out"] = int(mask.size - mask.sum())
+    return counts

@@ -43,3 +43,28 @@ class DayFeatures:
             raise ValueError(f"mask must be bool {(s, m)}, got {self.mask.dtype} {self.mask.shape}")
         if self.labels.shape != (s, m, 2):
             raise ValueError(f"labels must be {(s, m, 2)}, got {self.labels.shape}")
+
+
+@dataclass
+class ScaledDayFeatures:
+    """What inference needs of a day: the model's inputs on the (symbol, minute) grid, no labels.
+
+    - ``scaled``: ``(S, M, F)`` float32, C-contiguous, the run's scaled features in the
+      run's order (``feature_names``), as ``Scalers.transform`` makes them;
+    - ``mask``, ``minutes``, ``counts``: as in ``DayFeatures``.
+    """
+
+    date: dt.date
+    symbols: list[str]
+    minutes: np.ndarray
+    feature_names: list[str]
+    scaled: np.ndarray
+    mask: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s, m, f = len(self.symbols), len(self.minutes), len(self.feature_names)
+        if self.scaled.shape != (s, m, f) or self.scaled.dtype != np.float32:
+            raise ValueError(f"scaled must be float32 {(s, m, f)}, got {self.scaled.dtype} {self.scaled.shape}")
+        if self.mask.shape != (s, m) or self.mask.dtype != np.bool_:
+            raise ValueError(f"mask must be bool {(s, m)}, got {self.mask.dtype} {self.mask.shape}")

@@ -127,6 +127,7 @@ def compute_grid(
     labels: bool = True,
     out: np.ndarray | None = None,
     threads: int = 1,
+    scale: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Features (S, W-start, F) float32, mask (S, W) and labels (S, W, 2) of the grid ``g``.
 
@@ -137,15 +138,28 @@ def compute_grid(
     windowed ones are computed over the last ``W - start + LOOKBACK`` minutes only. That is
     what makes the real-time update cheap. ``labels=False`` skips the labels (None); ``out``
     receives the features instead of a new array; ``threads`` kernel threads split the
-    symbols (same bits). docs/features.md defines every value.
+    symbols (same bits). ``scale`` (``Scalers.kernel_scale``) makes the features the run's
+    scaled inputs, in its order, with the bits of ``Scalers.transform``: what inference
+    feeds the model, without the unscaled grid. docs/features.md defines every value.
     """
     m, n_sym = g["bid"].shape
     state = state or DayState()
     done = min(state.fit(max(m, n_minutes), n_sym), m)
-    features = np.empty((n_sym, m - start, len(FEATURE_NAMES)), dtype=np.float32) if out is None else out
+    width = len(FEATURE_NAMES) if scale is None else len(scale[0])
+    features = np.empty((n_sym, m - start, width), dtype=np.float32) if out is None else out
     columns = [g[name] for name in _windows.FEATURE_COLUMNS]
     _windows.compute_features(
-        columns, state.ints, state.floats, done, start, n_minutes, _NEUTRAL_VALUES, FEATURE_NAMES, features, threads
+        columns,
+        state.ints,
+        state.floats,
+        done,
+        start,
+        n_minutes,
+        _NEUTRAL_VALUES,
+        FEATURE_NAMES,
+        features,
+        threads,
+        scale,
     )
     state.rows = m
     mask = state.mask(m, MAX_QUOTE_AGE)

@@ -79,19 +79,33 @@ class Scalers:
 
         The result is a new C-contiguous array; ``what`` names the features in errors.
         """
+        cols, mean, inv_std, clip = self.kernel_scale(names, expected_names, what=what)
+        out = features.take(cols, axis=-1)
+        out -= mean
+        out *= inv_std
+        np.clip(out, -clip, clip, out=out)
+        return out
+
+    def kernel_scale(
+        self, names: Sequence[str], expected_names: Sequence[str], *, what: str = "features"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """``transform`` as data: (columns of ``names`` in ``expected_names`` order, float32 mean, float32 1/std, clip).
+
+        The features kernel takes it (``compute_grid(scale=...)``) and applies it as it writes,
+        with the same float32 operations, so the scaled grid has ``transform``'s bits
+        without the unscaled one ever being made. The checks are ``transform``'s.
+        """
         expected = tuple(expected_names)
         _check_unique(expected, "the run's feature names")
         _check_cover(tuple(names), expected, what)
         _check_cover(self.names, expected, "scalers.json")
         index = {n: i for i, n in enumerate(names)}
         own_index = {n: i for i, n in enumerate(self.names)}
-        cols = np.array([index[n] for n in expected], dtype=np.intp)
+        cols = np.array([index[n] for n in expected], dtype=np.int32)
         params = np.array([own_index[n] for n in expected], dtype=np.intp)
-        out = features.take(cols, axis=-1)
-        out -= self.mean[params].astype(np.float32)
-        out *= (1.0 / self.std[params]).astype(np.float32)
-        np.clip(out, -self.clip, self.clip, out=out)
-        return out
+        mean = self.mean[params].astype(np.float32)
+        inv_std = (1.0 / self.std[params]).astype(np.float32)
+        return cols, mean, inv_std, float(self.clip)
 
     def transform_day(self, day: DayFeatures, expected_names: Sequence[str]) -> np.ndarray:
         """The day's features scaled, as ``(S, M, F)`` float32 in ``expected_names`` order."""

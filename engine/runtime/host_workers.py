@@ -69,8 +69,8 @@ def scale_raw(
     counts: dict[str, int],
 ) -> ScaledDay:
     """The day's features scaled in the run's order (the features stage); ``counts`` first, then its own."""
-    feats, scaled = build_scaled_day(raw, day, scalers, feature_names, source=source, calendar=calendar)
-    return ScaledDay(feats.symbols, feats.minutes, feats.mask, scaled, {**counts, **feats.counts})
+    feats = build_scaled_day(raw, day, scalers, feature_names, source=source, calendar=calendar)
+    return ScaledDay(feats.symbols, feats.minutes, feats.mask, feats.scaled, {**counts, **feats.counts})
 
 
 @dataclass(frozen=True)

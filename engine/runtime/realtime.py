@@ -52,6 +52,8 @@ class RealtimePredictor:
         self.seq_len = cfg.model.seq_len
         self.feature_names = list(cfg.feature_names)
         self.scalers = run.load_scalers()
+        #: the kernel writes the run's scaled inputs directly (Scalers.transform's bits)
+        self._scale = self.scalers.kernel_scale(FEATURE_NAMES, self.feature_names, what="the run's features")
         self._tz = timezone(cfg.calendar)  # the exchange's local time: what "a trading day" means
         self.grid: DayGrid | None = None
         self.seconds: dict[str, float] = {}  # where the last update's time went
@@ -119,21 +121,20 @@ class RealtimePredictor:
         lo = t - self.seq_len + 1
         if lo < 0:
             return predictions.empty()
-        features, mask, _ = compute_grid(
-            grid.so_far(), grid.session.n_minutes, start=lo, state=grid.state, labels=False
+        scaled, mask, _ = compute_grid(
+            grid.so_far(), grid.session.n_minutes, start=lo, state=grid.state, labels=False, scale=self._scale
         )
         t2 = time.perf_counter()
-        result = self._predict(grid, features, mask[:, lo:], t)
+        result = self._predict(grid, scaled, mask[:, lo:], t)
         t3 = time.perf_counter()
         self.seconds = {"ingest": t1 - t0, "features": t2 - t1, "predict": t3 - t2, "total": t3 - t0}
         return result
 
-    def _predict(self, grid: DayGrid, features: np.ndarray, mask: np.ndarray, t: int) -> pl.DataFrame:
-        """The windows ending at minute ``t`` from the (S, seq_len, F) features of minutes ``t-seq_len+1..t``."""
+    def _predict(self, grid: DayGrid, scaled: np.ndarray, mask: np.ndarray, t: int) -> pl.DataFrame:
+        """The windows ending at minute ``t`` from the (S, seq_len, F) scaled inputs of minutes ``t-seq_len+1..t``."""
         valid = np.flatnonzero(mask.all(axis=1)).astype(np.int32)
         if len(valid) == 0:
             return predictions.empty()
-        scaled = self.scalers.transform(features, FEATURE_NAMES, self.feature_names, what=f"features of {grid.day}")
         fixed = self._fixed_batch(len(grid.symbols))
         if fixed is None and len(self._buffer) < len(valid):
             self._buffer = np.empty((len(valid), *self._buffer.shape[1:]), dtype=np.float32)
