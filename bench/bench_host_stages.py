@@ -1,17 +1,19 @@
 """Host-side dates per second (read + features + scaling, no predict) with 1 and 2 host workers.
 
 What ``tthf-run --host-workers N`` feeds its predict stage: N = 1 runs the read and
-features stages in this process (the features' symbol-block threads on every core), N = 2
-runs them in two spawned worker processes with one share of the cores each. The two run
+features stages one date at a time in this process; N = 2 runs two dates at once, in two
+threads of this process (``--host-mode threads``, the default) or in two spawned worker
+processes with one share of the cores each (``--host-mode processes``). The three run
 alternately, ``rounds`` times each, on ``TTHF_BENCH_HOST_DATES`` synthetic days (default
-4; 2 in smoke mode) of the session's symbol count; the pool is started and warmed before
-the timed rounds (its start is recorded as ``pool_start_s``). Every round's scaled grids
-must be identical between the two (bit for bit).
+4; 2 in smoke mode) of the session's symbol count; the process pool is started and warmed
+before the timed rounds (its start is recorded as ``pool_start_s``). Every round's scaled
+grids must be identical between the three (bit for bit).
 
 results.json: one benchmark in section ``host_stages`` whose extra_info has
-``workers`` ({"1": dates/s, "2": dates/s}, medians over the rounds), ``scaling``
-(2-worker over 1-worker dates/s), ``core_seconds_per_day`` (user + sys of this process
-and of the workers, per day, with 1 worker) and ``core_seconds_per_day_by_workers``.
+``workers`` ({"1": dates/s, "2": dates/s} for the default threads, medians over the
+rounds), ``processes`` ({"2": dates/s}), ``scaling`` (2-thread over 1-worker dates/s),
+``scaling_processes``, ``core_seconds_per_day`` (user + sys of this process and of the
+workers, per day, with 1 worker) and ``core_seconds_per_day_by_workers``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from tthf.engine.runtime.host_workers import HostPool
 from tthf.engine.runtime.stages import Item, Pipeline
 from tthf.engine.store import open_store
 
-WORKERS = (1, 2)
+#: the variants, alternated: (name, workers)
+VARIANTS = (("1", 1), ("2", 2), ("2-processes", 2))
 
 
 @pytest.fixture(scope="module")
@@ -72,42 +75,47 @@ def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
     t0 = time.perf_counter()
     pool = HostPool(predictor.host_spec(data, None), 2)
     pipelines = {
-        1: Pipeline(host_stages(predictor, data)),
-        2: Pipeline(host_stages(predictor, data, pool=pool), workers={"host": 2}),
+        "1": Pipeline(host_stages(predictor, data)),
+        "2": Pipeline(host_stages(predictor, data), workers={"read": 2, "features": 2}),
+        "2-processes": Pipeline(host_stages(predictor, data, pool=pool), workers={"host": 2}),
     }
-    walls: dict[int, list[float]] = {n: [] for n in WORKERS}
-    cores: dict[int, list[float]] = {n: [] for n in WORKERS}
+    walls: dict[str, list[float]] = {name: [] for name, _ in VARIANTS}
+    cores: dict[str, list[float]] = {name: [] for name, _ in VARIANTS}
     try:
-        _round(pipelines[2], days[:2])  # start both workers
+        _round(pipelines["2-processes"], days[:2])  # start both workers
         pool_start = time.perf_counter() - t0
 
         def alternate() -> None:
             for _ in range(sizes.rounds):
                 grids = {}
-                for n in WORKERS:
-                    wall, cpu, items = _round(pipelines[n], days)
-                    walls[n].append(wall)
-                    cores[n].append(cpu / len(days))
-                    grids[n] = [i.payload.scaled for i in items]
-                assert all(np.array_equal(a, b) for a, b in zip(grids[1], grids[2], strict=True))
+                for name, _n in VARIANTS:
+                    wall, cpu, items = _round(pipelines[name], days)
+                    walls[name].append(wall)
+                    cores[name].append(cpu / len(days))
+                    grids[name] = [i.payload.scaled for i in items]
+                for name in ("2", "2-processes"):
+                    assert all(np.array_equal(a, b) for a, b in zip(grids["1"], grids[name], strict=True))
 
         benchmark.pedantic(alternate, rounds=1, warmup_rounds=0)
     finally:
         pool.close()
-    rate = {n: len(days) / statistics.median(walls[n]) for n in WORKERS}
+    rate = {name: len(days) / statistics.median(walls[name]) for name, _ in VARIANTS}
     benchmark.group = "host stages"
     benchmark.extra_info.update(
         section="host_stages",
-        units=len(days) * sizes.rounds * len(WORKERS),
+        units=len(days) * sizes.rounds * len(VARIANTS),
         unit="dates",
         dates=len(days),
         symbols=sizes.symbols,
         rounds=sizes.rounds,
-        workers={str(n): rate[n] for n in WORKERS},
-        scaling=rate[2] / rate[1],
-        core_seconds_per_day=statistics.median(cores[1]),
-        core_seconds_per_day_by_workers={str(n): statistics.median(cores[n]) for n in WORKERS},
-        wall_seconds={str(n): walls[n] for n in WORKERS},
+        workers={"1": rate["1"], "2": rate["2"]},
+        processes={"2": rate["2-processes"]},
+        scaling=rate["2"] / rate["1"],
+        scaling_processes=rate["2-processes"] / rate["1"],
+        core_seconds_per_day=statistics.median(cores["1"]),
+        core_seconds_per_day_by_workers={n: statistics.median(cores[n]) for n in ("1", "2")},
+        core_seconds_per_day_processes={"2": statistics.median(cores["2-processes"])},
+        wall_seconds=walls,
         pool_start_s=pool_start,
         load_average=list(os.getloadavg()),
     )

@@ -14,7 +14,8 @@ What it reads besides pytest-benchmark's own fields (``extra_info``):
 - features: ``symbols`` and, where the benchmark measures it, core-seconds (user + sys) of
   the best round as ``core_seconds``;
 - host stages (section ``host_stages``, bench_host_stages.py): ``workers`` and
-  ``core_seconds_per_day_by_workers``, each a map from the worker count to its median.
+  ``core_seconds_per_day_by_workers`` (threads), ``processes`` and
+  ``core_seconds_per_day_processes``, each a map from the worker count to its median.
 """
 
 from __future__ import annotations
@@ -350,29 +351,34 @@ def _end_to_end(benches: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def _host_stages(by: dict[str, list[dict]]) -> dict[int, dict]:
-    """workers -> {"rate": dates/s, "core": core-s per 1000-symbol day or None}, from bench_host_stages's entry.
+def _host_stages(by: dict[str, list[dict]]) -> dict[tuple[int, str], dict]:
+    """(workers, mode) -> {"rate": dates/s, "core": core-s per 1000-symbol day or None}, from bench_host_stages.
 
     The benchmark writes one entry whose ``workers`` maps each worker count (a string) to its
-    median dates/s and ``core_seconds_per_day_by_workers`` the same way (empty: no entry).
+    median dates/s with threads and ``core_seconds_per_day_by_workers`` the same way;
+    ``processes`` and ``core_seconds_per_day_processes`` do the same for worker processes
+    (empty: no entry).
     """
-    rows: dict[int, dict] = {}
+    rows: dict[tuple[int, str], dict] = {}
     for b in by.get("host_stages", []):
         extra = b["extra_info"]
-        cores = extra.get("core_seconds_per_day_by_workers") or {}
         per_1000 = YEAR["symbols"] / (extra.get("symbols") or YEAR["symbols"])
-        for workers, rate in (extra.get("workers") or {}).items():
-            core = cores.get(workers)
-            rows[int(workers)] = {"rate": float(rate), "core": None if core is None else core * per_1000}
+        for mode, rates, cores in (
+            ("threads", extra.get("workers"), extra.get("core_seconds_per_day_by_workers")),
+            ("processes", extra.get("processes"), extra.get("core_seconds_per_day_processes")),
+        ):
+            for workers, rate in (rates or {}).items():
+                core = (cores or {}).get(workers)
+                rows[int(workers), mode] = {"rate": float(rate), "core": None if core is None else core * per_1000}
     return rows
 
 
-def _host_day_core_seconds(host: dict[int, dict]) -> float | None:
+def _host_day_core_seconds(host: dict[tuple[int, str], dict]) -> float | None:
     """Host-stage core-seconds per 1000-symbol day with the fewest workers that report it."""
     return next((r["core"] for _, r in sorted(host.items()) if r["core"] is not None), None)
 
 
-def _host_section(host: dict[int, dict]) -> list[str]:
+def _host_section(host: dict[tuple[int, str], dict]) -> list[str]:
     if not host:
         return []
     lines = [
@@ -381,14 +387,15 @@ def _host_section(host: dict[int, dict]) -> list[str]:
         "Dates/s are medians over alternating rounds; core-s per 1000-symbol day are user + sys of the",
         "driver and of its worker processes.",
         "",
-        "| workers | dates/s | vs 1 worker | core-s per 1000-symbol day |",
-        "| ---: | ---: | ---: | ---: |",
+        "| workers | as | dates/s | vs 1 worker | core-s per 1000-symbol day |",
+        "| ---: | --- | ---: | ---: | ---: |",
     ]
-    one = host.get(1)
-    for workers, r in sorted(host.items()):
+    one = host.get((1, "threads"))
+    for (workers, mode), r in sorted(host.items()):
         vs = f"{r['rate'] / one['rate']:.2f}x" if one else "-"
         core = "not measured" if r["core"] is None else f"{r['core']:.3f}"
-        lines.append(f"| {workers} | {r['rate']:.3g} | {vs} | {core} |")
+        how = "this thread" if workers == 1 else mode
+        lines.append(f"| {workers} | {how} | {r['rate']:.3g} | {vs} | {core} |")
     return [*lines, ""]
 
 
@@ -399,7 +406,11 @@ def _verdict(value: float | None, goal: float, text: str, at_least: bool = True)
 
 
 def _targets(
-    by: dict[str, list[dict]], inf: Inference, mm: dict[str, float], host: dict[int, dict], symbols: int | None
+    by: dict[str, list[dict]],
+    inf: Inference,
+    mm: dict[str, float],
+    host: dict[tuple[int, str], dict],
+    symbols: int | None,
 ) -> list[tuple[str, str, str, str]]:
     """Issue 14's targets, each from the run's own entries ("not measured" where the entry is absent)."""
     batch = symbols or YEAR["symbols"]
@@ -413,7 +424,8 @@ def _targets(
     fp32, bf16 = vs_torch(_fp32_cpu), vs_torch(_bf16_cpu)
     core = _features_core_seconds(by["features"]).get("tthf")
     ratio = _features_ratio(by["features"])
-    scaling = host[2]["rate"] / host[1]["rate"] if {1, 2} <= host.keys() else None
+    one, two = host.get((1, "threads")), host.get((2, "threads"))
+    scaling = two["rate"] / one["rate"] if one and two else None
     e2e = {b["extra_info"]["variant"]: b for b in by["end_to_end"]}
     dense = (
         _rate(e2e["tthf-run-dense"]) / _rate(e2e["baseline"]) if {"tthf-run-dense", "baseline"} <= e2e.keys() else None

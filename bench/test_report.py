@@ -57,6 +57,8 @@ FULL = [
         symbols=500,
         workers={"1": 0.3, "2": 0.5},  # 1.67x: missed
         core_seconds_per_day_by_workers={"1": 0.2, "2": 0.25},  # 0.40 core-s per 1000-symbol day
+        processes={"2": 0.45},
+        core_seconds_per_day_processes={"2": 0.3},
     ),
     _bench("end_to_end", "tthf-run-dense", 10.0, 1e6, backend="openvino", dates=2, stages={}),
     _bench("end_to_end", "baseline", 50.0, 1e6, backend="torch", dates=2, stages={}),  # 5x
@@ -93,4 +95,6 @@ def test_fastest_per_batch_and_host_year() -> None:
     assert "| features (bench_features, tthf) | 0.100 | 25.2 |" in text
     # 0.2 core-s per 500-symbol day = 0.40 per 1000 symbols, x 252 = 100.8
     assert "| host stages (read, features, scaling) | 0.400 | 100.8 |" in text
-    assert "| 2 | 0.5 | 1.67x | 0.500 |" in text
+    assert "| 1 | this thread | 0.3 | 1.00x | 0.400 |" in text
+    assert "| 2 | threads | 0.5 | 1.67x | 0.500 |" in text
+    assert "| 2 | processes | 0.45 | 1.50x | 0.600 |" in text

@@ -9,7 +9,7 @@ from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
 from tthf.cli._report import RunProgress, print_summary
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
-from tthf.engine.runtime.batch import EXECUTORS, RayConfig, RunOptions, run_inference
+from tthf.engine.runtime.batch import EXECUTORS, HOST_MODES, RayConfig, RunOptions, run_inference
 from tthf.engine.runtime.ray_executor import CPUS_PER_WORKER
 from tthf.engine.runtime.runner import WINDOWING
 
@@ -22,7 +22,7 @@ reported and skipped. Outputs go to {run}/inference/YYYY-MM-DD.csv (or .parquet)
 manifest; a rerun skips dates already done with the same model and settings.
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; --host-workers N reads and builds the features of N dates at once in N
-worker processes (predict takes them in date order). A killed run loses at most the dates
+threads (--host-mode processes: worker processes); predict takes them in date order. A killed run loses at most the dates
 in flight, and the rerun completes them. A date that cannot be read is recorded with its
 reason and the others go on.
 --executor ray runs whole dates on the workers of a Ray cluster (pip install 'tthf[ray]'):
@@ -82,8 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--host-workers",
         type=int,
         default=DEFAULTS.host_workers,
-        help="--executor local: worker processes that read and build the features of that many dates at once "
-        "(default 1: in this process; more paid nothing on a shared 2-core machine, docs/running.md)",
+        help="--executor local: read and build the features of that many dates at once (default 1; "
+        "docs/running.md has the scaling measured)",
+    )
+    p.add_argument(
+        "--host-mode",
+        default=DEFAULTS.host_mode,
+        choices=HOST_MODES,
+        help="how --host-workers N > 1 runs: threads of this process (default; the features kernel and polars "
+        "release the GIL) or worker processes (each day's grid is copied back)",
     )
     p.add_argument(
         "--executor",
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             windowing=args.windowing,
             executor=args.executor,
             host_workers=args.host_workers,
+            host_mode=args.host_mode,
             ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
         )
         bar = RunProgress()

@@ -55,6 +55,7 @@ log = logging.getLogger("tthf.run")
 
 __all__ = [
     "EXECUTORS",
+    "HOST_MODES",
     "DateResult",
     "DayPredictor",
     "InferencePlan",
@@ -69,6 +70,10 @@ __all__ = [
 
 #: where the dates run: this process (overlapped stages) or the actors of a Ray cluster
 EXECUTORS = ("local", "ray")
+#: how --host-workers N > 1 runs its N dates at once: threads of this process (the default:
+#: the kernel and polars release the GIL, nothing is copied) or worker processes
+#: (tthf.engine.runtime.host_workers: no GIL at all, but each day's grid is pickled back)
+HOST_MODES = ("threads", "processes")
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,8 @@ class RunOptions:
     windowing: str = "auto"  # GPU only: where windows are cut (tthf.engine.runtime.runner.WINDOWING)
     executor: str = "local"  # one of EXECUTORS
     ray: RayConfig = RayConfig()  # --executor ray only
-    host_workers: int = 1  # --executor local: processes for read + features (1: in this process)
+    host_workers: int = 1  # --executor local: dates whose read + features run at once
+    host_mode: str = "threads"  # one of HOST_MODES: how host_workers > 1 runs
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -126,6 +132,8 @@ class RunOptions:
             raise UsageError(f"--host-workers must be >= 1, got {self.host_workers}")
         if self.host_workers != 1 and self.executor != "local":
             raise UsageError("--host-workers is for --executor local; Ray's workers are sized by --workers")
+        if self.host_mode not in HOST_MODES:
+            raise UsageError(f"unknown --host-mode {self.host_mode!r}; use one of {', '.join(HOST_MODES)}")
         if self.backend not in BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.fmt not in predictions.FORMATS:
@@ -138,7 +146,7 @@ class RunOptions:
             raise UsageError(f"--sample-every must be >= 1, got {self.sample_every}")
 
     def host_workers_for(self, n_dates: int) -> int:
-        """Worker processes for read + features: the option, never more than the dates (1: in this process)."""
+        """Dates whose read + features run at once: the option, never more than the dates."""
         return max(1, min(self.host_workers, n_dates))
 
     def stride(self, run: Run) -> int:
@@ -324,6 +332,7 @@ def plan_inference(
             todo.append(day)
     if options.executor == "local":
         manifest.settings["host_workers"] = options.host_workers_for(len(todo))
+        manifest.settings["host_mode"] = options.host_mode
     return InferencePlan(
         run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, endpoint_url
     )
@@ -433,7 +442,9 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
     n = options.host_workers_for(len(plan.todo))
     worker = socket.gethostname()
     with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(HostPool(predictor.host_spec(plan.data, plan.endpoint_url), n)) if n > 1 else None
+        pool = None
+        if n > 1 and options.host_mode == "processes":
+            pool = stack.enter_context(HostPool(predictor.host_spec(plan.data, plan.endpoint_url), n))
         stages = day_stages(predictor, plan.data, options.fmt, pool=pool)
         pipeline = Pipeline(stages, overlap=options.overlap, workers=_stage_workers(stages, n))
         items = stack.enter_context(contextlib.closing(pipeline.run(plan.todo)))
@@ -448,7 +459,11 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
 
 
 def _stage_workers(stages: list[Stage], n: int) -> dict[str, int]:
-    """``n`` dates at once in every stage but predict, which takes the dates one by one, in order."""
+    """``n`` dates at once in every stage but predict, which takes the dates one by one, in order.
+
+    Threads for the read, features and encode stages of this process, or (``--host-mode
+    processes``) for the ``host`` stage, each waiting on its worker process.
+    """
     return {name: n for name, _ in stages if name != "predict"}
 
 

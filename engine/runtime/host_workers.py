@@ -1,8 +1,10 @@
-"""The host side of a date (read the raw bars, build and scale its features) in worker processes.
+"""The host side of a date (read the raw bars, build and scale its features), and its worker processes.
 
-The features are numpy on the minute grid and hold the GIL for much of a day, so threads
-running two dates at once gain little (docs/running.md has the measurement); processes
-do. ``HostPool`` starts ``workers`` processes once per run (spawn: never a fork of a
+``read_raw`` and ``scale_raw`` are the read and features stages; ``--host-workers N`` runs
+them for N dates at once in threads (the default: the features kernel and polars release
+the GIL) or, with ``--host-mode processes``, in the processes of a ``HostPool``, for hosts
+where something in the host side holds the GIL (docs/running.md has the measurement of
+both). ``HostPool`` starts ``workers`` processes once per run (spawn: never a fork of a
 process whose torch / ONNX Runtime / polars threads are running), each initialized with
 what a date needs (``HostSpec``: the data root, the run's scalers, feature names and
 calendar; never the backend), and returns a date as a ``ScaledDay``: the scaled
@@ -11,8 +13,8 @@ through the pool's pipe. Errors keep their type and message (``tthf.errors`` pic
 their message), so a bad date is still recorded as failed with its reason.
 
 Each worker gets its own share of the CPUs this process may use (its affinity), so the
-per-day threads that size themselves from the affinity (polars, the features' symbol
-blocks) use that share and N workers never oversubscribe the cores.
+per-day threads that size themselves from the affinity (polars' pool) use that share and
+N workers never oversubscribe the cores.
 """
 
 from __future__ import annotations

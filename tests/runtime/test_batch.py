@@ -235,7 +235,7 @@ def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_dat
     assert manifest["dates"]["2024-01-02"]["executor"] == "local"
 
 
-# --host-workers: read + features of several dates at once in worker processes
+# --host-workers: read + features of several dates at once, in threads or worker processes
 
 
 def _outputs(work: Path, fmt: str) -> dict[str, bytes]:
@@ -243,23 +243,30 @@ def _outputs(work: Path, fmt: str) -> dict[str, bytes]:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize(("mode", "fmt"), [("--dense", "csv"), ("--sample-every=7", "parquet")])
-def test_host_workers_write_the_same_bytes_and_settings_key(work: Path, mode: str, fmt: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "fmt", "host_mode"),
+    [("--dense", "csv", "threads"), ("--sample-every=7", "parquet", "threads"), ("--dense", "csv", "processes")],
+)
+def test_host_workers_write_the_same_bytes_and_settings_key(work: Path, mode: str, fmt: str, host_mode: str) -> None:
     other = work / "other"
     shutil.copytree(work / "runs", other / "runs")
     args = ["--dates", "2024-01", mode, "--format", fmt]
     assert _run(work, *args) == 0
-    assert main(["--run", "jen", "--store", str(other / "runs"), *args, "--host-workers", "2"]) == 0
+    two_workers = ["--host-workers", "2", "--host-mode", host_mode]
+    assert main(["--run", "jen", "--store", str(other / "runs"), *args, *two_workers]) == 0
     ours, theirs = _outputs(work, fmt), _outputs(other, fmt)
     assert sorted(ours) == [f"{d}.{fmt}" for d in DAYS] and ours == theirs
     one = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())
     two = json.loads((other / "runs" / RUN_DIR / "manifest.json").read_text())
     assert one["settings"]["host_workers"] == 1 and two["settings"]["host_workers"] == 2
+    assert two["settings"]["host_mode"] == host_mode
     assert one["settings"]["key"] == two["settings"]["key"]
     for day in DAYS:
         entry, seconds = two["dates"][day.isoformat()], two["dates"][day.isoformat()]["seconds"]
         assert entry["counts"] == one["dates"][day.isoformat()]["counts"]
-        assert {"read", "features", "transfer", "predict", "encode"} <= set(seconds) and "host" not in seconds
+        stages = {"read", "features", "predict", "encode"} | ({"transfer"} if host_mode == "processes" else set())
+        assert stages <= set(seconds) and "host" not in seconds
+        assert ("transfer" in seconds) == (host_mode == "processes")
 
 
 @pytest.mark.timeout(240)
@@ -279,6 +286,9 @@ def test_host_workers_record_a_bad_date_with_its_reason_resume_and_fail_fast(
     assert "0 ok, 1 failed, 1 skipped" in capsys.readouterr().out
     assert _run(work, "--dates", "2024-01", "--dense", "--fail-fast", "--host-workers", "3") == 1
     assert "0 ok, 1 failed, 1 skipped" in capsys.readouterr().out
+    args = ("--dates", "2024-01", "--dense", "--fail-fast", "--host-workers", "2", "--host-mode", "processes")
+    assert _run(work, *args) == 1
+    assert "0 ok, 1 failed, 1 skipped" in capsys.readouterr().out
 
 
 def test_host_workers_must_be_positive_and_local() -> None:
@@ -292,3 +302,5 @@ def test_host_workers_must_be_positive_and_local() -> None:
     assert RunOptions(dates="2024", host_workers=3).host_workers_for(5) == 3
     assert RunOptions(dates="2024", host_workers=3).host_workers_for(2) == 2  # never more workers than dates
     assert RunOptions(dates="2024").host_workers_for(4) == 1
+    with pytest.raises(UsageError, match="unknown --host-mode 'forks'; use one of threads, processes"):
+        RunOptions(dates="2024", host_workers=2, host_mode="forks")
