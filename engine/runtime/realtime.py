@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 
 import numpy as np
@@ -55,6 +56,8 @@ class RealtimePredictor:
         #: the kernel writes the run's scaled inputs directly (Scalers.transform's bits)
         self._scale = self.scalers.kernel_scale(FEATURE_NAMES, self.feature_names, what="the run's features")
         self._tz = timezone(cfg.calendar)  # the exchange's local time: what "a trading day" means
+        #: a minute's features are latency-bound: every core this process may use (same bits as one)
+        self._threads = len(os.sched_getaffinity(0))
         self.grid: DayGrid | None = None
         self.seconds: dict[str, float] = {}  # where the last update's time went
         self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
@@ -122,7 +125,13 @@ class RealtimePredictor:
         if lo < 0:
             return predictions.empty()
         scaled, mask, _ = compute_grid(
-            grid.so_far(), grid.session.n_minutes, start=lo, state=grid.state, labels=False, scale=self._scale
+            grid.so_far(),
+            grid.session.n_minutes,
+            start=lo,
+            state=grid.state,
+            labels=False,
+            scale=self._scale,
+            threads=self._threads,
         )
         t2 = time.perf_counter()
         result = self._predict(grid, scaled, mask[:, lo:], t)
