@@ -418,26 +418,26 @@ struct Writer {
         }
         ++f;
     }
-    // The block's columns into the symbol's output rows, scaled (or not) as `scale` says.
+    // The block's columns into the symbol's output rows, scaled (or not) as `scale` says:
+    // row by row, so the writes are contiguous and the reads (one value of each column) come
+    // from the same cache lines for 16 rows in a row.
     void flush(const Scale& scale) const {
-        constexpr std::int64_t kTile = 16;
         const std::int64_t m = n - skip;
         const float* b = block.data();
         const int width = scale.n_out;
-        for (std::int64_t i0 = 0; i0 < m; i0 += kTile) {
-            const std::int64_t i1 = std::min(m, i0 + kTile);
+        if (!scale.index) {
+            for (std::int64_t i = 0; i < m; ++i) {
+                float* row = out + i * width;
+                for (int j = 0; j < width; ++j) row[j] = b[j * m + i];
+            }
+            return;
+        }
+        const float hi = scale.clip, lo = -scale.clip;
+        for (std::int64_t i = 0; i < m; ++i) {
+            float* row = out + i * width;
             for (int j = 0; j < width; ++j) {
-                if (!scale.index) {
-                    const float* col = b + j * m;
-                    for (std::int64_t i = i0; i < i1; ++i) out[i * width + j] = col[i];
-                    continue;
-                }
-                const float* col = b + scale.index[j] * m;
-                const float mean = scale.mean[j], inv = scale.inv_std[j], hi = scale.clip, lo = -scale.clip;
-                for (std::int64_t i = i0; i < i1; ++i) {
-                    const float v = (col[i] - mean) * inv;
-                    out[i * width + j] = v < lo ? lo : (v > hi ? hi : v);
-                }
+                const float v = (b[scale.index[j] * m + i] - scale.mean[j]) * scale.inv_std[j];
+                row[j] = v < lo ? lo : (v > hi ? hi : v);
             }
         }
     }
