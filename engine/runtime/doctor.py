@@ -153,7 +153,13 @@ def gather() -> Host:
         target, reason = current_target(), ""
     except BackendUnavailableError as exc:
         target, reason = None, str(exc)
-    return Host(probes.cpu_info(), driver, torch, trt, ort, target, reason)
+    return Host({**probes.cpu_info(), "vector_math": _kernel_vector_math()}, driver, torch, trt, ort, target, reason)
+
+
+def _kernel_vector_math() -> bool:
+    from tthf.engine import _windows
+
+    return bool(_windows.vector_math())
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,7 +168,11 @@ def gather() -> Host:
 
 def cpu_check(host: Host) -> Check:
     features = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in host.cpu["features"].items())
-    return Check("cpu", f"{host.cpu['model']}, {host.cpu['cores']} cores; {features}")
+    vector = host.cpu.get("vector_math")
+    logs = (
+        "" if vector is None else "; features kernel logs: " + ("AVX2 vector (libmvec)" if vector else "scalar (libm)")
+    )
+    return Check("cpu", f"{host.cpu['model']}, {host.cpu['cores']} cores; {features}{logs}")
 
 
 def gpu_check(host: Host) -> Check:

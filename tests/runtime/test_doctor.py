@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -354,3 +355,20 @@ def test_every_mismatch_is_one_line_with_its_fix(monkeypatch: pytest.MonkeyPatch
     assert len(lines) == len(report.problems()) >= 2
     assert all("; fix: " in line and line.split("; fix: ")[1] for line in lines)
     assert all("\n" not in c.problem + c.fix for c in report.checks)
+
+
+def test_the_cpu_line_says_which_logs_the_features_kernel_uses() -> None:
+    from types import SimpleNamespace
+
+    from tthf.engine.runtime.doctor import cpu_check
+
+    base = {"model": "EPYC", "cores": 2, "features": {"AVX2": True}}
+    vector = cpu_check(SimpleNamespace(cpu={**base, "vector_math": True}))  # type: ignore[arg-type]
+    scalar = cpu_check(SimpleNamespace(cpu={**base, "vector_math": False}))  # type: ignore[arg-type]
+    assert vector.found == "EPYC, 2 cores; AVX2 yes; features kernel logs: AVX2 vector (libmvec)"
+    assert scalar.found.endswith("features kernel logs: scalar (libm)")
+    env = {**os.environ, "TTHF_SCALAR_MATH": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "tthf.cli.doctor"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "features kernel logs: scalar (libm)" in out.stdout
