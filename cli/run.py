@@ -22,9 +22,9 @@ reported and skipped. Outputs go to {run}/inference/YYYY-MM-DD.csv (or .parquet)
 manifest; a rerun skips dates already done with the same model and settings.
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; --host-workers N reads and builds the features of N dates at once in N
-threads (--host-mode processes: worker processes); predict takes them in date order. A killed run loses at most the dates
-in flight, and the rerun completes them. A date that cannot be read is recorded with its
-reason and the others go on.
+threads (--host-mode processes: worker processes); predict takes them in date order. A
+killed run loses at most the dates in flight, and the rerun completes them. A date that
+cannot be read is recorded with its reason and the others go on.
 --executor ray runs whole dates on the workers of a Ray cluster (pip install 'tthf[ray]'):
 a local cluster sized to this machine, or the one at --ray-address. The files are the same
 byte for byte, and a date done by one executor is skipped by the other (docs/running.md).

@@ -397,7 +397,7 @@ struct Scratch {
 // float32 value, or the feature's neutral value where that is not finite (overflow to
 // float32 infinity included). Columns go to a feature-major scratch block first (each a
 // contiguous run the compiler vectorizes), and `flush` transposes the block into the
-// symbol's (minutes, features) rows of the output in cache-sized tiles.
+// symbol's (minutes, features) rows of the output.
 struct Writer {
     float* out;  // the symbol's row of minute `start`
     const double* neutral;
@@ -550,16 +550,13 @@ void symbol_features(const Tile& g, const State& st, const Request& req, const C
         return v;
     };
     auto view = [](const double* v) { return [v](std::int64_t i) { return v[i]; }; };
-    auto log_of = [&](auto value) {
+    auto mapped = [&](void (*fn)(double*, std::int64_t), auto value) {
         double* v = fill(value);
-        logs(v + skip, n - skip);
+        fn(v + skip, n - skip);
         return static_cast<const double*>(v);
     };
-    auto log1p_of = [&](auto value) {
-        double* v = fill(value);
-        log1ps(v + skip, n - skip);
-        return static_cast<const double*>(v);
-    };
+    auto log_of = [&](auto value) { return mapped(logs, value); };
+    auto log1p_of = [&](auto value) { return mapped(log1ps, value); };
     const auto sum_r2 = state(SUM_R2), n_r2 = state(N_R2), gain = state(GAIN), loss = state(LOSS);
     const auto macd = state(MACD), signal = state(MACD_SIGNAL);
     // price
