@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from baseline import run_baseline
 
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 
 _done: dict[str, dict[str, pd.DataFrame]] = {}
 

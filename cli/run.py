@@ -9,7 +9,8 @@ from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
 from tthf.cli._report import RunProgress, print_summary
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
-from tthf.engine.runtime.batch import EXECUTORS, HOST_MODES, RayConfig, RunOptions, run_inference
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import EXECUTORS, HOST_MODES, RayConfig, RunOptions
 from tthf.engine.runtime.ray_executor import CPUS_PER_WORKER
 from tthf.engine.runtime.runner import WINDOWING
 

@@ -23,7 +23,8 @@ from baseline.parity import compare
 
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import build_day
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 from tthf.engine.testing import DAYS, make_data, make_run
 
 

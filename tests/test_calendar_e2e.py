@@ -11,7 +11,8 @@ import pytest
 from tthf.engine import runs
 from tthf.engine.data.calendar import session_bounds, session_minutes, trading_days
 from tthf.engine.data.synth import SynthConfig, generate_market
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 from tthf.engine.training.train import train_run
 
 pytestmark = pytest.mark.slow

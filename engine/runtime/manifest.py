@@ -36,7 +36,7 @@ class DateResult:
     settings: str = ""
     backend: str = ""
     windowing: str = ""  # "host" or "device": where the windows were cut
-    executor: str = ""  # "local" or "ray" (tthf.engine.runtime.batch.EXECUTORS)
+    executor: str = ""  # "local" or "ray" (tthf.engine.runtime.options.EXECUTORS)
     worker: str = ""  # the process that computed the date: host (local) or host:pid (a Ray actor)
 
     @classmethod

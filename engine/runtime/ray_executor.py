@@ -48,13 +48,12 @@ from tthf.engine.runtime.batch import (
     DayPredictor,
     InferencePlan,
     InferenceSummary,
-    RayConfig,
     Recorder,
-    RunOptions,
     _finish,
     day_stages,
 )
 from tthf.engine.runtime.manifest import DateResult
+from tthf.engine.runtime.options import RayConfig, RunOptions
 from tthf.engine.runtime.stages import Pipeline
 from tthf.engine.store import Store, open_store
 from tthf.errors import ExecutorError, TthfError

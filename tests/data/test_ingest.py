@@ -570,7 +570,8 @@ def test_weekend_rows_are_dropped_and_existing_dates_need_overwrite(tmp_path) ->
 
 @pytest.mark.slow
 def test_cli_converts_both_formats_and_tthf_run_predicts_them(market, dbn_files, tmp_path, capsys) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
 
     quotes, trades = dbn_files
     from_dbn, from_csv = tmp_path / "from-dbn", tmp_path / "from-csv"

@@ -25,7 +25,8 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
     from tthf.engine.testing import DAYS, make_data, make_run
 
     root = tmp_path_factory.mktemp("eval")

@@ -72,7 +72,8 @@ def test_pooled_block_reproduces_training_heldout_metrics(tiny_run) -> None:
 
 
 def test_sparse_predictions_score_once_per_forecast_at_source_ts(tiny_run) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
 
     make_run(tiny_run.store, tiny_run.data, "sparse")  # same seed: the dense run's weights
     run_inference(tiny_run.store, "sparse", RunOptions(dates=tiny_run.predicted, sample_every=10, backend="torch"))
@@ -101,7 +102,8 @@ def test_no_predictions_at_all_and_bad_names_are_clear_errors(tiny_run) -> None:
 
 @pytest.mark.s3
 def test_run_store_on_s3(tiny_run, s3_bucket) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
 
     make_run(s3_bucket, tiny_run.data)
     run_inference(s3_bucket, "jennifer", RunOptions(dates=str(DAYS[2]), dense=True, backend="torch", fmt="parquet"))

@@ -88,7 +88,8 @@ def test_symbols_without_a_session_row_or_a_full_window_are_left_out_with_the_re
 
 @pytest.mark.slow
 def test_windows_are_the_rows_tthf_run_writes(root: Path, tmp_path: Path) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
     from tthf.engine.testing import make_run
 
     make_run(str(tmp_path / "runs"), root)

@@ -18,7 +18,8 @@ from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.network import load_checkpoint
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 from tthf.engine.testing import DAYS, NO_QUOTE_SYMBOL, make_data, make_run, with_null_quotes
 from tthf.engine.windows import count_windows
 
@@ -213,8 +214,9 @@ def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path)
 
 
 def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_date_order(work: Path) -> None:
-    from tthf.engine.runtime.batch import Recorder, RunOptions, plan_inference
+    from tthf.engine.runtime.batch import Recorder, plan_inference
     from tthf.engine.runtime.manifest import DateResult
+    from tthf.engine.runtime.options import RunOptions
 
     assert _run(work, "--dates", "2024-01-02", "--dense") == 0
     plan = plan_inference(str(work / "runs"), "jennifer", RunOptions(dates="2024-01-02:2024-01-05", dense=True))
@@ -292,7 +294,7 @@ def test_host_workers_record_a_bad_date_with_its_reason_resume_and_fail_fast(
 
 
 def test_host_workers_must_be_positive_and_local() -> None:
-    from tthf.engine.runtime.batch import RayConfig
+    from tthf.engine.runtime.options import RayConfig
     from tthf.errors import UsageError
 
     with pytest.raises(UsageError, match="--host-workers must be >= 1, got 0"):
