@@ -24,31 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import logging
-import platform
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
-import tthf
 from tthf.engine import predictions, windows
 from tthf.engine.data import marketdata
-from tthf.engine.data.dates import parse_dates
-from tthf.engine.runs import CHECKPOINT, SCALERS, Run, find_run, output_key
-from tthf.engine.runtime.backends import Backend, open_backend
+from tthf.engine.runs import Run, output_key
+from tthf.engine.runtime.backends import Backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.host_workers import HostPool, HostSpec, ScaledDay, read_raw, scale_raw
-from tthf.engine.runtime.manifest import DateResult, RunManifest
+from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.options import RunOptions
+from tthf.engine.runtime.plan import InferencePlan, plan_inference
 from tthf.engine.runtime.runner import DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Pipeline, Stage
-from tthf.engine.store import Store, open_store
+from tthf.engine.store import Store
 from tthf.errors import DataError, StoreError
 
 log = logging.getLogger("tthf.run")
@@ -56,11 +51,9 @@ log = logging.getLogger("tthf.run")
 __all__ = [
     "DateResult",
     "DayPredictor",
-    "InferencePlan",
     "InferenceSummary",
     "Recorder",
     "execute",
-    "plan_inference",
     "run_inference",
 ]
 
@@ -142,133 +135,6 @@ class DayPredictor:
             stride=self.stride,
         )
         return frame, result
-
-
-def settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
-    """Identifies a date's output: same key means a rerun may skip it."""
-    payload = json.dumps(
-        {
-            "checkpoint": run.sha256(CHECKPOINT),
-            "scalers": run.sha256(SCALERS),
-            "stride": stride,
-            "format": options.fmt,
-            "backend": backend,
-            "data_root": data_root,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _versions(backend: Backend) -> dict[str, str]:
-    import torch
-
-    return {
-        "tthf": tthf.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "polars": pl.__version__,
-        "numpy": np.__version__,
-        **backend.versions(),
-    }
-
-
-@dataclass
-class InferencePlan:
-    """An opened run with its backend, what to compute, and the manifest to record it in."""
-
-    run: Run
-    options: RunOptions
-    stride: int
-    data: Store
-    backend: Backend
-    settings: str
-    manifest: RunManifest
-    todo: list[dt.date]
-    skipped: list[DateResult]
-    missing: list[DateResult]
-    opened: float = field(default_factory=time.perf_counter)
-    endpoint_url: str | None = None  # of an s3:// data root, for the host worker processes
-
-
-def plan_inference(
-    store: Store | str,
-    run_name: str,
-    options: RunOptions,
-    *,
-    experiment: str | None = None,
-    model_type: str | None = None,
-    rebuild: Rebuild | None = None,
-    endpoint_url: str | None = None,
-) -> InferencePlan:
-    """Open the run, its data root and backend; sort the selected dates into todo, skipped and missing.
-
-    ``rebuild`` builds a TensorRT engine the export lacks for this GPU (``tthf.export.rebuild_engine``);
-    ``endpoint_url`` is the S3-compatible server of an ``s3://`` data root.
-    """
-    opened = time.perf_counter()
-    run = Run.open(find_run(store, run_name, experiment=experiment, model_type=model_type))
-    stride = options.stride(run)
-    data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
-    selection = parse_dates(options.dates, marketdata.list_dates(data), calendar=run.config.calendar)
-    backend = open_backend(run, options.backend, rebuild=rebuild)
-    settings = settings_key(run, options, stride, backend.name, data.uri())
-    manifest = RunManifest.load(run)
-    manifest.run = run.ref.name
-    manifest.settings = {
-        "key": settings,
-        "backend": backend.name,
-        "stride": stride,
-        "dense": options.dense,
-        "format": options.fmt,
-        "data_root": data.uri(),
-        "executor": options.executor,
-    }
-    manifest.versions = _versions(backend)
-    missing = [
-        DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
-        for day in selection.missing
-    ]
-    todo, skipped = [], []
-    for day in selection.dates:
-        done = _already_done(run, manifest, day, options, settings)
-        if done:
-            skipped.append(done)
-        else:
-            todo.append(day)
-    if options.executor == "local":
-        manifest.settings["host_workers"] = options.host_workers_for(len(todo))
-        manifest.settings["host_mode"] = options.host_mode
-    return InferencePlan(
-        run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, endpoint_url
-    )
-
-
-def _already_done(
-    run: Run, manifest: RunManifest, day: dt.date, options: RunOptions, settings: str
-) -> DateResult | None:
-    key = output_key(day, options.fmt)
-    previous = manifest.dates.get(day.isoformat())
-    if (
-        options.overwrite
-        or previous is None
-        or previous.status != "ok"
-        or previous.settings != settings
-        or not run.exists(key)
-    ):
-        return None
-    return DateResult(
-        day.isoformat(),
-        "skipped",
-        rows=previous.rows,
-        windows=previous.windows,
-        file=run.store.uri(key),
-        settings=settings,
-        backend=previous.backend,
-        executor=previous.executor,
-        worker=previous.worker,
-        reason="already done with the same model and settings",
-    )
 
 
 class Recorder:

@@ -46,7 +46,6 @@ from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.batch import (
     DayPredictor,
-    InferencePlan,
     InferenceSummary,
     Recorder,
     _finish,
@@ -54,6 +53,7 @@ from tthf.engine.runtime.batch import (
 )
 from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.options import RayConfig, RunOptions
+from tthf.engine.runtime.plan import InferencePlan
 from tthf.engine.runtime.stages import Pipeline
 from tthf.engine.store import Store, open_store
 from tthf.errors import ExecutorError, TthfError

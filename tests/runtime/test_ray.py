@@ -29,8 +29,8 @@ from hypothesis import given
 from tthf.cli.run import main
 from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day, write_day
-from tthf.engine.runtime.batch import plan_inference
 from tthf.engine.runtime.options import RayConfig, RunOptions
+from tthf.engine.runtime.plan import plan_inference
 from tthf.engine.runtime.ray_executor import RESERVED_CPUS, execute_ray, size_workers
 from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS, StallDate, free_port, make_data, make_run
