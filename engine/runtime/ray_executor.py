@@ -46,14 +46,13 @@ from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.batch import (
     DayPredictor,
-    InferenceSummary,
-    Recorder,
     _finish,
     day_stages,
 )
 from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.options import RayConfig, RunOptions
 from tthf.engine.runtime.plan import InferencePlan
+from tthf.engine.runtime.recorder import InferenceSummary, Recorder
 from tthf.engine.runtime.stages import Pipeline
 from tthf.engine.store import Store, open_store
 from tthf.errors import ExecutorError, TthfError

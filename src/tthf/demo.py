@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from tthf.engine import runs
 from tthf.engine.data.marketdata import list_dates
 from tthf.engine.data.synth import SynthConfig, generate_market
-from tthf.engine.runtime.batch import InferenceSummary, run_inference
+from tthf.engine.runtime.batch import run_inference
 from tthf.engine.runtime.options import RunOptions
+from tthf.engine.runtime.recorder import InferenceSummary
 from tthf.engine.store import open_store
 from tthf.errors import RunNotFoundError
 

@@ -214,10 +214,10 @@ def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path)
 
 
 def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_date_order(work: Path) -> None:
-    from tthf.engine.runtime.batch import Recorder
     from tthf.engine.runtime.manifest import DateResult
     from tthf.engine.runtime.options import RunOptions
     from tthf.engine.runtime.plan import plan_inference
+    from tthf.engine.runtime.recorder import Recorder
 
     assert _run(work, "--dates", "2024-01-02", "--dense") == 0
     plan = plan_inference(str(work / "runs"), "jennifer", RunOptions(dates="2024-01-02:2024-01-05", dense=True))
