@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.batch import DayPredictor, host_stages
+from tthf.engine.runtime.day import DayPredictor, host_stages
 from tthf.engine.runtime.host_workers import HostPool
 from tthf.engine.runtime.stages import Item, Pipeline
 from tthf.engine.store import open_store

@@ -24,7 +24,7 @@ from typing import Any
 from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.batch import DayPredictor
+from tthf.engine.runtime.day import DayPredictor
 from tthf.engine.runtime.runner import CudaRunner, overlap
 
 MODES = ("host", "device")

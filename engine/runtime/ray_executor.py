@@ -9,7 +9,7 @@ executor's code path for a date and uses Ray for what it does well: placing proc
 their CPUs and GPUs across nodes, and telling the driver when one died.
 
 Each worker (``DateWorker``) opens the run, its data root and its backend once, then computes
-whole dates with the local executor's stages (``day_stages``, ``_finish``), writes each date's
+whole dates with the local executor's stages (``day_stages``, ``finish``), writes each date's
 file atomically and returns the date's ``DateResult`` (a few hundred bytes, never the arrays).
 The driver (this process) owns the manifest: its ``Recorder`` records each date as it arrives
 and reports the dates in date order. At most ``DATES_PER_WORKER`` dates are queued on a worker
@@ -44,11 +44,7 @@ from typing import Any
 from tthf.engine.runs import Run, RunRef
 from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
-from tthf.engine.runtime.batch import (
-    DayPredictor,
-    _finish,
-    day_stages,
-)
+from tthf.engine.runtime.day import DayPredictor, day_stages, finish
 from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.options import RayConfig, RunOptions
 from tthf.engine.runtime.plan import InferencePlan
@@ -291,7 +287,7 @@ class DateWorker:
             self.spec.before_date(day)
         fmt = self.spec.options.fmt
         (item,) = Pipeline(day_stages(predictor, data, fmt), overlap=False).run([day])
-        return _finish(run, item, fmt, self.spec.settings, self.spec.backend, executor=EXECUTOR, worker=self.name)
+        return finish(run, item, fmt, self.spec.settings, self.spec.backend, executor=EXECUTOR, worker=self.name)
 
 
 @dataclass

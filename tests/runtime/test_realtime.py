@@ -12,7 +12,7 @@ from tthf.engine import runs
 from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.batch import DayPredictor
+from tthf.engine.runtime.day import DayPredictor
 from tthf.engine.runtime.realtime import RealtimePredictor
 from tthf.engine.testing import DAYS, NO_QUOTE_SYMBOL, make_data, make_run, with_null_quotes
 from tthf.errors import DataError, UsageError
