@@ -1,7 +1,8 @@
-"""The import rule of docs/architecture.md, checked on every module's AST (function-local imports too).
+"""The import rules of docs/architecture.md, checked on every module's AST (function-local imports too).
 
 ``cli`` -> ``export`` -> ``engine``; inside ``engine`` later stages import earlier ones
-only, and the two stages of one rank (training, runtime) never import each other.
+only, and the two stages of one rank (training, runtime) never import each other. Within a
+stage, imports may go either way but never round in a circle.
 """
 
 from __future__ import annotations
@@ -95,8 +96,62 @@ def violations(source: dict[str, Path]) -> list[str]:
     return bad
 
 
+def import_graph(source: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """module -> {tthf module it imports: the line of the first such import}, wherever the import is."""
+    known = set(source) | {"tthf.engine._windows"}
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in source.items():
+        edges: dict[str, int] = {}
+        for line, target in imports(path, module, known):
+            if target in source and target != module:
+                edges.setdefault(target, line)
+        graph[module] = edges
+    return graph
+
+
+def cycles(source: dict[str, Path]) -> list[str]:
+    """Every import circle: each set of modules that reach each other through imports, with those imports.
+
+    The strongly connected components of the import graph (Tarjan); one of two or more modules is a circle.
+    """
+    graph = import_graph(source)
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            component = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in order:
+            visit(module)
+    return [
+        "; ".join(
+            f"{a} (line {graph[a][b]}) imports {b}" for a in component for b in sorted(graph[a]) if b in component
+        )
+        for component in found
+    ]
+
+
 def test_imports_point_one_way() -> None:
     assert violations(modules()) == []
+
+
+def test_no_import_circle() -> None:
+    assert cycles(modules()) == []
 
 
 def test_every_module_has_a_stage() -> None:
@@ -119,6 +174,26 @@ def test_the_checker_catches_a_wrong_import(tmp_path: Path, code: str) -> None:
     source["tthf.engine.training.bad"] = bad
     found = [v for v in violations(source) if "training.bad" in v]
     assert len(found) == 1, found
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        "from tthf.engine.runtime.planted_a import x\n",
+        "def later():\n    from tthf.engine.runtime import planted_a\n",  # closed inside a function
+    ],
+)
+def test_the_checker_catches_an_import_circle(tmp_path: Path, second: str) -> None:
+    source = modules()
+    planted = {"planted_a": "from tthf.engine.runtime import batch, planted_b\nx = 1\n", "planted_b": second}
+    for name, code in planted.items():
+        (tmp_path / f"{name}.py").write_text(code)
+        source[f"tthf.engine.runtime.{name}"] = tmp_path / f"{name}.py"
+    assert violations(source) == []  # one stage: the rank rule lets these imports through
+    assert cycles(source) == [
+        "tthf.engine.runtime.planted_a (line 1) imports tthf.engine.runtime.planted_b; "
+        f"tthf.engine.runtime.planted_b (line {second.count(chr(10))}) imports tthf.engine.runtime.planted_a"
+    ]
 
 
 def test_the_package_faces_are_lazy_and_complete() -> None:
