@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tthf.engine.runs import Run, RunRef
+from tthf.engine.runs import Run, RunLocator
 from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.day import DayPredictor, day_stages, finish
@@ -50,7 +50,7 @@ from tthf.engine.runtime.options import RayConfig, RunOptions
 from tthf.engine.runtime.plan import InferencePlan
 from tthf.engine.runtime.recorder import InferenceSummary, Recorder
 from tthf.engine.runtime.stages import Pipeline
-from tthf.engine.store import Store, open_store
+from tthf.engine.store import Store, StoreLocator
 from tthf.errors import ExecutorError, TthfError
 
 log = logging.getLogger("tthf.run")
@@ -230,12 +230,8 @@ class WorkerSpec:
     ``before_date`` is called with each date before it is computed (tests use it to stall one).
     """
 
-    run_root: str
-    experiment: str
-    model_type: str
-    run_id: str
-    data_root: str
-    endpoint_url: str | None
+    run: RunLocator
+    data: StoreLocator
     options: RunOptions
     backend: str
     stride: int
@@ -261,20 +257,12 @@ class DateWorker:
                 import torch
 
                 torch.set_num_threads(spec.threads)
-            root = open_store(spec.run_root, endpoint_url=spec.endpoint_url)
-            ref = RunRef(
-                spec.experiment,
-                spec.model_type,
-                spec.run_id,
-                root.child(f"{spec.experiment}/{spec.model_type}/{spec.run_id}"),
-                root.uri(),
-            )
-            run = Run.open(ref)
+            run = spec.run.open()
             backend = open_backend(run, spec.backend, threads=spec.threads, rebuild=spec.rebuild)
             predictor = DayPredictor(
                 run, backend, stride=spec.stride, batch_size=spec.options.batch_size, windowing=spec.options.windowing
             )
-            self._opened = (run, predictor, open_store(spec.data_root, endpoint_url=spec.endpoint_url))
+            self._opened = (run, predictor, spec.data.open())
         return self.name
 
     def run_date(self, iso: str) -> DateResult:
@@ -452,20 +440,11 @@ def _warn_local_paths(plan: InferencePlan, config: RayConfig) -> None:
 
 
 def _spec(
-    plan: InferencePlan,
-    sizing: Sizing,
-    rebuild: Rebuild | None,
-    endpoint_url: str | None,
-    before_date: Callable[[dt.date], None] | None,
+    plan: InferencePlan, sizing: Sizing, rebuild: Rebuild | None, before_date: Callable[[dt.date], None] | None
 ) -> WorkerSpec:
-    ref = plan.run.ref
     return WorkerSpec(
-        ref.root,
-        ref.experiment,
-        ref.model_type,
-        ref.run_id,
-        plan.data.uri(),
-        endpoint_url,
+        plan.run.ref.locator(),
+        plan.data.locator(),
         plan.options,
         plan.backend.name,
         plan.stride,
@@ -481,13 +460,12 @@ def execute_ray(
     *,
     on_date: Callable[[DateResult], None] | None = None,
     rebuild: Rebuild | None = None,
-    endpoint_url: str | None = None,
     before_date: Callable[[dt.date], None] | None = None,
 ) -> InferenceSummary:
     """Compute the plan's dates on Ray workers (see the module doc); results reach ``on_date`` in date order.
 
     Workers open the backend the plan resolved (``plan.backend.name``), so every date of a call
-    has the same backend and settings key. ``endpoint_url`` is the S3 endpoint the workers use.
+    has the same backend and settings key, and the run and data root from their locators.
     """
     config = plan.options.ray
     recorder = Recorder(plan, on_date)
@@ -502,7 +480,7 @@ def execute_ray(
         if sizing.note:
             log.warning("ray: %s", sizing.note)
         plan.manifest.settings["ray"] = sizing.settings(config)
-        pool = _Pool(ray, _spec(plan, sizing, rebuild, endpoint_url, before_date), sizing, config.retries)
+        pool = _Pool(ray, _spec(plan, sizing, rebuild, before_date), sizing, config.retries)
         try:
             t0 = time.perf_counter()
             pool.start()
