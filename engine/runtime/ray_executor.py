@@ -225,10 +225,7 @@ def size_workers(config: RayConfig, cpus: float, gpus: float) -> Sizing:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker needs to open the run, its data and backend on its own node (plain values: it is pickled).
-
-    ``before_date`` is called with each date before it is computed (tests use it to stall one).
-    """
+    """What a worker needs to open the run, its data and backend on its own node (plain values: it is pickled)."""
 
     run: RunLocator
     data: StoreLocator
@@ -238,7 +235,6 @@ class WorkerSpec:
     settings: str
     threads: int | None
     rebuild: Rebuild | None = None
-    before_date: Callable[[dt.date], None] | None = None
 
 
 class DateWorker:
@@ -271,8 +267,6 @@ class DateWorker:
         assert self._opened is not None
         run, predictor, data = self._opened
         day = dt.date.fromisoformat(iso)
-        if self.spec.before_date is not None:
-            self.spec.before_date(day)
         fmt = self.spec.options.fmt
         (item,) = Pipeline(day_stages(predictor, data, fmt), overlap=False).run([day])
         return finish(run, item, fmt, self.spec.settings, self.spec.backend, executor=EXECUTOR, worker=self.name)
@@ -439,9 +433,7 @@ def _warn_local_paths(plan: InferencePlan, config: RayConfig) -> None:
             )
 
 
-def _spec(
-    plan: InferencePlan, sizing: Sizing, rebuild: Rebuild | None, before_date: Callable[[dt.date], None] | None
-) -> WorkerSpec:
+def _spec(plan: InferencePlan, sizing: Sizing, rebuild: Rebuild | None) -> WorkerSpec:
     return WorkerSpec(
         plan.run.ref.locator(),
         plan.data.locator(),
@@ -451,7 +443,6 @@ def _spec(
         plan.settings,
         sizing.threads,
         rebuild,
-        before_date,
     )
 
 
@@ -460,7 +451,6 @@ def execute_ray(
     *,
     on_date: Callable[[DateResult], None] | None = None,
     rebuild: Rebuild | None = None,
-    before_date: Callable[[dt.date], None] | None = None,
 ) -> InferenceSummary:
     """Compute the plan's dates on Ray workers (see the module doc); results reach ``on_date`` in date order.
 
@@ -480,7 +470,7 @@ def execute_ray(
         if sizing.note:
             log.warning("ray: %s", sizing.note)
         plan.manifest.settings["ray"] = sizing.settings(config)
-        pool = _Pool(ray, _spec(plan, sizing, rebuild, before_date), sizing, config.retries)
+        pool = _Pool(ray, _spec(plan, sizing, rebuild), sizing, config.retries)
         try:
             t0 = time.perf_counter()
             pool.start()
