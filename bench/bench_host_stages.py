@@ -26,11 +26,11 @@ import time
 import numpy as np
 import pytest
 
-from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.day import DayPredictor, host_stages
 from tthf.engine.runtime.host_workers import HostPool
+from tthf.engine.runtime.options import RunOptions
+from tthf.engine.runtime.plan import plan_inference
 from tthf.engine.runtime.stages import Item, Pipeline
-from tthf.engine.store import open_store
 
 #: the variants, alternated: one date at a time, 2 threads, 2 worker processes
 VARIANTS = ("1", "2", "2-processes")
@@ -69,11 +69,12 @@ def _round(pipeline: Pipeline, days: list) -> tuple[float, float, list[Item]]:
 
 def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
     root, days = host_market
-    run = bench_run.run
-    data = open_store(root)
-    predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=64)
+    options = RunOptions(dates=f"{days[0]}:{days[-1]}", dense=True, backend="torch", data_root=str(root))
+    plan = plan_inference(bench_run.store, bench_run.run.ref.run_id, options)
+    data = plan.data
+    predictor = DayPredictor(plan.run, plan.backend, stride=1, batch_size=64)
     t0 = time.perf_counter()
-    pool = HostPool(predictor.host_spec(data, None), 2)
+    pool = HostPool(plan.worker_spec(), 2)
     pipelines = {
         "1": Pipeline(host_stages(predictor, data)),
         "2": Pipeline(host_stages(predictor, data), workers={"read": 2, "features": 2}),

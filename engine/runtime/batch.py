@@ -58,5 +58,5 @@ def run_inference(
     if on_start:
         on_start(len(plan.todo) + len(plan.skipped) + len(plan.missing))
     if options.executor == "ray":
-        return execute_ray(plan, on_date=on_date, rebuild=rebuild)
+        return execute_ray(plan, on_date=on_date)
     return execute(plan, on_date=on_date)

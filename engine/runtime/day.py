@@ -19,7 +19,7 @@ from tthf.engine import predictions, windows
 from tthf.engine.data import marketdata
 from tthf.engine.runs import Run, output_key
 from tthf.engine.runtime.backends import Backend
-from tthf.engine.runtime.host_workers import HostPool, HostSpec, ScaledDay, read_raw, scale_raw
+from tthf.engine.runtime.host_workers import HostPool, ScaledDay, read_raw, scale_raw
 from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.runner import DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Stage
@@ -55,10 +55,6 @@ class DayPredictor:
         return scale_raw(
             raw, day, self.scalers, self.feature_names, source=source, calendar=self.calendar, counts=counts or {}
         )
-
-    def host_spec(self, data_root: Store, endpoint_url: str | None) -> HostSpec:
-        """What a worker process needs to compute this run's features (``HostPool``)."""
-        return HostSpec(data_root.uri(), endpoint_url, self.scalers.to_json(), tuple(self.feature_names), self.calendar)
 
     def predict_features(self, day: ScaledDay) -> tuple[pl.DataFrame, DayOutputs]:
         """Predictions table of a day from its scaled grid; the runner's outputs say where time went."""

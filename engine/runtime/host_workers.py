@@ -5,9 +5,9 @@ them for N dates at once in threads (the default: the features kernel and polars
 the GIL) or, with ``--host-mode processes``, in the processes of a ``HostPool``, for hosts
 where something in the host side holds the GIL (docs/running.md has the measurement of
 both). ``HostPool`` starts ``workers`` processes once per run (spawn: never a fork of a
-process whose torch / ONNX Runtime / polars threads are running), each initialized with
-what a date needs (``HostSpec``: the data root, the run's scalers, feature names and
-calendar; never the backend), and returns a date as a ``ScaledDay``: the scaled
+process whose torch / ONNX Runtime / polars threads are running), each of which opens the
+run (its scalers, feature names and calendar; never the backend) and the data root from the
+plan's ``WorkerSpec``, and returns a date as a ``ScaledDay``: the scaled
 ``(S, M, F)`` float32 grid, its mask, symbols, minutes and cleaning counts, pickled
 through the pool's pipe. Errors keep their type and message (``tthf.errors`` pickle by
 their message), so a bad date is still recorded as failed with its reason.
@@ -36,7 +36,8 @@ import polars as pl
 from tthf.engine.data import marketdata
 from tthf.engine.features import build_scaled_day
 from tthf.engine.features.scalers import Scalers
-from tthf.engine.store import Store, open_store
+from tthf.engine.runtime.plan import WorkerSpec
+from tthf.engine.store import Store
 
 
 @dataclass
@@ -75,17 +76,6 @@ def scale_raw(
     return ScaledDay(feats.symbols, feats.minutes, feats.mask, feats.scaled, {**counts, **feats.counts})
 
 
-@dataclass(frozen=True)
-class HostSpec:
-    """Everything a worker process needs to compute a date's host side; small and picklable."""
-
-    data_root: str  # URI
-    endpoint_url: str | None
-    scalers: str  # scalers.json text: the parent's Scalers, bit for bit
-    feature_names: tuple[str, ...]
-    calendar: str
-
-
 def cpu_shares(cores: Sequence[int], workers: int) -> list[set[int]]:
     """Each worker's CPUs: contiguous, disjoint shares while there are enough, else one each, round robin."""
     cores = sorted(cores)
@@ -99,15 +89,17 @@ def cpu_shares(cores: Sequence[int], workers: int) -> list[set[int]]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init(spec: HostSpec, shares: list[set[int]], counter: Any) -> None:
+def _init(spec: WorkerSpec, shares: list[set[int]], counter: Any) -> None:
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     os.sched_setaffinity(0, shares[index % len(shares)])
+    run = spec.run.open()
     _WORKER.update(
-        spec=spec,
-        store=open_store(spec.data_root, endpoint_url=spec.endpoint_url),
-        scalers=Scalers.from_json(spec.scalers, source="the run's scalers.json"),
+        store=spec.data.open(),
+        scalers=run.load_scalers(),
+        feature_names=list(run.config.feature_names),
+        calendar=run.config.calendar,
     )
 
 
@@ -117,14 +109,14 @@ def _cpu() -> float:
 
 
 def _host_day(day: dt.date) -> ScaledDay:
-    spec: HostSpec = _WORKER["spec"]
     store: Store = _WORKER["store"]
+    calendar: str = _WORKER["calendar"]
     cpu, t0 = _cpu(), time.perf_counter()
-    raw, counts = read_raw(store, day, spec.calendar)
+    raw, counts = read_raw(store, day, calendar)
     t1 = time.perf_counter()
     source = store.uri(marketdata.partition(day))
     out = scale_raw(
-        raw, day, _WORKER["scalers"], spec.feature_names, source=source, calendar=spec.calendar, counts=counts
+        raw, day, _WORKER["scalers"], _WORKER["feature_names"], source=source, calendar=calendar, counts=counts
     )
     out.host_seconds = {"read": t1 - t0, "features": time.perf_counter() - t1}
     out.cpu_seconds = _cpu() - cpu
@@ -134,7 +126,7 @@ def _host_day(day: dt.date) -> ScaledDay:
 class HostPool:
     """``workers`` processes that each compute whole dates' host sides; ``day`` blocks for one."""
 
-    def __init__(self, spec: HostSpec, workers: int) -> None:
+    def __init__(self, spec: WorkerSpec, workers: int) -> None:
         if workers < 1:
             raise ValueError(f"a host pool needs at least one worker, got {workers}")
         ctx = mp.get_context("spawn")

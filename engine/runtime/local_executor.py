@@ -39,7 +39,7 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
     with contextlib.ExitStack() as stack:
         pool = None
         if n > 1 and options.host_mode == "processes":
-            pool = stack.enter_context(HostPool(predictor.host_spec(plan.data, plan.endpoint_url), n))
+            pool = stack.enter_context(HostPool(plan.worker_spec(), n))
         stages = day_stages(predictor, plan.data, options.fmt, pool=pool)
         pipeline = Pipeline(stages, overlap=options.overlap, workers=_stage_workers(stages, n))
         items = stack.enter_context(contextlib.closing(pipeline.run(plan.todo)))

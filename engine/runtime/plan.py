@@ -3,6 +3,10 @@
 ``plan_inference`` sorts the selected dates into those to compute, those already done with
 the same model and settings (``settings_key``: a rerun skips them, whichever executor did
 them) and those without data, and prepares the manifest they are recorded in.
+
+A worker process that computes the plan's dates on its own (a host worker of ``--host-mode
+processes``, a Ray actor) gets the plan as a ``WorkerSpec``: plain values, the run and data
+root as locators that it opens itself.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ import polars as pl
 import tthf
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.runs import CHECKPOINT, SCALERS, Run, find_run, output_key
+from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, find_run, output_key
 from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.manifest import DateResult, RunManifest
 from tthf.engine.runtime.options import RunOptions
-from tthf.engine.store import Store, open_store
+from tthf.engine.store import Store, StoreLocator, open_store
 
-__all__ = ["InferencePlan", "plan_inference", "settings_key"]
+__all__ = ["InferencePlan", "WorkerSpec", "plan_inference", "settings_key"]
 
 
 def settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
@@ -59,6 +63,25 @@ def _versions(backend: Backend) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs to compute the plan's dates on its own; small and picklable.
+
+    A host worker opens the run (its scalers, features and calendar) and the data root; a Ray
+    actor also opens the backend the plan resolved, with ``threads`` inference threads (None:
+    the backend's default) and ``rebuild`` for a TensorRT engine its GPU lacks.
+    """
+
+    run: RunLocator
+    data: StoreLocator
+    options: RunOptions
+    backend: str
+    stride: int
+    settings: str
+    rebuild: Rebuild | None = None
+    threads: int | None = None
+
+
 @dataclass
 class InferencePlan:
     """An opened run with its backend, what to compute, and the manifest to record it in."""
@@ -74,7 +97,20 @@ class InferencePlan:
     skipped: list[DateResult]
     missing: list[DateResult]
     opened: float = field(default_factory=time.perf_counter)
-    endpoint_url: str | None = None  # of an s3:// data root, for the host worker processes
+    rebuild: Rebuild | None = None  # what opened the backend (tthf.export.rebuild_engine), for the workers
+
+    def worker_spec(self, *, threads: int | None = None) -> WorkerSpec:
+        """The plan for a worker process (see ``WorkerSpec``)."""
+        return WorkerSpec(
+            self.run.ref.locator(),
+            self.data.locator(),
+            self.options,
+            self.backend.name,
+            self.stride,
+            self.settings,
+            self.rebuild,
+            threads,
+        )
 
 
 def plan_inference(
@@ -126,7 +162,7 @@ def plan_inference(
         manifest.settings["host_workers"] = options.host_workers_for(len(todo))
         manifest.settings["host_mode"] = options.host_mode
     return InferencePlan(
-        run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, endpoint_url
+        run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, rebuild
     )
 
 

@@ -41,16 +41,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tthf.engine.runs import Run, RunLocator
+from tthf.engine.runs import Run
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.day import DayPredictor, day_stages, finish
 from tthf.engine.runtime.manifest import DateResult
-from tthf.engine.runtime.options import RayConfig, RunOptions
-from tthf.engine.runtime.plan import InferencePlan
+from tthf.engine.runtime.options import RayConfig
+from tthf.engine.runtime.plan import InferencePlan, WorkerSpec
 from tthf.engine.runtime.recorder import InferenceSummary, Recorder
 from tthf.engine.runtime.stages import Pipeline
-from tthf.engine.store import Store, StoreLocator
+from tthf.engine.store import Store
 from tthf.errors import ExecutorError, TthfError
 
 log = logging.getLogger("tthf.run")
@@ -59,7 +58,6 @@ __all__ = [
     "CPUS_PER_WORKER",
     "DateWorker",
     "Sizing",
-    "WorkerSpec",
     "connect",
     "execute_ray",
     "import_ray",
@@ -221,20 +219,6 @@ def size_workers(config: RayConfig, cpus: float, gpus: float) -> Sizing:
     if gpu:
         return Sizing(workers, _floor4(min(1.0, share)), config.gpus_per_worker, None, note)
     return Sizing(workers, _floor4(share), 0.0, max(1, math.floor(cpus / workers)), note)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker needs to open the run, its data and backend on its own node (plain values: it is pickled)."""
-
-    run: RunLocator
-    data: StoreLocator
-    options: RunOptions
-    backend: str
-    stride: int
-    settings: str
-    threads: int | None
-    rebuild: Rebuild | None = None
 
 
 class DateWorker:
@@ -433,24 +417,10 @@ def _warn_local_paths(plan: InferencePlan, config: RayConfig) -> None:
             )
 
 
-def _spec(plan: InferencePlan, sizing: Sizing, rebuild: Rebuild | None) -> WorkerSpec:
-    return WorkerSpec(
-        plan.run.ref.locator(),
-        plan.data.locator(),
-        plan.options,
-        plan.backend.name,
-        plan.stride,
-        plan.settings,
-        sizing.threads,
-        rebuild,
-    )
-
-
 def execute_ray(
     plan: InferencePlan,
     *,
     on_date: Callable[[DateResult], None] | None = None,
-    rebuild: Rebuild | None = None,
 ) -> InferenceSummary:
     """Compute the plan's dates on Ray workers (see the module doc); results reach ``on_date`` in date order.
 
@@ -470,7 +440,7 @@ def execute_ray(
         if sizing.note:
             log.warning("ray: %s", sizing.note)
         plan.manifest.settings["ray"] = sizing.settings(config)
-        pool = _Pool(ray, _spec(plan, sizing, rebuild), sizing, config.retries)
+        pool = _Pool(ray, plan.worker_spec(threads=sizing.threads), sizing, config.retries)
         try:
             t0 = time.perf_counter()
             pool.start()
