@@ -23,7 +23,6 @@ import datetime as dt
 import itertools
 import multiprocessing as mp
 import os
-import resource
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -51,8 +50,6 @@ class ScaledDay:
     counts: dict[str, int]
     #: busy seconds of read and features when a worker process computed them
     host_seconds: dict[str, float] = field(default_factory=dict)
-    #: core-seconds (user + sys) the worker process spent on the day; 0 when computed in this process
-    cpu_seconds: float = 0.0
 
 
 def read_raw(data_root: Store, day: dt.date, calendar: str) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -103,15 +100,10 @@ def _init(spec: WorkerSpec, shares: list[set[int]], counter: Any) -> None:
     )
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _host_day(day: dt.date) -> ScaledDay:
     store: Store = _WORKER["store"]
     calendar: str = _WORKER["calendar"]
-    cpu, t0 = _cpu(), time.perf_counter()
+    t0 = time.perf_counter()
     raw, counts = read_raw(store, day, calendar)
     t1 = time.perf_counter()
     source = store.uri(marketdata.partition(day))
@@ -119,7 +111,6 @@ def _host_day(day: dt.date) -> ScaledDay:
         raw, day, _WORKER["scalers"], _WORKER["feature_names"], source=source, calendar=calendar, counts=counts
     )
     out.host_seconds = {"read": t1 - t0, "features": time.perf_counter() - t1}
-    out.cpu_seconds = _cpu() - cpu
     return out
 
 
