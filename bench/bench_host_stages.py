@@ -88,7 +88,7 @@ def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
     pipelines = {
         "1": Pipeline(host_stages(predictor, data)),
         "2": Pipeline(host_stages(predictor, data), workers={"read": 2, "features": 2}),
-        "2-processes": Pipeline(host_stages(predictor, data, pool=pool), workers={"host": 2}),
+        "2-processes": Pipeline(host_stages(predictor, data, pool=pool), workers={"transfer": 2}),
     }
     walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cores: dict[str, list[float]] = {name: [] for name in VARIANTS}

@@ -85,7 +85,6 @@ class PredictedDay:
     frame: pl.DataFrame
     outputs: DayOutputs
     counts: dict[str, int]
-    host_seconds: dict[str, float]
 
 
 @dataclass
@@ -94,13 +93,16 @@ class EncodedDay:
     rows: int
     outputs: DayOutputs
     counts: dict[str, int]
-    host_seconds: dict[str, float]
 
 
 def host_stages(predictor: DayPredictor, data_root: Store, *, pool: HostPool | None = None) -> list[Stage]:
-    """A date's host side: read -> features in this process, or one ``host`` stage on ``pool``'s workers."""
+    """A date's host side: read -> features in this process, or both in ``pool``'s workers.
+
+    On a pool they are one stage, ``transfer``: the workers time read and features, and the
+    rest of the stage is the hand-over (the date to the worker, its scaled grid back).
+    """
     if pool is not None:
-        return [("host", lambda day, _: pool.day(day))]
+        return [("transfer", lambda day, _: pool.day(day))]
 
     def read(day: dt.date, _: None) -> RawDay:
         return RawDay(*read_raw(data_root, day, predictor.calendar))
@@ -117,11 +119,11 @@ def day_stages(predictor: DayPredictor, data_root: Store, fmt: str, *, pool: Hos
 
     def predict(day: dt.date, state: ScaledDay) -> PredictedDay:
         frame, outputs = predictor.predict_features(state)
-        return PredictedDay(frame, outputs, state.counts, state.host_seconds)
+        return PredictedDay(frame, outputs, state.counts)
 
     def encode(day: dt.date, state: PredictedDay) -> EncodedDay:
         data = predictions.encode(state.frame, fmt)
-        return EncodedDay(data, state.frame.height, state.outputs, state.counts, state.host_seconds)
+        return EncodedDay(data, state.frame.height, state.outputs, state.counts)
 
     return [*host_stages(predictor, data_root, pool=pool), ("predict", predict), ("encode", encode)]
 
@@ -157,10 +159,6 @@ def finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, execu
             worker=worker,
         )
     seconds = dict(item.seconds)
-    host = seconds.pop("host", None)
-    if host is not None:  # read + features ran in a worker process; the rest of the stage is the hand-over
-        seconds.update(state.host_seconds)
-        seconds["transfer"] = max(0.0, host - sum(state.host_seconds.values()))
     seconds["windows"] = state.outputs.seconds["windows"]
     seconds["inference"] = state.outputs.seconds["inference"]
     seconds["total"] = sum(item.seconds.values())

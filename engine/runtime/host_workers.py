@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from tthf.engine.data import marketdata
 from tthf.engine.features import build_scaled_day
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.runtime.plan import WorkerSpec
+from tthf.engine.runtime.stages import Measured
 from tthf.engine.store import Store
 
 
@@ -48,8 +49,6 @@ class ScaledDay:
     mask: np.ndarray
     scaled: np.ndarray
     counts: dict[str, int]
-    #: busy seconds of read and features when a worker process computed them
-    host_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def read_raw(data_root: Store, day: dt.date, calendar: str) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -100,7 +99,7 @@ def _init(spec: WorkerSpec, shares: list[set[int]], counter: Any) -> None:
     )
 
 
-def _host_day(day: dt.date) -> ScaledDay:
+def _host_day(day: dt.date) -> Measured:
     store: Store = _WORKER["store"]
     calendar: str = _WORKER["calendar"]
     t0 = time.perf_counter()
@@ -110,8 +109,7 @@ def _host_day(day: dt.date) -> ScaledDay:
     out = scale_raw(
         raw, day, _WORKER["scalers"], _WORKER["feature_names"], source=source, calendar=calendar, counts=counts
     )
-    out.host_seconds = {"read": t1 - t0, "features": time.perf_counter() - t1}
-    return out
+    return Measured(out, {"read": t1 - t0, "features": time.perf_counter() - t1})
 
 
 class HostPool:
@@ -127,8 +125,8 @@ class HostPool:
             workers, mp_context=ctx, initializer=_init, initargs=(spec, shares, ctx.Value("i", 0))
         )
 
-    def day(self, day: dt.date) -> ScaledDay:
-        """The date's host side, computed by the next free worker (its errors re-raised here)."""
+    def day(self, day: dt.date) -> Measured:
+        """The date's host side, computed and timed by the next free worker (its errors re-raised here)."""
         return self._pool.submit(_host_day, day).result()
 
     def close(self) -> None:
