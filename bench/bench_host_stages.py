@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tthf.engine.runtime.day import DayPredictor, host_stages
+from tthf.engine.runtime.day import DayHost
 from tthf.engine.runtime.host_workers import HostPool
 from tthf.engine.runtime.options import RunOptions
 from tthf.engine.runtime.plan import plan_inference
@@ -81,14 +81,13 @@ def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
     root, days = host_market
     options = RunOptions(dates=f"{days[0]}:{days[-1]}", dense=True, backend="torch", data_root=str(root))
     plan = plan_inference(bench_run.store, bench_run.run.ref.run_id, options)
-    data = plan.data
-    predictor = DayPredictor(plan.run, plan.backend, stride=1, batch_size=64)
+    host = DayHost(plan.run, plan.data)
     t0 = time.perf_counter()
     pool = HostPool(plan.worker_spec(), 2)
     pipelines = {
-        "1": Pipeline(host_stages(predictor, data)),
-        "2": Pipeline(host_stages(predictor, data), workers={"read": 2, "features": 2}),
-        "2-processes": Pipeline(host_stages(predictor, data, pool=pool), workers={"transfer": 2}),
+        "1": Pipeline(host.stages()),
+        "2": Pipeline(host.stages(), workers={"read": 2, "features": 2}),
+        "2-processes": Pipeline(pool.stages(), workers={"transfer": 2}),
     }
     walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cores: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -103,7 +102,7 @@ def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
                     wall, cpu, items = _round(pipelines[name], days)
                     walls[name].append(wall)
                     cores[name].append(cpu / len(days))
-                    grids[name] = [i.payload.scaled for i in items]
+                    grids[name] = [i.payload.features.scaled for i in items]
                 for name in ("2", "2-processes"):
                     assert all(np.array_equal(a, b) for a, b in zip(grids["1"], grids[name], strict=True))
 

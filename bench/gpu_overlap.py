@@ -22,22 +22,22 @@ import time
 from typing import Any
 
 from tthf.engine import runs
-from tthf.engine.data.marketdata import read_day
+from tthf.engine.features import ScaledDayFeatures
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.day import DayPredictor
+from tthf.engine.runtime.day import DayHost
 from tthf.engine.runtime.runner import CudaRunner, overlap
+from tthf.engine.store import open_store
 
 MODES = ("host", "device")
 
 
-def measure(run: runs.Run, raw: Any, day: dt.date, backend_name: str, batch_size: int) -> list[dict[str, Any]]:
+def measure(run: runs.Run, feats: ScaledDayFeatures, backend_name: str, batch_size: int) -> list[dict[str, Any]]:
     """One record per windowing mode: what ran, how long, and how much of it overlapped."""
     backend = open_backend(run, backend_name)
     engine = backend.device_engine()
     if engine is None:
         raise SystemExit(f"gpu_overlap: {backend_name} does not run on a GPU here ({backend.detail})")
-    predictor = DayPredictor(run, backend, stride=1, batch_size=batch_size)
-    feats, scaled = predictor.features(raw, day)
+    scaled = feats.scaled
     records = []
     for mode in MODES:
         runner = CudaRunner(
@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4096)
     args = p.parse_args(argv)
     run = runs.Run.open(runs.find_run(args.store, args.run))
-    raw = read_day(args.data, args.date, calendar=run.config.calendar)
-    records = measure(run, raw, args.date, args.backend, args.batch_size)
+    host = DayHost(run, open_store(args.data))
+    feats = host.features(host.read(args.date)).features
+    assert feats is not None
+    records = measure(run, feats, args.backend, args.batch_size)
     print(json.dumps(records, indent=2))
     return 0
 

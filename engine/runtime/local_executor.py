@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from tthf.engine.runtime.day import DayPredictor, day_stages, finish
+from tthf.engine.runtime.day import DayHost, DayPredictor, day_stages, finish
 from tthf.engine.runtime.host_workers import HostPool
 from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.plan import InferencePlan
@@ -37,10 +37,11 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
     n = options.host_workers_for(len(plan.todo))
     worker = socket.gethostname()
     with contextlib.ExitStack() as stack:
-        pool = None
         if n > 1 and options.host_mode == "processes":
-            pool = stack.enter_context(HostPool(plan.worker_spec(), n))
-        stages = day_stages(predictor, plan.data, options.fmt, pool=pool)
+            host = stack.enter_context(HostPool(plan.worker_spec(), n)).stages()
+        else:
+            host = DayHost(run, plan.data).stages()
+        stages = day_stages(host, predictor, options.fmt)
         pipeline = Pipeline(stages, overlap=options.overlap, workers=_stage_workers(stages, n))
         items = stack.enter_context(contextlib.closing(pipeline.run(plan.todo)))
         for item in items:

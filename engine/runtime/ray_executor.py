@@ -43,13 +43,12 @@ from typing import Any
 
 from tthf.engine.runs import Run
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.day import DayPredictor, day_stages, finish
+from tthf.engine.runtime.day import DayHost, DayPredictor, day_stages, finish
 from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.options import RayConfig
 from tthf.engine.runtime.plan import InferencePlan, WorkerSpec
 from tthf.engine.runtime.recorder import InferenceSummary, Recorder
-from tthf.engine.runtime.stages import Pipeline
-from tthf.engine.store import Store
+from tthf.engine.runtime.stages import Pipeline, Stage
 from tthf.errors import ExecutorError, TthfError
 
 log = logging.getLogger("tthf.run")
@@ -227,7 +226,7 @@ class DateWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self._opened: tuple[Run, DayPredictor, Store] | None = None
+        self._opened: tuple[Run, list[Stage]] | None = None
 
     def open(self) -> str:
         """Open the run, its data root and backend (once); returns this worker's name."""
@@ -242,18 +241,18 @@ class DateWorker:
             predictor = DayPredictor(
                 run, backend, stride=spec.stride, batch_size=spec.options.batch_size, windowing=spec.options.windowing
             )
-            self._opened = (run, predictor, spec.data.open())
+            host = DayHost(run, spec.data.open())
+            self._opened = (run, day_stages(host.stages(), predictor, spec.options.fmt))
         return self.name
 
     def run_date(self, iso: str) -> DateResult:
         """Read, features, predict, encode and write one date; its manifest entry goes back to the driver."""
         self.open()
         assert self._opened is not None
-        run, predictor, data = self._opened
-        day = dt.date.fromisoformat(iso)
-        fmt = self.spec.options.fmt
-        (item,) = Pipeline(day_stages(predictor, data, fmt), overlap=False).run([day])
-        return finish(run, item, fmt, self.spec.settings, self.spec.backend, executor=EXECUTOR, worker=self.name)
+        run, stages = self._opened
+        (item,) = Pipeline(stages, overlap=False).run([dt.date.fromisoformat(iso)])
+        spec = self.spec
+        return finish(run, item, spec.options.fmt, spec.settings, spec.backend, executor=EXECUTOR, worker=self.name)
 
 
 @dataclass
