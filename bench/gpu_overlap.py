@@ -8,7 +8,7 @@ an upload per batch; ``device``: the grid once, then a gather per batch), after 
 run each, and prints a JSON list with one record per mode: the busy time of every stage, their serial
 sum, the time the GPU was busy with any of them, ``overlap`` (1 - busy / serial) and
 ``copy_hidden`` (the share of copy time spent while the compute stream was busy), all from
-``tthf.engine.runtime.runner.overlap``. bench/gpu_check.sh runs it; bench/gpu_report.py
+``bench/intervals.py``'s ``overlap``. bench/gpu_check.sh runs it; bench/gpu_report.py
 puts the numbers in bench/GPU_RESULTS.md. Needs a CUDA GPU and the backend's export.
 """
 
@@ -21,11 +21,13 @@ import sys
 import time
 from typing import Any
 
+from intervals import overlap  # bench/, beside this script
+
 from tthf.engine import runs
 from tthf.engine.features import ScaledDayFeatures
 from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.day import DayHost
-from tthf.engine.runtime.runner import CudaRunner, overlap
+from tthf.engine.runtime.runner import CudaRunner
 from tthf.engine.store import open_store
 
 MODES = ("host", "device")
