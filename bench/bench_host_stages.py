@@ -80,7 +80,7 @@ def _round(pipeline: Pipeline, days: list) -> tuple[float, float, list[Item]]:
 def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
     root, days = host_market
     options = RunOptions(dates=f"{days[0]}:{days[-1]}", dense=True, backend="torch", data_root=str(root))
-    plan = plan_inference(bench_run.store, bench_run.run.ref.run_id, options)
+    plan = plan_inference(bench_run.run, options)
     host = DayHost(plan.run, plan.data)
     t0 = time.perf_counter()
     pool = HostPool(plan.worker_spec(), 2)

@@ -15,8 +15,10 @@ and the others go on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+from tthf.engine.runs import open_run
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.local_executor import execute
 from tthf.engine.runtime.manifest import DateResult
@@ -46,15 +48,9 @@ def run_inference(
     ``on_start(n)`` is called once with the number of dates, ``on_date`` with each date's
     result as soon as it is final (in date order).
     """
-    plan = plan_inference(
-        store,
-        run_name,
-        options,
-        experiment=experiment,
-        model_type=model_type,
-        rebuild=rebuild,
-        endpoint_url=endpoint_url,
-    )
+    opened = time.perf_counter()
+    run = open_run(store, run_name, experiment=experiment, model_type=model_type)
+    plan = plan_inference(run, options, rebuild=rebuild, endpoint_url=endpoint_url, opened=opened)
     if on_start:
         on_start(len(plan.todo) + len(plan.skipped) + len(plan.missing))
     if options.executor == "ray":

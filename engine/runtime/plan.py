@@ -24,7 +24,7 @@ import polars as pl
 import tthf
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, find_run, output_key
+from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, output_key
 from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.manifest import DateResult, RunManifest
@@ -114,22 +114,20 @@ class InferencePlan:
 
 
 def plan_inference(
-    store: Store | str,
-    run_name: str,
+    run: Run,
     options: RunOptions,
     *,
-    experiment: str | None = None,
-    model_type: str | None = None,
     rebuild: Rebuild | None = None,
     endpoint_url: str | None = None,
+    opened: float | None = None,
 ) -> InferencePlan:
-    """Open the run, its data root and backend; sort the selected dates into todo, skipped and missing.
+    """Open the run's data root and backend; sort the selected dates into todo, skipped and missing.
 
     ``rebuild`` builds a TensorRT engine the export lacks for this GPU (``tthf.export.rebuild_engine``);
-    ``endpoint_url`` is the S3-compatible server of an ``s3://`` data root.
+    ``endpoint_url`` is the S3-compatible server of an ``s3://`` data root; ``opened`` is when the
+    call began (``time.perf_counter()``, default now): the summary's seconds count from it.
     """
-    opened = time.perf_counter()
-    run = Run.open(find_run(store, run_name, experiment=experiment, model_type=model_type))
+    opened = time.perf_counter() if opened is None else opened
     stride = options.stride(run)
     data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
     selection = parse_dates(options.dates, marketdata.list_dates(data), calendar=run.config.calendar)

@@ -220,7 +220,8 @@ def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_dat
     from tthf.engine.runtime.recorder import Recorder
 
     assert _run(work, "--dates", "2024-01-02", "--dense") == 0
-    plan = plan_inference(str(work / "runs"), "jennifer", RunOptions(dates="2024-01-02:2024-01-05", dense=True))
+    run = runs.open_run(str(work / "runs"), "jennifer")
+    plan = plan_inference(run, RunOptions(dates="2024-01-02:2024-01-05", dense=True))
     assert plan.todo == DAYS[1:] and [r.date for r in plan.skipped] == ["2024-01-02"]
     seen: list[str] = []
     recorder = Recorder(plan, lambda r: seen.append(f"{r.date} {r.status}"))

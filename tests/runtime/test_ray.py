@@ -150,7 +150,7 @@ class Killer:
 
 def _plan(work: Path, **ray_options: object):
     options = RunOptions(dates=SPEC, dense=True, executor="ray", ray=RayConfig(**ray_options))  # type: ignore[arg-type]
-    return plan_inference(str(work / "runs"), "jennifer", options)
+    return plan_inference(runs.open_run(str(work / "runs"), "jennifer"), options)
 
 
 # --- sizing: pure, no cluster ------------------------------------------------------------
