@@ -76,6 +76,31 @@ def _empty_positions(total: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.
     return empty_outputs(total), np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
 
 
+def _cut(
+    scaled: np.ndarray,
+    mask: np.ndarray,
+    out: Any,
+    sym: np.ndarray,
+    minute: np.ndarray,
+    *,
+    seq_len: int,
+    stride: int,
+    start: int,
+) -> tuple[int, int]:
+    """The next ``len(out)`` windows from cursor ``start`` into ``out``, their positions into ``sym`` and ``minute``."""
+    end = start + len(out)
+    return windows.cut_windows(
+        scaled,
+        mask,
+        out,
+        seq_len=seq_len,
+        stride=stride,
+        start=start,
+        sym_out=sym[start:end],
+        minute_out=minute[start:end],
+    )
+
+
 class HostRunner:
     """Windows cut into one reused host buffer, predicted batch by batch."""
 
@@ -92,16 +117,7 @@ class HostRunner:
         while start < total:
             t0 = time.perf_counter()
             m = min(len(self.buffer), total - start)
-            n, nxt = windows.cut_windows(
-                scaled,
-                mask,
-                self.buffer[:m],
-                seq_len=self.seq_len,
-                stride=stride,
-                start=start,
-                sym_out=sym[start : start + m],
-                minute_out=minute[start : start + m],
-            )
+            n, nxt = _cut(scaled, mask, self.buffer[:m], sym, minute, seq_len=self.seq_len, stride=stride, start=start)
             t1 = time.perf_counter()
             batch = self.backend.predict(self.buffer[:n])
             for name in OUTPUT_NAMES:
@@ -276,15 +292,8 @@ class CudaRunner:
                     )
             else:
                 c0 = time.perf_counter()
-                n, nxt = windows.cut_windows(
-                    scaled,
-                    mask,
-                    slot.host_in[:m],
-                    seq_len=self.seq_len,
-                    stride=stride,
-                    start=start,
-                    sym_out=sym[start : start + m],
-                    minute_out=minute[start : start + m],
+                n, nxt = _cut(
+                    scaled, mask, slot.host_in[:m], sym, minute, seq_len=self.seq_len, stride=stride, start=start
                 )
                 cut_s += time.perf_counter() - c0
                 with torch.cuda.stream(self.copy_stream):
