@@ -87,7 +87,7 @@ def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
     pipelines = {
         "1": Pipeline(host.stages()),
         "2": Pipeline(host.stages(), workers={"read": 2, "features": 2}),
-        "2-processes": Pipeline(pool.stages(), workers={"transfer": 2}),
+        "2-processes": Pipeline(pool.stages(), workers={"host": 2}),
     }
     walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cores: dict[str, list[float]] = {name: [] for name in VARIANTS}

@@ -63,7 +63,7 @@ def _host_day(date: dt.date) -> Measured:
     t0 = time.perf_counter()
     day = host.read(date)
     t1 = time.perf_counter()
-    return Measured(host.features(day), {"read": t1 - t0, "features": time.perf_counter() - t1})
+    return Measured(host.features(day), {"read": t1 - t0, "features": time.perf_counter() - t1}, rest="transfer")
 
 
 class HostPool:
@@ -84,9 +84,12 @@ class HostPool:
         return self._pool.submit(_host_day, date).result()
 
     def stages(self) -> list[Stage]:
-        """read and features as one stage on the workers: ``transfer``, the rest of it, is the hand-over
-        (the date to a worker, its scaled grid back)."""
-        return [("transfer", lambda date, _: self.day(date))]
+        """read and features as one stage, ``host``, on the workers.
+
+        A date's seconds then hold its read and features, as the worker timed them, and
+        ``transfer``: the rest of the stage, the date to a worker and its scaled grid back.
+        """
+        return [("host", lambda date, _: self.day(date))]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -58,6 +58,6 @@ def _stage_workers(stages: list[Stage], n: int) -> dict[str, int]:
     """``n`` dates at once in every stage but predict, which takes the dates one by one, in order.
 
     Threads for the read, features and encode stages of this process, or (``--host-mode
-    processes``) for the ``transfer`` stage, each waiting on its worker process.
+    processes``) for the ``host`` stage, each waiting on its worker process.
     """
     return {name: n for name, _ in stages if name != "predict"}

@@ -8,7 +8,7 @@ so memory stays bounded whatever the number of dates. A stage whose work must le
 process (the GIL-bound features, docs/running.md) keeps its threads and has each one wait
 on a process pool: the pipeline itself never pickles. Such a stage returns ``Measured``: the
 parts of its time measured where the work ran are recorded under their own names, and the
-rest (the hand-over) under the stage's.
+rest (the hand-over) under the name it gives.
 
 Items come out in input order. An exception in a stage is stored on the item, its
 later stages are skipped, and the consumer decides whether it is fatal. ``overlap=False``
@@ -47,10 +47,11 @@ class Item:
 
 @dataclass
 class Measured:
-    """A stage's payload with the parts of the stage's time that were measured where its work ran."""
+    """A stage's payload with the stage's time split: ``seconds`` as measured where its work ran, the rest as ``rest``."""
 
     payload: Any
     seconds: dict[str, float]
+    rest: str
 
 
 def _apply(stage: Stage, item: Item) -> None:
@@ -67,7 +68,7 @@ def _apply(stage: Stage, item: Item) -> None:
     elapsed = time.perf_counter() - t0
     if isinstance(out, Measured):
         item.seconds.update(out.seconds)
-        elapsed, out = max(0.0, elapsed - sum(out.seconds.values())), out.payload
+        name, elapsed, out = out.rest, max(0.0, elapsed - sum(out.seconds.values())), out.payload
     item.payload = out
     item.seconds[name] = elapsed
 

@@ -48,16 +48,16 @@ def test_an_error_skips_the_later_stages_of_that_item_only(overlap: bool) -> Non
 
 
 @pytest.mark.parametrize("overlap", [True, False])
-def test_a_stage_measured_elsewhere_records_its_parts_and_the_hand_over_under_its_name(overlap: bool) -> None:
+def test_a_stage_measured_elsewhere_records_its_parts_and_the_rest_under_the_name_it_gives(overlap: bool) -> None:
     def remote(key: int, payload: list) -> Measured:
         time.sleep(0.05)  # 0.03 s of it "in a worker", the rest is the hand-over
-        return Measured([*payload, "remote"], {"work": 0.03, "more": 0.01})
+        return Measured([*payload, "remote"], {"work": 0.03, "more": 0.01}, rest="hand-over")
 
-    items = list(Pipeline([_sleepy("a", 0), ("hand-over", remote)], overlap=overlap).run(range(3)))
+    items = list(Pipeline([_sleepy("a", 0), ("remote", remote)], overlap=overlap).run(range(3)))
     for item in items:
         assert item.payload == ["a", "remote"] and list(item.seconds) == ["a", "work", "more", "hand-over"]
         assert item.seconds["work"] == 0.03 and 0.01 <= item.seconds["hand-over"] < 0.5
-    too_much = Pipeline([("hand-over", lambda key, _: Measured(key, {"work": 60.0}))]).run([1])
+    too_much = Pipeline([("remote", lambda key, _: Measured(key, {"work": 60.0}, rest="hand-over"))]).run([1])
     assert next(too_much).seconds == {"work": 60.0, "hand-over": 0.0}  # another clock: never a negative rest
 
 
