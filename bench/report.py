@@ -238,7 +238,7 @@ def _fp32_cpu(v: str, b: dict) -> bool:
 
 
 def _bf16_cpu(v: str, b: dict) -> bool:
-    return _on_cpu(v) and "bf16" in v and _validated(b, "fp16")
+    return _on_cpu(v) and "bf16" in v and _validated(b, "bf16")
 
 
 def _inference(model: str, table: dict[int, dict[str, dict]], mm: dict[str, float]) -> list[str]:

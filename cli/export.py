@@ -99,9 +99,12 @@ def body(args: argparse.Namespace) -> int:
     for note in result.manifest.notes:
         print(f"note: {note}")
     print(result.engine_message)
+    if variants := result.variants_line():
+        print(variants)
     print(
         f"export of {run.ref.name} written to {run.store.uri('export')} "
-        f"({len(result.manifest.artifacts)} artifacts, {len(result.results)} checks passed)"
+        f"({len(result.manifest.artifacts)} artifacts, {sum(r.passed for r in result.results)} of "
+        f"{len(result.results)} checks passed)"
     )
     return 0
 

@@ -17,13 +17,14 @@ from onnx import TensorProto, helper, numpy_helper
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, sha256
 from tthf.engine.config import OUTPUT_NAMES, ModelConfig
+from tthf.engine.model.interface import Tolerance
 from tthf.engine.runs import EXPORT_MANIFEST as MANIFEST
 from tthf.engine.testing import make_data, make_run
 from tthf.errors import ExportError, UsageError, ValidationError
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, half_nodes
 from tthf.export.onnx_export import export_onnx
-from tthf.export.validate import Tolerance, compare, enforce, format_table, tolerances
+from tthf.export.validate import compare, enforce, format_table, tolerances
 
 REPO = Path(__file__).resolve().parents[2]
 

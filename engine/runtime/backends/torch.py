@@ -75,6 +75,7 @@ class TorchCudaBackend(TorchBackend):
     """The reference network on the first CUDA device under fp16 autocast."""
 
     name = "torch-cuda"
+    precision = "fp16"
 
     @classmethod
     def from_run(cls, run: Run, **options: Any) -> TorchCudaBackend:
