@@ -136,7 +136,7 @@ def test_require_engine_fails_fast_with_the_reason(
     from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
     if unavailable_reason() is None:
-        pytest.skip("TensorRT and a GPU are present: --require-engine succeeds here (tests/test_gpu_engine.py)")
+        pytest.skip("TensorRT and a GPU are present: --require-engine succeeds here (tests/export/test_gpu_engine.py)")
     store, run = tiny
     assert main(["--run", "jennifer", "--store", store, "--require-engine"]) == ExportError.exit_code
     err = capsys.readouterr().err

@@ -145,7 +145,7 @@ def test_tensorrt_backend_unavailable_says_why(exported_run: tuple[Path, runs.Ru
 
     reason = unavailable_reason()
     if reason is None:
-        pytest.skip("TensorRT and a GPU are present (tests/test_gpu_engine.py covers this backend)")
+        pytest.skip("TensorRT and a GPU are present (tests/export/test_gpu_engine.py covers this backend)")
     _, run = exported_run
     with pytest.raises(BackendUnavailableError, match="TensorRT cannot run here"):
         open_backend(run, "tensorrt")

@@ -50,7 +50,7 @@ class PinnedBuffers:
 
     ``predict`` serves the real-time predictor and export validation, which call it with
     small batches many times: a fresh device allocation and an extra synchronization per
-    call would cost more than the model (GPU audit finding 15). Per call this does one copy
+    call would cost more than the model (finding 15 in docs/gpu-audit-status.md). Per call this does one copy
     into pinned memory, an async upload, the engine's ``execute`` and an async download, all
     on one stream, and one synchronization.
     """
