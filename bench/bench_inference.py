@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -45,6 +46,9 @@ from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.model.interface import predict_in_chunks
 from tthf.engine.windows import cut_windows
 from tthf.export.validate import compare, tolerances
+
+if TYPE_CHECKING:
+    from conftest import BenchRun
 
 CPU_BACKENDS = (
     "torch-fp32",
@@ -113,7 +117,7 @@ def model_flops(bench_run) -> int:
 class Case:
     """One model's exported run, real windows enough for its largest batch, the fp32 reference and FLOPs."""
 
-    bench_run: object
+    bench_run: BenchRun
     windows: np.ndarray
     reference: dict[str, np.ndarray]
     flops: int

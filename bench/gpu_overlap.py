@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+import polars as pl
+
 from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.runtime.backends import open_backend
@@ -30,27 +32,27 @@ from tthf.engine.runtime.runner import CudaRunner, overlap
 MODES = ("host", "device")
 
 
-def measure(run: runs.Run, raw: Any, day: dt.date, backend_name: str, batch_size: int) -> list[dict[str, Any]]:
+def measure(run: runs.Run, raw: pl.DataFrame, day: dt.date, backend_name: str, batch_size: int) -> list[dict[str, Any]]:
     """One record per windowing mode: what ran, how long, and how much of it overlapped."""
     backend = open_backend(run, backend_name)
     engine = backend.device_engine()
     if engine is None:
         raise SystemExit(f"gpu_overlap: {backend_name} does not run on a GPU here ({backend.detail})")
     predictor = DayPredictor(run, backend, stride=1, batch_size=batch_size)
-    feats, scaled = predictor.features(raw, day)
+    scaled_day = predictor.features(raw, day)
     records = []
     for mode in MODES:
         runner = CudaRunner(
             engine,
             capacity=batch_size,
             seq_len=run.config.model.seq_len,
-            n_features=scaled.shape[2],
+            n_features=scaled_day.scaled.shape[2],
             windowing=mode,
             timing=True,
         )
-        runner.run(scaled, feats.mask, stride=1)  # warm-up: TensorRT's first enqueue, allocator, caches
+        runner.run(scaled_day.scaled, scaled_day.mask, stride=1)  # warm-up: TensorRT's first enqueue, allocator, caches
         t0 = time.perf_counter()
-        out = runner.run(scaled, feats.mask, stride=1)
+        out = runner.run(scaled_day.scaled, scaled_day.mask, stride=1)
         wall = time.perf_counter() - t0
         times = runner.stage_times()
         records.append(
