@@ -13,9 +13,10 @@ from tthf.engine.features.check import CheckReport, DateCheck
 EPILOG = """\
 For every selected date: readable or not (and why), rows, symbols, session coverage (the
 share of symbol-minutes with a usable quote: tthf-run's mask), the dense windows tthf-run
---dense would predict, the rows each cleaning rule touched, and the symbols that would get
-no prediction, with the reason. The same reading and cleaning code as tthf-train and
-tthf-run decides all of it (docs/data.md, "Checking a data root").
+--dense would predict, the rows each cleaning rule touched, the symbols that would get no
+prediction, with the reason, and warnings (bars that look stamped with their minute's end).
+The same reading and cleaning code as tthf-train and tthf-run decides all of it
+(docs/data.md, "Checking a data root").
 
 dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
 those (2024-01:2024-03) or a comma list. Trading days without data are listed as no_data.
@@ -92,6 +93,7 @@ def format_report(report: CheckReport) -> str:
         ),
     ]
     lines += [f"UNREADABLE {d.date}: {d.reason}" for d in failed]
+    lines += [f"WARNING {d.date}: {w}" for d in ok for w in d.warnings]
     return "\n".join(lines)
 
 
