@@ -41,7 +41,7 @@ from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, precision_summary
 from tthf.export.onnx_export import export_onnx
 from tthf.export.tensorrt_build import build_engine
-from tthf.export.validate import Comparison, compare, enforce, failures, format_table, summarize, tolerances
+from tthf.export.validate import Comparison, bars, compare, enforce, failures, format_table, summarize
 
 log = logging.getLogger("tthf.export")
 
@@ -118,7 +118,7 @@ def validate_artifact(
     a spread taken over one small batch, or over the adjacent windows of one held-out part, says
     more about that batch than about the model's outputs.
     """
-    tol = tolerances(precision, run.config.model)
+    tol = bars(precision, run.config.model)
     got = {s.name: backend.predict(s.x) for s in sets}
     groups = [[s.name] for s in sets]
     if precision in UNIT_ROUNDOFF:

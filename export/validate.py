@@ -2,7 +2,7 @@
 
 In the spirit of HF Optimum's exporter checks and NVIDIA Polygraphy's comparisons:
 the artifact must produce exactly the reference's output names, each with the
-reference's shape, and meet its precision's bar (``tthf.engine.model.interface.tolerances``;
+reference's shape, and meet its precision's bar (``tthf.engine.model.interface.bars``;
 docs/export.md says where each comes from):
 
 - fp32 and fp16, element bars: every element satisfies
@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.model.interface import Bar, SpreadBar, tolerances
+from tthf.engine.model.interface import Bar, SpreadBar, bars, tolerances
 from tthf.errors import ValidationError
 
-__all__ = ["Comparison", "compare", "enforce", "format_table", "summarize", "tolerances"]
+__all__ = ["Comparison", "bars", "compare", "enforce", "failures", "format_table", "summarize", "tolerances"]
 
 QUANTILE = 99.9
 

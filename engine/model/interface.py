@@ -113,15 +113,20 @@ def spread_bars(precision: str, model: ModelConfig) -> dict[str, SpreadBar]:
     }
 
 
-def tolerances(precision: str, model: ModelConfig) -> dict[str, Bar]:
-    """Each output's bar for ``precision`` at this run's output scales: element bars for fp32 and
-    fp16 (``atol`` times the output's scale), spread bars for the reduced CPU precisions."""
-    if precision in UNIT_ROUNDOFF:
-        return dict(spread_bars(precision, model))
+def tolerances(precision: str, model: ModelConfig) -> dict[str, Tolerance]:
+    """The element bars of fp32 or fp16 at this run's output scales (``atol`` times the output's scale)."""
     return {
         name: Tolerance(atol=tol.atol * output_scale(name, model), rtol=tol.rtol)
         for name, tol in TOLERANCES[precision].items()
     }
+
+
+def bars(precision: str, model: ModelConfig) -> dict[str, Bar]:
+    """Each output's bar for any precision: element bars for fp32 and fp16, spread bars for the
+    reduced CPU precisions (``UNIT_ROUNDOFF``)."""
+    if precision in UNIT_ROUNDOFF:
+        return dict(spread_bars(precision, model))
+    return dict(tolerances(precision, model))
 
 
 class InputSet(NamedTuple):

@@ -28,7 +28,7 @@ from tthf.errors import RejectedVariantError
 from tthf.export import api
 from tthf.export.config import ExportConfig
 from tthf.export.inputs import heldout_windows
-from tthf.export.validate import compare, failures, tolerances
+from tthf.export.validate import bars, compare, failures
 
 MODELS = {
     "default": ModelConfig(n_features=59),
@@ -45,7 +45,7 @@ def _judge(cfg: ModelConfig, reference: Outputs, got: Outputs) -> str:
     """The failing outputs under the bf16 bar ('' when every output passes)."""
     results = compare(
         reference, got, artifact="model.onnx", backend="bf16", inputs="random@2048", precision="bf16",
-        tolerance=tolerances("bf16", cfg),
+        tolerance=bars("bf16", cfg),
     )  # fmt: skip
     assert {r.output for r in results} == set(OUTPUT_NAMES)
     return failures(results)

@@ -26,7 +26,7 @@ from tthf.errors import BackendUnavailableError, StaleArtifactError, ValidationE
 from tthf.export.api import Artifacts, reference_outputs, validate_artifacts
 from tthf.export.config import ExportConfig
 from tthf.export.inputs import heldout_windows
-from tthf.export.validate import compare, enforce, tolerances
+from tthf.export.validate import bars, compare, enforce
 
 openvino = pytest.importorskip("openvino")
 
@@ -70,7 +70,7 @@ def _check(run: runs.Run, name: str, reference: dict[str, np.ndarray], got: dict
             backend=name,
             inputs=inputs,
             precision=bar,
-            tolerance=tolerances(bar, run.config.model),
+            tolerance=bars(bar, run.config.model),
         )
     )
 
