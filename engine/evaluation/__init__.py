@@ -1,8 +1,8 @@
 """Stage 5, evaluation: a run's predictions scored against what happened, next to naive baselines.
 
-``scores`` (statistics on arrays, also used by training's held-out metrics),
+``array_scores`` (statistics on plain arrays, also used by training's held-out metrics),
 ``baselines``, ``realized`` (labels from the raw data by training's code), ``panel`` and
 ``scoring`` (per date, then pooled), ``report`` (figures and report.html) and
 ``evaluate`` (``evaluate_run``, the library function behind ``tthf-eval``). Importing the
-package imports none of them, so training can use ``scores`` without matplotlib.
+package imports none of them, so training can use ``array_scores`` without matplotlib.
 """
