@@ -3,7 +3,7 @@
 Per selected date (in date order): read ``{run}/inference/YYYY-MM-DD.csv|parquet``,
 compute the realized targets from the raw data with training's label code
 (``realized``), put forecasts, targets and baselines on one grid (``panel``) and reduce
-it to its scores (``scoring``). A date without a predictions file, or without raw data,
+it to its scores (``panel_scores``). A date without a predictions file, or without raw data,
 is reported and skipped; a date whose files cannot be read is reported with the reason.
 Then the dates are pooled and ``{run}/evaluation/<name>/`` gets metrics.json,
 report.html and the figures as PNG files (local or S3, each write atomic).
@@ -31,8 +31,8 @@ from tthf.engine.data.marketdata import list_dates
 from tthf.engine.evaluation import report
 from tthf.engine.evaluation.baselines import SAME_MINUTE_DAYS
 from tthf.engine.evaluation.panel import build_panel
+from tthf.engine.evaluation.panel_scores import Bands, DateScores, compare_with_training, score_date, summarize
 from tthf.engine.evaluation.realized import RealizedDay, realized_day
-from tthf.engine.evaluation.scoring import Bands, DateScores, compare_with_training, score_date, summarize
 from tthf.engine.model.network import vol_floor
 from tthf.engine.predictions import FORMATS, decode
 from tthf.engine.runs import EVALUATION_DIR, INFERENCE_DIR, INFERENCE_MANIFEST, METRICS, Run, open_run
