@@ -66,6 +66,24 @@ def output_key(day: dt.date, fmt: str) -> str:
     return f"{INFERENCE_DIR}/{day.isoformat()}.{fmt}"
 
 
+_OUTPUT_KEY = re.compile(rf"^{INFERENCE_DIR}/(\d{{4}}-\d{{2}}-\d{{2}})\.(\w+)$")
+
+
+def parse_output_key(key: str) -> tuple[dt.date, str] | None:
+    """``output_key``'s inverse: the date and format of a predictions file's key, None for any other key.
+
+    The format is the file's extension, whichever it is: ``tthf.engine.predictions.FORMATS`` says
+    which ones this tthf reads.
+    """
+    match = _OUTPUT_KEY.match(key)
+    if match is None:
+        return None
+    try:
+        return dt.date.fromisoformat(match[1]), match[2]
+    except ValueError:  # inference/2024-13-45.csv is not a date's file
+        return None
+
+
 DEFAULT_EXPERIMENT = "demo"
 DEFAULT_MODEL_TYPE = "three_headed_transformer"
 

@@ -9,7 +9,7 @@ import pytest
 
 from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day
-from tthf.engine.evaluation.evaluate import evaluate, evaluate_run, prediction_files
+from tthf.engine.evaluation.evaluate import evaluate, evaluate_run
 from tthf.engine.evaluation.panel import build_panel
 from tthf.engine.evaluation.realized import realized_day
 from tthf.engine.evaluation.report import FIGURES
@@ -84,11 +84,13 @@ def test_sparse_predictions_score_once_per_forecast_at_source_ts(tiny_run) -> No
     assert m["forecasts"] < m["rows"]
     dense = runs.Run.open(runs.find_run(tiny_run.store, tiny_run.run_id))
     real = realized_day(open_store(tiny_run.data), DAYS[1])
-    panels = [build_panel(decode(r.read_bytes(prediction_files(r)[DAYS[1]]), "csv"), real, []) for r in (sparse, dense)]
+    panels = [
+        build_panel(decode(r.read_bytes(runs.output_key(DAYS[1], "csv")), "csv"), real, []) for r in (sparse, dense)
+    ]
     s, d = panels
     assert s.forecasts == s.has.sum() and (s.has <= d.has).all()
     np.testing.assert_allclose(s.flat("ret_1h"), d.grids["ret_1h"][s.has], rtol=1e-5, atol=1e-7)
-    frame = decode(sparse.read_bytes(prediction_files(sparse)[DAYS[1]]), "csv")
+    frame = decode(sparse.read_bytes(runs.output_key(DAYS[1], "csv")), "csv")
     assert s.forecasts == frame.filter(frame["ts"] == frame["source_ts"]).height
 
 
