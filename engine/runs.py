@@ -35,7 +35,7 @@ INFERENCE_DIR = "inference"
 EVALUATION_DIR = "evaluation"
 #: ``export/manifest.json``: what was exported from what (tthf.engine.artifacts reads it)
 EXPORT_MANIFEST = f"{EXPORT_DIR}/manifest.json"
-#: ``inference/manifest.json``: each predicted date's outcome (tthf.engine.runtime.manifest)
+#: ``inference/manifest.json``: each predicted date's outcome (tthf.engine.inference_manifest)
 INFERENCE_MANIFEST = f"{INFERENCE_DIR}/manifest.json"
 #: artifact names inside ``export/`` (the export manifest keys its artifacts by these)
 FP32_ONNX = "model.onnx"

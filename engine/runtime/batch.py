@@ -7,7 +7,7 @@ next dates are read while this one computes), build the features exactly as trai
 did and scale them in the run's feature order, cut windows with the C++ kernel straight
 into the next free (pinned, on GPU) buffer and predict with the chosen backend
 (``tthf.engine.runtime.runner``), encode, and write one predictions file into the run's
-``inference/`` folder atomically. The run manifest (``tthf.engine.runtime.manifest``) is
+``inference/`` folder atomically. The run manifest (``tthf.engine.inference_manifest``) is
 rewritten after every date with its outcome, so a killed run loses at most the dates in
 flight; a rerun skips dates already done with the same model and settings. A date that
 fails is recorded with a one-line reason and the others go on.
@@ -41,11 +41,11 @@ from tthf.engine import predictions, windows
 from tthf.engine.config import DENSE_BATCH
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
+from tthf.engine.inference_manifest import DateResult, RunManifest
 from tthf.engine.runs import CHECKPOINT, SCALERS, Run, find_run, output_key
 from tthf.engine.runtime.backends import BACKENDS, Backend, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.host_workers import HostPool, HostSpec, ScaledDay, read_raw, scale_raw
-from tthf.engine.runtime.manifest import DateResult, RunManifest
 from tthf.engine.runtime.runner import WINDOWING, DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Pipeline, Stage
 from tthf.engine.store import Store, open_store

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tthf.engine.inference_manifest import DateResult
 from tthf.engine.runs import Run, RunRef
 from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
@@ -54,7 +55,6 @@ from tthf.engine.runtime.batch import (
     _finish,
     day_stages,
 )
-from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.stages import Pipeline
 from tthf.engine.store import Store, open_store
 from tthf.errors import ExecutorError, TthfError

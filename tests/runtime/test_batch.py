@@ -213,8 +213,8 @@ def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path)
 
 
 def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_date_order(work: Path) -> None:
+    from tthf.engine.inference_manifest import DateResult
     from tthf.engine.runtime.batch import Recorder, RunOptions, plan_inference
-    from tthf.engine.runtime.manifest import DateResult
 
     assert _run(work, "--dates", "2024-01-02", "--dense") == 0
     plan = plan_inference(str(work / "runs"), "jennifer", RunOptions(dates="2024-01-02:2024-01-05", dense=True))
