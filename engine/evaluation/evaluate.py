@@ -33,12 +33,12 @@ from tthf.engine.evaluation.baselines import SAME_MINUTE_DAYS
 from tthf.engine.evaluation.panel import build_panel
 from tthf.engine.evaluation.panel_scores import Bands, DateScores, compare_with_training, score_date, summarize
 from tthf.engine.evaluation.realized import RealizedDay, realized_day
+from tthf.engine.inference_manifest import RunManifest
 from tthf.engine.model.network import vol_floor
 from tthf.engine.predictions import FORMATS, decode
 from tthf.engine.runs import (
     EVALUATION_DIR,
     INFERENCE_DIR,
-    INFERENCE_MANIFEST,
     METRICS,
     Run,
     open_run,
@@ -108,10 +108,8 @@ def prediction_formats(run: Run) -> dict[dt.date, str]:
         parsed = parse_output_key(key)
         if parsed is not None and parsed[1] in FORMATS:
             found.setdefault(parsed[0], []).append(parsed[1])
-    try:
-        latest = json.loads(run.read_text(INFERENCE_MANIFEST)).get("settings", {}).get("format", "csv")
-    except (KeyNotFoundError, json.JSONDecodeError):
-        latest = "csv"
+    manifest = RunManifest.load(run)
+    latest = manifest.settings.format if manifest else "csv"
     return {day: latest if latest in fmts else fmts[0] for day, fmts in found.items()}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day
-from tthf.engine.evaluation.evaluate import evaluate, evaluate_run
+from tthf.engine.evaluation.evaluate import evaluate, evaluate_run, prediction_formats
 from tthf.engine.evaluation.panel import build_panel
 from tthf.engine.evaluation.realized import realized_day
 from tthf.engine.evaluation.report import FIGURES
@@ -99,6 +99,21 @@ def test_no_predictions_at_all_and_bad_names_are_clear_errors(tiny_run) -> None:
         evaluate(tiny_run.store, "jennifer", str(DAYS[0]))
     with pytest.raises(UsageError, match="invalid --name"):
         evaluate(tiny_run.store, "jennifer", tiny_run.predicted, name="../x")
+
+
+def test_with_both_formats_the_one_the_manifest_names_is_scored(tiny_run, tmp_path, caplog) -> None:
+    from tthf.engine.runtime.batch import RunOptions, run_inference
+
+    run = make_run(str(tmp_path), tiny_run.data, "both")
+    for fmt in ("parquet", "csv", "parquet"):  # the last call's format is the manifest's
+        run_inference(str(tmp_path), "both", RunOptions(dates=str(DAYS[2]), fmt=fmt, overwrite=True, backend="torch"))
+    run.write_bytes("inference/2024-01-05.json", b"{}")  # not a predictions format
+    assert prediction_formats(run) == {DAYS[2]: "parquet"}
+    run.write_text(runs.INFERENCE_MANIFEST, "{}")  # a manifest that does not load: CSV first, with a warning
+    assert prediction_formats(run) == {DAYS[2]: "csv"} and "missing key(s)" in caplog.text
+    run.store.delete(runs.INFERENCE_MANIFEST)
+    run.store.delete(runs.output_key(DAYS[2], "csv"))
+    assert prediction_formats(run) == {DAYS[2]: "parquet"}
 
 
 @pytest.mark.s3
