@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tthf.engine.evaluation.evaluate import EvalResult
+    from tthf.engine.inference_manifest import DateResult
     from tthf.engine.runtime.batch import InferenceSummary
-    from tthf.engine.runtime.manifest import DateResult
 
 
 def format_metrics(metrics: dict) -> str:

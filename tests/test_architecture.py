@@ -33,6 +33,7 @@ RANKS = (
     ("tthf.engine.runs", 6),
     ("tthf.engine.predictions", 6),
     ("tthf.engine.artifacts", 7),
+    ("tthf.engine.inference_manifest", 7),
     ("tthf.engine.evaluation", 8),
     ("tthf.engine.training", 9),
     ("tthf.engine.runtime", 9),

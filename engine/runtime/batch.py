@@ -7,7 +7,7 @@ next dates are read while this one computes), build the features exactly as trai
 did and scale them in the run's feature order, cut windows with the C++ kernel straight
 into the next free (pinned, on GPU) buffer and predict with the chosen backend
 (``tthf.engine.runtime.runner``), encode, and write one predictions file into the run's
-``inference/`` folder atomically. The run manifest (``tthf.engine.runtime.manifest``) is
+``inference/`` folder atomically. The run manifest (``tthf.engine.inference_manifest``) is
 rewritten after every date with its outcome, so a killed run loses at most the dates in
 flight; a rerun skips dates already done with the same model and settings. A date that
 fails is recorded with a one-line reason and the others go on.
@@ -41,11 +41,11 @@ from tthf.engine import predictions, windows
 from tthf.engine.config import DENSE_BATCH
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
+from tthf.engine.inference_manifest import DateResult, InferenceSettings, RunManifest
 from tthf.engine.runs import CHECKPOINT, SCALERS, Run, find_run, output_key
 from tthf.engine.runtime.backends import BACKENDS, Backend, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.host_workers import HostPool, HostSpec, ScaledDay, read_raw, scale_raw
-from tthf.engine.runtime.manifest import DateResult, RunManifest
 from tthf.engine.runtime.runner import WINDOWING, DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Pipeline, Stage
 from tthf.engine.store import Store, open_store
@@ -307,42 +307,41 @@ def plan_inference(
     selection = parse_dates(options.dates, marketdata.list_dates(data), calendar=run.config.calendar)
     backend = open_backend(run, options.backend, rebuild=rebuild)
     settings = settings_key(run, options, stride, backend.name, data.uri())
-    manifest = RunManifest.load(run)
-    manifest.run = run.ref.name
-    manifest.settings = {
-        "key": settings,
-        "backend": backend.name,
-        "stride": stride,
-        "dense": options.dense,
-        "format": options.fmt,
-        "data_root": data.uri(),
-        "executor": options.executor,
-    }
-    manifest.versions = _versions(backend)
+    previous = RunManifest.load(run)
+    dates = dict(previous.dates) if previous else {}
     missing = [
         DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
         for day in selection.missing
     ]
     todo, skipped = [], []
     for day in selection.dates:
-        done = _already_done(run, manifest, day, options, settings)
+        done = _already_done(run, dates.get(day.isoformat()), day, options, settings)
         if done:
             skipped.append(done)
         else:
             todo.append(day)
-    if options.executor == "local":
-        manifest.settings["host_workers"] = options.host_workers_for(len(todo))
-        manifest.settings["host_mode"] = options.host_mode
+    local = options.executor == "local"
+    recorded = InferenceSettings(
+        settings,
+        backend.name,
+        stride,
+        options.dense,
+        options.fmt,
+        data.uri(),
+        options.executor,
+        host_workers=options.host_workers_for(len(todo)) if local else None,
+        host_mode=options.host_mode if local else None,
+    )
+    manifest = RunManifest(run.ref.name, recorded, _versions(backend), dates)
     return InferencePlan(
         run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, endpoint_url
     )
 
 
 def _already_done(
-    run: Run, manifest: RunManifest, day: dt.date, options: RunOptions, settings: str
+    run: Run, previous: DateResult | None, day: dt.date, options: RunOptions, settings: str
 ) -> DateResult | None:
     key = output_key(day, options.fmt)
-    previous = manifest.dates.get(day.isoformat())
     if (
         options.overwrite
         or previous is None

@@ -119,6 +119,24 @@ def test_rerun_skips_done_dates_and_overwrite_redoes_them_identically(
     assert {v["status"] for d, v in manifest["dates"].items() if d not in ok} == {"no_data"}
 
 
+def test_a_manifest_from_an_older_tthf_is_replaced_with_a_warning_and_its_dates_redone(
+    work: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, options = str(work / "runs"), RunOptions(dates="2024-01", dense=True)
+    run_inference(store, "jen", options)
+    path = work / "runs" / RUN_DIR / "manifest.json"
+    older = json.loads(path.read_text())
+    for entry in older["dates"].values():  # the date entries of a tthf before e02a327
+        del entry["executor"], entry["worker"]
+    path.write_text(json.dumps(older))
+    with caplog.at_level("WARNING", logger="tthf.run"):
+        summary = run_inference(store, "jen", options)
+    assert "missing key(s) ['executor', 'worker'] in the entry of 2024-01-02" in caplog.text
+    assert [r.status for r in summary.results if r.status != "no_data"] == ["ok"] * len(DAYS)
+    assert all("worker" in entry for entry in json.loads(path.read_text())["dates"].values())
+    assert [r.status for r in run_inference(store, "jen", options).by_status("skipped")] == ["skipped"] * len(DAYS)
+
+
 def test_a_date_without_data_is_reported_not_fatal(work: Path, capsys: pytest.CaptureFixture) -> None:
     assert _run(work, "--dates", "2024-01-03,2024-01-05", "--dense") == 0
     out = capsys.readouterr()
@@ -277,8 +295,8 @@ def test_bars_stamped_with_their_end_are_predicted_as_stamped_with_a_warning(
 
 
 def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_date_order(work: Path) -> None:
+    from tthf.engine.inference_manifest import DateResult
     from tthf.engine.runtime.batch import Recorder, RunOptions, plan_inference
-    from tthf.engine.runtime.manifest import DateResult
 
     assert _run(work, "--dates", "2024-01-02", "--dense") == 0
     plan = plan_inference(str(work / "runs"), "jennifer", RunOptions(dates="2024-01-02:2024-01-05", dense=True))
