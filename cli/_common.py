@@ -1,4 +1,12 @@
-"""What every console script shares: one-line errors with exit codes, logging, progress."""
+"""What every console script shares: one-line errors with exit codes, logging, progress.
+
+Progress: a command's library call reports its steps (a date predicted, a file read, a day
+written) through a callback, or the command wraps its list; ``Progress`` shows them the
+same way in every command. On a terminal a tqdm bar shows steps done, total, rate and ETA,
+with the latest step's line (or a throughput such as windows/s) beside it and the notable
+steps (a failure, a warning) written above it. Anywhere else (a log file, CI, a pipe) a
+bar would be a stream of carriage returns, so each step's line is printed instead.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn, TypeVar
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, NoReturn, TextIO, TypeVar
 
 from tthf.engine.store import ENDPOINT_ENV
 from tthf.errors import TthfError
 
 T = TypeVar("T")
-log = logging.getLogger("tthf")
 
 STORE_ENV, DATA_ENV = "TTHF_STORE", "TTHF_DATA"
 DEFAULT_STORE, DEFAULT_DATA = "./runs", "./data/market"
@@ -104,40 +112,82 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
-    """A progress bar on a terminal, nothing extra otherwise (callers log per item)."""
-    if not sys.stderr.isatty():
-        return items
-    from tqdm import tqdm
+class Progress(Generic[T]):
+    """Progress over the steps of one command, each step described by an item of type ``T``.
 
-    return tqdm(items, desc=desc, total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
+    ``line(item)`` is the step's line (none: nothing printed per step, e.g. when the library
+    logs its own); ``notable(item)`` marks the steps written above the bar too; ``count`` =
+    (unit, how many of them a step did) shows their rate beside the bar instead of the latest
+    line (``("windows", ...)`` -> ``12,345 windows/s``).
+    """
 
-
-class ProgressBar:
-    """A tqdm bar on a terminal; one log line per step otherwise (logs, CI)."""
-
-    def __init__(self, total: int, desc: str, unit: str = "it") -> None:
-        self.desc = desc
+    def __init__(
+        self,
+        desc: str,
+        unit: str,
+        *,
+        line: Callable[[T], str] | None = None,
+        notable: Callable[[T], bool] | None = None,
+        count: tuple[str, Callable[[T], int]] | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.desc, self.unit = desc, unit
+        self.line, self.notable, self.count = line, notable, count
+        self.stream = stream or sys.stderr
         self.bar: Any = None
-        if sys.stderr.isatty():
+        self.counted = 0
+        self.started = time.perf_counter()
+
+    def start(self, total: int | None) -> None:
+        """The number of steps is known: the clock starts and, on a terminal, the bar appears."""
+        self.started = time.perf_counter()
+        if self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, dynamic_ncols=True, file=self.stream)
 
-    def update(self, message: str = "") -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(message)
-            self.bar.update(1)
-        else:
-            log.info("%s: %s", self.desc, message)
+    def step(self, item: T) -> None:
+        """One step is done."""
+        text = self.line(item) if self.line else ""
+        if self.count:
+            self.counted += self.count[1](item)
+        if self.bar is None:
+            if text:
+                print(text, file=self.stream)
+            return
+        self.bar.set_postfix_str(self._postfix(text), refresh=False)
+        self.bar.update(1)
+        if text and self.notable and self.notable(item):
+            self.bar.write(text, file=self.stream)
 
-    def write(self, line: str) -> None:
-        """A line above the bar (or on stderr without one)."""
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr)
+    def over(self, items: Iterable[T], total: int | None = None) -> Iterator[T]:
+        """``items`` one by one, each counted as a step once the caller asks for the next one."""
+        self.start(total)
+        try:
+            for item in items:
+                yield item
+                self.step(item)
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> Progress[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _postfix(self, text: str) -> str:
+        if self.count is None:
+            return text.split("\n", 1)[0]
+        rate = self.counted / max(time.perf_counter() - self.started, 1e-9)
+        return f"{rate:,.0f} {self.count[0]}/s"
+
+
+def progress(items: Iterable[T], desc: str, total: int | None, unit: str) -> Iterable[T]:
+    """``Progress.over`` in the shape the ingest library takes (``tthf.engine.data.ingest.Progress``)."""
+    return Progress[T](desc, unit).over(items, total)

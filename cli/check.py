@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dates,
             seq_len=args.seq_len,
             calendar=args.calendar,
-            wrap=lambda days: progress(days, "check", total=len(days), unit="date"),
+            wrap=lambda days: progress(days, "check", len(days), "date"),
         )
         print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
         return report.exit_code

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
 
-from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
-from tthf.cli._report import format_summary
-
-if TYPE_CHECKING:  # the library is imported when the command runs, so --help stays fast
-    from tthf.engine.evaluation.evaluate import DateOutcome
+from tthf.cli._common import Progress, add_endpoint_option, add_run_options, run_cli
+from tthf.cli._report import eval_date_line, format_summary
 
 EPILOG = """\
 dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
@@ -48,39 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Progress:
-    """A bar over the dates on a terminal; one line per date otherwise."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def start(self, total: int) -> None:
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="dates", unit="date", dynamic_ncols=True, file=sys.stderr)
-
-    def date(self, outcome: DateOutcome) -> None:
-        line = f"{outcome.date}  {outcome.status:<14} " + (
-            f"{outcome.forecasts:>9,} forecasts" if outcome.status == "scored" else outcome.reason
-        )
-        line += "".join(f"\n    warning: {w}" for w in outcome.warnings)
-        if self.bar is None:
-            print(line, file=sys.stderr)
-            return
-        self.bar.update(1)
-        if outcome.status != "scored" or outcome.warnings:
-            self.bar.write(line, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.evaluation.evaluate import evaluate
 
-    bar = _Progress()
+    bar = Progress(
+        "dates",
+        "date",
+        line=eval_date_line,
+        notable=lambda outcome: outcome.status != "scored" or bool(outcome.warnings),
+    )
     try:
         result = evaluate(
             args.store,
@@ -92,7 +64,7 @@ def body(args: argparse.Namespace) -> int:
             name=args.name,
             endpoint_url=args.s3_endpoint_url,
             on_start=bar.start,
-            on_date=bar.date,
+            on_date=bar.step,
         )
     finally:
         bar.close()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
-from tthf.cli._report import RunProgress, print_summary
+from tthf.cli._common import Progress, add_endpoint_option, add_run_options, run_cli
+from tthf.cli._report import print_summary, run_date_line
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.batch import EXECUTORS, HOST_MODES, RayConfig, RunOptions, run_inference
@@ -147,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             host_mode=args.host_mode,
             ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
         )
-        bar = RunProgress()
+        bar = Progress(
+            "dates",
+            "date",
+            line=run_date_line,
+            notable=lambda r: r.status == "failed",
+            count=("windows", lambda r: r.windows if r.status == "ok" else 0),
+        )
         try:
             summary = run_inference(
                 open_store(args.store, endpoint_url=args.s3_endpoint_url),
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 model_type=args.model_type,
                 rebuild=rebuild_engine,
                 endpoint_url=args.s3_endpoint_url,
-                on_date=bar.date,
+                on_date=bar.step,
                 on_start=bar.start,
             )
         finally:

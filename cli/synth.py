@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from tthf.cli._common import ProgressBar, add_calendar_option, add_data_root_option, add_endpoint_option, run_cli
+from tthf.cli._common import Progress, add_calendar_option, add_data_root_option, add_endpoint_option, run_cli
 
 EPILOG = """\
 Writes {out}/date=YYYY-MM-DD/part-0.parquet for every NYSE trading day in [--start, --end]
@@ -69,15 +69,13 @@ def body(args: argparse.Namespace) -> int:
         extended_hours=not args.no_extended_hours,
         calendar=args.calendar,
     )
-    days = ProgressBar(len(cfg.days), "synth", unit="day")
-    try:
+    with Progress[str]("synth", "day", line=str) as days:
+        days.start(len(cfg.days))
         summary = generate_market(
             cfg,
             open_store(args.out, endpoint_url=args.s3_endpoint_url),
-            on_day=lambda day, rows: days.update(f"{day} ({rows:,} rows)"),
+            on_day=lambda day, rows: days.step(f"{day}  {rows:>9,} rows"),
         )
-    finally:
-        days.close()
     print(summary)
     return 0
 
