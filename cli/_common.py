@@ -1,4 +1,10 @@
-"""What every console script shares: one-line errors with exit codes, logging, progress.
+"""What every console script shares: its shape, the common options, errors and exit codes, logging, progress.
+
+Every command has one shape (after CTranslate2's ``declare_arguments`` + ``convert_from_args``):
+``build_parser`` declares its options, the ones several commands take through the ``add_*``
+functions here; ``body`` opens what it needs through one ``open_*_from_args`` helper, calls one
+library function and prints its summary; ``main`` hands both to ``run_cli``, which turns a
+``TthfError`` into one line and its exit code.
 
 Progress: a command's library call reports its steps (a date predicted, a file read, a day
 written) through a callback, or the command wraps its list; ``Progress`` shows them the
@@ -25,6 +31,32 @@ T = TypeVar("T")
 
 STORE_ENV, DATA_ENV = "TTHF_STORE", "TTHF_DATA"
 DEFAULT_STORE, DEFAULT_DATA = "./runs", "./data/market"
+
+
+#: the ``--dates`` grammar, the first paragraph of each epilog of a command that takes ``--dates``
+DATES_HELP = """\
+dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
+those (2024-01:2024-03) or a comma list (2024-03-05,2024-03-07)."""
+
+
+def command_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """A command's parser; an epilog (lists, examples) keeps its own line breaks, and so does the description then."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
+    )
+
+
+def add_dates_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--dates SPEC`` (the grammar is ``DATES_HELP``, in the epilog)."""
+    parser.add_argument("--dates", required=True, help=f"which dates to {verb} (see below)")
+
+
+def add_logging_option(parser: argparse.ArgumentParser) -> None:
+    """``-v``: debug logging (``run_cli`` sets the level)."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:

@@ -5,16 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import Progress, add_endpoint_option, add_run_options, run_cli
+from tthf.cli._common import (
+    DATES_HELP,
+    Progress,
+    add_dates_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_run_options,
+    command_parser,
+    run_cli,
+)
 from tthf.cli._report import eval_date_line, format_summary
 
-EPILOG = """\
-dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
-those (2024-01:2024-03) or a comma list. The realized targets are computed from the raw data
-(--data, default: the run's training data root) by the same code as training's labels.
+EPILOG = f"""\
+{DATES_HELP}
+The realized targets are computed from the raw data (--data, default: the run's training
+data root) by the same code as training's labels.
 Dates without a predictions file or without raw data are reported and skipped; sparse
 predictions are scored once per forecast, at their source_ts.
-Writes {run}/evaluation/<name>/: metrics.json, report.html (self-contained) and the figures
+Writes {{run}}/evaluation/<name>/: metrics.json, report.html (self-contained) and the figures
 as PNG files. docs/evaluation.md explains every number.
 Exit code: 0 when every date with predictions was scored, 1 if one failed, 2+ on usage,
 data or store errors (4: no predictions at all for the dates).
@@ -22,17 +31,14 @@ data or store errors (4: no predictions at all for the dates).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-eval",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Score a run's ret_1h, vol_10m and confidence forecasts against the realized values, each "
-            "next to naive baselines, and write a report a researcher can show their team."
-        ),
+    p = command_parser(
+        "tthf-eval",
+        "Score a run's ret_1h, vol_10m and confidence forecasts against the realized values, each "
+        "next to naive baselines, and write a report a researcher can show their team.",
+        EPILOG,
     )
     add_run_options(p)
-    p.add_argument("--dates", required=True, help="which dates to score (see below)")
+    add_dates_option(p, "score")
     p.add_argument("--data", default=None, help="raw-data root: folder or s3://bucket/prefix (default: the run's)")
     p.add_argument(
         "--name",
@@ -40,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)",
     )
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_option(p)
     return p
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
+from tthf.cli._common import add_endpoint_option, add_logging_option, add_run_options, command_parser, run_cli
 from tthf.export.config import EXPORTERS, ExportConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = ExportConfig()
-    parser = argparse.ArgumentParser(
-        prog="tthf-export",
-        description=(
+    parser = command_parser(
+        "tthf-export",
+        (
             "Export a run's checkpoint to ONNX (fp32 model.onnx and mixed-precision model_fp16.onnx) and, "
             "on a host with a CUDA GPU and TensorRT, to an fp16 TensorRT engine. Every artifact is compared "
             "with the PyTorch reference on random inputs and on real windows from the run's held-out dates; "
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of the random validation inputs")
     add_endpoint_option(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_option(parser)
     return parser
 
 

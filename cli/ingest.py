@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_data_root_option, add_endpoint_option, progress, run_cli
+from tthf.cli._common import (
+    add_data_root_option,
+    add_endpoint_option,
+    add_logging_option,
+    command_parser,
+    progress,
+    run_cli,
+)
 
 EPILOG = """\
 formats:
@@ -37,15 +44,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace the partitions of dates that already have data")
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_option(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-ingest",
-        description="Convert vendor minute bars to tthf's raw schema (one partition per date).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command_parser(
+        "tthf-ingest", "Convert vendor minute bars to tthf's raw schema (one partition per date).", EPILOG
     )
     formats = p.add_subparsers(dest="format", required=True, metavar="{dbn,csv}")
     d = formats.add_parser("dbn", help="Databento DBN files (bbo-1m/cbbo-1m quotes, ohlcv-1m trades)")

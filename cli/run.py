@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import Progress, add_endpoint_option, add_run_options, run_cli
+from tthf.cli._common import (
+    DATES_HELP,
+    Progress,
+    add_dates_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_run_options,
+    command_parser,
+    run_cli,
+)
 from tthf.cli._report import print_summary, run_date_line
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
@@ -15,10 +24,9 @@ from tthf.engine.runtime.runner import WINDOWING
 
 DEFAULTS = RunOptions(dates="")
 
-EPILOG = """\
-dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
-those (2024-01:2024-03) or a comma list (2024-03-05,2024-03-07). Dates without data are
-reported and skipped. Outputs go to {run}/inference/YYYY-MM-DD.csv (or .parquet) with a
+EPILOG = f"""\
+{DATES_HELP} Dates without data are
+reported and skipped. Outputs go to {{run}}/inference/YYYY-MM-DD.csv (or .parquet) with a
 manifest; a rerun skips dates already done with the same model and settings.
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; --host-workers N reads and builds the features of N dates at once in N
@@ -34,14 +42,9 @@ data, store or backend errors.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-run",
-        description="Predict ret_1h, vol_10m and their confidences for every stock and minute.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("tthf-run", "Predict ret_1h, vol_10m and their confidences for every stock and minute.", EPILOG)
     add_run_options(p)
-    p.add_argument("--dates", required=True, help="which dates to predict (see below)")
+    add_dates_option(p, "predict")
     p.add_argument(
         "--dense",
         action="store_true",
@@ -121,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)"
     )
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging_option(p)
     return p
 
 

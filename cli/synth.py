@@ -6,7 +6,15 @@ import argparse
 import datetime as dt
 import sys
 
-from tthf.cli._common import Progress, add_calendar_option, add_data_root_option, add_endpoint_option, run_cli
+from tthf.cli._common import (
+    Progress,
+    add_calendar_option,
+    add_data_root_option,
+    add_endpoint_option,
+    add_logging_option,
+    command_parser,
+    run_cli,
+)
 
 EPILOG = """\
 Writes {out}/date=YYYY-MM-DD/part-0.parquet for every NYSE trading day in [--start, --end]
@@ -37,11 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tthf.engine.data.synth import SynthConfig
 
     d = SynthConfig()
-    p = argparse.ArgumentParser(
-        prog="tthf-synth",
-        description="Generate a synthetic minutely bid/ask market (raw schema, one Parquet partition per trading day).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command_parser(
+        "tthf-synth",
+        "Generate a synthetic minutely bid/ask market (raw schema, one Parquet partition per trading day).",
+        EPILOG,
     )
     add_data_root_option(p, "--out")
     p.add_argument("--symbols", type=int, default=d.n_symbols, help="number of symbols (default: %(default)s)")
@@ -53,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_calendar_option(p)
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per file written)")
+    add_logging_option(p)
     return p
 
 

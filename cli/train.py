@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_calendar_option, add_data_root_option, add_endpoint_option, add_store_option, run_cli
+from tthf.cli._common import (
+    add_calendar_option,
+    add_data_root_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_store_option,
+    command_parser,
+    run_cli,
+)
 from tthf.cli._report import format_metrics
 from tthf.engine.runs import DEFAULT_EXPERIMENT
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tthf-train",
-        description=(
+    parser = command_parser(
+        "tthf-train",
+        (
             "Train the three-headed transformer on every date under the data root: time-ordered "
             "train / val / test splits with a purge gap, scalers fitted on the training dates only, "
             "early stopping on the validation loss. Writes config.json, checkpoint.safetensors, "
@@ -31,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     add_calendar_option(parser)
     add_endpoint_option(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_option(parser)
     return parser
 
 
