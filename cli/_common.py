@@ -22,10 +22,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TextIO, TypeVar
 
-from tthf.engine.store import ENDPOINT_ENV
+from tthf.engine.store import ENDPOINT_ENV, Store, open_store
 from tthf.errors import TthfError
+
+if TYPE_CHECKING:  # the run module pulls in numpy and the config; --help stays fast without it
+    from tthf.engine.runs import Run
 
 T = TypeVar("T")
 
@@ -76,13 +79,25 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-type", default=None, help="restrict the run search to one model type (default: all)")
 
 
-def add_data_root_option(parser: argparse.ArgumentParser, flag: str = "--data") -> None:
-    """The raw-data root, from $TTHF_DATA or ./data/market (``tthf-synth`` calls it ``--out``)."""
-    parser.add_argument(
-        flag,
-        default=os.environ.get(DATA_ENV, DEFAULT_DATA),
-        help=f"data root, a folder or s3://bucket/prefix (default: ${DATA_ENV} or {DEFAULT_DATA})",
-    )
+def add_data_option(parser: argparse.ArgumentParser, flag: str = "--data", *, of_run: bool = False) -> None:
+    """The raw-data root, with the one default rule of every command (README, "Store and data root").
+
+    A command that works on a trained run (``of_run``: tthf-run, tthf-export, tthf-eval) reads
+    the data root the run records in its config.json: the run's scalers were fitted on that
+    data and tthf-run's settings key names it, so an environment variable must not swap it
+    silently. Every other command (tthf-train, tthf-check, and tthf-synth and tthf-ingest,
+    which call it ``--out``) reads or writes $TTHF_DATA, else ./data/market. ``flag`` without
+    dashes is an optional positional argument (tthf-check's ``DATA``).
+    """
+    default = None if of_run else os.environ.get(DATA_ENV, DEFAULT_DATA)
+    source = "the data root the run records (config.json)" if of_run else f"${DATA_ENV}, else {DEFAULT_DATA}"
+    role = "data root to write" if flag == "--out" else "data root"
+    help = f"{role}: a folder or s3://bucket/prefix (default: {source})"
+    if flag.startswith("-"):
+        parser.add_argument(flag, default=default, help=help)
+    else:
+        parser.add_argument(flag, nargs="?", default=default, help=help)
+    parser.set_defaults(data_dest=flag.lstrip("-"))
 
 
 def add_calendar_option(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +118,26 @@ def add_endpoint_option(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENDPOINT_ENV),
         help=f"S3 endpoint for s3:// paths (default: ${ENDPOINT_ENV} or AWS's)",
     )
+
+
+def open_store_from_args(args: argparse.Namespace) -> Store:
+    """The run store of ``--store`` (``add_store_option``), through ``--s3-endpoint-url``."""
+    return open_store(args.store, endpoint_url=args.s3_endpoint_url)
+
+
+def open_run_from_args(args: argparse.Namespace) -> Run:
+    """The run that ``add_run_options`` names: ``--run`` (a unique prefix is enough) in ``--store``."""
+    from tthf.engine.runs import open_run
+
+    return open_run(open_store_from_args(args), args.run, experiment=args.experiment, model_type=args.model_type)
+
+
+def open_data_from_args(args: argparse.Namespace, run: Run | None = None) -> Store:
+    """The data root of ``add_data_option``: the one given, else (a run's command) the one ``run`` records."""
+    uri = getattr(args, args.data_dest)
+    if uri is None and run is not None:
+        uri = run.config.data_root
+    return open_store(uri, endpoint_url=args.s3_endpoint_url)
 
 
 def setup_logging(verbose: bool = False) -> None:

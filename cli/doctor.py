@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_logging_option, add_store_option, command_parser, run_cli
+from tthf.cli._common import (
+    add_endpoint_option,
+    add_logging_option,
+    add_store_option,
+    command_parser,
+    open_store_from_args,
+    run_cli,
+)
 from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.doctor import EXPECT
 
@@ -43,9 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.runtime.doctor import diagnose
-    from tthf.engine.store import open_store
 
-    store = open_store(args.store, endpoint_url=args.s3_endpoint_url) if args.run else None
+    store = open_store_from_args(args) if args.run else None
     report = diagnose(args.run, backend=args.backend, expect=args.expect, store=store)
     print(report.to_json() if args.json else report.format())
     return report.exit_code

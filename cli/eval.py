@@ -8,11 +8,14 @@ import sys
 from tthf.cli._common import (
     DATES_HELP,
     Progress,
+    add_data_option,
     add_dates_option,
     add_endpoint_option,
     add_logging_option,
     add_run_options,
     command_parser,
+    open_data_from_args,
+    open_run_from_args,
     run_cli,
 )
 from tthf.cli._report import eval_date_line, format_summary
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_options(p)
     add_dates_option(p, "score")
-    p.add_argument("--data", default=None, help="raw-data root: folder or s3://bucket/prefix (default: the run's)")
+    add_data_option(p, of_run=True)
     p.add_argument(
         "--name",
         default=None,
@@ -51,29 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(args: argparse.Namespace) -> int:
-    from tthf.engine.evaluation.evaluate import evaluate
+    from tthf.engine.evaluation.evaluate import evaluate_run
 
-    bar = Progress(
+    run = open_run_from_args(args)
+    data = open_data_from_args(args, run)
+    with Progress(
         "dates",
         "date",
         line=eval_date_line,
         notable=lambda outcome: outcome.status != "scored" or bool(outcome.warnings),
-    )
-    try:
-        result = evaluate(
-            args.store,
-            args.run,
-            args.dates,
-            experiment=args.experiment,
-            model_type=args.model_type,
-            data=args.data,
-            name=args.name,
-            endpoint_url=args.s3_endpoint_url,
-            on_start=bar.start,
-            on_date=bar.step,
-        )
-    finally:
-        bar.close()
+    ) as bar:
+        result = evaluate_run(run, args.dates, data=data, name=args.name, on_start=bar.start, on_date=bar.step)
     print(format_summary(result))
     return result.exit_code
 

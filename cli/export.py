@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_logging_option, add_run_options, command_parser, run_cli
+from tthf.cli._common import (
+    add_data_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_run_options,
+    command_parser,
+    open_data_from_args,
+    open_run_from_args,
+    run_cli,
+)
 from tthf.export.config import EXPORTERS, ExportConfig
 
 
@@ -24,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_run_options(parser)
-    parser.add_argument(
-        "--data", default=None, help="data root for the held-out windows (default: the run's data root in config.json)"
-    )
+    add_data_option(parser, of_run=True)
     parser.add_argument(
         "--require-engine",
         action="store_true",
@@ -76,8 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(args: argparse.Namespace) -> int:
-    from tthf.engine.runs import Run, find_run
-    from tthf.engine.store import open_store
     from tthf.export.api import export_run
 
     cfg = ExportConfig(
@@ -91,10 +96,8 @@ def body(args: argparse.Namespace) -> int:
         seed=args.seed,
         require_engine=args.require_engine,
     )
-    store = open_store(args.store, endpoint_url=args.s3_endpoint_url)
-    run = Run.open(find_run(store, args.run, experiment=args.experiment, model_type=args.model_type))
-    data = open_store(args.data, endpoint_url=args.s3_endpoint_url) if args.data else None
-    result = export_run(run, cfg, data=data)
+    run = open_run_from_args(args)
+    result = export_run(run, cfg, data=open_data_from_args(args, run))
     print(result.table)
     for note in result.manifest.notes:
         print(f"note: {note}")

@@ -6,10 +6,11 @@ import argparse
 import sys
 
 from tthf.cli._common import (
-    add_data_root_option,
+    add_data_option,
     add_endpoint_option,
     add_logging_option,
     command_parser,
+    open_data_from_args,
     progress,
     run_cli,
 )
@@ -36,7 +37,7 @@ examples:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    add_data_root_option(p, "--out")
+    add_data_option(p, "--out")
     p.add_argument(
         "--quotes-only",
         action="store_true",
@@ -137,9 +138,8 @@ def print_summary(summary) -> None:  # summary: IngestSummary
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.ingest import ingest_csv, ingest_dbn
-    from tthf.engine.store import open_store
 
-    out = open_store(args.out, endpoint_url=args.s3_endpoint_url)
+    out = open_data_from_args(args)
     common = {
         "quotes_only": args.quotes_only,
         "overwrite": args.overwrite,

@@ -8,6 +8,7 @@ import sys
 from tthf.cli._common import (
     DATES_HELP,
     Progress,
+    add_data_option,
     add_dates_option,
     add_endpoint_option,
     add_logging_option,
@@ -120,9 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.ray.gpus_per_worker,
         help="--executor ray: GPUs each worker asks for (default: %(default)s, CPU workers)",
     )
-    p.add_argument(
-        "--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)"
-    )
+    add_data_option(p, of_run=True)
     add_endpoint_option(p)
     add_logging_option(p)
     return p

@@ -9,10 +9,11 @@ import sys
 from tthf.cli._common import (
     Progress,
     add_calendar_option,
-    add_data_root_option,
+    add_data_option,
     add_endpoint_option,
     add_logging_option,
     command_parser,
+    open_data_from_args,
     run_cli,
 )
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Generate a synthetic minutely bid/ask market (raw schema, one Parquet partition per trading day).",
         EPILOG,
     )
-    add_data_root_option(p, "--out")
+    add_data_option(p, "--out")
     p.add_argument("--symbols", type=int, default=d.n_symbols, help="number of symbols (default: %(default)s)")
     p.add_argument("--start", type=_date, default=d.start, help="first date, YYYY-MM-DD (default: %(default)s)")
     p.add_argument("--end", type=_date, default=d.end, help="last date, inclusive (default: %(default)s)")
@@ -66,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.synth import SynthConfig, generate_market
-    from tthf.engine.store import open_store
 
     cfg = SynthConfig(
         n_symbols=args.symbols,
@@ -80,7 +80,7 @@ def body(args: argparse.Namespace) -> int:
         days.start(len(cfg.days))
         summary = generate_market(
             cfg,
-            open_store(args.out, endpoint_url=args.s3_endpoint_url),
+            open_data_from_args(args),
             on_day=lambda day, rows: days.step(f"{day}  {rows:>9,} rows"),
         )
     print(summary)
