@@ -9,10 +9,12 @@ import sys
 from tthf.cli._common import (
     DATES_HELP,
     add_calendar_option,
+    add_data_option,
     add_dates_option,
     add_endpoint_option,
     add_logging_option,
     command_parser,
+    open_data_from_args,
     progress,
     run_cli,
 )
@@ -43,7 +45,7 @@ _SHOW_LEFT_OUT = 10
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("tthf-check", "Report what tthf-run would make of each date of a raw data root.", EPILOG)
-    p.add_argument("data", help="data root: a folder or s3://bucket/prefix")
+    add_data_option(p, "data")
     add_dates_option(p, "check")
     p.add_argument(
         "--seq-len",
@@ -103,11 +105,9 @@ def format_report(report: CheckReport) -> str:
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.features.check import check_data
-    from tthf.engine.store import open_store
 
-    store = open_store(args.data, endpoint_url=args.s3_endpoint_url)
     report = check_data(
-        store,
+        open_data_from_args(args),
         args.dates,
         seq_len=args.seq_len,
         calendar=args.calendar,

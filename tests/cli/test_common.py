@@ -1,10 +1,72 @@
-"""What every command shares (cli/_common.py): the progress display."""
+"""What every command shares (cli/_common.py): the data root's default rule and the progress display."""
 
 from __future__ import annotations
 
+import importlib
 import io
+from pathlib import Path
+from types import SimpleNamespace
 
-from tthf.cli._common import Progress, progress
+import pytest
+
+from tthf.cli._common import Progress, open_data_from_args, progress
+from tthf.engine.store import open_store
+
+#: every command with a data root and the least argv it parses with; the flag that sets the root
+WITHOUT_RUN = {
+    "train": (["--run", "x"], "--data"),
+    "check": (["--dates", "2024"], None),  # the positional DATA
+    "synth": ([], "--out"),
+    "ingest": (["dbn", "in.dbn"], "--out"),
+}
+OF_RUN = {
+    "run": ["--run", "x", "--dates", "2024"],
+    "export": ["--run", "x"],
+    "eval": ["--run", "x", "--dates", "2024"],
+}
+
+
+def _parse(command: str, argv: list[str]):
+    return importlib.import_module(f"tthf.cli.{command}").build_parser().parse_args(argv)
+
+
+def _help(command: str, capsys: pytest.CaptureFixture[str], subcommand: list[str] | None = None) -> str:
+    """The command's --help on one line (argparse wraps it at the terminal's width)."""
+    with pytest.raises(SystemExit):
+        _parse(command, [*(subcommand or []), "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def _a_run(data_root: Path) -> SimpleNamespace:
+    """What open_data_from_args reads of a run: the data root its config.json records."""
+    return SimpleNamespace(config=SimpleNamespace(data_root=str(data_root)))
+
+
+@pytest.mark.parametrize("command", WITHOUT_RUN)
+def test_a_command_without_a_run_uses_tthf_data_else_data_market(command, tmp_path, monkeypatch, capsys) -> None:
+    argv, flag = WITHOUT_RUN[command]
+    monkeypatch.setenv("TTHF_DATA", str(tmp_path / "env"))
+    assert open_data_from_args(_parse(command, argv)).uri() == open_store(tmp_path / "env").uri()
+    given = [*argv, *([flag] if flag else []), str(tmp_path / "given")]
+    assert open_data_from_args(_parse(command, given)).uri() == open_store(tmp_path / "given").uri()
+    monkeypatch.delenv("TTHF_DATA")
+    monkeypatch.chdir(tmp_path)
+    assert open_data_from_args(_parse(command, argv)).uri() == open_store(tmp_path / "data" / "market").uri()
+    assert "(default: $TTHF_DATA, else ./data/market)" in _help(
+        command, capsys, argv[:1] if command == "ingest" else []
+    )
+
+
+@pytest.mark.parametrize("command", OF_RUN)
+def test_a_run_s_command_uses_the_run_s_data_root_not_tthf_data(command, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TTHF_DATA", str(tmp_path / "env"))
+    run = _a_run(tmp_path / "trained-on")
+    args = _parse(command, OF_RUN[command])
+    assert args.data is None  # tthf-run hands None to the library, which applies the same rule
+    assert open_data_from_args(args, run).uri() == open_store(tmp_path / "trained-on").uri()
+    given = _parse(command, [*OF_RUN[command], "--data", str(tmp_path / "given")])
+    assert open_data_from_args(given, run).uri() == open_store(tmp_path / "given").uri()
+    assert "(default: the data root the run records (config.json))" in _help(command, capsys)
 
 
 class Terminal(io.StringIO):
