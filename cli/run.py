@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command_parser("tthf-run", "Predict ret_1h, vol_10m and their confidences for every stock and minute.", EPILOG)
     add_run_options(p)
     add_dates_option(p, "predict")
+    add_data_option(p, of_run=True)
+    _add_prediction_options(p.add_argument_group("what to predict and write"))
+    _add_pipeline_options(p.add_argument_group("how the dates run"))
+    _add_ray_options(p.add_argument_group("Ray cluster (--executor ray)"))
+    add_endpoint_option(p)
+    add_logging_option(p)
+    return p
+
+
+def _add_prediction_options(p: argparse._ArgumentGroup) -> None:
+    """Sampling, backend, batch, output format and which dates to redo or stop at."""
     p.add_argument(
         "--dense",
         action="store_true",
@@ -68,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="redo dates that are already done")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed date")
+
+
+def _add_pipeline_options(p: argparse._ArgumentGroup) -> None:
+    """Overlap, windowing, host workers and the executor."""
     p.add_argument(
         "--no-overlap",
         dest="overlap",
@@ -102,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXECUTORS,
         help="local (default: overlapped stages in this process) or ray (whole dates on Ray workers)",
     )
+
+
+def _add_ray_options(p: argparse._ArgumentGroup) -> None:
+    """Where the Ray cluster is and how its workers are sized."""
     p.add_argument(
         "--ray-address",
         default=DEFAULTS.ray.address,
@@ -121,10 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.ray.gpus_per_worker,
         help="--executor ray: GPUs each worker asks for (default: %(default)s, CPU workers)",
     )
-    add_data_option(p, of_run=True)
-    add_endpoint_option(p)
-    add_logging_option(p)
-    return p
+
+
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    """The library's options from the parsed command line."""
+    return RunOptions(
+        dates=args.dates,
+        dense=args.dense,
+        sample_every=args.sample_every,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        fmt=args.fmt,
+        overwrite=args.overwrite,
+        data_root=args.data,
+        fail_fast=args.fail_fast,
+        overlap=args.overlap,
+        windowing=args.windowing,
+        executor=args.executor,
+        host_workers=args.host_workers,
+        host_mode=args.host_mode,
+        ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,23 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         from tthf.engine.store import open_store
         from tthf.export.api import rebuild_engine
 
-        options = RunOptions(
-            dates=args.dates,
-            dense=args.dense,
-            sample_every=args.sample_every,
-            backend=args.backend,
-            batch_size=args.batch_size,
-            fmt=args.fmt,
-            overwrite=args.overwrite,
-            data_root=args.data,
-            fail_fast=args.fail_fast,
-            overlap=args.overlap,
-            windowing=args.windowing,
-            executor=args.executor,
-            host_workers=args.host_workers,
-            host_mode=args.host_mode,
-            ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
-        )
+        options = options_from_args(args)
         bar = Progress(
             "dates",
             "date",
