@@ -90,7 +90,7 @@ def add_data_option(parser: argparse.ArgumentParser, flag: str = "--data", *, of
     dashes is an optional positional argument (tthf-check's ``DATA``).
     """
     default = None if of_run else os.environ.get(DATA_ENV, DEFAULT_DATA)
-    source = "the data root the run records (config.json)" if of_run else f"${DATA_ENV}, else {DEFAULT_DATA}"
+    source = "the data root recorded in the run's config.json" if of_run else f"${DATA_ENV}, else {DEFAULT_DATA}"
     role = "data root to write" if flag == "--out" else "data root"
     help = f"{role}: a folder or s3://bucket/prefix (default: {source})"
     if flag.startswith("-"):

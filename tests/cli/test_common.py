@@ -66,7 +66,7 @@ def test_a_run_s_command_uses_the_run_s_data_root_not_tthf_data(command, tmp_pat
     assert open_data_from_args(args, run).uri() == open_store(tmp_path / "trained-on").uri()
     given = _parse(command, [*OF_RUN[command], "--data", str(tmp_path / "given")])
     assert open_data_from_args(given, run).uri() == open_store(tmp_path / "given").uri()
-    assert "(default: the data root the run records (config.json))" in _help(command, capsys)
+    assert "(default: the data root recorded in the run's config.json)" in _help(command, capsys)
 
 
 class Terminal(io.StringIO):
