@@ -113,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
 
 
 def body(args: argparse.Namespace) -> int:
+    from tthf.engine.runs import EXPORT_DIR
     from tthf.export.api import export_run
 
     cfg = config_from_args(args)
@@ -125,7 +126,7 @@ def body(args: argparse.Namespace) -> int:
     if variants := result.variants_line():
         print(variants)
     print(
-        f"export of {run.ref.name} written to {run.store.uri('export')} "
+        f"export of {run.ref.name} written to {run.store.uri(EXPORT_DIR)} "
         f"({len(result.manifest.artifacts)} artifacts, {sum(r.passed for r in result.results)} of "
         f"{len(result.results)} checks passed)"
     )
