@@ -57,6 +57,11 @@ def add_dates_option(parser: argparse.ArgumentParser, verb: str) -> None:
     parser.add_argument("--dates", required=True, help=f"which dates to {verb} (see below)")
 
 
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json``: the command's whole report as JSON on stdout instead of its summary."""
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON instead of the summary")
+
+
 def add_logging_option(parser: argparse.ArgumentParser) -> None:
     """``-v``: debug logging (``run_cli`` sets the level)."""
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -12,6 +12,7 @@ from tthf.cli._common import (
     add_data_option,
     add_dates_option,
     add_endpoint_option,
+    add_json_option,
     add_logging_option,
     command_parser,
     open_data_from_args,
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=SEQ_LEN,
         help="window length in minutes that a prediction needs (default: %(default)s, the model default)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON (every date, count and symbol)")
+    add_json_option(p)
     add_calendar_option(p)
     add_endpoint_option(p)
     add_logging_option(p)

@@ -7,6 +7,7 @@ import sys
 
 from tthf.cli._common import (
     add_endpoint_option,
+    add_json_option,
     add_logging_option,
     add_store_option,
     command_parser,
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXPECT,
         help="the device it must run on (default: gpu when a CUDA device is visible, else cpu)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_option(p)
     add_logging_option(p)
     return p
 
