@@ -85,7 +85,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_option(parser: argparse.ArgumentParser, flag: str = "--data", *, of_run: bool = False) -> None:
-    """The raw-data root, with the one default rule of every command (README, "Store and data root").
+    """The raw-data root, with the one default rule of every command (README, "One rule for the data root's default").
 
     A command that works on a trained run (``of_run``: tthf-run, tthf-export, tthf-eval) reads
     the data root the run records in its config.json: the run's scalers were fitted on that
@@ -97,11 +97,11 @@ def add_data_option(parser: argparse.ArgumentParser, flag: str = "--data", *, of
     default = None if of_run else os.environ.get(DATA_ENV, DEFAULT_DATA)
     source = "the data root recorded in the run's config.json" if of_run else f"${DATA_ENV}, else {DEFAULT_DATA}"
     role = "data root to write" if flag == "--out" else "data root"
-    help = f"{role}: a folder or s3://bucket/prefix (default: {source})"
+    text = f"{role}: a folder or s3://bucket/prefix (default: {source})"
     if flag.startswith("-"):
-        parser.add_argument(flag, default=default, help=help)
+        parser.add_argument(flag, default=default, help=text)
     else:
-        parser.add_argument(flag, nargs="?", default=default, help=help)
+        parser.add_argument(flag, nargs="?", default=default, help=text)
     parser.set_defaults(data_dest=flag.lstrip("-"))
 
 
