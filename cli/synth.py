@@ -76,13 +76,10 @@ def body(args: argparse.Namespace) -> int:
         extended_hours=not args.no_extended_hours,
         calendar=args.calendar,
     )
+    out = open_data_from_args(args)
     with Progress[str]("synth", "day", line=str) as days:
         days.start(len(cfg.days))
-        summary = generate_market(
-            cfg,
-            open_data_from_args(args),
-            on_day=lambda day, rows: days.step(f"{day}  {rows:>9,} rows"),
-        )
+        summary = generate_market(cfg, out, on_day=lambda day, rows: days.step(f"{day}  {rows:>9,} rows"))
     print(summary)
     return 0
 
