@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import onnxruntime as ort
@@ -56,7 +58,9 @@ def main() -> None:
         with torch.inference_mode():
             return [t.numpy() for t in model(xt)]
 
-    runners = {f"onnxruntime {k}": (lambda s=s: s.run(None, {"features": x})) for k, s in sessions.items()}
+    runners: dict[str, Callable[[], object]] = {
+        f"onnxruntime {k}": partial(s.run, None, {"features": x}) for k, s in sessions.items()
+    }
     runners["pytorch"] = run_torch
     for fn in runners.values():
         for _ in range(3):
@@ -68,8 +72,8 @@ def main() -> None:
             runners[name]()
             times[name].append(time.perf_counter() - t0)
     print(f"batch {args.batch}, {args.threads} threads, {args.reps} interleaved reps")
-    for k, v in export_s.items():
-        print(f"export time {k:<12} {v:6.1f} s, {len(protos[k].graph.node)} nodes")
+    for k, secs in export_s.items():
+        print(f"export time {k:<12} {secs:6.1f} s, {len(protos[k].graph.node)} nodes")
     for name, v in times.items():
         print(f"{name:<26} median {1e3 * np.median(v):7.1f} ms   min {1e3 * min(v):7.1f} ms")
     ref = dict(zip(OUTPUT_NAMES, run_torch()))

@@ -54,6 +54,7 @@ class CoreSeconds:
 @pytest.mark.parametrize("variant", ["tthf", "baseline-pandas"])
 def test_features(benchmark, sizes, raw_day, outputs, variant: str) -> None:
     day, raw, raw_pd = raw_day
+    fn: Callable[[], object]
     if variant == "tthf":
         fn = lambda: build_day(raw, day)
     else:

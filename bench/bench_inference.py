@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -44,7 +45,10 @@ from benchlib import cpu_has_bf16, day_windows
 from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.model.interface import predict_in_chunks
 from tthf.engine.windows import cut_windows
-from tthf.export.validate import compare, tolerances
+from tthf.export.validate import bars, compare
+
+if TYPE_CHECKING:
+    from conftest import BenchRun
 
 CPU_BACKENDS = (
     "torch-fp32",
@@ -59,8 +63,8 @@ CPU_BACKENDS = (
 )
 GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-autocast", "tensorrt-fp16")
 PRECISION = {
-    "torch-bf16": "fp16",
-    "openvino-bf16": "fp16",
+    "torch-bf16": "bf16",
+    "openvino-bf16": "bf16",
     "onnxruntime-int8": "fp16",
     "torch-cuda-autocast": "fp16",
     "tensorrt-fp16": "fp16",
@@ -113,7 +117,7 @@ def model_flops(bench_run) -> int:
 class Case:
     """One model's exported run, real windows enough for its largest batch, the fp32 reference and FLOPs."""
 
-    bench_run: object
+    bench_run: BenchRun
     windows: np.ndarray
     reference: dict[str, np.ndarray]
     flops: int
@@ -257,11 +261,11 @@ def _accuracy(case: Case, backend: str, predict) -> dict:
         backend=backend,
         inputs=f"real@{len(case.windows)}",
         precision=precision,
-        tolerance=tolerances(precision, case.bench_run.run.config.model),
+        tolerance=bars(precision, case.bench_run.run.config.model),
     )
     accuracy = {
         "bar": precision,
-        "validated": all(r.violations == 0 for r in results),
+        "validated": all(r.passed for r in results),
         "max_abs": {r.output: r.max_abs for r in results},
     }
     if precision == "fp32":

@@ -70,9 +70,12 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
         lines.append(f"{case:<11} {dtype:<8} {cells}{ratios}")
     # Fixture teardown runs under output capture: print past it.
     plugins = request.config.pluginmanager
-    with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+    capture, reporter = plugins.get_plugin("capturemanager"), plugins.get_plugin("terminalreporter")
+    if capture is None or reporter is None:  # -p no:capture / no:terminal: nowhere to print past the capture
+        return
+    with capture.global_and_fixture_disabled():
         for line in lines:
-            plugins.get_plugin("terminalreporter").write_line(line)
+            reporter.write_line(line)
 
 
 def runner(method: str, features: np.ndarray, mask: np.ndarray, out: np.ndarray, start: int) -> Callable[[], None]:

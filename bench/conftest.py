@@ -26,9 +26,13 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from benchlib import cpu_flags
+
+if TYPE_CHECKING:
+    from tthf.engine.runs import Run
 
 SMOKE_SYMBOLS = 24
 RUN_ID = "bench"
@@ -62,7 +66,16 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     import polars
     import torch
 
-    info = {
+    versions = {
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "polars": polars.__version__,
+        "pandas": pandas.__version__,
+    }
+    for module in ("onnxruntime", "openvino"):
+        with contextlib.suppress(ImportError):
+            versions[module] = __import__(module).__version__
+    info: dict[str, object] = {
         "cores_usable": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": list(os.getloadavg()),
@@ -71,18 +84,10 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "cpu_flags": sorted(
             f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
         ),
-        "versions": {
-            "torch": torch.__version__,
-            "numpy": numpy.__version__,
-            "polars": polars.__version__,
-            "pandas": pandas.__version__,
-        },
+        "versions": versions,
         "smoke": smoke_mode(config),
         "symbols": int(os.environ.get("TTHF_BENCH_SYMBOLS", "1000")),
     }
-    for module in ("onnxruntime", "openvino"):
-        with contextlib.suppress(ImportError):
-            info["versions"][module] = __import__(module).__version__
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     machine_info["tthf"] = info
@@ -131,11 +136,11 @@ def market(sizes: Sizes, tmp_path_factory: pytest.TempPathFactory) -> Market:
 @dataclass(frozen=True)
 class BenchRun:
     store: str
-    run: object  # tthf.engine.runs.Run
+    run: Run
     path: Path
 
 
-def _exported_run(market: Market, store: Path, run_id: str, smoke: bool, **model: int) -> BenchRun:
+def _exported_run(market: Market, store: Path, run_id: str, smoke: bool, **model: Any) -> BenchRun:
     """A run with random weights (seed 0) and ``model``'s ModelConfig overrides, exported (ONNX; TensorRT where possible)."""
     from tthf.engine.testing import make_random_run
     from tthf.export.api import export_run

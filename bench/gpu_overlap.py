@@ -39,20 +39,19 @@ def measure(run: runs.Run, feats: ScaledDayFeatures, backend_name: str, batch_si
     engine = backend.device_engine()
     if engine is None:
         raise SystemExit(f"gpu_overlap: {backend_name} does not run on a GPU here ({backend.detail})")
-    scaled = feats.scaled
     records = []
     for mode in MODES:
         runner = CudaRunner(
             engine,
             capacity=batch_size,
             seq_len=run.config.model.seq_len,
-            n_features=scaled.shape[2],
+            n_features=feats.scaled.shape[2],
             windowing=mode,
             timing=True,
         )
-        runner.run(scaled, feats.mask, stride=1)  # warm-up: TensorRT's first enqueue, allocator, caches
+        runner.run(feats.scaled, feats.mask, stride=1)  # warm-up: TensorRT's first enqueue, allocator, caches
         t0 = time.perf_counter()
-        out = runner.run(scaled, feats.mask, stride=1)
+        out = runner.run(feats.scaled, feats.mask, stride=1)
         wall = time.perf_counter() - t0
         times = runner.stage_times()
         records.append(

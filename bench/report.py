@@ -24,10 +24,21 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import TypedDict
+
+
+class GpuDatasheet(TypedDict):
+    """The datasheet rates the on-paper section divides by."""
+
+    sku: str
+    fp16_tflops: float
+    hbm_tbps: float
+    pcie_gbps: float
+
 
 # H100 SXM5 80GB datasheet (NVIDIA H100 Tensor Core GPU datasheet, SXM5 column): dense
 # (no sparsity) FP16/BF16 tensor 989 TFLOP/s, HBM3 3.35 TB/s; PCIe Gen5 x16 64 GB/s per direction.
-H100 = {"sku": "H100 SXM5 80GB", "fp16_tflops": 989.0, "hbm_tbps": 3.35, "pcie_gbps": 64.0}
+H100: GpuDatasheet = {"sku": "H100 SXM5 80GB", "fp16_tflops": 989.0, "hbm_tbps": 3.35, "pcie_gbps": 64.0}
 YEAR = {"symbols": 1000, "days": 252, "windows_per_day": 360}
 
 #: issue 14's targets (this machine, ratios measured side by side in one run)
@@ -238,7 +249,7 @@ def _fp32_cpu(v: str, b: dict) -> bool:
 
 
 def _bf16_cpu(v: str, b: dict) -> bool:
-    return _on_cpu(v) and "bf16" in v and _validated(b, "fp16")
+    return _on_cpu(v) and "bf16" in v and _validated(b, "bf16")
 
 
 def _inference(model: str, table: dict[int, dict[str, dict]], mm: dict[str, float]) -> list[str]:
@@ -351,7 +362,10 @@ def _end_to_end(benches: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def _host_stages(by: dict[str, list[dict]]) -> dict[tuple[int, str], dict]:
+HostRows = dict[tuple[int, str], dict]  # _host_stages' rows
+
+
+def _host_stages(by: dict[str, list[dict]]) -> HostRows:
     """(workers, mode) -> {"rate": dates/s, "core": core-s per 1000-symbol day or None}, from bench_host_stages.
 
     The benchmark writes one entry whose ``workers`` maps each worker count (a string) to its
@@ -359,7 +373,7 @@ def _host_stages(by: dict[str, list[dict]]) -> dict[tuple[int, str], dict]:
     ``processes`` and ``core_seconds_per_day_processes`` do the same for worker processes
     (empty: no entry).
     """
-    rows: dict[tuple[int, str], dict] = {}
+    rows: HostRows = {}
     for b in by.get("host_stages", []):
         extra = b["extra_info"]
         per_1000 = YEAR["symbols"] / (extra.get("symbols") or YEAR["symbols"])
@@ -373,12 +387,12 @@ def _host_stages(by: dict[str, list[dict]]) -> dict[tuple[int, str], dict]:
     return rows
 
 
-def _host_day_core_seconds(host: dict[tuple[int, str], dict]) -> float | None:
+def _host_day_core_seconds(host: HostRows) -> float | None:
     """Host-stage core-seconds per 1000-symbol day with the fewest workers that report it."""
     return next((r["core"] for _, r in sorted(host.items()) if r["core"] is not None), None)
 
 
-def _host_section(host: dict[tuple[int, str], dict]) -> list[str]:
+def _host_section(host: HostRows) -> list[str]:
     if not host:
         return []
     lines = [
@@ -409,7 +423,7 @@ def _targets(
     by: dict[str, list[dict]],
     inf: Inference,
     mm: dict[str, float],
-    host: dict[tuple[int, str], dict],
+    host: HostRows,
     symbols: int | None,
 ) -> list[tuple[str, str, str, str]]:
     """Issue 14's targets, each from the run's own entries ("not measured" where the entry is absent)."""
@@ -466,7 +480,7 @@ def _targets(
     return out
 
 
-def _gpu_on_paper(inf: Inference, features_core: dict[str, float], host: dict[int, dict]) -> list[str]:
+def _gpu_on_paper(inf: Inference, features_core: dict[str, float], host: HostRows) -> list[str]:
     if "default" not in inf:
         return []
     flops = _any(inf["default"])["extra_info"]["flops_per_window"]

@@ -44,7 +44,7 @@ FULL = [
     _inference("default", "torch-fp32", 1000, 10_000),
     _inference("default", "onnxruntime-fp32", 1000, 20_000),
     _inference("default", "openvino-fp32", 1000, 30_000),  # 3x: the best fp32
-    _inference("default", "openvino-bf16", 1000, 50_000, bar="fp16", ok=False),  # fast but outside its bar
+    _inference("default", "openvino-bf16", 1000, 50_000, bar="bf16", ok=False),  # fast but outside its bar
     _inference("production", "openvino-fp32", 1000, 1_500),  # 50e6 x 1500 / 100e9 = 75%
     _inference("production", "torch-fp32", 1000, 1_000),
     _bench("features", "tthf", 0.1, 1e6, symbols=500, core_seconds=0.05),  # 0.10 per 1000 symbols

@@ -116,7 +116,7 @@ def main() -> None:
             print(f"{name:32s} max abs error vs torch: {max_errors(reference, predict(x_all))}")
         print("\n| candidate | " + " | ".join(f"batch {b}" for b in BATCHES) + " |")
         print("| --- |" + " --- |" * len(BATCHES))
-        table = {name: [] for name in preds}
+        table: dict[str, list[float]] = {name: [] for name in preds}
         for batch in BATCHES:
             x = np.ascontiguousarray(x_all[:batch])
             rates: dict[str, list[float]] = {name: [] for name in preds}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tthf.engine import runs
-from tthf.errors import NotExportedError, RunFormatError, StaleArtifactError
+from tthf.errors import NotExportedError, RejectedVariantError, RunFormatError, StaleArtifactError
 
 FORMAT = 1
 #: the run files an export is made from; a change to any of them makes the export stale
@@ -50,6 +50,8 @@ class Manifest:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)  # {"built": bool, "reason"/"target", "command"}
     validation: list[dict[str, Any]] = field(default_factory=list)
+    #: optional variants by backend name: {"status": accepted|rejected|unavailable, "reason", "precision", "worst"}
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     format: int = FORMAT
@@ -99,6 +101,23 @@ def check_fresh(run: runs.Run, manifest: Manifest) -> None:
                 f"the export of run {run.ref.name} is stale: {key} changed since it was exported "
                 f"(sha256 {was[:12]}... at export, {now.get(key, '')[:12]}... now); {_reexport(run)}"
             )
+
+
+def check_variant(run: runs.Run, manifest: Manifest, backend: str) -> None:
+    """Refuse an optional variant that the export rejected or could not validate (``RejectedVariantError``)."""
+    record = manifest.variants.get(backend)
+    if record is not None and record.get("status") == "accepted":
+        return
+    if record is None:
+        why = "this export predates variant validation"
+    elif record.get("status") == "rejected":
+        why = f"it failed its {record.get('precision', '')} bar at export: {record.get('reason', '')}"
+    else:
+        why = f"it could not be validated on the export host: {record.get('reason', '')}"
+    raise RejectedVariantError(
+        f"run {run.ref.name} does not serve {backend}: {why}. Use --backend openvino (fp32, validated), or "
+        f"{_reexport(run)} on a host that runs {backend} and check the export's summary line"
+    )
 
 
 def read_artifact(run: runs.Run, manifest: Manifest, name: str) -> bytes:

@@ -1,6 +1,6 @@
 """The dataclasses that describe a run; each is serialized beside what it produced.
 
-``RunConfig`` is ``config.json`` in a run folder (design.md, "Runs"): the model's
+``RunConfig`` is ``config.json`` in a run folder (README.md, "Runs"): the model's
 hyperparameters, the window length, the label horizons, the sparse sampling step, the
 ordered feature names and the training dates and splits. Loading is strict: unknown or
 missing keys are a ``RunFormatError`` that names the key, never silently ignored.
@@ -101,7 +101,7 @@ class RunConfig:
     tthf_version: str = ""
 
     def __post_init__(self) -> None:
-        # seq_len and horizons are recorded for readers of config.json (design.md, "Runs"); the
+        # seq_len and horizons are recorded for readers of config.json (README.md, "Runs"); the
         # model's seq_len and the label code's horizons are the facts, so the echoes must agree.
         if not self.seq_len:
             object.__setattr__(self, "seq_len", self.model.seq_len)

@@ -2,7 +2,7 @@
 
 Dense mode predicts every valid window; sparse mode predicts every ``stride``-th minute
 and forward-fills. Both produce one row per (symbol, minute) whose dense window is
-valid (design.md, "Predictions file"); a sparse row takes the prediction of the last
+valid (README.md, "Data and outputs"); a sparse row takes the prediction of the last
 *scheduled* sample at or before its minute, ``source_ts``. If that scheduled window
 is not valid (the symbol was halted or had no quotes inside it), the minutes it would
 have filled get no row rather than an older, staler forecast: a fill never spans more

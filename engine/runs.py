@@ -35,7 +35,7 @@ INFERENCE_DIR = "inference"
 EVALUATION_DIR = "evaluation"
 #: ``export/manifest.json``: what was exported from what (tthf.engine.artifacts reads it)
 EXPORT_MANIFEST = f"{EXPORT_DIR}/manifest.json"
-#: ``inference/manifest.json``: each predicted date's outcome (tthf.engine.runtime.manifest)
+#: ``inference/manifest.json``: each predicted date's outcome (tthf.engine.inference_manifest)
 INFERENCE_MANIFEST = f"{INFERENCE_DIR}/manifest.json"
 #: artifact names inside ``export/`` (the export manifest keys its artifacts by these)
 FP32_ONNX = "model.onnx"
@@ -64,6 +64,24 @@ def is_timing_cache(name: str) -> bool:
 def output_key(day: dt.date, fmt: str) -> str:
     """The predictions file of one date."""
     return f"{INFERENCE_DIR}/{day.isoformat()}.{fmt}"
+
+
+_OUTPUT_KEY = re.compile(rf"^{INFERENCE_DIR}/(\d{{4}}-\d{{2}}-\d{{2}})\.(\w+)$")
+
+
+def parse_output_key(key: str) -> tuple[dt.date, str] | None:
+    """``output_key``'s inverse: the date and format of a predictions file's key, None for any other key.
+
+    The format is the file's extension, whichever it is: ``tthf.engine.predictions.FORMATS`` says
+    which ones this tthf reads.
+    """
+    match = _OUTPUT_KEY.match(key)
+    if match is None:
+        return None
+    try:
+        return dt.date.fromisoformat(match[1]), match[2]
+    except ValueError:  # inference/2024-13-45.csv is not a date's file
+        return None
 
 
 DEFAULT_EXPERIMENT = "demo"

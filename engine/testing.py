@@ -162,3 +162,29 @@ class _StallingStore(LocalStore):
 
     def locator(self) -> StoreLocator:
         return self._locator
+
+
+def bf16_matmuls() -> Any:
+    """A context in which every torch matrix product rounds its operands to bf16 and accumulates in fp32.
+
+    What a CPU with native bf16 does to the exported graph (OpenVINO's bf16 hint runs the
+    matrix products in bf16 and keeps the normalizations, softmax and activations in fp32),
+    emulated on any CPU, so the bf16 bar can be tested where no bf16 hardware is.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    products = {torch.matmul, torch.bmm, torch.Tensor.__matmul__, torch.nn.functional.linear}
+
+    def rounded(arg: Any) -> Any:
+        if isinstance(arg, torch.Tensor) and arg.dtype == torch.float32:
+            return arg.to(torch.bfloat16).to(torch.float32)
+        return arg
+
+    class _Bf16Products(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func in products:
+                args = tuple(rounded(a) for a in args)
+            return func(*args, **(kwargs or {}))
+
+    return _Bf16Products()

@@ -3,8 +3,11 @@
 CTranslate2's converter skeleton: ``build_artifacts`` (export and convert in memory),
 ``validate_artifacts`` (every artifact against the PyTorch reference, through the same
 backend classes that ``tthf-run`` serves with, OpenVINO's where it imports),
-``write_export`` (files, manifest last). Nothing is written unless every artifact passed,
-so a failed export leaves the previous one intact (and ``tthf-run`` keeps using it). A new
+``write_export`` (files, manifest last). Nothing is written unless every served artifact
+passed, so a failed export leaves the previous one intact (and ``tthf-run`` keeps using it).
+Optional variants (``Backend.optional``: the bf16 path) are validated at their own bar and
+recorded in the manifest as accepted or rejected with their numbers: as Optimum's exporter
+treats a tolerance miss, a variant ``auto`` never serves does not fail the export. A new
 export replaces ``export/`` except the timing caches, which do not depend on the weights
 and make the next build faster.
 """
@@ -16,9 +19,12 @@ import platform
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
-from tthf.engine.model.interface import InputSet, ModelIO, Outputs
+from tthf.engine.config import OUTPUT_NAMES
+from tthf.engine.model.interface import UNIT_ROUNDOFF, InputSet, ModelIO, Outputs
 from tthf.engine.runtime.backends import (
     OnnxRuntimeBackend,
     OpenVinoBackend,
@@ -35,12 +41,14 @@ from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, precision_summary
 from tthf.export.onnx_export import export_onnx
 from tthf.export.tensorrt_build import build_engine
-from tthf.export.validate import Comparison, compare, enforce, format_table, tolerances
+from tthf.export.validate import Comparison, bars, compare, enforce, failures, format_table, summarize
 
 log = logging.getLogger("tthf.export")
 
 #: what export validates on: ONNX Runtime on the CPU, the serving backend's own configuration
 VALIDATION_PROVIDERS = ["CPUExecutionProvider"]
+#: the optional variants of ``model.onnx``: validated and recorded, never a reason to fail the export
+OPTIONAL_VARIANTS: tuple[type[Backend], ...] = (OpenVinoBf16Backend,)
 
 
 @dataclass
@@ -49,6 +57,11 @@ class ExportResult:
     results: list[Comparison]
     table: str
     engine_message: str  # where the engine is, or why it was not built and the command that builds it
+
+    def variants_line(self) -> str:
+        """One line: each optional variant accepted, rejected or unavailable (empty without variants)."""
+        parts = [f"{name} {v['status']}" for name, v in sorted(self.manifest.variants.items())]
+        return f"optional variants: {', '.join(parts)}" if parts else ""
 
 
 @dataclass
@@ -99,20 +112,39 @@ def validate_artifact(
     precision: str,
     run: runs.Run,
 ) -> list[Comparison]:
-    """Compare ``backend`` with the reference outputs on every input set (collects, does not raise)."""
-    tol = tolerances(precision, run.config.model)
+    """Compare ``backend`` with the reference outputs on every input set (collects, does not raise).
+
+    Under a spread bar the sets of one kind are pooled first (``random@1830``, ``heldout@2048``):
+    a spread taken over one small batch, or over the adjacent windows of one held-out part, says
+    more about that batch than about the model's outputs.
+    """
+    tol = bars(precision, run.config.model)
+    got = {s.name: backend.predict(s.x) for s in sets}
+    groups = [[s.name] for s in sets]
+    if precision in UNIT_ROUNDOFF:
+        kinds: dict[str, list[str]] = {}
+        for s in sets:
+            kinds.setdefault(s.name.split("@")[0], []).append(s.name)
+        groups = list(kinds.values())
     results = []
-    for s in sets:
+    for names in groups:
         results += compare(
-            reference[s.name],
-            backend.predict(s.x),
+            pool([reference[n] for n in names]),
+            pool([got[n] for n in names]),
             artifact=artifact,
             backend=backend.name,
-            inputs=s.name,
+            inputs=names[0]
+            if len(names) == 1
+            else f"{names[0].split('@')[0]}@{sum(len(got[n][OUTPUT_NAMES[0]]) for n in names)}",
             precision=precision,
             tolerance=tol,
         )
     return results
+
+
+def pool(parts: list[Outputs]) -> Outputs:
+    """The outputs of several input sets as one."""
+    return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def validation_batches(cfg: ExportConfig) -> tuple[int, ...]:
@@ -153,23 +185,41 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
 def validate_artifacts(
     run: runs.Run, built: Artifacts, sets: list[InputSet], reference: dict[str, Outputs]
 ) -> tuple[list[Comparison], list[str]]:
-    """Both ONNX artifacts through the serving ONNX Runtime backend (CPU), at fp32 and fp16 tolerance,
-    and ``model.onnx`` through OpenVINO at fp32 and (on CPUs with native bf16) bf16 at fp16 tolerance;
-    notes say what could not be validated here."""
+    """The served artifacts: both ONNX models through the serving ONNX Runtime backend (CPU), at
+    fp32 and fp16 tolerance, and ``model.onnx`` through OpenVINO at fp32; notes say what could not
+    be validated here."""
     results = []
     for name, precision in ((runs.FP32_ONNX, "fp32"), (runs.FP16_ONNX, "fp16")):
         backend = OnnxRuntimeBackend(built.files[name], providers=VALIDATION_PROVIDERS)
         results += validate_artifact(backend, reference, sets, artifact=name, precision=precision, run=run)
     notes = []
-    for cls, precision in ((OpenVinoBackend, "fp32"), (OpenVinoBf16Backend, "fp16")):
-        try:
-            openvino: Backend = cls(built.files[runs.FP32_ONNX])
-        except BackendUnavailableError as exc:
-            notes.append(f"{runs.FP32_ONNX} not validated through {cls.name}: {exc}")
-            log.info("%s", notes[-1])
-            continue
-        results += validate_artifact(openvino, reference, sets, artifact=runs.FP32_ONNX, precision=precision, run=run)
+    try:
+        openvino: Backend = OpenVinoBackend(built.files[runs.FP32_ONNX])
+    except BackendUnavailableError as exc:
+        notes.append(f"{runs.FP32_ONNX} not validated through {OpenVinoBackend.name}: {exc}")
+        log.info("%s", notes[-1])
+    else:
+        results += validate_artifact(openvino, reference, sets, artifact=runs.FP32_ONNX, precision="fp32", run=run)
     return results, notes
+
+
+def validate_variant(
+    cls: type[Backend], run: runs.Run, onnx: bytes, sets: list[InputSet], reference: dict[str, Outputs]
+) -> tuple[dict[str, object], list[Comparison]]:
+    """One optional variant at its own bar: its manifest record (accepted, rejected with the failing
+    numbers, or unavailable with the reason) and its comparisons; never raises on a miss."""
+    record: dict[str, object] = {"artifact": runs.FP32_ONNX, "precision": cls.precision}
+    try:
+        backend = cls.from_onnx(onnx)
+    except BackendUnavailableError as exc:
+        log.info("%s not validated: %s", cls.name, exc)
+        return {**record, "status": "unavailable", "reason": str(exc)}, []
+    results = validate_artifact(backend, reference, sets, artifact=runs.FP32_ONNX, precision=cls.precision, run=run)
+    failed = failures(results)
+    if failed:
+        log.warning("optional variant %s rejected (not served; the export goes on): %s", cls.name, failed)
+    status = "rejected" if failed else "accepted"
+    return {**record, "status": status, "reason": failed, "worst": [r.to_dict() for r in summarize(results)]}, results
 
 
 def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]:
@@ -228,7 +278,8 @@ def write_export(run: runs.Run, built: Artifacts, manifest: Manifest) -> None:
 
 
 def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = None) -> ExportResult:
-    """Export, validate and write ``export/`` of ``run``; raises ``ValidationError`` on any mismatch.
+    """Export, validate and write ``export/`` of ``run``; raises ``ValidationError`` when a served
+    artifact mismatches (an optional variant's miss is recorded as ``rejected`` instead).
 
     ``data`` (default: the run's training data root) supplies the held-out windows.
     """
@@ -247,6 +298,11 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     manifest = Manifest(
         run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
     )
+    for cls in OPTIONAL_VARIANTS:
+        manifest.variants[cls.name], variant_results = validate_variant(
+            cls, run, built.files[runs.FP32_ONNX], sets, reference
+        )
+        results += variant_results
     if missing_engine:
         engine_message = (
             f"TensorRT engine not built: {missing_engine}.\nBuild it on a GPU host with:\n  {build_command(run)}"

@@ -1,20 +1,26 @@
 """The import rules of docs/architecture.md, checked on every module's AST (function-local imports too).
 
-``cli`` -> ``export`` -> ``engine``; inside ``engine`` later stages import earlier ones
-only, and the two stages of one rank (training, runtime) never import each other. Within a
-stage, imports may go either way but never round in a circle.
+``bench`` -> ``cli`` -> ``export`` -> ``engine``; inside ``engine`` later stages import earlier
+ones only, and the two stages of one rank (training, runtime) never import each other. Within
+a stage, imports may go either way but never round in a circle. bench/ also names only what
+exists: each ``from tthf.x import name`` there is resolved by importing ``tthf.x``, so a
+function renamed in tthf fails here, not on the first GPU host.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-#: source folder -> the package it is installed as (pyproject.toml's wheel.packages)
-ROOTS = {"src/tthf": "tthf", "engine": "tthf.engine", "export": "tthf.export", "cli": "tthf.cli"}
+#: source folder -> the package it is installed as (pyproject.toml's wheel.packages); bench/ is no
+#: package: its modules run with bench/ on sys.path and import each other by their top-level names
+#: (``import benchlib``), which ``checked`` maps to ``bench.<name>``
+ROOTS = {"src/tthf": "tthf", "engine": "tthf.engine", "export": "tthf.export", "cli": "tthf.cli", "bench": "bench"}
 #: (module prefix, rank): a module may import a lower rank, or its own unit; never a higher or an equal other one
 RANKS = (
     ("tthf.errors", 0),
@@ -28,6 +34,7 @@ RANKS = (
     ("tthf.engine.runs", 6),
     ("tthf.engine.predictions", 6),
     ("tthf.engine.artifacts", 7),
+    ("tthf.engine.inference_manifest", 7),
     ("tthf.engine.evaluation", 8),
     ("tthf.engine.training", 9),
     ("tthf.engine.runtime", 9),
@@ -36,6 +43,7 @@ RANKS = (
     ("tthf.export", 11),
     ("tthf.demo", 12),
     ("tthf.cli", 13),
+    ("bench", 14),  # the benchmarks and GPU checks: they may import anything, nothing imports them
     ("tthf", 0),  # the root package: its docstring and version
 )
 
@@ -61,25 +69,39 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def checked(name: str, known: set[str]) -> str | None:
+    """The checked module an absolute import names (a bench module by its top-level name), or None."""
+    top = name.split(".")[0]
+    if top in ("tthf", "bench"):
+        return name
+    if f"bench.{top}" in known:
+        return f"bench.{name}"
+    return None
+
+
 def imports(path: Path, module: str, known: set[str]) -> list[tuple[int, str]]:
-    """(line, imported tthf module) for every import in the file, wherever it is."""
+    """(line, imported tthf or bench module) for every import in the file, wherever it is."""
     out = []
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "tthf"]
+            out += [(node.lineno, target) for a in node.names if (target := checked(a.name, known))]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
             if node.level:
-                base = ".".join(
-                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
-                )
-            if base.split(".")[0] != "tthf":
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base: str | None = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                base = checked(node.module or "", known)
+            if base is None:
                 continue
             for alias in node.names:
                 target = f"{base}.{alias.name}"
                 out.append((node.lineno, target if target in known else base))
     return out
+
+
+def shown(path: Path) -> Path:
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 def violations(source: dict[str, Path]) -> list[str]:
@@ -91,13 +113,12 @@ def violations(source: dict[str, Path]) -> list[str]:
             theirs, their_rank = unit(target)
             if theirs == mine or their_rank < my_rank:
                 continue
-            where = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-            bad.append(f"{where}:{line}: {module} (rank {my_rank}) imports {target} (rank {their_rank})")
+            bad.append(f"{shown(path)}:{line}: {module} (rank {my_rank}) imports {target} (rank {their_rank})")
     return bad
 
 
 def import_graph(source: dict[str, Path]) -> dict[str, dict[str, int]]:
-    """module -> {tthf module it imports: the line of the first such import}, wherever the import is."""
+    """module -> {tthf or bench module it imports: the line of the first such import}, wherever the import is."""
     known = set(source) | {"tthf.engine._windows"}
     graph: dict[str, dict[str, int]] = {}
     for module, path in source.items():
@@ -146,6 +167,40 @@ def cycles(source: dict[str, Path]) -> list[str]:
     ]
 
 
+def missing_names(paths: list[Path]) -> list[str]:
+    """``import tthf.x`` and ``from tthf.x import name`` that name no module or attribute, resolved by importing."""
+    bad = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                wanted = [(a.name, None) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                wanted = [(node.module, a.name) for a in node.names if a.name != "*"]
+            else:
+                continue
+            for target, name in wanted:
+                if target.split(".")[0] == "tthf" and not exists(target, name):
+                    bad.append(f"{shown(path)}:{node.lineno}: {target}{'' if name is None else ' has no ' + name}")
+    return bad
+
+
+def exists(module: str, name: str | None) -> bool:
+    """Whether ``module`` imports and (when given) has ``name``: an attribute or a submodule."""
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
+            return False  # the tthf module itself is missing; a missing third-party module fails the test
+        raise
+    if name is None or hasattr(found, name):
+        return True
+    return hasattr(found, "__path__") and importlib.util.find_spec(f"{module}.{name}") is not None
+
+
+def bench_modules() -> dict[str, Path]:
+    return {module: path for module, path in modules().items() if unit(module)[0] == "bench"}
+
+
 def test_imports_point_one_way() -> None:
     assert violations(modules()) == []
 
@@ -165,6 +220,9 @@ def test_every_module_has_a_stage() -> None:
         "from tthf.export.api import export_run",  # engine importing export
         "def later():\n    import tthf.cli._common\n",  # even inside a function
         "from tthf.engine.runtime import batch",  # training importing runtime (same rank)
+        "import benchlib",  # the library importing a benchmark module, by its top-level name
+        "from baseline.parity import compare",  # or a module of bench's baseline package
+        "from bench import gpu_compare",  # or bench as a namespace package
     ],
 )
 def test_the_checker_catches_a_wrong_import(tmp_path: Path, code: str) -> None:
@@ -194,6 +252,27 @@ def test_the_checker_catches_an_import_circle(tmp_path: Path, second: str) -> No
         "tthf.engine.runtime.planted_a (line 1) imports tthf.engine.runtime.planted_b; "
         f"tthf.engine.runtime.planted_b (line {second.count(chr(10))}) imports tthf.engine.runtime.planted_a"
     ]
+
+
+def test_bench_names_what_exists() -> None:
+    assert bench_modules(), "no bench modules found: ROOTS lost bench/"
+    assert missing_names(list(bench_modules().values())) == []
+
+
+def test_the_name_check_catches_a_renamed_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bench_bad.py"
+    bad.write_text(
+        "from tthf.engine import runs\n"  # a submodule: fine
+        "from tthf.engine.runtime.day import DayPredictor, DayPredicter\n"  # a renamed class
+        "def later():\n    from tthf.engine.no_such_module import read_day\n"  # inside a function too
+        "import tthf.engine.no_such_package.windows\n"
+    )
+    found = sorted(v.split(": ", 1)[1] for v in missing_names([bad]))
+    assert found == [
+        "tthf.engine.no_such_module has no read_day",
+        "tthf.engine.no_such_package.windows",
+        "tthf.engine.runtime.day has no DayPredicter",
+    ], found
 
 
 def test_the_package_faces_are_lazy_and_complete() -> None:

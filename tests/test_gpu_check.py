@@ -3,8 +3,9 @@
 The script itself needs a GPU, so here it must say "no GPU" and exit 77 without writing
 anything. Its comparison (bench/gpu_compare.py) is tested on real ``tthf-run`` predictions
 of a tiny run: identical files pass, and each output scaled by 1.05 fails, as do a missing
-row, a moved source_ts and a NaN. The report (bench/gpu_report.py) is rendered from a
-work folder holding what the steps write.
+row, a moved source_ts and a NaN. The overlap step (bench/gpu_overlap.py) runs a day of the
+same run through a stand-in for the CUDA ring: everything but the GPU. The report
+(bench/gpu_report.py) is rendered from a work folder holding what the steps write.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -26,7 +28,12 @@ import pytest
 from tthf.cli.run import main as tthf_run
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import tolerances
+from tthf.engine.runs import Run, find_run
+from tthf.engine.runtime.backends import Backend, open_backend
+from tthf.engine.runtime.day import DayHost
 from tthf.engine.runtime.doctor import diagnose
+from tthf.engine.runtime.runner import HostRunner, Intervals
+from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS, make_data, make_run
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -41,7 +48,10 @@ def load_helper(name: str) -> ModuleType:
     return module
 
 
-gpu_compare, gpu_fixture, gpu_report = (load_helper(n) for n in ("gpu_compare", "gpu_fixture", "gpu_report"))
+load_helper("intervals")  # gpu_overlap imports it by its name, as bench/ on sys.path lets it do
+gpu_compare, gpu_fixture, gpu_overlap, gpu_report = (
+    load_helper(n) for n in ("gpu_compare", "gpu_fixture", "gpu_overlap", "gpu_report")
+)
 NO_GPU = 77
 RESULTS = BENCH / "GPU_RESULTS.md"
 
@@ -156,6 +166,60 @@ def test_the_fixture_makes_a_run_and_names_its_last_date(tmp_path: Path, capsys:
     assert (tmp_path / "store" / "demo" / "three_headed_transformer" / "gpucheck" / "config.json").exists()
     (tmp_path / "short").mkdir()
     assert gpu_fixture.main(["--store", str(tmp_path / "s2"), "--data", str(tmp_path / "short")]) == 2
+
+
+class HostRing(HostRunner):
+    """``CudaRunner``'s interface on the CPU: the host runner's windows, two fixed timed spans."""
+
+    def __init__(
+        self,
+        engine: Backend,
+        *,
+        capacity: int,
+        seq_len: int,
+        n_features: int,
+        windowing: str = "auto",
+        timing: bool = False,
+    ) -> None:
+        super().__init__(engine, capacity=capacity, seq_len=seq_len, n_features=n_features)
+        self.capacity, self.slots, self.windowing, self.timing = capacity, [0, 1], windowing, timing
+        self.n_features = n_features
+
+    def stage_times(self) -> Intervals:
+        return {"h2d": [(0.0, 1.0)], "compute": [(0.5, 2.0)]}
+
+
+def test_the_overlap_step_runs_a_day_through_the_ring(
+    predictions: tuple[str, Path, pl.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpu_overlap.py from a day's features to the ring's records, the CUDA ring replaced by ``HostRing``."""
+    store, _, ref = predictions
+    rings: list[HostRing] = []
+
+    def on_the_host(run: Run, name: str) -> Backend:
+        backend = open_backend(run, name)
+        monkeypatch.setattr(backend, "device_engine", lambda: backend)
+        return backend
+
+    def ring(engine: Any, **kwargs: Any) -> HostRing:
+        rings.append(HostRing(engine, **kwargs))
+        return rings[-1]
+
+    monkeypatch.setattr(gpu_overlap, "open_backend", on_the_host)
+    monkeypatch.setattr(gpu_overlap, "CudaRunner", ring)
+    run = Run.open(find_run(store, "jennifer"))
+    host = DayHost(run, open_store(str(make_data(tmp_path / "data"))))
+    feats = host.features(host.read(DAYS[2])).features
+    assert feats is not None
+    records = gpu_overlap.measure(run, feats, "torch", 4096)
+    assert [r["windowing"] for r in records] == ["host", "device"]
+    n_features = len(run.config.feature_names)
+    assert [(r.windowing, r.timing, r.n_features) for r in rings] == [
+        ("host", True, n_features),
+        ("device", True, n_features),
+    ]
+    assert all(r["windows"] == ref.height and r["slots"] == 2 and r["batch_size"] == 4096 for r in records)
+    assert all(r["overlap"] == pytest.approx(1 - 2.0 / 2.5) for r in records)
 
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="3">

@@ -1,7 +1,7 @@
 """The GPU extras agree on one CUDA major with each other, with the README's torch line and with the workflow.
 
-A CUDA 13 onnxruntime-gpu beside a CUDA 12 torch runs silently on the CPU (GPU audit,
-finding 1), so each ``gpu-cuNN`` extra is resolved against PyPI with pip itself
+A CUDA 13 onnxruntime-gpu beside a CUDA 12 torch runs silently on the CPU (finding 1 in
+docs/gpu-audit-status.md), so each ``gpu-cuNN`` extra is resolved against PyPI with pip itself
 (``pip install --dry-run --no-deps --report``) and the CUDA major read from the chosen
 wheels' metadata: TensorRT's from its ``tensorrt_cuNN_*`` requirements, onnxruntime-gpu's
 from the CUDA runtime its ``[cuda]`` extra requires, at both ends of the allowed range.

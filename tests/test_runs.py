@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
-from tthf.engine.runs import CONFIG, Run, RunRef, create_run, find_run, list_runs
+from tthf.engine.runs import CONFIG, Run, RunRef, create_run, find_run, list_runs, output_key, parse_output_key
 from tthf.engine.store import Store
 from tthf.errors import AmbiguousRunError, RunFormatError, RunNotFoundError, StoreError, UsageError
 
@@ -157,3 +159,24 @@ def test_a_run_locator_crosses_to_another_process_and_opens_the_same_run(runs: S
     run = pickle.loads(pickle.dumps(ref.locator())).open()
     assert run.ref == ref and run.ref.uri == ref.uri and run.ref.root == ref.root == runs.uri()
     assert run.config == Run.open(ref).config
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_parse_output_key_inverts_output_key(fmt: str) -> None:
+    day = dt.date(2024, 2, 29)
+    assert parse_output_key(output_key(day, fmt)) == (day, fmt)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "inference/manifest.json",  # the run manifest beside the files
+        "inference/2024-13-45.csv",  # the shape of a date, not a date
+        "inference/2024-02-29",  # no format
+        "inference/old/2024-02-29.csv",  # not in the inference folder itself
+        "evaluation/2024-02-29.csv",
+        "inference/2024-02-29.csv.tmp",
+    ],
+)
+def test_parse_output_key_refuses_any_other_key(key: str) -> None:
+    assert parse_output_key(key) is None

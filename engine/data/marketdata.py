@@ -110,23 +110,61 @@ def _cast(col: Column, array: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
         raise DataError(f"{source}: column {col.name!r} ({have}) does not fit {col.type}: {exc}; {_FIX_WRITE}") from exc
 
 
-def conform(table: pa.Table, source: str, *, strict: bool = False) -> pa.Table:
+def case_renames(have: Sequence[str], want: Sequence[str] = RAW_COLUMNS) -> dict[str, str]:
+    """The renames that would give ``have`` the names of ``want`` it differs from only in case.
+
+    ``{"Bid": "bid", "TS": "ts"}``: column names are matched exactly (a file's ``Bid`` is
+    not ``bid``, so a file cannot be half-read by accident), and this says what to rename.
+    """
+    lower: dict[str, str] = {}
+    for name in have:
+        lower.setdefault(name.lower(), name)
+    return {lower[name.lower()]: name for name in want if name not in have and name.lower() in lower}
+
+
+def rename_hint(renames: dict[str, str]) -> str:
+    """``renames`` as a sentence for an error message ('' when there is nothing to rename)."""
+    if not renames:
+        return ""
+    pairs = ", ".join(f"{have}->{want}" for have, want in renames.items())
+    return f"column names are case-sensitive: rename {pairs}. "
+
+
+def _missing(columns: list[Column], have: list[str], source: str) -> DataError:
+    """A file without required columns: which, the file's columns and, for case-only differences, the renames."""
+    names = ", ".join(f"{c.name!r} ({c.type})" for c in columns)
+    what = f"required column {names} is missing" if len(columns) == 1 else f"required columns {names} are missing"
+    return DataError(f"{source}: {what}; the file has {have}. {rename_hint(case_renames(have))}{_FIX_WRITE}")
+
+
+def conform(
+    table: pa.Table, source: str, *, strict: bool = False, file_columns: Sequence[str] | None = None
+) -> pa.Table:
     """Validate ``table`` against RAW_SCHEMA and return it in canonical types and column order.
 
     Extra columns are dropped; absent optional columns are added as nulls. Only the
     table's shape can fail it (a required column missing, twice, or of an incompatible
     type): nulls are left for the cleaning to count, except with ``strict``, which
     ``write_day`` uses so that what tthf writes keeps ``symbol``, ``ts`` and ``volume``
-    non-null as the contract says.
+    non-null as the contract says. ``file_columns`` are the file's column names when
+    ``table`` holds only some of them, so that messages list what the file has.
     """
+    have = list(file_columns) if file_columns is not None else table.column_names
+    missing = [col for col in RAW_SCHEMA if col.required and col.name not in table.column_names]
+    if missing:
+        raise _missing(missing, have, source)
+    for wrong, name in case_renames(have).items():  # optional columns only: the required ones are all there
+        log.warning(
+            "%s: column %r is ignored and the optional %r is read as null (names are case-sensitive); rename %s->%s",
+            source,
+            wrong,
+            name,
+            wrong,
+            name,
+        )
     columns = []
     for col in RAW_SCHEMA:
         if col.name not in table.column_names:
-            if col.required:
-                raise DataError(
-                    f"{source}: required column {col.name!r} ({col.type}) is missing; "
-                    f"the file has {table.column_names}. {_FIX_WRITE}"
-                )
             columns.append(pa.nulls(table.num_rows, col.type))
             continue
         if table.column_names.count(col.name) > 1:
@@ -200,8 +238,8 @@ def list_dates(root: Store | str) -> list[dt.date]:
     return sorted(dates)
 
 
-def _read_table(data: bytes, source: str) -> pa.Table:
-    """The file's columns of the raw schema only: extra columns are never decoded.
+def _read_table(data: bytes, source: str) -> tuple[pa.Table, list[str]]:
+    """The file's columns of the raw schema only (extra columns are never decoded), and all its column names.
 
     A file that names a schema column twice is read whole, for ``conform`` to refuse it.
     """
@@ -210,14 +248,15 @@ def _read_table(data: bytes, source: str) -> pa.Table:
         names = file.schema_arrow.names
         wanted = [name for name in RAW_COLUMNS if name in names]
         twice = any(names.count(name) > 1 for name in wanted)
-        return file.read(columns=None if twice else wanted)
+        return file.read(columns=None if twice else wanted), names
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{source}: not a readable Parquet file ({exc}); re-write or delete it") from exc
 
 
 def _read_file(store: Store, key: str) -> pl.DataFrame:
     source = store.uri(key)
-    frame = pl.from_arrow(conform(_read_table(store.read_bytes(key), source), source))
+    table, names = _read_table(store.read_bytes(key), source)
+    frame = pl.from_arrow(conform(table, source, file_columns=names))
     assert isinstance(frame, pl.DataFrame)
     return frame
 

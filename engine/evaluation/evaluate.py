@@ -3,7 +3,7 @@
 Per selected date (in date order): read ``{run}/inference/YYYY-MM-DD.csv|parquet``,
 compute the realized targets from the raw data with training's label code
 (``realized``), put forecasts, targets and baselines on one grid (``panel``) and reduce
-it to its scores (``scoring``). A date without a predictions file, or without raw data,
+it to its scores (``panel_scores``). A date without a predictions file, or without raw data,
 is reported and skipped; a date whose files cannot be read is reported with the reason.
 Then the dates are pooled and ``{run}/evaluation/<name>/`` gets metrics.json,
 report.html and the figures as PNG files (local or S3, each write atomic).
@@ -31,18 +31,26 @@ from tthf.engine.data.marketdata import list_dates
 from tthf.engine.evaluation import report
 from tthf.engine.evaluation.baselines import SAME_MINUTE_DAYS
 from tthf.engine.evaluation.panel import build_panel
+from tthf.engine.evaluation.panel_scores import Bands, DateScores, compare_with_training, score_date, summarize
 from tthf.engine.evaluation.realized import RealizedDay, realized_day
-from tthf.engine.evaluation.scoring import Bands, DateScores, compare_with_training, score_date, summarize
+from tthf.engine.inference_manifest import RunManifest
 from tthf.engine.model.network import vol_floor
 from tthf.engine.predictions import FORMATS, decode
-from tthf.engine.runs import EVALUATION_DIR, INFERENCE_DIR, INFERENCE_MANIFEST, METRICS, Run, open_run
+from tthf.engine.runs import (
+    EVALUATION_DIR,
+    INFERENCE_DIR,
+    METRICS,
+    Run,
+    open_run,
+    output_key,
+    parse_output_key,
+)
 from tthf.engine.store import Store, open_store
 from tthf.errors import DataError, KeyNotFoundError, StoreError, UsageError
 
 log = logging.getLogger("tthf.eval")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_PREDICTIONS = re.compile(rf"^{INFERENCE_DIR}/(\d{{4}}-\d{{2}}-\d{{2}})\.({'|'.join(FORMATS)})$")
 
 
 @dataclass
@@ -89,21 +97,20 @@ def _check_name(name: str) -> str:
     return name
 
 
-def prediction_files(run: Run) -> dict[dt.date, str]:
-    """The predictions file of each date in the run's ``inference/``; with both formats, the last one written.
+def prediction_formats(run: Run) -> dict[dt.date, str]:
+    """The format of each date's predictions file in the run's ``inference/``; with both, the last one written.
 
     tthf-run records its latest format in ``inference/manifest.json``; without a manifest CSV wins.
+    The file is ``runs.output_key(day, fmt)``.
     """
-    found: dict[dt.date, dict[str, str]] = {}
+    found: dict[dt.date, list[str]] = {}
     for key in run.store.list(INFERENCE_DIR):
-        match = _PREDICTIONS.match(key)
-        if match:
-            found.setdefault(dt.date.fromisoformat(match[1]), {})[match[2]] = key
-    try:
-        latest = json.loads(run.read_text(INFERENCE_MANIFEST)).get("settings", {}).get("format", "csv")
-    except (KeyNotFoundError, json.JSONDecodeError):
-        latest = "csv"
-    return {day: keys.get(latest) or next(iter(keys.values())) for day, keys in found.items()}
+        parsed = parse_output_key(key)
+        if parsed is not None and parsed[1] in FORMATS:
+            found.setdefault(parsed[0], []).append(parsed[1])
+    manifest = RunManifest.load(run)
+    latest = manifest.settings.format if manifest else "csv"
+    return {day: latest if latest in fmts else fmts[0] for day, fmts in found.items()}
 
 
 class _Realized:
@@ -161,7 +168,7 @@ def evaluate_run(
     run: Run,
     dates: str,
     *,
-    data: str | None = None,
+    data: Store | str | None = None,
     name: str | None = None,
     endpoint_url: str | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -169,17 +176,18 @@ def evaluate_run(
 ) -> EvalResult:
     """Score the run's predictions of ``dates`` (a ``--dates`` spec) and write ``{run}/evaluation/<name>/``.
 
-    ``data`` is the raw-data root (default: the run's training data root); ``name`` the
-    folder (default: from the spec). ``on_start(n)`` gets the number of requested dates,
+    ``data`` is the raw-data root, opened (tthf-eval opens it) or a URI opened with
+    ``endpoint_url`` (default: the run's training data root); ``name`` the folder (default:
+    from the spec). ``on_start(n)`` gets the number of requested dates,
     ``on_date`` each date's outcome as soon as it is known. Raises ``StoreError`` when no
     selected date has a predictions file.
     """
     started = time.perf_counter()
     name = _check_name(name or default_name(dates))
-    root = open_store(data or run.config.data_root, endpoint_url=endpoint_url)
+    root = data if isinstance(data, Store) else open_store(data or run.config.data_root, endpoint_url=endpoint_url)
     available = list_dates(root)
     selection = parse_dates(dates, available, source=root.uri(), calendar=run.config.calendar)
-    files = prediction_files(run)
+    formats = prediction_formats(run)
     cfg = run.config.model
     bands = Bands(cfg.ret_band, cfg.vol_band, vol_floor(cfg))
     if on_start:
@@ -193,7 +201,7 @@ def evaluate_run(
     realized = _Realized(root, available, run.config.calendar)
     days: list[DateScores] = []
     for day in selection.dates:
-        outcome, scored = _score_day(run, day, files.get(day), realized, bands)
+        outcome, scored = _score_day(run, day, formats.get(day), realized, bands)
         if scored is not None:
             days.append(scored)
         outcomes.append(outcome)
@@ -213,13 +221,14 @@ def evaluate_run(
 
 
 def _score_day(
-    run: Run, day: dt.date, key: str | None, realized: _Realized, bands: Bands
+    run: Run, day: dt.date, fmt: str | None, realized: _Realized, bands: Bands
 ) -> tuple[DateOutcome, DateScores | None]:
     iso = day.isoformat()
-    if key is None:
+    if fmt is None:
         return DateOutcome(iso, "no_predictions", reason=f"no predictions file in {run.store.uri(INFERENCE_DIR)}"), None
+    key = output_key(day, fmt)
     try:
-        frame = decode(run.read_bytes(key), key.rsplit(".", 1)[1])
+        frame = decode(run.read_bytes(key), fmt)
         real = realized.day(day)
         scored = score_date(build_panel(frame, real, realized.history(day)), bands)
     except (DataError, StoreError) as exc:

@@ -9,7 +9,7 @@ docs/features.md is the reference for every definition.
 """
 
 from tthf.engine.features.build import build_day, build_scaled_day
-from tthf.engine.features.clean import COUNT_KEYS, CleanRows, clean_rows
+from tthf.engine.features.clean import COUNT_KEYS, CleanRows, clean_rows, end_stamp_warning
 from tthf.engine.features.day import DayFeatures, ScaledDayFeatures
 from tthf.engine.features.formulas import (
     FEATURE_GROUPS,
@@ -44,6 +44,7 @@ __all__ = [
     "build_scaled_day",
     "clean_rows",
     "compute_grid",
+    "end_stamp_warning",
     "grid_arrays",
     "neutral",
 ]

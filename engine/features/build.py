@@ -10,17 +10,20 @@ and formulas minute by minute (``DayGrid.add`` + ``compute_grid``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from tthf.engine.data.calendar import DEFAULT_CALENDAR
-from tthf.engine.features.clean import CleanRows, clean_rows
+from tthf.engine.features.clean import CleanRows, clean_rows, end_stamp_warning
 from tthf.engine.features.day import DayFeatures, ScaledDayFeatures
 from tthf.engine.features.formulas import FEATURE_NAMES, compute_grid
 from tthf.engine.features.grid import DayGrid
 from tthf.engine.features.scalers import Scalers
+
+log = logging.getLogger("tthf.features")
 
 
 def build_day(
@@ -84,7 +87,11 @@ def build_scaled_day(
 def _grid(
     raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str, calendar: str
 ) -> tuple[CleanRows, DayGrid]:
-    clean = clean_rows(raw, day, symbols, source or f"raw data of {day}", calendar=calendar)
+    source = source or f"raw data of {day}"
+    clean = clean_rows(raw, day, symbols, source, calendar=calendar)
+    warning = end_stamp_warning(raw, day, source, calendar)
+    if warning:  # training, tthf-run and tthf-check all see it; the day is still built as stamped
+        log.warning(warning)
     return clean, DayGrid.from_clean(day, clean, calendar)
 
 

@@ -5,8 +5,9 @@ Every date goes through the very code a run uses, ``marketdata.read_day`` then
 batch or real time; this module only reads off the outcome: whether the date can be
 read (the reason if not), its rows, symbols, session coverage (the share of
 (symbol, minute) cells with a usable quote: the mask), the per-rule cleaning counts, the
-dense windows ``tthf-run --dense`` would predict, and the symbols that get no prediction
-with the reason. Why a symbol has no row or no usable quote comes from ``clean_rows`` run
+dense windows ``tthf-run --dense`` would predict, the symbols that get no prediction
+with the reason, and the warnings the build logs (bars that look stamped with their
+minute's end). Why a symbol has no row or no usable quote comes from ``clean_rows`` run
 on that symbol's rows alone, so the reason is the cleaning's own counts.
 docs/data.md ("Checking a data root") documents the report.
 """
@@ -26,14 +27,14 @@ import polars as pl
 from tthf.engine.config import DEFAULT_CALENDAR, SEQ_LEN
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.features import build_day, clean_rows
+from tthf.engine.features import build_day, clean_rows, end_stamp_warning
 from tthf.engine.features.day import DayFeatures
 from tthf.engine.store import Store, as_store
 from tthf.engine.windows import window_positions
 from tthf.errors import DataError, StoreError, UsageError
 
 #: the cleaning counts that explain a symbol without a row in the session, or without a usable quote
-_NO_ROW_RULES = ("null_key", "extended_hours", "off_minute")
+_NO_ROW_RULES = ("null_key", "extended_hours")
 _NO_QUOTE_RULES = ("quote_null", "quote_nonfinite", "quote_nonpositive", "quote_crossed")
 
 Wrap = Callable[[list[dt.date]], Iterable[dt.date]]
@@ -54,6 +55,7 @@ class DateCheck:
     windows: int = 0  # rows ``tthf-run --dense`` would write
     counts: dict[str, int] = field(default_factory=dict)  # read counts, then the cleaning counts
     left_out: dict[str, str] = field(default_factory=dict)  # symbol -> why it gets no prediction
+    warnings: list[str] = field(default_factory=list)  # what the build warns about (tthf-run logs the same)
     seconds: float = 0.0
 
 
@@ -152,6 +154,7 @@ def _evaluate(
         windows=int(per_symbol.sum()),
         counts={**counts, **feats.counts},
         left_out=_left_out(raw, feats, per_symbol, seq_len, source, calendar),
+        warnings=[w for w in (end_stamp_warning(raw, day, source, calendar),) if w],
         seconds=round(time.perf_counter() - started, 4),
     )
 

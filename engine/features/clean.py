@@ -2,7 +2,11 @@
 
 polars does this part (docs/features.md, "Cleaning rules"): the session filter, the
 symbol mapping, duplicates, and the rules that null out bad quotes and trades. Every
-rule is counted (``COUNT_KEYS``) so a run manifest says what was cleaned.
+rule is counted (``COUNT_KEYS``) so a run manifest says what was cleaned. Time is the
+minute ``ts`` falls in: a ``ts`` with seconds is floored to its minute's start
+(``ts_floored``), so vendors that stamp a bar inside its minute read as those that stamp
+its start; a date whose bars look stamped with their minute's end is only warned about
+(``end_stamp_warning``), since it cannot be told apart from data reliably.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from tthf.engine.data.calendar import DEFAULT_CALENDAR, is_trading_day, session_bounds
-from tthf.engine.data.marketdata import split_duplicates
-from tthf.errors import DataError, NoDataError, UsageError
+from tthf.engine.data.calendar import DEFAULT_CALENDAR, is_trading_day, session_bounds, timezone
+from tthf.engine.data.marketdata import case_renames, rename_hint, split_duplicates
+from tthf.errors import DataError, UsageError
 
 QUOTE = ("bid", "ask", "bid_size", "ask_size")
 TRADE_PRICES = ("open", "high", "low", "close", "vwap")
@@ -28,8 +32,8 @@ _FIX = "see docs/data.md for the raw schema and fix the writer"
 COUNT_KEYS = (
     "rows_in",
     "null_key",
+    "ts_floored",
     "extended_hours",
-    "off_minute",
     "unlisted_symbol",
     "duplicate_rows",
     "rows_used",
@@ -73,7 +77,8 @@ class CleanRows(NamedTuple):
 def _check_columns(raw: pl.DataFrame, source: str) -> None:
     missing = [c for c in _REQUIRED if c not in raw.columns]
     if missing:
-        raise DataError(f"{source}: required column(s) {missing} missing; the frame has {raw.columns}; {_FIX}")
+        hint = rename_hint(case_renames(raw.columns, (*_REQUIRED, *_OPTIONAL)))
+        raise DataError(f"{source}: required column(s) {missing} missing; the frame has {raw.columns}; {hint}{_FIX}")
     for name in (*_REQUIRED, *_OPTIONAL):
         if name not in raw.columns:
             continue
@@ -93,37 +98,89 @@ def _finite(col: str) -> pl.Expr:
     return pl.col(col).is_finite().fill_null(False)
 
 
+def _minute_offset(session: Session) -> pl.Expr:
+    """``ts`` floored to its minute's start, in µs from the session's first minute."""
+    us = pl.col("ts").dt.epoch("us")
+    return us // MINUTE_US * MINUTE_US - session.start_us
+
+
 def _session_rows(raw: pl.DataFrame, session: Session, counts: dict[str, int]) -> pl.DataFrame:
-    """Canonical float columns and the minute offset; rows without a key, outside the session or off the minute dropped."""
-    offset = pl.col("ts").dt.epoch("us") - session.start_us
+    """Canonical float columns and the minute offset (``ts`` floored); rows without a key or outside the session dropped."""
     frame = raw.select(
         pl.col("symbol").cast(pl.String),
-        offset.alias("_off"),
+        _minute_offset(session).alias("_off"),
+        (pl.col("ts").dt.epoch("us") % MINUTE_US != 0).alias("_floored"),
         *[pl.col(c).cast(pl.Float64) for c in (*QUOTE, "open", "high", "low", "close", "volume")],
         *[(pl.col(c) if c in raw.columns else pl.lit(None)).cast(pl.Float64).alias(c) for c in _OPTIONAL],
     )
     null_key = pl.col("symbol").is_null() | pl.col("_off").is_null()
     outside = ~null_key & ((pl.col("_off") < 0) | (pl.col("_off") >= session.n_minutes * MINUTE_US))
-    off_minute = ~null_key & ~outside & (pl.col("_off") % MINUTE_US != 0)
     row_counts = frame.select(
-        null_key.sum().alias("null_key"), outside.sum().alias("extended_hours"), off_minute.sum().alias("off_minute")
+        null_key.sum().alias("null_key"),
+        (~null_key & pl.col("_floored")).sum().alias("ts_floored"),
+        outside.sum().alias("extended_hours"),
     ).row(0, named=True)
     counts.update({k: int(v) for k, v in row_counts.items()})
-    return frame.filter(~(null_key | outside | off_minute))
+    return frame.filter(~(null_key | outside)).drop("_floored")
 
 
-def _symbols(
-    frame: pl.DataFrame, symbols: list[str] | None, day: dt.date, source: str, counts: dict[str, int]
-) -> tuple[pl.DataFrame, list[str]]:
+def _hours(day: dt.date, calendar: str) -> str:
+    """``day``'s regular session, local and UTC: '09:30-16:00 America/New_York (14:30-21:00 UTC)'."""
+    zone = timezone(calendar)
+    opens, closes = session_bounds(day, calendar)
+    local = f"{opens.astimezone(zone):%H:%M}-{closes.astimezone(zone):%H:%M} {zone}"
+    return f"{local} ({opens:%H:%M}-{closes:%H:%M} UTC)"
+
+
+def _outside_session(raw: pl.DataFrame, day: dt.date, source: str, counts: dict[str, int], calendar: str) -> str:
+    """Why ``day`` has no row in its regular session: no rows, no keys, or every row outside, with their span."""
+    if not counts["rows_in"]:
+        return f"{source}: no rows for {day}; write the date's bars or delete its empty partition"
+    keyed = raw.filter(pl.col("symbol").is_not_null() & pl.col("ts").is_not_null())
+    if keyed.is_empty():
+        return f"{source}: none of the {counts['rows_in']} rows of {day} has both a symbol and a ts; {_FIX}"
+    zone = timezone(calendar)
+    first, last = keyed.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")).row(0)
+    span = ", ".join(
+        f"{what} ts {t.astimezone(dt.timezone.utc).isoformat()} ({t.astimezone(zone):%Y-%m-%d %H:%M} local)"
+        for what, t in (("first", first), ("last", last))
+    )
+    nulls = f" (and {counts['null_key']} rows without a symbol or ts)" if counts["null_key"] else ""
+    return (
+        f"{source}: all {keyed.height} rows are outside the regular session of {day}, {_hours(day, calendar)}{nulls}: "
+        f"{span}. Are the timestamps UTC instants? Local times written as UTC (or another zone or unit) shift "
+        "every row by hours: write ts in UTC (tthf-ingest csv --tz ZONE converts local times) and re-write the partition"
+    )
+
+
+def end_stamp_warning(raw: pl.DataFrame, day: dt.date, source: str, calendar: str = DEFAULT_CALENDAR) -> str:
+    """Why ``raw``'s bars look stamped with their minute's end ('' when they do not).
+
+    The sign: rows at the session's close (16:00, the end of the last bar) and none at its
+    open (09:30, the start of the first). Only a warning, and only for a whole day (real
+    time sees a day minute by minute): a start-stamped feed whose 16:00 rows are post-market
+    bars and that has no bar at 09:30 looks the same, so tthf never shifts data by guessing.
+    """
+    session = Session.of(day, calendar)
+    offset = raw.select(_minute_offset(session).alias("off")).get_column("off")
+    at_close = int((offset == session.n_minutes * MINUTE_US).sum())
+    if not at_close or (offset == 0).any():
+        return ""
+    zone = timezone(calendar)
+    opens, closes = session_bounds(day, calendar)
+    return (
+        f"{source}: the bars of {day} look stamped with their minute's end: {at_close} row(s) at the close "
+        f"({closes.astimezone(zone):%H:%M} {zone}) and none at the open ({opens.astimezone(zone):%H:%M}). tthf reads "
+        "ts as the minute's start, so every value lands one minute late and the last bar is dropped as extended "
+        "hours. Re-ingest with tthf-ingest csv --bar-label end, or subtract one minute from ts and re-write the "
+        "partition (if those rows are post-market bars, ignore this)"
+    )
+
+
+def _symbols(frame: pl.DataFrame, symbols: list[str] | None, counts: dict[str, int]) -> tuple[pl.DataFrame, list[str]]:
     """The grid's symbols (given, or every symbol with a session row, sorted); rows of others dropped."""
     if symbols is None:
-        symbols = sorted(frame.get_column("symbol").unique().to_list())
-        if not symbols:
-            raise NoDataError(
-                f"{source}: no rows in the regular session of {day} ({counts['rows_in']} rows in all, "
-                f"{counts['extended_hours']} outside the session); check the partition's dates and time zone"
-            )
-        return frame, symbols
+        return frame, sorted(frame.get_column("symbol").unique().to_list())
     symbols = list(symbols)
     if len(set(symbols)) != len(symbols):
         dup = sorted({s for s in symbols if symbols.count(s) > 1})
@@ -144,8 +201,14 @@ def _resolve_duplicates(
     if conflict.height:
         sid, tid = conflict.select("sid", "tid").row(0)
         when = dt.datetime.fromtimestamp((session.start_us + tid * MINUTE_US) / 1e6, dt.timezone.utc)
+        floored = (
+            f" once ts is floored to its minute ({counts['ts_floored']} rows had seconds: more than one bar a "
+            "minute? aggregate them to minute bars)"
+            if counts["ts_floored"]
+            else ""
+        )
         raise DataError(
-            f"{source}: {conflict.height} rows share a (symbol, ts) with different values, e.g. "
+            f"{source}: {conflict.height} rows share a (symbol, ts) with different values{floored}, e.g. "
             f"symbol={symbols[sid]!r} ts={when.isoformat()}; keep one row per symbol and minute"
         )
     counts["duplicate_rows"] = frame.height - unique.height
@@ -203,7 +266,9 @@ def clean_rows(
     counts = dict.fromkeys(COUNT_KEYS, 0)
     counts["rows_in"] = raw.height
     frame = _session_rows(raw, session, counts)
-    frame, symbols = _symbols(frame, symbols, day, source, counts)
+    if symbols is None and frame.is_empty():
+        raise DataError(_outside_session(raw, day, source, counts, calendar))
+    frame, symbols = _symbols(frame, symbols, counts)
     # the symbol's position in ``symbols``: an Enum's physical code (cheaper than a join on strings)
     frame = frame.with_columns(
         pl.col("symbol").cast(pl.Enum(symbols)).to_physical().cast(pl.Int32).alias("sid"),

@@ -1,7 +1,7 @@
 """The model's interface, declared once: read by export, validation, every backend and the benchmarks.
 
 As HF Optimum's ``OnnxConfig``: the input name and shape, the output names, the batch
-axis, dummy inputs and the tolerance table of each precision live here, so an ONNX
+axis, dummy inputs and the bar of each precision live here, so an ONNX
 graph, a TensorRT engine and a backend cannot disagree on them. It sits in ``engine/``
 (not ``export/``) because the inference backends need it and ``engine/`` never imports
 ``export/``.
@@ -9,6 +9,7 @@ graph, a TensorRT engine and a backend cannot disagree on them. It sits in ``eng
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -26,9 +27,30 @@ Outputs = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class Tolerance:
+    """An element bar: every element must satisfy ``|artifact - reference| <= atol + rtol * |reference|``."""
+
     atol: float
     rtol: float
 
+
+@dataclass(frozen=True)
+class SpreadBar:
+    """A reduced-precision bar: the error's p99.9 and max, each relative to the reference's spread.
+
+    The spread is the reference output's standard deviation on the input set, floored at
+    ``floor`` (output units) so that a saturated confidence cannot make the ratios explode.
+    """
+
+    q_ratio: float  # allowed p99.9 |artifact - reference| / spread
+    max_ratio: float  # allowed max |artifact - reference| / spread
+    floor: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.q_ratio <= self.max_ratio or self.floor <= 0:
+            raise ValueError(f"SpreadBar needs 0 < q_ratio <= max_ratio and floor > 0, got {self}")
+
+
+Bar = Tolerance | SpreadBar
 
 # ``atol`` is in units of each output's scale (``OUTPUT_SCALES``): the model computes
 # ret_1h / ret_scale and log(vol_10m / vol_scale) at unit scale, so its rounding error
@@ -51,14 +73,60 @@ TOLERANCES: dict[str, dict[str, Tolerance]] = {
 }
 OUTPUT_SCALES = {"ret_1h": "ret_scale", "vol_10m": "vol_scale"}
 
+#: unit roundoff of each reduced CPU precision judged by spread (bf16: 8 significant bits, 2**-8)
+UNIT_ROUNDOFF = {"bf16": 2.0**-8}
+#: values each matrix product rounds: its two operands and its result
+ROUNDINGS_PER_PRODUCT = 3
+#: |N(0, 1)| at its 99.9th percentile, and a max that N(0, 1) exceeds with probability 7e-6
+Z_Q999 = 3.29
+Z_MAX = 4.5
+#: the spread's floor, in units of the output's scale (ret_scale, vol_scale, 1 for the confidences)
+SPREAD_FLOOR = 1e-2
+
+
+def output_scale(name: str, model: ModelConfig) -> float:
+    """The unit an output's rounding error scales with: ret_scale, vol_scale, or 1 for a probability."""
+    return float(getattr(model, OUTPUT_SCALES[name])) if name in OUTPUT_SCALES else 1.0
+
+
+def matmul_depth(model: ModelConfig) -> int:
+    """Matrix products on the network's longest path: the input projection, 8 per encoder layer
+    (q, k, v, QK^T, attention x V, out, ff1, ff2) and the 2 of an output head."""
+    return 3 + 8 * model.n_layers
+
+
+def spread_bars(precision: str, model: ModelConfig) -> dict[str, SpreadBar]:
+    """The bar of a reduced CPU precision, derived from its unit roundoff and the model's depth.
+
+    Each of the ``matmul_depth`` products rounds three values to ``precision``: its two operands,
+    and its result where the next op reads it (relative error uniform in [-u, u], standard
+    deviation u/sqrt(3)); it accumulates in fp32. Independent roundings add in quadrature, so
+    the output's error is taken as N(0, sigma) relative to the output's spread, with
+    sigma = u/sqrt(3) * sqrt(3 * depth). The bar is that distribution's p99.9 and a max it
+    passes with probability 7e-6 (docs/export.md, "Reduced precision on the CPU", has the
+    measurements against it, and the depth up to which an output scaled by 1.05 still fails).
+    """
+    sigma = UNIT_ROUNDOFF[precision] / math.sqrt(3.0) * math.sqrt(ROUNDINGS_PER_PRODUCT * matmul_depth(model))
+    return {
+        name: SpreadBar(q_ratio=Z_Q999 * sigma, max_ratio=Z_MAX * sigma, floor=SPREAD_FLOOR * output_scale(name, model))
+        for name in OUTPUT_NAMES
+    }
+
 
 def tolerances(precision: str, model: ModelConfig) -> dict[str, Tolerance]:
-    """Absolute tolerances of each output for ``precision`` and this run's output scales."""
-    out = {}
-    for name, tol in TOLERANCES[precision].items():
-        scale = float(getattr(model, OUTPUT_SCALES[name])) if name in OUTPUT_SCALES else 1.0
-        out[name] = Tolerance(atol=tol.atol * scale, rtol=tol.rtol)
-    return out
+    """The element bars of fp32 or fp16 at this run's output scales (``atol`` times the output's scale)."""
+    return {
+        name: Tolerance(atol=tol.atol * output_scale(name, model), rtol=tol.rtol)
+        for name, tol in TOLERANCES[precision].items()
+    }
+
+
+def bars(precision: str, model: ModelConfig) -> dict[str, Bar]:
+    """Each output's bar for any precision: element bars for fp32 and fp16, spread bars for the
+    reduced CPU precisions (``UNIT_ROUNDOFF``)."""
+    if precision in UNIT_ROUNDOFF:
+        return dict(spread_bars(precision, model))
+    return dict(tolerances(precision, model))
 
 
 class InputSet(NamedTuple):

@@ -7,7 +7,7 @@ in this process) or ``--executor ray`` (``tthf.engine.runtime.ray_executor``, wh
 the actors of a Ray cluster). Both compute a date with the same stages and ``finish``
 (``tthf.engine.runtime.day``) and hand its result to one ``Recorder``
 (``tthf.engine.runtime.recorder``), which owns the run manifest
-(``tthf.engine.runtime.manifest``): it is rewritten after every date, so a killed run loses
+(``tthf.engine.inference_manifest``): it is rewritten after every date, so a killed run loses
 at most the dates in flight; a rerun skips dates already done with the same model and
 settings, whichever executor did them. A date that fails is recorded with a one-line reason
 and the others go on.
@@ -18,10 +18,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from tthf.engine.inference_manifest import DateResult
 from tthf.engine.runs import open_run
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.local_executor import execute
-from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.options import RunOptions
 from tthf.engine.runtime.plan import plan_inference
 from tthf.engine.runtime.ray_executor import execute_ray

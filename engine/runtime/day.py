@@ -22,9 +22,9 @@ import polars as pl
 from tthf.engine import predictions, windows
 from tthf.engine.data import marketdata
 from tthf.engine.features import ScaledDayFeatures, build_scaled_day
+from tthf.engine.inference_manifest import DateResult
 from tthf.engine.runs import Run, output_key
 from tthf.engine.runtime.backends import Backend
-from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.runner import DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Stage
 from tthf.engine.store import Store

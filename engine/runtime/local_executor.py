@@ -15,9 +15,9 @@ import socket
 import time
 from collections.abc import Callable
 
+from tthf.engine.inference_manifest import DateResult
 from tthf.engine.runtime.day import DayHost, DayPredictor, day_stages, finish
 from tthf.engine.runtime.host_workers import HostPool
-from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.plan import InferencePlan
 from tthf.engine.runtime.recorder import InferenceSummary, Recorder
 from tthf.engine.runtime.stages import Pipeline, Stage

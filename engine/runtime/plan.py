@@ -24,10 +24,10 @@ import polars as pl
 import tthf
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
+from tthf.engine.inference_manifest import DateResult, InferenceSettings, RunManifest
 from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, output_key
 from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
-from tthf.engine.runtime.manifest import DateResult, RunManifest
 from tthf.engine.runtime.options import RunOptions
 from tthf.engine.store import Store, StoreLocator, open_store
 
@@ -133,42 +133,41 @@ def plan_inference(
     selection = parse_dates(options.dates, marketdata.list_dates(data), calendar=run.config.calendar)
     backend = open_backend(run, options.backend, rebuild=rebuild)
     settings = settings_key(run, options, stride, backend.name, data.uri())
-    manifest = RunManifest.load(run)
-    manifest.run = run.ref.name
-    manifest.settings = {
-        "key": settings,
-        "backend": backend.name,
-        "stride": stride,
-        "dense": options.dense,
-        "format": options.fmt,
-        "data_root": data.uri(),
-        "executor": options.executor,
-    }
-    manifest.versions = _versions(backend)
+    previous = RunManifest.load(run)
+    dates = dict(previous.dates) if previous else {}
     missing = [
         DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
         for day in selection.missing
     ]
     todo, skipped = [], []
     for day in selection.dates:
-        done = _already_done(run, manifest, day, options, settings)
+        done = _already_done(run, dates.get(day.isoformat()), day, options, settings)
         if done:
             skipped.append(done)
         else:
             todo.append(day)
-    if options.executor == "local":
-        manifest.settings["host_workers"] = options.host_workers_for(len(todo))
-        manifest.settings["host_mode"] = options.host_mode
+    local = options.executor == "local"
+    recorded = InferenceSettings(
+        settings,
+        backend.name,
+        stride,
+        options.dense,
+        options.fmt,
+        data.uri(),
+        options.executor,
+        host_workers=options.host_workers_for(len(todo)) if local else None,
+        host_mode=options.host_mode if local else None,
+    )
+    manifest = RunManifest(run.ref.name, recorded, _versions(backend), dates)
     return InferencePlan(
         run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, rebuild
     )
 
 
 def _already_done(
-    run: Run, manifest: RunManifest, day: dt.date, options: RunOptions, settings: str
+    run: Run, previous: DateResult | None, day: dt.date, options: RunOptions, settings: str
 ) -> DateResult | None:
     key = output_key(day, options.fmt)
-    previous = manifest.dates.get(day.isoformat())
     if (
         options.overwrite
         or previous is None

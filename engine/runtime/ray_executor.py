@@ -38,13 +38,13 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tthf.engine.inference_manifest import DateResult, RaySettings
 from tthf.engine.runs import Run
 from tthf.engine.runtime.backends import open_backend
 from tthf.engine.runtime.day import DayHost, DayPredictor, day_stages, finish
-from tthf.engine.runtime.manifest import DateResult
 from tthf.engine.runtime.options import RayConfig
 from tthf.engine.runtime.plan import InferencePlan, WorkerSpec
 from tthf.engine.runtime.recorder import InferenceSummary, Recorder
@@ -163,16 +163,16 @@ class Sizing:
     threads: int | None  # inference threads per CPU worker (None: GPU workers)
     note: str = ""
 
-    def settings(self, config: RayConfig) -> dict[str, Any]:
+    def settings(self, config: RayConfig) -> RaySettings:
         """What the manifest records (not in the settings key: a date done locally is done for Ray too)."""
-        return {
-            "address": config.address or "local",
-            "workers": self.workers,
-            "cpus_per_worker": self.num_cpus,
-            "gpus_per_worker": self.num_gpus,
-            "threads": self.threads,
-            "retries": config.retries,
-        }
+        return RaySettings(
+            address=config.address or "local",
+            workers=self.workers,
+            cpus_per_worker=self.num_cpus,
+            gpus_per_worker=self.num_gpus,
+            threads=self.threads,
+            retries=config.retries,
+        )
 
 
 def _floor4(x: float) -> float:
@@ -438,7 +438,7 @@ def execute_ray(
         sizing = size_workers(config, free.get("CPU", 0.0), free.get("GPU", 0.0))
         if sizing.note:
             log.warning("ray: %s", sizing.note)
-        plan.manifest.settings["ray"] = sizing.settings(config)
+        plan.manifest.settings = replace(plan.manifest.settings, ray=sizing.settings(config))
         pool = _Pool(ray, plan.worker_spec(threads=sizing.threads), sizing, config.retries)
         try:
             t0 = time.perf_counter()

@@ -14,7 +14,7 @@ fills, cumulative volume and VWAP, EMAs) live in a ``features.DayState`` that re
 the previous minute (from a late row's minute when one arrives; from the open when a new
 symbol appears); windowed features are computed in a way whose bits do not depend on where
 the arrays start. Its output for minute ``t`` is therefore the batch output for minute ``t``
-(tests/test_realtime.py). docs/running.md has the latency.
+(tests/runtime/test_realtime.py). docs/running.md has the latency.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tthf.engine.runtime.manifest import DateResult
+from tthf.engine.inference_manifest import DateResult
 from tthf.engine.runtime.plan import InferencePlan
 
 __all__ = ["InferenceSummary", "Recorder"]

@@ -31,7 +31,7 @@ reports it in ``bench/GPU_RESULTS.md``). Off by default: events cost a little pe
 
 Device windowing copies the grid through a pinned host buffer kept by the runner (grown to
 the largest day), so the upload is an asynchronous DMA on the copy stream rather than a
-blocking copy from pageable memory (audit finding 17).
+blocking copy from pageable memory (finding 17 in docs/gpu-audit-status.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
   calibration (the share of errors within the band vs the mean stated probability).
 
 The meaning of every number is in docs/model.md. Every score is defined once, in
-``tthf.engine.evaluation.scores``, and tthf-eval recomputes this block from prediction
+``tthf.engine.evaluation.array_scores``, and tthf-eval recomputes this block from prediction
 files with the same function (docs/evaluation.md).
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from tthf.engine.config import ModelConfig
+from tthf.engine.evaluation.array_scores import heldout_metrics
 from tthf.engine.evaluation.baselines import last_rv
-from tthf.engine.evaluation.scores import heldout_metrics
 from tthf.engine.features.day import DayFeatures
 from tthf.engine.model.network import ThreeHeadedTransformer, vol_floor
 from tthf.engine.training.dataset import ThreeHeadedTransformerDataset
@@ -71,7 +71,7 @@ def evaluate(
 def compute_metrics(pred: np.ndarray, labels: np.ndarray, baseline_vol: np.ndarray, cfg: ModelConfig) -> dict:
     """Metrics from ``pred`` (N, 4), ``labels`` (N, 2) and the naive vol forecast (N,).
 
-    The scores are ``tthf.engine.evaluation.scores.heldout_metrics``, the same function
+    The scores are ``tthf.engine.evaluation.array_scores.heldout_metrics``, the same function
     tthf-eval's pooled block calls: one definition of each score.
     """
     return {

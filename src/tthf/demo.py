@@ -78,4 +78,5 @@ def run_demo(
     )
     log.info("last step: scoring the held-out predictions against what happened (tthf-eval)")
     evaluation = evaluate_run(run, f"{test[0]}:{test[-1]}", data=data_root, name="heldout")
-    return DemoResult(open_store(data_root).uri(), run, metrics, exported.engine_message, summary, evaluation)
+    export_message = "\n".join(filter(None, (exported.engine_message, exported.variants_line())))
+    return DemoResult(open_store(data_root).uri(), run, metrics, export_message, summary, evaluation)

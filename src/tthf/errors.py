@@ -76,6 +76,10 @@ class NotExportedError(StaleArtifactError):
     """The run has no export (or not the artifact asked for); the message gives the export command."""
 
 
+class RejectedVariantError(ExportError):
+    """An optional export variant (a reduced precision) failed its bar at export, or was never validated."""
+
+
 class BackendError(TthfError):
     """An inference backend cannot run here or failed while running a batch."""
 

@@ -127,6 +127,44 @@ def test_missing_required_column_names_file_and_column(tmp_store: Store) -> None
     assert "re-write" in message
 
 
+def test_a_file_whose_names_differ_in_case_lists_its_columns_and_the_renames(tmp_store: Store) -> None:
+    vendor = bars().rename({"symbol": "Symbol", "ts": "TS", "bid": "Bid"}).with_columns(pl.lit("X").alias("venue"))
+    put_parquet(tmp_store, "date=2024-03-05/part-0.parquet", vendor)
+    with pytest.raises(DataError) as info:
+        md.read_day(tmp_store, DAY)
+    message = str(info.value)
+    assert message.startswith(
+        f"{tmp_store.uri('date=2024-03-05/part-0.parquet')}: required columns 'symbol' (string), "
+        "'ts' (timestamp[us, tz=UTC]), 'bid' (double) are missing; the file has "
+        "['Symbol', 'TS', 'Bid', 'ask', 'bid_size', 'ask_size', 'open', 'high', 'low', 'close', 'volume', 'venue']. "
+        "column names are case-sensitive: rename Symbol->symbol, TS->ts, Bid->bid. fix the writer"
+    )
+    # writing is as strict, and as helpful
+    with pytest.raises(DataError, match=r"rename Symbol->symbol, TS->ts, Bid->bid\."):
+        md.write_day(tmp_store, DAY, vendor)
+    # names that are not a case variant get no rename
+    put_parquet(tmp_store, "date=2024-03-05/part-0.parquet", bars().rename({"bid": "bid_px"}))
+    with pytest.raises(DataError) as info:
+        md.read_day(tmp_store, DAY)
+    assert "'bid_px'" in str(info.value) and "rename" not in str(info.value)
+
+
+def test_an_optional_column_that_differs_in_case_is_read_as_null_with_a_warning(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(tmp_path)
+    put_parquet(store, "date=2024-03-05/x.parquet", bars().with_columns(pl.lit(100.0).alias("VWAP")))
+    with caplog.at_level("WARNING", logger="tthf.data"):
+        out = md.read_day(store, DAY)
+    assert out.get_column("vwap").null_count() == out.height
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"{store.uri('date=2024-03-05/x.parquet')}: column 'VWAP' is ignored and the optional 'vwap' is read as null "
+        "(names are case-sensitive); rename VWAP->vwap"
+    )
+    assert md.case_renames(["vwap", "VWAP"]) == {}  # the right name is there: the other is an extra column
+
+
 @pytest.mark.parametrize(
     ("column", "value", "found"),
     [

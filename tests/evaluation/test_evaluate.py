@@ -9,7 +9,7 @@ import pytest
 
 from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day
-from tthf.engine.evaluation.evaluate import evaluate, evaluate_run, prediction_files
+from tthf.engine.evaluation.evaluate import evaluate, evaluate_run, prediction_formats
 from tthf.engine.evaluation.panel import build_panel
 from tthf.engine.evaluation.realized import realized_day
 from tthf.engine.evaluation.report import FIGURES
@@ -85,11 +85,13 @@ def test_sparse_predictions_score_once_per_forecast_at_source_ts(tiny_run) -> No
     assert m["forecasts"] < m["rows"]
     dense = runs.Run.open(runs.find_run(tiny_run.store, tiny_run.run_id))
     real = realized_day(open_store(tiny_run.data), DAYS[1])
-    panels = [build_panel(decode(r.read_bytes(prediction_files(r)[DAYS[1]]), "csv"), real, []) for r in (sparse, dense)]
+    panels = [
+        build_panel(decode(r.read_bytes(runs.output_key(DAYS[1], "csv")), "csv"), real, []) for r in (sparse, dense)
+    ]
     s, d = panels
     assert s.forecasts == s.has.sum() and (s.has <= d.has).all()
     np.testing.assert_allclose(s.flat("ret_1h"), d.grids["ret_1h"][s.has], rtol=1e-5, atol=1e-7)
-    frame = decode(sparse.read_bytes(prediction_files(sparse)[DAYS[1]]), "csv")
+    frame = decode(sparse.read_bytes(runs.output_key(DAYS[1], "csv")), "csv")
     assert s.forecasts == frame.filter(frame["ts"] == frame["source_ts"]).height
 
 
@@ -98,6 +100,22 @@ def test_no_predictions_at_all_and_bad_names_are_clear_errors(tiny_run) -> None:
         evaluate(tiny_run.store, "jennifer", str(DAYS[0]))
     with pytest.raises(UsageError, match="invalid --name"):
         evaluate(tiny_run.store, "jennifer", tiny_run.predicted, name="../x")
+
+
+def test_with_both_formats_the_one_the_manifest_names_is_scored(tiny_run, tmp_path, caplog) -> None:
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
+
+    run = make_run(str(tmp_path), tiny_run.data, "both")
+    for fmt in ("parquet", "csv", "parquet"):  # the last call's format is the manifest's
+        run_inference(str(tmp_path), "both", RunOptions(dates=str(DAYS[2]), fmt=fmt, overwrite=True, backend="torch"))
+    run.write_bytes("inference/2024-01-05.json", b"{}")  # not a predictions format
+    assert prediction_formats(run) == {DAYS[2]: "parquet"}
+    run.write_text(runs.INFERENCE_MANIFEST, "{}")  # a manifest that does not load: CSV first, with a warning
+    assert prediction_formats(run) == {DAYS[2]: "csv"} and "missing key(s)" in caplog.text
+    run.store.delete(runs.INFERENCE_MANIFEST)
+    run.store.delete(runs.output_key(DAYS[2], "csv"))
+    assert prediction_formats(run) == {DAYS[2]: "parquet"}
 
 
 @pytest.mark.s3

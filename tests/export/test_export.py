@@ -17,13 +17,14 @@ from onnx import TensorProto, helper, numpy_helper
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, sha256
 from tthf.engine.config import OUTPUT_NAMES, ModelConfig
+from tthf.engine.model.interface import Tolerance
 from tthf.engine.runs import EXPORT_MANIFEST as MANIFEST
 from tthf.engine.testing import make_data, make_run
 from tthf.errors import ExportError, UsageError, ValidationError
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, half_nodes
 from tthf.export.onnx_export import export_onnx
-from tthf.export.validate import Tolerance, compare, enforce, format_table, tolerances
+from tthf.export.validate import compare, enforce, format_table, tolerances
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,7 +136,7 @@ def test_require_engine_fails_fast_with_the_reason(
     from tthf.engine.runtime.backends.tensorrt import unavailable_reason
 
     if unavailable_reason() is None:
-        pytest.skip("TensorRT and a GPU are present: --require-engine succeeds here (tests/test_gpu_engine.py)")
+        pytest.skip("TensorRT and a GPU are present: --require-engine succeeds here (tests/export/test_gpu_engine.py)")
     store, run = tiny
     assert main(["--run", "jennifer", "--store", store, "--require-engine"]) == ExportError.exit_code
     err = capsys.readouterr().err

@@ -23,7 +23,7 @@ _VOL_EPS = 1e-6
 _REL_STD_FLOOR = 1e-9
 
 
-# ---- rolling primitives (engine/features/rolling.py before the kernel)
+# ---- rolling primitives (the engine's numpy versions before csrc/features.cpp)
 
 
 def shift(x: np.ndarray, k: int, fill: float = np.nan) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tthf.cli.check import main
+from tthf.cli.check import format_report, main
 from tthf.engine.data.calendar import session_bounds
 from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
@@ -125,10 +125,46 @@ def test_unreadable_dates_are_reported_with_the_reason_and_the_others_are_checke
 def test_a_date_without_session_rows_fails_as_in_tthf_run(tmp_path: Path) -> None:
     day = DAYS[0]
     raw = generate_day(SYNTH, day)
-    write_day(str(tmp_path), day, raw.filter(pl.col("ts") < session_bounds(day)[0]))
+    early = raw.filter(pl.col("ts") < session_bounds(day)[0])
+    write_day(str(tmp_path), day, early)
     got = check_day(str(tmp_path), day)
-    assert got.status == "failed" and "no rows in the regular session" in got.reason
-    assert got.exit_code == NoDataError.exit_code
+    first, last = early.get_column("ts").min(), early.get_column("ts").max()
+    assert got.status == "failed" and got.reason.startswith(
+        f"{tmp_path}/date=2024-01-02: all {early.height} rows are outside the regular session of 2024-01-02, "
+        f"09:30-16:00 America/New_York (14:30-21:00 UTC): first ts {first.isoformat()} "
+    )
+    assert f"last ts {last.isoformat()}" in got.reason and "Are the timestamps UTC instants?" in got.reason
+    assert got.exit_code == DataError.exit_code
+
+
+def test_sub_minute_stamps_are_floored_and_counted(root: Path, tmp_path: Path) -> None:
+    raw = read_day(str(root), DAYS[0])
+    write_day(str(tmp_path), DAYS[0], raw.with_columns(pl.col("ts") + dt.timedelta(seconds=59, milliseconds=999)))
+    got, ref = check_day(str(tmp_path), DAYS[0]), check_day(str(root), DAYS[0])
+    assert got.status == "ok" and got.counts["ts_floored"] == raw.height and ref.counts["ts_floored"] == 0
+    assert (got.windows, got.coverage, got.left_out) == (ref.windows, ref.coverage, ref.left_out)
+    assert "  ts_floored " in format_report(check_data(str(tmp_path), "2024-01-02"))
+
+
+def test_bars_stamped_with_their_end_are_a_warning(tmp_path: Path) -> None:
+    day = DAYS[0]
+    raw = generate_day(SynthConfig(n_symbols=4, start=day, end=day, seed=3, extended_hours=False), day)
+    write_day(str(tmp_path), day, raw.with_columns(pl.col("ts") + dt.timedelta(minutes=1)))
+    got = check_day(str(tmp_path), day)
+    assert got.status == "ok" and len(got.warnings) == 1
+    assert got.warnings[0].startswith(f"{tmp_path}/date=2024-01-02: the bars of 2024-01-02 look stamped with their")
+    assert "tthf-ingest csv --bar-label end" in got.warnings[0]
+    assert f"WARNING 2024-01-02: {got.warnings[0]}" in format_report(check_data(str(tmp_path), "2024-01-02"))
+
+
+def test_columns_that_differ_in_case_are_named_with_the_renames(root: Path, tmp_path: Path) -> None:
+    (tmp_path / "date=2024-01-02").mkdir()
+    raw = pl.read_parquet(root / "date=2024-01-02" / "part-0.parquet")
+    raw.rename({"symbol": "Symbol", "ts": "TS", "bid": "Bid"}).write_parquet(tmp_path / "date=2024-01-02" / "v.parquet")
+    got = check_day(str(tmp_path), DAYS[0])
+    assert got.status == "failed" and got.reason.startswith(f"{tmp_path}/date=2024-01-02/v.parquet: required columns")
+    assert "the file has ['Symbol', 'TS', 'Bid', 'ask'," in got.reason
+    assert "rename Symbol->symbol, TS->ts, Bid->bid." in got.reason
 
 
 def test_cli_table_json_and_exit_codes(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -21,10 +21,11 @@ from tthf.engine.features import (
     build_day,
     clean_rows,
     compute_grid,
+    end_stamp_warning,
     grid_arrays,
     neutral,
 )
-from tthf.errors import DataError, NoDataError, UsageError
+from tthf.errors import DataError, UsageError
 
 DAY = dt.date(2024, 3, 12)  # a Tuesday, EDT
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "features.md"
@@ -151,25 +152,82 @@ def test_shapes_types_finite_and_counts_add_up():
     assert list(c) == list(COUNT_KEYS)
     assert c["rows_in"] == raw.height
     assert c["extended_hours"] == raw.filter(~in_session(DAY)).height > 0
-    dropped = ("null_key", "extended_hours", "off_minute", "unlisted_symbol", "duplicate_rows")
+    dropped = ("null_key", "extended_hours", "unlisted_symbol", "duplicate_rows")
     assert c["rows_in"] == sum(c[k] for k in dropped) + c["rows_used"]
     assert c["missing_minutes"] == 3 * 390 - c["rows_used"] > 0
     assert c["masked_out"] == int((~day.mask).sum())
     assert 0.8 < np.mean(~np.isnan(day.labels[..., 0])) < 0.85  # (390-60)/390 minus a few gaps
 
 
-def test_null_keys_and_off_minute_rows_are_dropped_and_counted():
+def test_null_keys_are_dropped_and_counted():
     base = bars(DAY, "A", range(390))
-    odd = bars(DAY, "A", [7]).with_columns(pl.col("ts") + dt.timedelta(seconds=30), pl.col("bid") * 0.5)
     nulls = pl.concat(
         [
             bars(DAY, "A", [8]).with_columns(pl.lit(None, pl.String).alias("symbol")),
             bars(DAY, "A", [9]).with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("ts")),
         ]
     )
-    day = build_day(pl.concat([base, odd, nulls]), DAY)
-    assert day.counts["off_minute"] == 1 and day.counts["null_key"] == 2
+    day = build_day(pl.concat([base, nulls]), DAY)
+    assert day.counts["null_key"] == 2 and day.counts["ts_floored"] == 0
     assert np.array_equal(bits(day.features), bits(build_day(base, DAY).features))
+
+
+def test_sub_minute_timestamps_are_floored_to_their_minute_and_counted():
+    """A vendor stamping a bar anywhere inside its minute (09:30:59.999 for the 09:30 bar) reads as one stamping its start."""
+    raw = random_raw(DAY, n_sym=3, seed=11)
+    rng = np.random.default_rng(1)
+    late = pl.Series(rng.integers(1, 60_000_000, raw.height)).cast(pl.Duration("us"))  # 1 us .. 59.999999 s
+    stamped = raw.with_columns(pl.col("ts") + late)
+    day, ref = build_day(stamped, DAY), build_day(raw, DAY)
+    assert np.array_equal(bits(day.features), bits(ref.features)) and np.array_equal(day.mask, ref.mask)
+    assert day.counts["ts_floored"] == raw.height  # the extended-hours rows too: flooring comes before the session
+    assert {k: v for k, v in day.counts.items() if k != "ts_floored"} == {
+        k: v for k, v in ref.counts.items() if k != "ts_floored"
+    }
+    # each value lands on the minute it was stamped in, the session's edges included
+    edges = bars(DAY, "A", [-1, 0, 389, 390], mid=np.array([1.0, 2.0, 3.0, 4.0]))
+    clean = clean_rows(edges.with_columns(pl.col("ts") + dt.timedelta(seconds=59, milliseconds=999)), DAY, None, "x")
+    assert clean.rows.select("tid", "close").rows() == [(0, 2.0), (389, 3.0)]
+    assert clean.counts["ts_floored"] == 4 and clean.counts["extended_hours"] == 2  # 09:29:59.999 and 16:00:59.999
+
+
+def test_rows_that_share_a_minute_once_floored_follow_the_duplicates_rule():
+    raw = bars(DAY, "A", range(390))
+    copy = raw.slice(7, 1).with_columns(pl.col("ts") + dt.timedelta(seconds=30))
+    day = build_day(pl.concat([raw, copy]), DAY)
+    assert day.counts["duplicate_rows"] == 1 and day.counts["ts_floored"] == 1
+    assert np.array_equal(bits(day.features), bits(build_day(raw, DAY).features))
+    second_bar = copy.with_columns(pl.col("bid") * 0.5)
+    with pytest.raises(DataError) as info:
+        build_day(pl.concat([raw, second_bar]), DAY, source="x.parquet")
+    message = str(info.value)
+    assert message.startswith("x.parquet: 2 rows share a (symbol, ts) with different values once ts is floored")
+    assert "(1 rows had seconds: more than one bar a minute? aggregate them to minute bars)" in message
+    assert "symbol='A' ts=2024-03-12T13:37:00+00:00" in message
+    with pytest.raises(DataError) as info:  # without flooring, the message says nothing about it
+        build_day(pl.concat([raw, raw.slice(7, 1).with_columns(pl.col("bid") * 0.5)]), DAY)
+    assert "floored" not in str(info.value)
+
+
+def test_bars_stamped_with_their_end_are_warned_about_not_shifted(caplog: pytest.LogCaptureFixture):
+    start_stamped = random_raw(DAY, n_sym=2, seed=12, extended=False)
+    end_stamped = start_stamped.with_columns(pl.col("ts") + MINUTE)  # 09:31 .. 16:00
+    warning = end_stamp_warning(end_stamped, DAY, "x.parquet")
+    assert warning.startswith("x.parquet: the bars of 2024-03-12 look stamped with their minute's end: 2 row(s)")
+    assert "at the close (16:00 America/New_York) and none at the open (09:30)" in warning
+    assert "tthf-ingest csv --bar-label end" in warning and "subtract one minute from ts" in warning
+    with caplog.at_level("WARNING", logger="tthf.features"):
+        day = build_day(end_stamped, DAY, source="x.parquet")
+    assert [r.getMessage() for r in caplog.records] == [warning]
+    assert day.counts["extended_hours"] == 2  # built as stamped: nothing is guessed
+    # start-stamped bars, even with post-market rows at 16:00, are not suspect; nor is a date with a 09:30 row
+    assert end_stamp_warning(start_stamped, DAY, "x") == ""
+    assert end_stamp_warning(random_raw(DAY, n_sym=2, seed=12, extended=True), DAY, "x") == ""
+    assert end_stamp_warning(pl.concat([end_stamped, bars(DAY, "B", [0])]), DAY, "x") == ""
+    # the close is the calendar's: 13:00 on a half day
+    half = dt.date(2024, 7, 3)
+    warning = end_stamp_warning(bars(half, "A", range(1, 211)), half, "x")
+    assert "(13:00 America/New_York)" in warning and end_stamp_warning(bars(half, "A", range(210)), half, "x") == ""
 
 
 def test_feature_values_against_numpy():
@@ -570,8 +628,19 @@ def test_bad_frames_and_days_are_clear_errors():
         build_day(raw.with_columns(pl.col("ask").cast(pl.String)), DAY)
     with pytest.raises(DataError, match="not a trading day"):
         build_day(raw, dt.date(2024, 3, 9))
-    with pytest.raises(NoDataError, match=r"x\.parquet: no rows in the regular session of 2024-03-13"):
+    with pytest.raises(DataError) as info:
         build_day(raw, dt.date(2024, 3, 13), source="x.parquet")
+    assert str(info.value).startswith(
+        "x.parquet: all 5 rows are outside the regular session of 2024-03-13, 09:30-16:00 America/New_York "
+        "(13:30-20:00 UTC): first ts 2024-03-12T13:30:00+00:00 (2024-03-12 09:30 local), last ts "
+        "2024-03-12T13:34:00+00:00 (2024-03-12 09:34 local). Are the timestamps UTC instants?"
+    )
+    with pytest.raises(DataError, match=r"x\.parquet: no rows for 2024-03-12; write the date's bars"):
+        build_day(raw.clear(), DAY, source="x.parquet")
+    with pytest.raises(DataError, match=r"none of the 5 rows of 2024-03-12 has both a symbol and a ts"):
+        build_day(raw.with_columns(pl.lit(None, pl.String).alias("symbol")), DAY, source="x.parquet")
+    with pytest.raises(DataError, match=r"the frame has \['Symbol', 'ts', 'Bid'.*rename Symbol->symbol, Bid->bid\."):
+        build_day(raw.rename({"symbol": "Symbol", "bid": "Bid"}), DAY)
     empty = build_day(raw, dt.date(2024, 3, 13), symbols=["A"])  # an explicit universe: all-missing
     assert not empty.mask.any() and np.isfinite(empty.features).all()
     # optional columns may be absent; a zone other than UTC names the same instants

@@ -145,7 +145,7 @@ def test_tensorrt_backend_unavailable_says_why(exported_run: tuple[Path, runs.Ru
 
     reason = unavailable_reason()
     if reason is None:
-        pytest.skip("TensorRT and a GPU are present (tests/test_gpu_engine.py covers this backend)")
+        pytest.skip("TensorRT and a GPU are present (tests/export/test_gpu_engine.py covers this backend)")
     _, run = exported_run
     with pytest.raises(BackendUnavailableError, match="TensorRT cannot run here"):
         open_backend(run, "tensorrt")
@@ -185,3 +185,20 @@ def test_without_export(exported_run: tuple[Path, runs.Run], tmp_path: Path, cap
     assert "has no export" in caplog.text
     with pytest.raises(UsageError, match="unknown backend"):
         open_backend(copy, "tflite")
+
+
+def test_torch_reference_is_batch_invariant() -> None:
+    """A window's outputs do not depend on the batch it came in (real time's few rows = batch's many),
+    also on CPUs whose vector kernels finish odd lengths with a scalar loop (AVX-512)."""
+    from tthf.engine.config import ModelConfig
+    from tthf.engine.runtime.backends.torch import ROW_MULTIPLE
+
+    torch.manual_seed(0)
+    backend = TorchBackend(ThreeHeadedTransformer(ModelConfig(n_features=7, d_model=16, n_heads=2, n_layers=1)))
+    x = np.random.default_rng(0).standard_normal((300, 30, 7), dtype=np.float32)
+    whole = backend.predict(x)
+    for lo, n in ((0, 1), (3, 4), (5, 37), (1, ROW_MULTIPLE), (7, 293)):
+        part = backend.predict(x[lo : lo + n])
+        for name in OUTPUT_NAMES:
+            assert part[name].shape == (n,)
+            assert np.array_equal(part[name], whole[name][lo : lo + n]), (name, lo, n)

@@ -120,6 +120,24 @@ def test_rerun_skips_done_dates_and_overwrite_redoes_them_identically(
     assert {v["status"] for d, v in manifest["dates"].items() if d not in ok} == {"no_data"}
 
 
+def test_a_manifest_from_an_older_tthf_is_replaced_with_a_warning_and_its_dates_redone(
+    work: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, options = str(work / "runs"), RunOptions(dates="2024-01", dense=True)
+    run_inference(store, "jen", options)
+    path = work / "runs" / RUN_DIR / "manifest.json"
+    older = json.loads(path.read_text())
+    for entry in older["dates"].values():  # the date entries of a tthf before e02a327
+        del entry["executor"], entry["worker"]
+    path.write_text(json.dumps(older))
+    with caplog.at_level("WARNING", logger="tthf.run"):
+        summary = run_inference(store, "jen", options)
+    assert "missing key(s) ['executor', 'worker'] in the entry of 2024-01-02" in caplog.text
+    assert [r.status for r in summary.results if r.status != "no_data"] == ["ok"] * len(DAYS)
+    assert all("worker" in entry for entry in json.loads(path.read_text())["dates"].values())
+    assert [r.status for r in run_inference(store, "jen", options).by_status("skipped")] == ["skipped"] * len(DAYS)
+
+
 def test_a_date_without_data_is_reported_not_fatal(work: Path, capsys: pytest.CaptureFixture) -> None:
     assert _run(work, "--dates", "2024-01-03,2024-01-05", "--dense") == 0
     out = capsys.readouterr()
@@ -213,9 +231,72 @@ def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path)
         assert entry["rows"] == got.height == count_windows(build_day(raw, day).mask)
 
 
+def test_sub_minute_stamps_give_the_predictions_of_minute_stamps(work: Path) -> None:
+    """Bars stamped anywhere inside their minute are floored: same files as the same bars stamped at minute starts."""
+    rng = np.random.default_rng(5)
+    for day in DAYS[:2]:
+        raw = read_day(str(work / "data"), day)
+        late = pl.Series(rng.integers(1, 60_000_000, raw.height)).cast(pl.Duration("us"))  # 1 us .. 59.999999 s
+        write_day(str(work / "floored"), day, raw.with_columns(pl.col("ts") + late))
+    out, dates = work / "runs" / RUN_DIR, ("--dates", "2024-01-02:2024-01-03", "--dense")
+    assert _run(work, *dates) == 0
+    ref = {d: (out / f"{d}.csv").read_bytes() for d in DAYS[:2]}
+    ref_counts = {d: e["counts"] for d, e in json.loads((out / "manifest.json").read_text())["dates"].items()}
+    assert _run(work, *dates, "--data", str(work / "floored")) == 0
+    assert {d: (out / f"{d}.csv").read_bytes() for d in DAYS[:2]} == ref
+    for day, entry in json.loads((out / "manifest.json").read_text())["dates"].items():
+        counts = entry["counts"]
+        assert entry["status"] == "ok" and counts["ts_floored"] == counts["rows_in"] > 0
+        assert {**counts, "ts_floored": 0} == ref_counts[day]
+
+
+def test_dates_with_no_session_row_or_renamed_columns_fail_with_the_fix_and_are_retried(
+    work: Path, capsys: pytest.CaptureFixture
+) -> None:
+    outside, renamed = (work / "data" / f"date={d}" / "part-0.parquet" for d in ("2024-01-03", "2024-01-04"))
+    good = {path: pl.read_parquet(path) for path in (outside, renamed)}
+    # the extended-hours rows only: every row of the date is outside 09:30-16:00 New York
+    good[outside].filter(~pl.col("ts").is_between(*session_bounds(DAYS[1]), closed="left")).write_parquet(outside)
+    n = pl.read_parquet(outside).height
+    good[renamed].rename({"bid": "Bid", "ask": "Ask"}).write_parquet(renamed)
+    assert _run(work, "--dates", "2024-01", "--dense") == 1
+    out = capsys.readouterr().out
+    assert "1 ok, 2 failed" in out and "FAILED 2024-01-03" in out and "FAILED 2024-01-04" in out
+    entries = json.loads((work / "runs" / RUN_DIR / "manifest.json").read_text())["dates"]
+    assert entries["2024-01-03"]["status"] == "failed" and entries["2024-01-03"]["rows"] == 0
+    assert entries["2024-01-03"]["reason"].startswith(
+        f"{work / 'data'}/date=2024-01-03: all {n} rows are outside the regular session of 2024-01-03, "
+        "09:30-16:00 America/New_York (14:30-21:00 UTC): first ts 2024-01-03T"
+    )
+    assert "Are the timestamps UTC instants?" in entries["2024-01-03"]["reason"]
+    assert entries["2024-01-04"]["status"] == "failed" and entries["2024-01-04"]["reason"].startswith(
+        f"{renamed}: required columns 'bid' (double), 'ask' (double) are missing; the file has ['symbol', 'ts', 'Bid', "
+    )
+    assert "rename Bid->bid, Ask->ask." in entries["2024-01-04"]["reason"]
+    # fixed data: the failed dates are computed again, the ok one is skipped
+    for path, frame in good.items():
+        frame.write_parquet(path)
+    assert _run(work, "--dates", "2024-01", "--dense") == 0
+    assert "2 ok, 0 failed, 1 skipped" in capsys.readouterr().out
+
+
+def test_bars_stamped_with_their_end_are_predicted_as_stamped_with_a_warning(
+    work: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = read_day(str(work / "data"), DAYS[1])
+    session = raw.filter(pl.col("ts").is_between(*session_bounds(DAYS[1]), closed="left"))
+    write_day(str(work / "end"), DAYS[1], session.with_columns(pl.col("ts") + pl.duration(minutes=1)))
+    options = RunOptions(dates="2024-01-03", dense=True, backend="torch", data_root=str(work / "end"))
+    with caplog.at_level("WARNING", logger="tthf.features"):
+        (result,) = run_inference(str(work / "runs"), "jen", options).results
+    assert result.status == "ok" and result.rows > 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "tthf.features"]
+    assert warning.startswith(f"{work / 'end'}/date=2024-01-03: the bars of 2024-01-03 look stamped with their")
+    assert "tthf-ingest csv --bar-label end" in warning
+
+
 def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_date_order(work: Path) -> None:
-    from tthf.engine.runtime.manifest import DateResult
-    from tthf.engine.runtime.options import RunOptions
+    from tthf.engine.inference_manifest import DateResult
     from tthf.engine.runtime.plan import plan_inference
     from tthf.engine.runtime.recorder import Recorder
 

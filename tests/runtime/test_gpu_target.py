@@ -1,4 +1,4 @@
-"""What an engine records about the host it was built on (GPU audit finding 22), tested on the CPU.
+"""What an engine records about the host it was built on (finding 22 in docs/gpu-audit-status.md), tested on the CPU.
 
 ``GpuTarget`` goes into the export manifest with every engine. Its two CUDA versions come
 from different places: torch's from ``torch.version.cuda``, TensorRT's from the name of the

@@ -1,6 +1,6 @@
 """ONNX Runtime on the GPU: its session computes on one torch stream, without a host sync per run.
 
-GPU audit findings 11 and 15. The CPU tests check what can be checked without a GPU: the
+Findings 11 and 15 in docs/gpu-audit-status.md. The CPU tests check what can be checked without a GPU: the
 provider options carry the stream (``user_compute_stream``, the option name in ONNX
 Runtime's ``cuda_execution_provider_info.cc`` and ``tensorrt_execution_provider_info.cc``),
 the session is created with them, runs use ``disable_synchronize_execution_providers``

@@ -26,14 +26,14 @@ from tthf.errors import BackendUnavailableError, StaleArtifactError, ValidationE
 from tthf.export.api import Artifacts, reference_outputs, validate_artifacts
 from tthf.export.config import ExportConfig
 from tthf.export.inputs import heldout_windows
-from tthf.export.validate import compare, enforce, tolerances
+from tthf.export.validate import bars, compare, enforce
 
 openvino = pytest.importorskip("openvino")
 
 BF16_REASON = ov_backend.bf16_unavailable_reason(openvino.Core())
 needs_bf16 = pytest.mark.skipif(BF16_REASON is not None, reason=f"bf16 cannot be validated here: {BF16_REASON}")
 #: backend name -> the tolerance table it is validated at
-BARS = {"openvino": "fp32", "openvino-bf16": "fp16"}
+BARS = {"openvino": "fp32", "openvino-bf16": "bf16"}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def _check(run: runs.Run, name: str, reference: dict[str, np.ndarray], got: dict
             backend=name,
             inputs=inputs,
             precision=bar,
-            tolerance=tolerances(bar, run.config.model),
+            tolerance=bars(bar, run.config.model),
         )
     )
 
@@ -122,11 +122,13 @@ def test_export_records_openvino_validation(exported_run: tuple[Path, runs.Run])
     assert rows and all(r["precision"] == "fp32" and r["violations"] == 0 for r in rows)
     assert {r["inputs"].split("@")[0] for r in rows} == {"random", "heldout"}
     bf16 = [r for r in manifest.validation if r["backend"] == "openvino-bf16"]
+    variant = manifest.variants["openvino-bf16"]
     if BF16_REASON is None:
-        assert bf16 and all(r["precision"] == "fp16" and r["violations"] == 0 for r in bf16)
+        assert bf16 and all(r["precision"] == "bf16" and r["q_bar"] > 0 for r in bf16)
+        assert variant["status"] == ("accepted" if all(r["passed"] for r in bf16) else "rejected")
     else:
         assert not bf16
-        assert any("not validated through openvino-bf16" in n and "no native bf16" in n for n in manifest.notes)
+        assert variant["status"] == "unavailable" and "no native bf16" in variant["reason"]
     assert manifest.versions["openvino"] == openvino.__version__
 
 
@@ -140,8 +142,7 @@ def test_export_without_openvino_notes_it(exported_run: tuple[Path, runs.Run], m
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     results, notes = validate_artifacts(run, built, sets, reference)
     assert {r.backend for r in results} == {"onnxruntime"}
-    assert len(notes) == 2 and all("openvino is not installed" in n for n in notes)
-    assert "not validated through openvino:" in notes[0] and "through openvino-bf16:" in notes[1]
+    assert len(notes) == 1 and "not validated through openvino: openvino is not installed" in notes[0]
 
 
 @pytest.mark.parametrize("name", ["openvino", pytest.param("openvino-bf16", marks=needs_bf16)])
@@ -179,7 +180,10 @@ def test_tthf_run_agrees_with_torch(exported_run: tuple[Path, runs.Run], tmp_pat
     )
 
 
-def test_tthf_run_bf16_unavailable_exits_6(exported_run: tuple[Path, runs.Run], capsys: pytest.CaptureFixture) -> None:
+def test_tthf_run_bf16_not_validated_exits_5(
+    exported_run: tuple[Path, runs.Run], capsys: pytest.CaptureFixture
+) -> None:
+    """Exported on a CPU without native bf16, the variant was never validated: serving it is refused."""
     if BF16_REASON is None:
         pytest.skip("this CPU has native bf16: test_tthf_run_agrees_with_torch runs openvino-bf16")
     base, _ = exported_run
@@ -193,8 +197,10 @@ def test_tthf_run_bf16_unavailable_exits_6(exported_run: tuple[Path, runs.Run], 
         "--backend",
         "openvino-bf16",
     ]
-    assert run_main(argv) == 6
-    assert "openvino-bf16: this CPU" in capsys.readouterr().err
+    assert run_main(argv) == 5
+    err = capsys.readouterr().err
+    assert "does not serve openvino-bf16: it could not be validated on the export host" in err
+    assert "no native bf16" in err
 
 
 def test_auto_prefers_openvino_on_a_cpu_host(
@@ -249,7 +255,7 @@ def test_bf16_silent_fallback_is_refused(exported_run: tuple[Path, runs.Run], mo
     _, run = exported_run
     monkeypatch.setattr(ov_backend, "bf16_unavailable_reason", lambda core: None)
     with pytest.raises(BackendUnavailableError, match="compiled the model at f32, not bf16"):
-        OpenVinoBf16Backend.from_run(run)
+        OpenVinoBf16Backend.from_onnx(run.read_bytes(runs.export_key(runs.FP32_ONNX)))
 
 
 def test_stale_export_is_refused(exported_run: tuple[Path, runs.Run], tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class PinnedBuffers:
 
     ``predict`` serves the real-time predictor and export validation, which call it with
     small batches many times: a fresh device allocation and an extra synchronization per
-    call would cost more than the model (GPU audit finding 15). Per call this does one copy
+    call would cost more than the model (finding 15 in docs/gpu-audit-status.md). Per call this does one copy
     into pinned memory, an async upload, the engine's ``execute`` and an async download, all
     on one stream, and one synchronization.
     """
@@ -114,6 +114,17 @@ class Backend(ABC):
 
     name: str
     detail: str  # device / provider, for logs and manifests
+    #: an optional variant (a reduced CPU precision of ``model.onnx``): ``tthf-export`` validates it
+    #: against its own bar and records it accepted or rejected without failing the export; it is
+    #: served only when accepted, and only when named (``auto`` never picks it)
+    optional: ClassVar[bool] = False
+    #: the arithmetic of the matrix products, which decides the bar it is validated at
+    precision: ClassVar[str] = "fp32"
+
+    @classmethod
+    def from_onnx(cls, model: bytes) -> Backend:
+        """This backend on ``model.onnx`` bytes, as export validates it (backends that run ONNX override it)."""
+        raise NotImplementedError(f"the {cls.name} backend does not run ONNX bytes")
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> Outputs:
@@ -134,9 +145,13 @@ class Backend(ABC):
         return f"{type(self).__name__}({self.detail})"
 
 
-def exported_onnx(run: Run) -> bytes:
-    """The run's exported fp32 ``model.onnx``, after checking the export is fresh (else StaleArtifactError)."""
-    return artifacts.read_artifact(run, artifacts.open_fresh(run), FP32_ONNX)
+def exported_onnx(run: Run, *, variant: str | None = None) -> bytes:
+    """The run's exported fp32 ``model.onnx``, after checking the export is fresh (else StaleArtifactError)
+    and, for an optional ``variant`` (a backend name), that export accepted it."""
+    manifest = artifacts.open_fresh(run)
+    if variant is not None:
+        artifacts.check_variant(run, manifest, variant)
+    return artifacts.read_artifact(run, manifest, FP32_ONNX)
 
 
 def split_batch(n: int, shards: int, sub_batch: int, min_shard: int = 1) -> list[list[slice]]:

@@ -5,7 +5,7 @@ torch CUDA stream given as its ``user_compute_stream`` and runs without the end-
 host synchronization (``disable_synchronize_execution_providers``): ``predict`` binds
 pinned-and-device buffers reused across calls, and the CUDA runner uses that stream as its
 compute stream, so ONNX Runtime's kernels are ordered with the ring's copies by CUDA
-events instead of blocking the host (GPU audit findings 11 and 15). On the CPU, one
+events instead of blocking the host (findings 11 and 15 in docs/gpu-audit-status.md). On the CPU, one
 single-threaded session per core and each batch split between them (data parallel), in
 sub-batches: the model's ops are too small for intra-op threads to pay (docs/export.md,
 "CPU inference speed"). Export validates through this same class, so what was validated
@@ -88,7 +88,7 @@ def _gpu_stream(on_device: list[str]) -> Any:
     """The torch CUDA stream a GPU session computes on; None without GPU providers or without CUDA torch.
 
     Importing torch first also loads its CUDA libraries, which ONNX Runtime's CUDA provider
-    then finds (audit finding 26).
+    then finds (finding 26 in docs/gpu-audit-status.md).
     """
     if not on_device:
         return None

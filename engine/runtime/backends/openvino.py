@@ -4,9 +4,11 @@ Two names, two precisions (a different precision is a different backend name, so
 in the manifest and in tthf-run's settings key, never silent):
 
 - ``openvino``: fp32 (``INFERENCE_PRECISION_HINT=f32``), validated at the fp32 tolerances;
-- ``openvino-bf16``: the same graph with bf16 matmuls, validated at the fp16 tolerances,
-  only on CPUs with native bf16 (AVX-512 BF16 or AMX): elsewhere OpenVINO would quietly
-  run f32 under the bf16 name, so that is ``BackendUnavailableError``.
+- ``openvino-bf16``: the same graph with bf16 matmuls, an optional variant: served only when
+  ``tthf-export`` accepted it at the bf16 bar (a rejected or never validated variant is a
+  one-line error with the fix), and only on CPUs with native bf16 (AVX-512 BF16 or AMX):
+  elsewhere OpenVINO would quietly run f32 under the bf16 name, so that is
+  ``BackendUnavailableError``.
 
 Configuration, by measurement on the project's shared 2-core machine (bench/tune_openvino.py,
 docs/export.md "OpenVINO"), the same shape as the ONNX Runtime backend's: data parallel.
@@ -63,7 +65,6 @@ class OpenVinoBackend(Backend):
     """``model.onnx`` compiled for the CPU at ``precision`` (``fp32`` or ``bf16``)."""
 
     name = "openvino"
-    precision = "fp32"
 
     def __init__(
         self,
@@ -114,10 +115,14 @@ class OpenVinoBackend(Backend):
             )
 
     @classmethod
+    def from_onnx(cls, model: bytes) -> OpenVinoBackend:
+        return cls(model)
+
+    @classmethod
     def from_run(cls, run: Run, **options: Any) -> OpenVinoBackend:
         """The run's exported fp32 ``model.onnx``, after checking the export is fresh."""
         _import_openvino()  # an absent openvino is "unavailable" (auto skips it), not a stale export
-        return cls(exported_onnx(run), **options)
+        return cls(exported_onnx(run, variant=cls.name if cls.optional else None), **options)
 
     def predict(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -155,7 +160,8 @@ class OpenVinoBackend(Backend):
 
 
 class OpenVinoBf16Backend(OpenVinoBackend):
-    """The bf16 variant: an explicit, validated choice (fp16 tolerances), never picked by ``auto``."""
+    """The bf16 variant: optional (validated at the bf16 bar, served only when accepted), never picked by ``auto``."""
 
     name = "openvino-bf16"
     precision = "bf16"
+    optional = True

@@ -290,6 +290,7 @@ class TensorRTFixedBatch(FixedBatch):
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    precision = "fp16"
 
     def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
         self.compiled = engine  # our TensorRTEngine wrapper

@@ -1,7 +1,11 @@
 """The PyTorch reference as a backend: the checkpoint's network, fp32 on the CPU.
 
 ``torch`` is the reference and stays fp32 on the CPU whatever the host has (tests and
-validation compare against it). ``torch-cuda`` is the same network on the GPU under fp16
+validation compare against it). On the CPU it pads every call to a multiple of ``ROW_MULTIPLE``
+rows: torch's vectorized elementwise kernels (erf, exp) finish a tensor whose length is not a
+multiple of their unrolled vector width (32 floats with AVX-512) with a scalar loop that can
+differ by an ulp, so without the padding a window's outputs would depend on the size of the
+batch it came in (real time's few rows against batch's thousands; seen on AVX-512 CPUs). ``torch-cuda`` is the same network on the GPU under fp16
 autocast: a different precision, so a different backend name (and settings key).
 """
 
@@ -19,6 +23,10 @@ from tthf.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from tthf.engine.model.network import ThreeHeadedTransformer
+
+
+#: CPU calls are padded to this many rows, a multiple of every vector width torch unrolls to
+ROW_MULTIPLE = 64
 
 
 class TorchBackend(Backend):
@@ -49,9 +57,13 @@ class TorchBackend(Backend):
         torch = self._torch
         # fp16 autocast on CUDA; fp32 on CPU (the reference).
         autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
+        n = len(batch)
+        if self.device.type == "cpu" and n % ROW_MULTIPLE:
+            pad = np.zeros((ROW_MULTIPLE - n % ROW_MULTIPLE, *batch.shape[1:]), dtype=np.float32)
+            batch = np.concatenate([batch, pad])
         with torch.inference_mode(), autocast:
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            return {n: t.float().cpu().numpy() for n, t in zip(OUTPUT_NAMES, self.model(x))}
+            return {name: t[:n].float().cpu().numpy() for name, t in zip(OUTPUT_NAMES, self.model(x))}
 
     def device_engine(self) -> DeviceEngine | None:
         if self.device.type != "cuda":
@@ -75,6 +87,7 @@ class TorchCudaBackend(TorchBackend):
     """The reference network on the first CUDA device under fp16 autocast."""
 
     name = "torch-cuda"
+    precision = "fp16"
 
     @classmethod
     def from_run(cls, run: Run, **options: Any) -> TorchCudaBackend:

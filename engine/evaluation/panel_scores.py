@@ -3,7 +3,7 @@
 Each date is reduced, as soon as it is built, to its table row, its per-minute
 cross-sectional series (IC, rank IC, forecast deciles) and the flat values at its
 forecast cells; the ``(M, S)`` grids are dropped. ``summarize`` pools the dates. Every
-statistic comes from ``scores``; this module only decides which cells go into which
+statistic comes from ``array_scores``; this module only decides which cells go into which
 score. docs/evaluation.md describes the result key by key.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tthf.engine.config import RET_HORIZON, VOL_HORIZON
-from tthf.engine.evaluation import scores
+from tthf.engine.evaluation import array_scores
 from tthf.engine.evaluation.panel import BASELINES, DatePanel
 
 #: share of zero realized volatilities on a date above which it gets a warning
@@ -61,9 +61,9 @@ def score_date(panel: DatePanel, bands: Bands) -> DateScores:
     g = panel.grids
     series, deciles = {}, {}
     for key, name in RET_FORECASTS.items():
-        series[f"{key}_ic"] = scores.cross_sectional_ic(g[name], g["y_ret"])
-        series[f"{key}_rank_ic"] = scores.cross_sectional_ic(g[name], g["y_ret"], rank=True)
-        deciles[key] = scores.decile_means(g[name], g["y_ret"])
+        series[f"{key}_ic"] = array_scores.cross_sectional_ic(g[name], g["y_ret"])
+        series[f"{key}_rank_ic"] = array_scores.cross_sectional_ic(g[name], g["y_ret"], rank=True)
+        deciles[key] = array_scores.decile_means(g[name], g["y_ret"])
     minute = np.nonzero(panel.has)[0].astype(np.int32)
     flat = {name: panel.flat(name) for name in g}
     return DateScores(
@@ -83,25 +83,25 @@ def _date_row(panel: DatePanel, flat: dict[str, np.ndarray], series: dict[str, n
     r, v = np.isfinite(y_ret), np.isfinite(y_vol)
     zero_share = float(np.mean(y_vol[v] == 0)) if v.any() else math.nan
     ret_err = np.abs(y_ret[r] - flat["ret_1h"][r])
-    vol_err = scores.vol_log_error(y_vol[v], flat["vol_10m"][v], bands.vol_floor)
+    vol_err = array_scores.vol_log_error(y_vol[v], flat["vol_10m"][v], bands.vol_floor)
     row = {
         "date": panel.date.isoformat(),
         "rows": panel.rows,
         "forecasts": panel.forecasts,
         "n_ret": int(r.sum()),
         "n_vol": int(v.sum()),
-        "ic": scores.num(_nanmean(series["model_ic"])),
-        "rank_ic": scores.num(_nanmean(series["model_rank_ic"])),
-        "reversal_ic": scores.num(_nanmean(series["baseline_reversal_ic"])),
-        "hit_rate": scores.num(scores.hit_rate(y_ret[r], flat["ret_1h"][r])),
-        "ret_mse": scores.num(scores.mse(y_ret[r], flat["ret_1h"][r])),
-        "vol_qlike": scores.num(scores.qlike(y_vol[v], flat["vol_10m"][v], bands.vol_floor)),
-        "vol_mse": scores.num(scores.mse(y_vol[v], flat["vol_10m"][v])),
-        "ret_coverage": scores.num(np.mean(ret_err <= bands.ret_band) if r.any() else math.nan),
-        "ret_mean_conf": scores.num(flat["ret_conf"][r].mean() if r.any() else math.nan),
-        "vol_coverage": scores.num(np.mean(vol_err <= bands.vol_band) if v.any() else math.nan),
-        "vol_mean_conf": scores.num(flat["vol_conf"][v].mean() if v.any() else math.nan),
-        "zero_vol_share": scores.num(zero_share),
+        "ic": array_scores.num(_nanmean(series["model_ic"])),
+        "rank_ic": array_scores.num(_nanmean(series["model_rank_ic"])),
+        "reversal_ic": array_scores.num(_nanmean(series["baseline_reversal_ic"])),
+        "hit_rate": array_scores.num(array_scores.hit_rate(y_ret[r], flat["ret_1h"][r])),
+        "ret_mse": array_scores.num(array_scores.mse(y_ret[r], flat["ret_1h"][r])),
+        "vol_qlike": array_scores.num(array_scores.qlike(y_vol[v], flat["vol_10m"][v], bands.vol_floor)),
+        "vol_mse": array_scores.num(array_scores.mse(y_vol[v], flat["vol_10m"][v])),
+        "ret_coverage": array_scores.num(np.mean(ret_err <= bands.ret_band) if r.any() else math.nan),
+        "ret_mean_conf": array_scores.num(flat["ret_conf"][r].mean() if r.any() else math.nan),
+        "vol_coverage": array_scores.num(np.mean(vol_err <= bands.vol_band) if v.any() else math.nan),
+        "vol_mean_conf": array_scores.num(flat["vol_conf"][v].mean() if v.any() else math.nan),
+        "zero_vol_share": array_scores.num(zero_share),
     }
     row["warnings"] = _warnings(panel, row, zero_share)
     return row
@@ -155,7 +155,7 @@ def summarize(days: Sequence[DateScores], bands: Bands) -> dict[str, Any]:
         "vol_10m": _vol_section(flat, period, minute, step, n_minutes, bands),
         "ret_conf": _conf_section(flat["ret_conf"], flat["y_ret"], flat["ret_1h"], bands.ret_band, None),
         "vol_conf": _conf_section(flat["vol_conf"], flat["y_vol"], flat["vol_10m"], bands.vol_band, bands.vol_floor),
-        "pooled": scores.heldout_metrics(
+        "pooled": array_scores.heldout_metrics(
             pred, labels, flat["last_rv"], floor=bands.vol_floor, ret_band=bands.ret_band, vol_band=bands.vol_band
         ),
         "per_date": [d.row for d in days],
@@ -163,7 +163,7 @@ def summarize(days: Sequence[DateScores], bands: Bands) -> dict[str, Any]:
 
 
 def _ret_section(days: Sequence[DateScores], flat: dict[str, np.ndarray], step: int, n_minutes: int) -> dict:
-    lags = scores.hac_lags(RET_HORIZON, step)
+    lags = array_scores.hac_lags(RET_HORIZON, step)
     r = np.isfinite(flat["y_ret"])
     y = flat["y_ret"][r].astype(np.float64)
     out: dict[str, Any] = {"n": int(r.sum()), "hac_lags": lags}
@@ -174,20 +174,25 @@ def _ret_section(days: Sequence[DateScores], flat: dict[str, np.ndarray], step: 
         with np.errstate(invalid="ignore"):
             decile_means = np.nanmean(table, axis=0) if np.isfinite(table).any() else np.full(table.shape[1], np.nan)
         out[key] = {
-            "ic": scores.mean_test(np.concatenate([d.series[f"{key}_ic"] for d in days]), lags),
-            "rank_ic": scores.mean_test(np.concatenate([d.series[f"{key}_rank_ic"] for d in days]), lags),
-            "hit_rate": scores.num(scores.hit_rate(y, f)),
-            "deciles": scores.nums(decile_means),
-            "top_minus_bottom": scores.mean_test(spread, lags),
+            "ic": array_scores.mean_test(np.concatenate([d.series[f"{key}_ic"] for d in days]), lags),
+            "rank_ic": array_scores.mean_test(np.concatenate([d.series[f"{key}_rank_ic"] for d in days]), lags),
+            "hit_rate": array_scores.num(array_scores.hit_rate(y, f)),
+            "deciles": array_scores.nums(decile_means),
+            "top_minus_bottom": array_scores.mean_test(spread, lags),
         }
-    out["model"]["mse"] = scores.num(scores.mse(y, flat["ret_1h"][r].astype(np.float64)))
-    out["baseline_zero"] = {"mse": scores.num(scores.mse(y, 0.0)), "hit_rate": None, "ic": None, "rank_ic": None}
-    mse0 = scores.mse(y, 0.0)
-    out["mse_skill"] = scores.num(1.0 - out["model"]["mse"] / mse0) if r.any() and mse0 > 0 else None
+    out["model"]["mse"] = array_scores.num(array_scores.mse(y, flat["ret_1h"][r].astype(np.float64)))
+    out["baseline_zero"] = {
+        "mse": array_scores.num(array_scores.mse(y, 0.0)),
+        "hit_rate": None,
+        "ic": None,
+        "rank_ic": None,
+    }
+    mse0 = array_scores.mse(y, 0.0)
+    out["mse_skill"] = array_scores.num(1.0 - out["model"]["mse"] / mse0) if r.any() and mse0 > 0 else None
     out["by_minute"] = {
         "minute": list(range(n_minutes)),
         **{
-            f"{key}_{kind}": scores.nums(_by_minute(days, f"{key}_{kind}", n_minutes))
+            f"{key}_{kind}": array_scores.nums(_by_minute(days, f"{key}_{kind}", n_minutes))
             for key in RET_FORECASTS
             for kind in ("ic", "rank_ic")
         },
@@ -199,7 +204,7 @@ def _vol_section(
     flat: dict[str, np.ndarray], period: np.ndarray, minute: np.ndarray, step: int, n_minutes: int, bands: Bands
 ) -> dict:
     """Model and baselines on the cells where the label and every baseline exist."""
-    lags = scores.hac_lags(VOL_HORIZON, step)
+    lags = array_scores.hac_lags(VOL_HORIZON, step)
     floor = bands.vol_floor
     common = np.isfinite(flat["y_vol"]) & np.isfinite(flat["vol_10m"])
     for name in BASELINES[1:]:
@@ -211,24 +216,24 @@ def _vol_section(
         "n": int(common.sum()),
         "hac_lags": lags,
         "qlike_floor": floor,
-        "zero_realized_share": scores.num(np.mean(y == 0) if len(y) else math.nan),
+        "zero_realized_share": array_scores.num(np.mean(y == 0) if len(y) else math.nan),
         "by_minute": {"minute": list(range(n_minutes)), "n": count.tolist()},
     }
     for key, name in VOL_FORECASTS.items():
         f = flat[name][common].astype(np.float64)
-        terms = scores.qlike_terms(y, f, floor)
+        terms = array_scores.qlike_terms(y, f, floor)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out["by_minute"][f"{key}_qlike"] = scores.nums(np.bincount(mins, terms, n_minutes) / count)
-            out["by_minute"][f"{key}_mse"] = scores.nums(np.bincount(mins, (y - f) ** 2, n_minutes) / count)
+            out["by_minute"][f"{key}_qlike"] = array_scores.nums(np.bincount(mins, terms, n_minutes) / count)
+            out["by_minute"][f"{key}_mse"] = array_scores.nums(np.bincount(mins, (y - f) ** 2, n_minutes) / count)
         out[key] = {
-            "qlike": scores.num(terms.mean() if len(y) else math.nan),
-            "mse": scores.num(scores.mse(y, f)),
-            "mse_var": scores.num(scores.mse(y * y, f * f)),
-            "mz": scores.mincer_zarnowitz(y, f, lags=lags, time=period[common]),
-            "calibration_bins": scores.binned_means(f, y, CALIBRATION_BINS),
+            "qlike": array_scores.num(terms.mean() if len(y) else math.nan),
+            "mse": array_scores.num(array_scores.mse(y, f)),
+            "mse_var": array_scores.num(array_scores.mse(y * y, f * f)),
+            "mz": array_scores.mincer_zarnowitz(y, f, lags=lags, time=period[common]),
+            "calibration_bins": array_scores.binned_means(f, y, CALIBRATION_BINS),
         }
-    mz = scores.grouped_regression(y, flat["vol_10m"][common].astype(np.float64), mins, n_minutes)
-    out["by_minute"].update({f"model_mz_{k}": scores.nums(mz[k]) for k in ("intercept", "slope", "r2")})
+    mz = array_scores.grouped_regression(y, flat["vol_10m"][common].astype(np.float64), mins, n_minutes)
+    out["by_minute"].update({f"model_mz_{k}": array_scores.nums(mz[k]) for k in ("intercept", "slope", "r2")})
     return out
 
 
@@ -237,11 +242,11 @@ def _conf_section(conf: np.ndarray, y: np.ndarray, f: np.ndarray, band: float, f
     ok = np.isfinite(y)
     conf = conf[ok].astype(np.float64)
     y, f = y[ok].astype(np.float64), f[ok].astype(np.float64)
-    err = np.abs(y - f) if floor is None else scores.vol_log_error(y, f, floor)
-    summary = scores.confidence_summary(conf, err, band, scores.N_DECILES)
+    err = np.abs(y - f) if floor is None else array_scores.vol_log_error(y, f, floor)
+    summary = array_scores.confidence_summary(conf, err, band, array_scores.N_DECILES)
     summary["by_decile"] = summary.pop("bins")
-    summary["coverage_gap"] = scores.coverage_gap(conf, err, band, summary["by_decile"])
-    summary["risk_coverage"] = scores.risk_coverage(conf, err)
+    summary["coverage_gap"] = array_scores.coverage_gap(conf, err, band, summary["by_decile"])
+    summary["risk_coverage"] = array_scores.risk_coverage(conf, err)
     return summary
 
 

@@ -11,7 +11,7 @@ Three kinds of input:
 Where a maintained library computes a score it is used: ranks come from
 ``scipy.stats.rankdata``, the HAC (Newey-West) and Driscoll-Kraay covariances, the
 regressions and the Wald test from statsmodels. The rest is arithmetic on numpy arrays,
-each piece tested against a library or a textbook value in tests/evaluation/test_scores.py.
+each piece tested against a library or a textbook value in tests/evaluation/test_array_scores.py.
 docs/evaluation.md says what every number means.
 
 statsmodels is imported inside the two functions that need it: training imports this
