@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,9 +23,7 @@ from tthf.engine import artifacts
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import Outputs
 from tthf.engine.runs import FP32_ONNX, Run
-
-#: ``execute(x_dev (n, seq, F), outs_dev {name: (n,)}, n, stream)``, enqueued on ``stream``
-Execute = Callable[[Any, dict[str, Any], int, Any], None]
+from tthf.engine.runtime.pinned import Execute
 
 
 @dataclass
@@ -43,53 +40,6 @@ class DeviceEngine:
     out_dtypes: dict[str, Any]  # torch dtypes of the device outputs
     max_batch: int | None = None
     stream: Any = None  # torch.cuda.Stream
-
-
-class PinnedBuffers:
-    """Pinned host and device buffers for ``predict`` on a GPU, grown to the largest batch and then reused.
-
-    ``predict`` serves the real-time predictor and export validation, which call it with
-    small batches many times: a fresh device allocation and an extra synchronization per
-    call would cost more than the model (finding 15 in docs/gpu-audit-status.md). Per call this does one copy
-    into pinned memory, an async upload, the engine's ``execute`` and an async download, all
-    on one stream, and one synchronization.
-    """
-
-    def __init__(self, out_dtypes: dict[str, Any]) -> None:
-        import torch
-
-        self._torch = torch
-        self.out_dtypes = out_dtypes
-        self.capacity = 0
-        self.window_shape: tuple[int, ...] = ()
-        self.host_in: Any = None
-        self.dev_in: Any = None
-        self.dev_out: dict[str, Any] = {}
-        self.host_out: dict[str, Any] = {}
-
-    def ensure(self, n: int, window_shape: tuple[int, ...]) -> None:
-        """Room for ``n`` windows of ``window_shape``; reallocates only to grow (or for another shape)."""
-        if n <= self.capacity and window_shape == self.window_shape:
-            return
-        torch, cap = self._torch, max(n, self.capacity if window_shape == self.window_shape else 0, 1)
-        self.host_in = torch.empty((cap, *window_shape), dtype=torch.float32, pin_memory=True)
-        self.dev_in = torch.empty((cap, *window_shape), dtype=torch.float32, device="cuda")
-        self.dev_out = {k: torch.empty(cap, dtype=d, device="cuda") for k, d in self.out_dtypes.items()}
-        self.host_out = {k: torch.empty(cap, dtype=torch.float32, pin_memory=True) for k in self.out_dtypes}
-        self.capacity, self.window_shape = cap, window_shape
-
-    def run(self, chunk: np.ndarray, execute: Execute, stream: Any) -> Outputs:
-        """``chunk`` (n, seq_len, F) through ``execute`` on ``stream``; returns host copies of the outputs."""
-        torch, n = self._torch, len(chunk)
-        self.ensure(n, tuple(chunk.shape[1:]))
-        self.host_in[:n].numpy()[...] = chunk
-        with torch.cuda.stream(stream):
-            self.dev_in[:n].copy_(self.host_in[:n], non_blocking=True)
-            execute(self.dev_in, self.dev_out, n, stream)
-            for name, tensor in self.dev_out.items():
-                self.host_out[name][:n].copy_(tensor[:n], non_blocking=True)  # fp16 -> fp32 on the copy
-        stream.synchronize()
-        return {name: self.host_out[name][:n].numpy().copy() for name in self.out_dtypes}
 
 
 class FixedBatch(ABC):

@@ -23,14 +23,8 @@ import numpy as np
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs
 from tthf.engine.runs import Run
-from tthf.engine.runtime.backends.base import (
-    Backend,
-    DeviceEngine,
-    PinnedBuffers,
-    exported_onnx,
-    split_batch,
-    write_outputs,
-)
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine, exported_onnx, split_batch, write_outputs
+from tthf.engine.runtime.pinned import PinnedPredict
 from tthf.errors import BackendError, BackendUnavailableError, UsageError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -179,7 +173,7 @@ class OnnxRuntimeBackend(Backend):
         if self.on_gpu:
             self._run_options = ort.RunOptions()
             self._run_options.add_run_config_entry(NO_SYNC, "1")  # ordered by the stream, not by the host
-        self._gpu_buffers: PinnedBuffers | None = None
+        self._gpu_predict: PinnedPredict | None = None
         self.detail = (
             active[0]
             if self.on_gpu
@@ -220,11 +214,11 @@ class OnnxRuntimeBackend(Backend):
 
     def _predict_gpu(self, x: np.ndarray) -> Outputs:
         """One persistent binding over buffers grown to the largest batch: no allocation per call, one sync."""
-        if self._gpu_buffers is None:
+        if self._gpu_predict is None:
             import torch
 
-            self._gpu_buffers = PinnedBuffers(dict.fromkeys(OUTPUT_NAMES, torch.float32))
-        return self._gpu_buffers.run(x, self._execute, self.stream)
+            self._gpu_predict = PinnedPredict(self._execute, dict.fromkeys(OUTPUT_NAMES, torch.float32), self.stream)
+        return self._gpu_predict(x)
 
     def _execute(self, x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
         """Run ``n`` windows at ``x`` (device) into ``outs`` (device), enqueued on the session's stream."""

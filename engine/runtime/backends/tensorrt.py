@@ -27,7 +27,8 @@ from tthf.engine import artifacts, runs
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine, FixedBatch, PinnedBuffers
+from tthf.engine.runtime.backends.base import Backend, DeviceEngine, FixedBatch
+from tthf.engine.runtime.pinned import PinnedPredict
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
 log = logging.getLogger("tthf")
@@ -192,7 +193,7 @@ class TensorRTEngine:
             self.profiles.append((lo, opt, hi))
         self.max_batch = min(p[2] for p in self.profiles)
         self.window_shape = tuple(int(d) for d in engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][1:])
-        self._buffers = PinnedBuffers(self.output_dtypes)  # predict's, reused across calls
+        self._pinned_predict = PinnedPredict(self.execute, self.output_dtypes, self.stream)
 
     def select_profile(self, batch: int, stream: Any) -> None:
         """Switch to the profile whose ``opt`` is nearest to ``batch`` (on ``stream``) if it is not current."""
@@ -212,10 +213,7 @@ class TensorRTEngine:
             raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
 
     def predict(self, batch: np.ndarray) -> Outputs:
-        return predict_in_chunks(self._predict_chunk, batch, self.max_batch)
-
-    def _predict_chunk(self, chunk: np.ndarray) -> Outputs:
-        return self._buffers.run(chunk, self.execute, self.stream)
+        return predict_in_chunks(self._pinned_predict, batch, self.max_batch)
 
 
 class TensorRTFixedBatch(FixedBatch):
