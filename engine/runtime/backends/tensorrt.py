@@ -28,7 +28,7 @@ from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
 from tthf.engine.runtime import probes
 from tthf.engine.runtime.backends.base import Backend, DeviceEngine, FixedBatch
-from tthf.engine.runtime.pinned import PinnedPredict
+from tthf.engine.runtime.pinned import PinnedBuffers, PinnedPredict
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
 log = logging.getLogger("tthf")
@@ -234,21 +234,17 @@ class TensorRTFixedBatch(FixedBatch):
     """
 
     def __init__(self, compiled: TensorRTEngine, capacity: int, *, graph: bool = True) -> None:
-        torch = compiled._torch
-        self._torch = torch
+        import torch
+
         self.capacity = capacity
         self.stream = torch.cuda.Stream()
         self.context = compiled.engine.create_execution_context()
-        shape = (capacity, *compiled.window_shape)
-        self._host_in = torch.zeros(shape, dtype=torch.float32, pin_memory=True)  # zeros: finite unused rows
-        self.inputs = self._host_in.numpy()
-        self._dev_in = torch.zeros(shape, dtype=torch.float32, device="cuda")
-        self._dev_out = {n: torch.empty(capacity, dtype=d, device="cuda") for n, d in compiled.output_dtypes.items()}
-        self._host_out = {n: torch.empty(capacity, dtype=d, pin_memory=True) for n, d in compiled.output_dtypes.items()}
+        self.buffers = PinnedBuffers(capacity, compiled.window_shape, compiled.output_dtypes)
+        self.inputs = self.buffers.host_in.numpy()
         self.context.set_optimization_profile_async(best_profile(capacity, compiled.profiles), self.stream.cuda_stream)
-        self.context.set_input_shape(INPUT_NAME, shape)
-        self.context.set_tensor_address(INPUT_NAME, self._dev_in.data_ptr())
-        for name, tensor in self._dev_out.items():
+        self.context.set_input_shape(INPUT_NAME, (capacity, *compiled.window_shape))
+        self.context.set_tensor_address(INPUT_NAME, self.buffers.dev_in.data_ptr())
+        for name, tensor in self.buffers.dev_out.items():
             self.context.set_tensor_address(name, tensor.data_ptr())
         self._execute()  # TensorRT's deferred setup happens here, never inside a capture
         self.stream.synchronize()
@@ -260,7 +256,8 @@ class TensorRTFixedBatch(FixedBatch):
             raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
 
     def _capture(self) -> Any:
-        torch = self._torch
+        import torch
+
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=self.stream):
@@ -273,17 +270,17 @@ class TensorRTFixedBatch(FixedBatch):
         return graph
 
     def run(self, n: int) -> Outputs:
-        torch = self._torch
+        import torch
+
         with torch.cuda.stream(self.stream):
-            self._dev_in.copy_(self._host_in, non_blocking=True)
+            self.buffers.upload(self.capacity)
             if self.graph is not None:
                 self.graph.replay()  # on the current stream: this batch's
             else:
                 self._execute()
-            for name, tensor in self._dev_out.items():
-                self._host_out[name].copy_(tensor, non_blocking=True)
+            self.buffers.download(self.capacity)
         self.stream.synchronize()  # the one synchronization per call
-        return {name: tensor[:n].numpy().astype(np.float32) for name, tensor in self._host_out.items()}
+        return self.buffers.outputs(n)
 
 
 class TensorRTBackend(Backend):
