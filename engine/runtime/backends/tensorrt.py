@@ -165,7 +165,6 @@ class TensorRTEngine:
         import tensorrt as trt
         import torch
 
-        self._torch = torch
         self._runtime = trt.Runtime(trt_logger())
         engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
