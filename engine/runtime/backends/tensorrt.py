@@ -288,7 +288,6 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
         self.compiled = engine  # our TensorRTEngine wrapper
-        self.cuda_graph = True  # real time's fixed batch replays a CUDA graph (TensorRTFixedBatch)
         self.detail = detail
         self._trt_version = tensorrt_version
 
@@ -341,9 +340,9 @@ class TensorRTBackend(Backend):
         return DeviceEngine(self.compiled.execute, dict(self.compiled.output_dtypes), max_batch=self.compiled.max_batch)
 
     def fixed_batch(self, rows: int) -> TensorRTFixedBatch | None:
-        """Real time's all-symbols batch, captured as a CUDA graph unless ``cuda_graph`` is False."""
+        """Real time's all-symbols batch, replayed as a CUDA graph (``TensorRTFixedBatch``)."""
         capacity = fixed_capacity(rows, self.compiled.profiles)
-        return None if capacity is None else TensorRTFixedBatch(self.compiled, capacity, graph=self.cuda_graph)
+        return None if capacity is None else TensorRTFixedBatch(self.compiled, capacity)
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "tensorrt": self._trt_version}
