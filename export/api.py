@@ -196,7 +196,7 @@ def validate_artifacts(
     try:
         openvino: Backend = OpenVinoBackend(built.files[runs.FP32_ONNX])
     except BackendUnavailableError as exc:
-        notes.append(f"{runs.FP32_ONNX} not validated through {OpenVinoBackend.name}: {exc}")
+        notes.append(f"{runs.FP32_ONNX} not validated through {OpenVinoBackend.spec.name}: {exc}")
         log.info("%s", notes[-1])
     else:
         results += validate_artifact(openvino, reference, sets, artifact=runs.FP32_ONNX, precision="fp32", run=run)
@@ -208,16 +208,18 @@ def validate_variant(
 ) -> tuple[dict[str, object], list[Comparison]]:
     """One optional variant at its own bar: its manifest record (accepted, rejected with the failing
     numbers, or unavailable with the reason) and its comparisons; never raises on a miss."""
-    record: dict[str, object] = {"artifact": runs.FP32_ONNX, "precision": cls.precision}
+    record: dict[str, object] = {"artifact": runs.FP32_ONNX, "precision": cls.spec.precision}
     try:
         backend = cls.from_onnx(onnx)
     except BackendUnavailableError as exc:
-        log.info("%s not validated: %s", cls.name, exc)
+        log.info("%s not validated: %s", cls.spec.name, exc)
         return {**record, "status": "unavailable", "reason": str(exc)}, []
-    results = validate_artifact(backend, reference, sets, artifact=runs.FP32_ONNX, precision=cls.precision, run=run)
+    results = validate_artifact(
+        backend, reference, sets, artifact=runs.FP32_ONNX, precision=cls.spec.precision, run=run
+    )
     failed = failures(results)
     if failed:
-        log.warning("optional variant %s rejected (not served; the export goes on): %s", cls.name, failed)
+        log.warning("optional variant %s rejected (not served; the export goes on): %s", cls.spec.name, failed)
     status = "rejected" if failed else "accepted"
     return {**record, "status": status, "reason": failed, "worst": [r.to_dict() for r in summarize(results)]}, results
 
@@ -299,7 +301,7 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
         run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
     )
     for cls in OPTIONAL_VARIANTS:
-        manifest.variants[cls.name], variant_results = validate_variant(
+        manifest.variants[cls.spec.name], variant_results = validate_variant(
             cls, run, built.files[runs.FP32_ONNX], sets, reference
         )
         results += variant_results

@@ -23,7 +23,7 @@ from typing import Any
 from tthf.engine.artifacts import Manifest, is_exported
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends import AUTO_ORDER, AUTO_ORDER_CUDA, BACKENDS, open_backend
+from tthf.engine.runtime.backends import BACKENDS, auto_order, open_backend
 from tthf.engine.runtime.backends.tensorrt import GpuTarget, current_target
 from tthf.engine.store import Store
 from tthf.errors import BackendUnavailableError, NotExportedError, TthfError, UsageError
@@ -34,7 +34,7 @@ MIN_DRIVER = {12: 525, 13: 580}
 #: the PyTorch wheel index of each CUDA major (README, "Install on a GPU host")
 TORCH_INDEX = {12: "https://download.pytorch.org/whl/cu128", 13: "https://download.pytorch.org/whl/cu130"}
 #: what ``auto`` tries before its torch fallback (the backends' own orders, without and with CUDA)
-AUTO_CANDIDATES, AUTO_CANDIDATES_CUDA = AUTO_ORDER, AUTO_ORDER_CUDA
+AUTO_CANDIDATES, AUTO_CANDIDATES_CUDA = (tuple(spec.name for spec in auto_order(cuda)) for cuda in (False, True))
 NVIDIA_INDEX = "--extra-index-url https://pypi.nvidia.com"
 
 

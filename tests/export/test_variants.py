@@ -22,7 +22,7 @@ from tthf.engine.config import OUTPUT_NAMES, ModelConfig
 from tthf.engine.model.interface import ModelIO, Outputs, SpreadBar, matmul_depth, spread_bars
 from tthf.engine.model.network import ThreeHeadedTransformer
 from tthf.engine.runtime.backends import OnnxRuntimeBackend
-from tthf.engine.runtime.backends.base import Backend
+from tthf.engine.runtime.backends.base import Backend, BackendSpec, Needs
 from tthf.engine.testing import DAYS, bf16_matmuls, make_data, make_run
 from tthf.errors import RejectedVariantError
 from tthf.export import api
@@ -104,14 +104,12 @@ def test_the_bar_floors_a_saturated_spread() -> None:
 
 
 class _StandIn(Backend):
-    """An optional bf16 variant that runs anywhere: ONNX Runtime's outputs, then ``distort``."""
+    """An optional bf16 variant that runs anywhere: ONNX Runtime's outputs, times ``scale``."""
 
-    precision = "bf16"
-    optional = True
     scale: ClassVar[float] = 1.0
 
     def __init__(self, model: bytes) -> None:
-        self.inner = OnnxRuntimeBackend(model, providers=api.VALIDATION_PROVIDERS)
+        self.inner = OnnxRuntimeBackend.from_onnx(model)
         self.detail = f"stand-in, outputs x {self.scale}"
 
     @classmethod
@@ -123,13 +121,20 @@ class _StandIn(Backend):
 
 
 class _Within(_StandIn):
-    name = "stand-in-within"
     scale = 1.0 + 2**-9  # one bf16 rounding of every output: inside the bar
 
 
 class _Off(_StandIn):
-    name = "openvino-bf16"  # as if OpenVINO's bf16 had been 5% off
     scale = 1.05
+
+
+def _variant(name: str, cls: type[Backend]) -> BackendSpec:
+    needs = Needs(("onnxruntime",), runs.FP32_ONNX)
+    return BackendSpec(name, cls, precision="bf16", device="cpu", needs=needs, optional=True)
+
+
+WITHIN = _Within.spec = _variant("stand-in-within", _Within)
+OFF = _Off.spec = _variant("openvino-bf16", _Off)  # as if OpenVINO's bf16 had been 5% off
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.model.interface import Outputs
 from tthf.engine.runtime.backends import TorchBackend
-from tthf.engine.runtime.backends.base import Backend, FixedBatch
+from tthf.engine.runtime.backends.base import Backend, BackendSpec, FixedBatch, Needs
 from tthf.engine.runtime.backends.tensorrt import FIXED_BATCH_STEP, best_profile, fixed_capacity
 from tthf.engine.runtime.realtime import RealtimePredictor
 from tthf.engine.testing import DAYS, make_data, make_run
@@ -69,7 +69,7 @@ class _ReferenceBatch(FixedBatch):
 
 
 class _FixedBackend(Backend):
-    name, detail = "fixed-reference", "cpu"
+    detail = "cpu"
 
     def __init__(self, reference: TorchBackend, shape: tuple[int, int]) -> None:
         self.reference, self.shape = reference, shape
@@ -81,6 +81,9 @@ class _FixedBackend(Backend):
     def fixed_batch(self, rows: int) -> FixedBatch:
         self.made.append(_ReferenceBatch(self.reference, rows + 2, self.shape))
         return self.made[-1]
+
+
+_FixedBackend.spec = BackendSpec("fixed-reference", _FixedBackend, precision="fp32", device="cpu", needs=Needs())
 
 
 @pytest.fixture(scope="module")

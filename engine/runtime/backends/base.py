@@ -8,14 +8,21 @@ backend that runs on the host returns None and is served by ordinary host buffer
 The two CPU backends that run the exported ``model.onnx`` (ONNX Runtime, OpenVINO) share
 how they get it (``exported_onnx``) and how they split a batch over their single-threaded
 engines (``split_batch``, ``write_outputs``); each keeps its own way of running the parts.
+
+A backend is described by one value, its ``BackendSpec`` (name, class, precision, device,
+what it needs, where ``auto`` ranks it, whether it is an optional variant, which opening
+options it takes), declared in the backend's file next to its class. Everything else reads
+the specs: ``open_backend`` and ``auto`` (``tthf.engine.runtime.backends``), the export's
+validation (``tthf.export.api``) and ``tthf-doctor``; no other code names a backend.
 """
 
 from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -24,6 +31,83 @@ from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import Outputs
 from tthf.engine.runs import FP32_ONNX, Run
 from tthf.engine.runtime.pinned import Execute
+
+#: where a backend runs: "cpu" runs on any host (a GPU build of its library may still take the
+#: GPU: ONNX Runtime's); "cuda" needs a CUDA device
+Device = Literal["cpu", "cuda"]
+#: the opening options a backend may take (``OpenOptions``)
+Option = Literal["threads", "rebuild"]
+#: builds, validates and records the engine for this host from the run's fp16 ONNX; returns its file name
+Rebuild = Callable[[Run, artifacts.Manifest], str]
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """What a caller may ask of the backend it opens; each backend takes those its spec lists.
+
+    ``threads``: the CPU engines' threads (default: every core this process may use);
+    ``rebuild``: builds a TensorRT engine missing for this GPU (``tthf.export.rebuild_engine``);
+    without it a run exported elsewhere is refused with the command that builds the engine.
+    """
+
+    threads: int | None = None
+    rebuild: Rebuild | None = None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What must be there for a backend to open: ``packages`` that import, and the exported file it
+    serves or is built from (``artifact``; None: the checkpoint, no export needed)."""
+
+    packages: tuple[str, ...] = ()
+    artifact: str | None = None
+
+
+@dataclass(frozen=True)
+class AutoRank:
+    """Where ``auto`` tries a backend, lower first: on a host without CUDA and on a host with it."""
+
+    cpu: int
+    cuda: int
+
+    def on(self, cuda: bool) -> int:
+        return self.cuda if cuda else self.cpu
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend, as everything outside its file knows it.
+
+    - ``precision``: the arithmetic of its matrix products, which decides the bar export
+      validates it at and goes into the run's settings key (a different precision is a
+      different name, never silent);
+    - ``auto_rank``: None: ``auto`` never picks it;
+    - ``optional``: a variant (a reduced CPU precision of ``model.onnx``): ``tthf-export``
+      validates it against its own bar and records it accepted or rejected without failing
+      the export; it is served only when accepted, and only when named;
+    - ``options``: which of ``OpenOptions`` its ``from_run`` takes;
+    - ``also_validates``: exported files besides ``needs.artifact`` that export checks through
+      it, each at its own precision (ONNX Runtime, the reference ONNX runtime, checks
+      ``model_fp16.onnx``, TensorRT's source).
+
+    Declared next to the class as ``NAME = Cls.spec = BackendSpec("name", Cls, ...)``, so an
+    opened backend knows its own name and precision.
+    """
+
+    name: str
+    cls: type[Backend]
+    precision: str
+    device: Device
+    needs: Needs
+    auto_rank: AutoRank | None = None
+    optional: bool = False
+    options: tuple[Option, ...] = ()
+    also_validates: tuple[str, ...] = ()
+
+    def open(self, run: Run, options: OpenOptions | None = None) -> Backend:
+        """This backend for ``run``, given the options it takes (the others are not its business)."""
+        given = options or OpenOptions()
+        return self.cls.from_run(run, **{name: getattr(given, name) for name in self.options})
 
 
 @dataclass
@@ -62,19 +146,27 @@ class FixedBatch(ABC):
 class Backend(ABC):
     """A loaded model that maps (B, seq_len, F) float32 scaled windows to the four outputs."""
 
-    name: str
+    #: what this backend is (``BackendSpec``), declared next to the class
+    spec: ClassVar[BackendSpec]
     detail: str  # device / provider, for logs and manifests
-    #: an optional variant (a reduced CPU precision of ``model.onnx``): ``tthf-export`` validates it
-    #: against its own bar and records it accepted or rejected without failing the export; it is
-    #: served only when accepted, and only when named (``auto`` never picks it)
-    optional: ClassVar[bool] = False
-    #: the arithmetic of the matrix products, which decides the bar it is validated at
-    precision: ClassVar[str] = "fp32"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def precision(self) -> str:
+        return self.spec.precision
+
+    @classmethod
+    def from_run(cls, run: Run, **options: Any) -> Backend:
+        """This backend on ``run``'s checkpoint or export (``BackendSpec.open`` passes the options it takes)."""
+        raise NotImplementedError(f"the {cls.spec.name} backend does not open runs")
 
     @classmethod
     def from_onnx(cls, model: bytes) -> Backend:
         """This backend on ``model.onnx`` bytes, as export validates it (backends that run ONNX override it)."""
-        raise NotImplementedError(f"the {cls.name} backend does not run ONNX bytes")
+        raise NotImplementedError(f"the {cls.spec.name} backend does not run ONNX bytes")
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> Outputs:

@@ -22,8 +22,17 @@ import numpy as np
 
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs
-from tthf.engine.runs import Run
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine, exported_onnx, split_batch, write_outputs
+from tthf.engine.runs import FP16_ONNX, FP32_ONNX, Run
+from tthf.engine.runtime.backends.base import (
+    AutoRank,
+    Backend,
+    BackendSpec,
+    DeviceEngine,
+    Needs,
+    exported_onnx,
+    split_batch,
+    write_outputs,
+)
 from tthf.engine.runtime.pinned import PinnedPredict
 from tthf.errors import BackendError, BackendUnavailableError, UsageError
 
@@ -119,8 +128,6 @@ def _session_options(ort: Any, threads: int) -> Any:
 
 
 class OnnxRuntimeBackend(Backend):
-    name = "onnxruntime"
-
     def __init__(
         self,
         model: bytes,
@@ -186,6 +193,11 @@ class OnnxRuntimeBackend(Backend):
         _import_ort()  # an absent onnxruntime is "unavailable" (auto skips it), not a stale export
         return cls(exported_onnx(run), **options)
 
+    @classmethod
+    def from_onnx(cls, model: bytes) -> OnnxRuntimeBackend:
+        """As export validates: on the CPU provider (whatever else is installed), data parallel as served on the CPU."""
+        return cls(model, providers=["CPUExecutionProvider"])
+
     def predict(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if self.on_gpu:
@@ -242,3 +254,16 @@ class OnnxRuntimeBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "onnxruntime": self._ort.__version__}
+
+
+ONNXRUNTIME = OnnxRuntimeBackend.spec = BackendSpec(
+    "onnxruntime",
+    OnnxRuntimeBackend,
+    precision="fp32",
+    device="cpu",  # on the GPU too where a GPU build and CUDA torch are installed
+    needs=Needs(("onnxruntime",), FP32_ONNX),
+    # after OpenVINO on the CPU (docs/export.md, "OpenVINO"); on a CUDA host its GPU session goes first
+    auto_rank=AutoRank(cpu=2, cuda=1),
+    options=("threads",),
+    also_validates=(FP16_ONNX,),
+)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -27,14 +26,11 @@ from tthf.engine import artifacts, runs
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine, FixedBatch
+from tthf.engine.runtime.backends.base import AutoRank, Backend, BackendSpec, DeviceEngine, FixedBatch, Needs, Rebuild
 from tthf.engine.runtime.pinned import PinnedBuffers, PinnedPredict
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
 log = logging.getLogger("tthf")
-
-#: builds, validates and records the engine for this host from the run's fp16 ONNX; returns its file name
-Rebuild = Callable[[runs.Run, artifacts.Manifest], str]
 
 
 @dataclass(frozen=True)
@@ -283,9 +279,6 @@ class TensorRTFixedBatch(FixedBatch):
 
 
 class TensorRTBackend(Backend):
-    name = "tensorrt"
-    precision = "fp16"
-
     def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
         self.compiled = engine  # our TensorRTEngine wrapper
         self.detail = detail
@@ -301,7 +294,9 @@ class TensorRTBackend(Backend):
         )
 
     @classmethod
-    def from_run(cls, run: runs.Run, *, rebuild: Rebuild | None = None) -> TensorRTBackend:
+    def from_run(  # type: ignore[override]  # it takes only the option its spec names, and says so in its type
+        cls, run: runs.Run, *, rebuild: Rebuild | None = None
+    ) -> TensorRTBackend:
         """The run's engine for this GPU; built with ``rebuild`` when the export has none for it."""
         target = current_target()  # BackendUnavailableError without TensorRT or a GPU
         manifest = artifacts.open_fresh(run)
@@ -346,3 +341,14 @@ class TensorRTBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "tensorrt": self._trt_version}
+
+
+TENSORRT = TensorRTBackend.spec = BackendSpec(
+    "tensorrt",
+    TensorRTBackend,
+    precision="fp16",
+    device="cuda",
+    needs=Needs(("tensorrt",), runs.FP16_ONNX),  # the engine for this GPU, built from it
+    auto_rank=AutoRank(cpu=0, cuda=0),  # the fastest wherever it runs
+    options=("rebuild",),
+)
