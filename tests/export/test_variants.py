@@ -21,7 +21,7 @@ from tthf.engine.artifacts import Manifest
 from tthf.engine.config import OUTPUT_NAMES, ModelConfig
 from tthf.engine.model.interface import ModelIO, Outputs, SpreadBar, matmul_depth, spread_bars
 from tthf.engine.model.network import ThreeHeadedTransformer
-from tthf.engine.runtime.backends import OnnxRuntimeBackend
+from tthf.engine.runtime.backends import REGISTRY, OnnxRuntimeBackend
 from tthf.engine.runtime.backends.base import Backend, BackendSpec, Needs
 from tthf.engine.testing import DAYS, bf16_matmuls, make_data, make_run
 from tthf.errors import RejectedVariantError
@@ -143,7 +143,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run, 
     base = tmp_path_factory.mktemp("variants")
     run = make_run(str(base / "store"), make_data(base / "data"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api, "OPTIONAL_VARIANTS", (_Within, _Off))
+        for spec in (WITHIN, OFF):  # registered as a backend's file registers its spec
+            patch.setitem(REGISTRY, spec.name, spec)
         result = api.export_run(run, ExportConfig(real_windows=256, random_batches=(64,)))
     return base, run, result
 
@@ -198,7 +199,7 @@ def test_an_unavailable_variant_is_recorded_with_its_reason(monkeypatch: pytest.
     reference = api.reference_outputs(run, sets)
     onnx = api.build_artifacts(run, ExportConfig()).files[runs.FP32_ONNX]
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    record, results = api.validate_variant(api.OPTIONAL_VARIANTS[0], run, onnx, sets, reference)
+    record, results = api.validate_variant(api.variants()[0], run, onnx, sets, reference)
     assert record["status"] == "unavailable" and "openvino is not installed" in str(record["reason"])
     assert results == []
 

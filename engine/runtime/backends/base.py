@@ -86,9 +86,9 @@ class BackendSpec:
       validates it against its own bar and records it accepted or rejected without failing
       the export; it is served only when accepted, and only when named;
     - ``options``: which of ``OpenOptions`` its ``from_run`` takes;
-    - ``also_validates``: exported files besides ``needs.artifact`` that export checks through
-      it, each at its own precision (ONNX Runtime, the reference ONNX runtime, checks
-      ``model_fp16.onnx``, TensorRT's source).
+    - ``also_validates``: (file, precision) of exported files besides ``needs.artifact`` that
+      export checks through it (ONNX Runtime, the reference ONNX runtime, checks
+      ``model_fp16.onnx``, TensorRT's source, at fp16).
 
     Declared next to the class as ``NAME = Cls.spec = BackendSpec("name", Cls, ...)``, so an
     opened backend knows its own name and precision.
@@ -102,7 +102,7 @@ class BackendSpec:
     auto_rank: AutoRank | None = None
     optional: bool = False
     options: tuple[Option, ...] = ()
-    also_validates: tuple[str, ...] = ()
+    also_validates: tuple[tuple[str, str], ...] = ()
 
     def open(self, run: Run, options: OpenOptions | None = None) -> Backend:
         """This backend for ``run``, given the options it takes (the others are not its business)."""

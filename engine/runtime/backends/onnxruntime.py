@@ -265,5 +265,5 @@ ONNXRUNTIME = OnnxRuntimeBackend.spec = BackendSpec(
     # after OpenVINO on the CPU (docs/export.md, "OpenVINO"); on a CUDA host its GPU session goes first
     auto_rank=AutoRank(cpu=2, cuda=1),
     options=("threads",),
-    also_validates=(FP16_ONNX,),
+    also_validates=((FP16_ONNX, "fp16"),),
 )
