@@ -9,7 +9,6 @@ also runs the real ``openvino-bf16`` backend.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -21,9 +20,9 @@ from tthf.engine.artifacts import Manifest
 from tthf.engine.config import OUTPUT_NAMES, ModelConfig
 from tthf.engine.model.interface import ModelIO, Outputs, SpreadBar, matmul_depth, spread_bars
 from tthf.engine.model.network import ThreeHeadedTransformer
-from tthf.engine.runtime.backends import REGISTRY, OnnxRuntimeBackend
+from tthf.engine.runtime.backends import REGISTRY
 from tthf.engine.runtime.backends.base import Backend, BackendSpec, Needs
-from tthf.engine.testing import DAYS, bf16_matmuls, make_data, make_run
+from tthf.engine.testing import DAYS, ScaledStandIn, bf16_matmuls, make_data, make_run
 from tthf.errors import RejectedVariantError
 from tthf.export import api
 from tthf.export.config import ExportConfig
@@ -103,28 +102,11 @@ def test_the_bar_floors_a_saturated_spread() -> None:
     assert "ret_conf" in _judge(cfg, reference, {**reference, "ret_conf": reference["ret_conf"] * 1.05})
 
 
-class _StandIn(Backend):
-    """An optional bf16 variant that runs anywhere: ONNX Runtime's outputs, times ``scale``."""
-
-    scale: ClassVar[float] = 1.0
-
-    def __init__(self, model: bytes) -> None:
-        self.inner = OnnxRuntimeBackend.from_onnx(model)
-        self.detail = f"stand-in, outputs x {self.scale}"
-
-    @classmethod
-    def from_onnx(cls, model: bytes) -> Backend:
-        return cls(model)
-
-    def predict(self, batch: np.ndarray) -> Outputs:
-        return {n: v * np.float32(self.scale) for n, v in self.inner.predict(batch).items()}
-
-
-class _Within(_StandIn):
+class _Within(ScaledStandIn):
     scale = 1.0 + 2**-9  # one bf16 rounding of every output: inside the bar
 
 
-class _Off(_StandIn):
+class _Off(ScaledStandIn):
     scale = 1.05
 
 

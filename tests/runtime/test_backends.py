@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tthf.engine import runs
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.model.interface import ModelIO, Outputs, empty_outputs
+from tthf.engine.model.interface import ModelIO, empty_outputs
 from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
 from tthf.engine.runtime.backends import REGISTRY, OnnxRuntimeBackend, TorchBackend, auto_order, open_backend
 from tthf.engine.runtime.backends.base import (
@@ -30,7 +30,7 @@ from tthf.engine.runtime.backends.base import (
     write_outputs,
 )
 from tthf.engine.runtime.backends.onnxruntime import MAX_SUB_BATCH, MIN_SHARD
-from tthf.engine.testing import make_data, make_run
+from tthf.engine.testing import ScaledStandIn, make_data, make_run
 from tthf.errors import BackendUnavailableError, StaleArtifactError, UsageError
 from tthf.export.api import Artifacts, export_run, reference_outputs, validate_artifacts
 from tthf.export.config import ExportConfig
@@ -214,27 +214,15 @@ def test_torch_reference_is_batch_invariant() -> None:
             assert np.array_equal(part[name], whole[name][lo : lo + n]), (name, lo, n)
 
 
-class _PlugIn(Backend):
-    """A backend added by one spec line: ONNX Runtime's CPU outputs times ``scale``; it keeps what it was opened with."""
+class _PlugIn(ScaledStandIn):
+    """A backend added by one spec line; it keeps what it was opened with."""
 
-    scale: ClassVar[float] = 1.0
     opened_with: ClassVar[list[dict[str, Any]]] = []
-
-    def __init__(self, model: bytes) -> None:
-        self.inner = OnnxRuntimeBackend.from_onnx(model)
-        self.detail = f"stand-in, outputs x {self.scale}"
 
     @classmethod
     def from_run(cls, run: runs.Run, **options: Any) -> Backend:
         cls.opened_with.append(options)
         return cls(exported_onnx(run))
-
-    @classmethod
-    def from_onnx(cls, model: bytes) -> Backend:
-        return cls(model)
-
-    def predict(self, batch: np.ndarray) -> Outputs:
-        return {n: v * np.float32(self.scale) for n, v in self.inner.predict(batch).items()}
 
 
 class _OffPlugIn(_PlugIn):
