@@ -157,9 +157,9 @@ def gather() -> Host:
 
 
 def _kernel_vector_math() -> bool:
-    from tthf.engine import _windows
+    from tthf.engine import _kernels
 
-    return bool(_windows.vector_math())
+    return bool(_kernels.vector_math())
 
 
 # ---------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ needs_cuda = pytest.mark.skipif(
 )
 
 
-def _windows(run: runs.Run, rows: int) -> np.ndarray:
+def _kernels(run: runs.Run, rows: int) -> np.ndarray:
     cfg = run.config.model
     return np.random.default_rng(5).standard_normal((rows, cfg.seq_len, cfg.n_features)).astype(np.float32)
 
@@ -190,7 +190,7 @@ def test_the_cuda_graph_equals_the_ordinary_enqueue(exported) -> None:
     assert graphed.graph is not None, f"TensorRT refused the capture: {graphed.graph_error}"
     previous = None
     for minute in range(3):  # new inputs each minute through the same captured addresses
-        x = _windows(run, 128) * (1 + minute)
+        x = _kernels(run, 128) * (1 + minute)
         graphed.inputs[...] = x
         plain.inputs[...] = x
         got, want = graphed.run(100), plain.run(100)
@@ -210,7 +210,7 @@ def test_a_minute_allocates_nothing_and_matches_predict(exported) -> None:
     run, _ = exported
     backend = _tensorrt(run)
     batch = TensorRTFixedBatch(backend.compiled, 64, graph=True)
-    x = _windows(run, 64)
+    x = _kernels(run, 64)
     batch.inputs[...] = x
     batch.run(64)
     torch.cuda.synchronize()
