@@ -19,37 +19,34 @@ import time
 from collections.abc import Callable
 
 from tthf.engine.inference_manifest import DateResult
-from tthf.engine.runs import open_run
+from tthf.engine.runs import Run
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.local_executor import execute
 from tthf.engine.runtime.options import RunOptions
 from tthf.engine.runtime.plan import plan_inference
 from tthf.engine.runtime.ray_executor import execute_ray
 from tthf.engine.runtime.recorder import InferenceSummary
-from tthf.engine.store import Store
 
 __all__ = ["run_inference"]
 
 
 def run_inference(
-    store: Store | str,
-    run_name: str,
+    run: Run,
     options: RunOptions,
     *,
-    experiment: str | None = None,
-    model_type: str | None = None,
     rebuild: Rebuild | None = None,
     endpoint_url: str | None = None,
     on_date: Callable[[DateResult], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> InferenceSummary:
-    """Predict every selected date of ``run_name`` and write one file per date (see module doc).
+    """Predict every selected date of the opened ``run`` (``tthf.engine.runs.open_run``) and write
+    one file per date (see module doc).
 
-    ``on_start(n)`` is called once with the number of dates, ``on_date`` with each date's
-    result as soon as it is final (in date order).
+    ``endpoint_url`` is the S3-compatible server of an ``s3://`` data root; ``on_start(n)`` is
+    called once with the number of dates, ``on_date`` with each date's result as soon as it is
+    final (in date order).
     """
     opened = time.perf_counter()
-    run = open_run(store, run_name, experiment=experiment, model_type=model_type)
     plan = plan_inference(run, options, rebuild=rebuild, endpoint_url=endpoint_url, opened=opened)
     if on_start:
         on_start(len(plan.todo) + len(plan.skipped) + len(plan.missing))

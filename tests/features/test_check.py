@@ -19,6 +19,7 @@ from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import COUNT_KEYS, build_day
 from tthf.engine.features.check import check_data, check_day
+from tthf.engine.runs import open_run
 from tthf.engine.testing import DAYS, NO_QUOTE_SYMBOL, with_null_quotes
 from tthf.engine.windows import count_windows
 from tthf.errors import DataError, NoDataError, UsageError
@@ -94,7 +95,7 @@ def test_windows_are_the_rows_tthf_run_writes(root: Path, tmp_path: Path) -> Non
 
     make_run(str(tmp_path / "runs"), root)
     summary = run_inference(
-        str(tmp_path / "runs"), "jen", RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch")
+        open_run(str(tmp_path / "runs"), "jen"), RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch")
     )
     report = check_data(str(root), "2024-01-02:2024-01-04")
     assert [(r.date, r.rows, r.counts) for r in summary.results] == [
