@@ -117,16 +117,10 @@ def validate_artifact(
         groups = list(kinds.values())
     results = []
     for names in groups:
+        want, have = pool([reference[n] for n in names]), pool([got[n] for n in names])
+        label = names[0] if len(names) == 1 else f"{names[0].split('@')[0]}@{len(have[OUTPUT_NAMES[0]])}"
         results += compare(
-            pool([reference[n] for n in names]),
-            pool([got[n] for n in names]),
-            artifact=artifact,
-            backend=backend.name,
-            inputs=names[0]
-            if len(names) == 1
-            else f"{names[0].split('@')[0]}@{sum(len(got[n][OUTPUT_NAMES[0]]) for n in names)}",
-            precision=precision,
-            tolerance=tol,
+            want, have, artifact=artifact, backend=backend.name, inputs=label, precision=precision, tolerance=tol
         )
     return results
 
