@@ -85,8 +85,23 @@ class Splits:
 
 
 @dataclass(frozen=True)
+class ImportInfo:
+    """What ``tthf-import`` brought in (config.json ``imported``; ``import.json`` holds the full record).
+
+    ``format``: the user's model file (onnx, pt2, state_dict); its served graph is the run's
+    ``model.onnx``. ``confidence``: ``band`` (the model's ``ret_band``/``vol_band`` hold the
+    bands) or ``score`` (a ranking only: tthf-eval does not calibrate it), per confidence
+    output. ``computed``: the feature names tthf computes from raw bars for the model.
+    """
+
+    format: str
+    confidence: dict[str, str]
+    computed: list[str]
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """``config.json`` of a run."""
+    """``config.json`` of a run; ``source`` is ``train`` (tthf-train) or ``import`` (tthf-import, with ``imported``)."""
 
     model: ModelConfig
     feature_names: list[str]
@@ -99,8 +114,15 @@ class RunConfig:
     calendar: str = DEFAULT_CALENDAR  # the exchange calendar (ISO MIC) whose sessions the run was trained on
     model_type: str = "three_headed_transformer"
     tthf_version: str = ""
+    source: str = "train"
+    imported: ImportInfo | None = None
 
     def __post_init__(self) -> None:
+        if self.source not in ("train", "import") or (self.source == "import") != (self.imported is not None):
+            raise RunFormatError(
+                f"config.json: source {self.source!r} with imported={self.imported is not None}; a run is "
+                "trained (source 'train') or imported (source 'import' with 'imported'); re-create it"
+            )
         # seq_len and horizons are recorded for readers of config.json (README.md, "Runs"); the
         # model's seq_len and the label code's horizons are the facts, so the echoes must agree.
         if not self.seq_len:
@@ -134,7 +156,7 @@ class RunConfig:
         return cfg
 
 
-_NESTED = {"model": ModelConfig, "splits": Splits, "train": TrainConfig}
+_NESTED = {"model": ModelConfig, "splits": Splits, "train": TrainConfig, "imported": ImportInfo}
 
 
 def from_dict(cls: type[T], raw: Any, source: str) -> T:
@@ -158,5 +180,5 @@ def from_dict(cls: type[T], raw: Any, source: str) -> T:
     kwargs = {}
     for key, value in raw.items():
         sub = _NESTED.get(key) if cls is RunConfig else None
-        kwargs[key] = from_dict(sub, value, source) if sub else value
+        kwargs[key] = from_dict(sub, value, source) if sub and value is not None else value
     return cls(**kwargs)
