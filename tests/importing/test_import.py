@@ -87,7 +87,12 @@ def test_each_format_imports_exports_runs_evaluates_and_serves_like_the_users_sc
     assert 0 < sampled.height < dense.height
     assert worst(sampled, reference(user, day, stride=10)) == pytest.approx(diff, abs=max(TOLERANCE.values()))
     # eval: the score confidence is ranked, not calibrated
-    assert eval_cli.main(["--run", "jennifer", "--store", str(store), "--dates", str(day)]) == 0
+    assert eval_cli.main(["--run", "jennifer", "--store", str(store), "--dates", str(day), "--name", "e"]) == 0
+    metrics = json.loads(run.read_text("evaluation/e/metrics.json"))
+    assert metrics["ret_conf"]["kind"] == "score" and metrics["ret_conf"]["coverage"] is None
+    assert metrics["ret_conf"]["spearman_conf_vs_abs_err"] is not None  # still ranked
+    assert metrics["vol_conf"]["kind"] == "band" and metrics["vol_conf"]["coverage"] is not None
+    assert "ret_conf: a score states no probability" in run.read_text("evaluation/e/report.html")
     # real time: the day's bars at once give the batch rows of the last minute
     rt = RealtimePredictor.from_run(str(store), "jennifer", backend="openvino")
     from tthf.engine.data.marketdata import read_day
