@@ -132,8 +132,11 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> User:
     return User(folder, data, model, feature_scaler, target_scaler)
 
 
-def reference(user: User, day: dt.date, stride: int = 1) -> dict[str, np.ndarray]:
+def reference(user: User, day: dt.date, stride: int = 1, *, swap: bool = False) -> dict[str, np.ndarray]:
     """The user's own script for ``day``: every valid window (every ``stride``-th), in (symbol, minute) order.
+
+    ``swap`` feeds the first two features in each other's place: a wrong input, which the
+    comparison with tthf's predictions must catch.
 
     Returns ``symbol``, ``ts`` and the four forecasts: the model on the user-scaled windows,
     returns and volatility through the target scaler's inverse, confidences as they are.
@@ -141,7 +144,8 @@ def reference(user: User, day: dt.date, stride: int = 1) -> dict[str, np.ndarray
     import torch
 
     feats = build_day(read_day(str(user.data), day), day)
-    cols = [feats.feature_names.index(n) for n in USER_FEATURES]
+    order = [USER_FEATURES[1], USER_FEATURES[0], *USER_FEATURES[2:]] if swap else USER_FEATURES
+    cols = [feats.feature_names.index(n) for n in order]
     raw = feats.features[..., cols].astype(np.float64)
     s, m, f = raw.shape
     scaled = user.feature_scaler.transform(raw.reshape(-1, f)).reshape(s, m, f).astype(np.float32)
