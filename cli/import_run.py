@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_store_option, run_cli
+from tthf.cli._common import add_endpoint_option, add_store_option, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow joblib/pickle scalers (unpickling runs code from the file: only for files you trust)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a run of the same name")
-    parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for s3:// paths (default: AWS's)")
+    add_endpoint_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

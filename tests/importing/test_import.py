@@ -36,7 +36,7 @@ FORMATS = {
 }
 
 
-def import_cmd(spec: Path, store: Path, *extra: str) -> int:
+def import_cmd(spec: Path, store: Path | str, *extra: str) -> int:
     return import_cli.main(["--spec", str(spec), "--store", str(store), *extra])
 
 
@@ -105,3 +105,30 @@ def test_each_format_imports_exports_runs_evaluates_and_serves_like_the_users_sc
     for n in OUTPUT_NAMES:
         assert np.allclose(rows.sort("symbol")[n].to_numpy(), last[n].to_numpy(), rtol=0, atol=TOLERANCE[n])
     assert run.config.seq_len == SEQ_LEN
+
+
+@pytest.mark.s3
+def test_model_and_scalers_on_s3_into_an_s3_store(user: User, s3_bucket: str) -> None:
+    from tthf.engine.store import open_store
+
+    files = open_store(f"{s3_bucket}/user")
+    for name in ("model.pt2", "scalers.skops"):
+        files.write_bytes(name, (user.folder / name).read_bytes())
+    spec = write_spec(user, "s3.toml", model=f"{s3_bucket}/user/model.pt2", scalers=f"{s3_bucket}/user/scalers.skops")
+    assert import_cmd(spec, f"{s3_bucket}/runs") == 0
+    run = open_run(f"{s3_bucket}/runs", "jennifer")
+    assert run.config.source == "import" and run.exists(runs.IMPORTED_MODEL)
+    record = json.loads(run.read_text(runs.IMPORT_RECORD))
+    assert record["sources"]["model"]["path"].startswith("s3://")
+
+
+def test_the_torch_backends_refuse_an_imported_run_with_what_to_do(user: User, tmp_path: Path) -> None:
+    from tthf.engine.runtime.backends import open_backend
+    from tthf.errors import RunFormatError
+    from tthf.export.importing import import_run, load_spec
+
+    import_run(load_spec(write_spec(user)), str(tmp_path / "store"))
+    run = open_run(str(tmp_path / "store"), "jennifer")
+    for name in ("torch", "auto"):  # auto without an export falls back to torch: the same message
+        with pytest.raises(RunFormatError, match=r"was imported.*tthf-export --run jennifer_20250214.*openvino"):
+            open_backend(run, name)
