@@ -132,3 +132,22 @@ def test_the_torch_backends_refuse_an_imported_run_with_what_to_do(user: User, t
     for name in ("torch", "auto"):  # auto without an export falls back to torch: the same message
         with pytest.raises(RunFormatError, match=r"was imported.*tthf-export --run jennifer_20250214.*openvino"):
             open_backend(run, name)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_ray_executor_writes_the_local_executors_bytes(user: User, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="pip install 'tthf[ray]' to test --executor ray")
+    from tthf.export.api import export_run
+    from tthf.export.config import ExportConfig
+    from tthf.export.importing import import_run, load_spec
+
+    store = str(tmp_path / "store")
+    import_run(load_spec(write_spec(user)), store)
+    run = open_run(store, "jennifer")
+    export_run(run, ExportConfig(real_windows=0, random_batches=(1,)))
+    common = ["--run", "jennifer", "--store", store, "--dates", str(DAYS[2]), "--backend", "openvino", "--overwrite"]
+    assert run_cli.main(common) == 0
+    local = run.read_bytes(f"inference/{DAYS[2]}.csv")
+    assert run_cli.main([*common, "--executor", "ray"]) == 0
+    assert run.read_bytes(f"inference/{DAYS[2]}.csv") == local

@@ -90,6 +90,11 @@ def write_spec(user: User, name: str = "spec.toml", **kwargs: str) -> Path:
 
 @pytest.fixture(scope="session")
 def user(tmp_path_factory: pytest.TempPathFactory) -> User:
+    return make_user(tmp_path_factory.mktemp("user"))
+
+
+def make_user(folder: Path, n_symbols: int = 3) -> User:
+    """The user's files in ``folder``, over a synthetic market of ``n_symbols`` (the benchmark makes a bigger one)."""
     import joblib
     import safetensors.torch
     import skops.io as sio
@@ -99,8 +104,7 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> User:
     sys.path.insert(0, str(HERE))
     from hfmodel import ThreeHeadedTransformer
 
-    folder = tmp_path_factory.mktemp("user")
-    data = make_data(folder / "market")
+    data = make_data(folder / "market", n_symbols=n_symbols)
     day = build_day(read_day(str(data), DAYS[0]), DAYS[0])
     cols = [day.feature_names.index(n) for n in USER_FEATURES]
     rows = day.features[day.mask][:, cols].astype(np.float64)
