@@ -30,6 +30,8 @@ HORIZONS = {"ret_1h": RET_HORIZON, "vol_10m": VOL_HORIZON}
 DENSE_BATCH = 4096
 #: every symbol of one minute for a broad US universe: the real-time batch, an engine optimization profile
 REALTIME_BATCH = 512
+#: the fix for a config.json that does not load
+RECREATE = "re-create the run with tthf-train (an imported run with tthf-import --overwrite)"
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class RunConfig:
         if self.seq_len != self.model.seq_len:
             raise RunFormatError(
                 f"config.json: seq_len={self.seq_len} but model.seq_len={self.model.seq_len}; the config was edited "
-                "by hand or is corrupt, re-create the run with tthf-train"
+                f"by hand or is corrupt, {RECREATE}"
             )
         if self.horizons != HORIZONS:
             raise RunFormatError(
@@ -146,12 +148,12 @@ class RunConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RunFormatError(f"{source}: not valid JSON ({exc}); re-create the run with tthf-train") from exc
+            raise RunFormatError(f"{source}: not valid JSON ({exc}); {RECREATE}") from exc
         cfg = from_dict(cls, raw, source)
         if cfg.model.n_features != len(cfg.feature_names):
             raise RunFormatError(
                 f"{source}: model.n_features={cfg.model.n_features} but {len(cfg.feature_names)} feature_names; "
-                "the config was edited by hand or is corrupt, re-create the run with tthf-train"
+                f"the config was edited by hand or is corrupt, {RECREATE}"
             )
         return cfg
 
@@ -176,7 +178,7 @@ def from_dict(cls: type[T], raw: Any, source: str) -> T:
         if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise RunFormatError(f"{source}: missing key(s) {missing} in {cls.__name__}; re-create the run with tthf-train")
+        raise RunFormatError(f"{source}: missing key(s) {missing} in {cls.__name__}; {RECREATE}")
     kwargs = {}
     for key, value in raw.items():
         sub = _NESTED.get(key) if cls is RunConfig else None

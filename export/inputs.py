@@ -32,7 +32,10 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
     """
     cfg = run.config
     if not cfg.splits.test:
-        raise DataError(f"run {run.ref.name} has no test dates in config.json; re-create it with tthf-train")
+        raise DataError(
+            f"run {run.ref.name} has no test dates in config.json; re-create it with tthf-train (an imported "
+            "run: give [data] raw_root and heldout_dates in its spec and run tthf-import --overwrite)"
+        )
     data = data or as_store(cfg.data_root)
     return sample_windows(cfg, run.load_scalers(), n, data, seed=seed, what=f"the test dates of run {run.ref.name}")
 

@@ -129,7 +129,7 @@ class Scalers:
 
     @classmethod
     def from_json(cls, text: str, source: str = "scalers.json") -> Scalers:
-        fix = "re-create the run with tthf-train"
+        fix = "re-create the run with tthf-train (an imported run with tthf-import --overwrite)"
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -103,5 +103,5 @@ def test_skops_types_are_audited_before_loading(tmp_path: Path) -> None:
     import skops.io as sio
 
     sio.dump({"features": Unknown()}, str(tmp_path / "u.skops"))
-    with pytest.raises(ModelImportError, match=r"types tthf does not load: \['test_scalers.Unknown'\]"):
+    with pytest.raises(ModelImportError, match=r"types tthf does not load: \['test_import_scalers.Unknown'\]"):
         load_scalers(spec(tmp_path / "u.skops", "skops"), trust_pickle=False)
