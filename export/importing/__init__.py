@@ -34,7 +34,7 @@ from tthf.errors import DataError, ModelImportError, StoreError
 from tthf.export import inputs
 from tthf.export.importing.graph import check_outputs, mapped, raw_onnx, source_outputs, wrap
 from tthf.export.importing.scalers import load_scalers
-from tthf.export.importing.sources import Source, open_source
+from tthf.export.importing.sources import Source, open_source, read_uri
 from tthf.export.importing.spec import ImportSpec, OutputMap, load_spec
 from tthf.export.validate import Comparison, compare, enforce, format_table, tolerances
 
@@ -63,9 +63,9 @@ def import_run(
     """Bring the spec's model in as a run of ``store``; raises ``ModelImportError`` / ``ValidationError``."""
     t0 = time.perf_counter()
     root = as_store(store)
-    for kind, value in (("run.experiment", spec.experiment), ("run.model_type", spec.model_type)):
+    names = (("run.experiment", spec.experiment), ("run.model_type", spec.model_type), ("run.run_id", spec.run_id))
+    for kind, value in names:
         runs.check_name(kind, value)
-    runs.check_name("run.run_id", spec.run_id)
     if not overwrite and root.child(f"{spec.experiment}/{spec.model_type}/{spec.run_id}").list(""):
         raise ModelImportError(
             f"run {spec.experiment}/{spec.model_type}/{spec.run_id} already exists in {root.uri()}; pass --overwrite "
@@ -77,9 +77,8 @@ def import_run(
     io_ = ModelIO.of(config.model)
     probe = source_outputs(source, io_.dummy_inputs([3], seed)[0].x)
     check_outputs(outputs, {k: tuple(v.shape) for k, v in probe.items()}, 3)
-    served = wrap(
-        raw_onnx(source, spec.seq_len, len(spec.feature_names), list(probe)), outputs, *io_.input_shape(0)[1:]
-    )
+    raw = raw_onnx(source, io_.seq_len, io_.n_features, list(probe))
+    served = wrap(raw, outputs, io_.seq_len, io_.n_features)
     served_bytes = served.SerializeToString()
     sets, notes = validation_sets(spec, config, scalers, seed)
     results = validate(source, served_bytes, outputs, sets, config.model)
@@ -188,7 +187,6 @@ def import_record(
     seconds: float,
 ) -> dict[str, object]:
     """``import.json``: what was brought in from where (sha256 of every source), the mapping and the validation."""
-    from tthf.export.importing.sources import read_uri
 
     def sha(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
