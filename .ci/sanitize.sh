@@ -33,7 +33,7 @@ import tthf.engine
 
 build, *tests = sys.argv[1:]
 tthf.engine.__path__.insert(0, build)
-import tthf.engine._windows as kernel
+import tthf.engine._kernels as kernel
 
 assert kernel.__file__.startswith(build), f"not the sanitized build: {kernel.__file__}"
 print(f"sanitize: testing {kernel.__file__}")

@@ -45,7 +45,7 @@ from benchlib import cpu_has_bf16, day_windows
 from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.model.interface import predict_in_chunks
 from tthf.engine.windows import cut_windows
-from tthf.export.validate import compare, tolerances
+from tthf.export.validate import bars, compare
 
 if TYPE_CHECKING:
     from conftest import BenchRun
@@ -261,7 +261,7 @@ def _accuracy(case: Case, backend: str, predict) -> dict:
         backend=backend,
         inputs=f"real@{len(case.windows)}",
         precision=precision,
-        tolerance=tolerances(precision, case.bench_run.run.config.model),
+        tolerance=bars(precision, case.bench_run.run.config.model),
     )
     accuracy = {
         "bar": precision,

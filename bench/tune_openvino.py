@@ -75,9 +75,9 @@ def candidates(run) -> dict[str, Predict]:
             try:
                 backend = cls.from_run(run, hint=hint, streams=streams, threads=threads, sub_batch=sub)
             except BackendUnavailableError as exc:
-                print(f"skipped {cls.name}: {exc}")
+                print(f"skipped {cls.spec.name}: {exc}")
                 break
-            out[f"{cls.precision}-{label}"] = backend.predict
+            out[f"{cls.spec.precision}-{label}"] = backend.predict
     return out
 
 

@@ -1,13 +1,11 @@
-"""What the commands print: the held-out metrics table, tthf-run's progress and summary."""
+"""What the commands print: the held-out metrics table, tthf-run's and tthf-eval's lines per date and summaries."""
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tthf.engine.evaluation.evaluate import EvalResult
+    from tthf.engine.evaluation.evaluate import DateOutcome, EvalResult
     from tthf.engine.inference_manifest import DateResult
     from tthf.engine.runtime.batch import InferenceSummary
 
@@ -52,43 +50,20 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-class RunProgress:
-    """A bar (dates, windows per second, ETA) on a terminal; one log line per date otherwise."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.windows = 0
-        self.started = time.perf_counter()
-
-    def start(self, total: int) -> None:
-        self.started = time.perf_counter()
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="dates", unit="date", dynamic_ncols=True, file=sys.stderr)
-
-    def date(self, result: DateResult) -> None:
-        if result.status == "ok":
-            self.windows += result.windows
-        if self.bar is not None:
-            rate = self.windows / max(time.perf_counter() - self.started, 1e-9)
-            self.bar.set_postfix_str(f"{rate:,.0f} windows/s")
-            self.bar.update(1)
-            if result.status == "failed":
-                self.bar.write(_line(result), file=sys.stderr)
-            return
-        print(_line(result), file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _line(result: DateResult) -> str:
+def run_date_line(result: DateResult) -> str:
+    """tthf-run's line for one date: its rows, windows and seconds, or its status and why."""
     if result.status == "ok":
         s = result.seconds
         return f"{result.date}  ok       {result.rows:>9,} rows  {result.windows:>9,} windows  {s['total']:6.2f}s"
     return f"{result.date}  {result.status:<8} {result.reason}"
+
+
+def eval_date_line(outcome: DateOutcome) -> str:
+    """tthf-eval's line for one date: its forecasts, or its status and why; then its warnings."""
+    line = f"{outcome.date}  {outcome.status:<14} " + (
+        f"{outcome.forecasts:>9,} forecasts" if outcome.status == "scored" else outcome.reason
+    )
+    return line + "".join(f"\n    warning: {w}" for w in outcome.warnings)
 
 
 def print_summary(summary: InferenceSummary) -> None:

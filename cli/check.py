@@ -6,11 +6,23 @@ import argparse
 import json
 import sys
 
-from tthf.cli._common import add_calendar_option, add_endpoint_option, progress, run_cli
+from tthf.cli._common import (
+    DATES_HELP,
+    add_calendar_option,
+    add_data_option,
+    add_dates_option,
+    add_endpoint_option,
+    add_json_option,
+    add_logging_option,
+    command_parser,
+    open_data_from_args,
+    progress,
+    run_cli,
+)
 from tthf.engine.config import SEQ_LEN
 from tthf.engine.features.check import CheckReport, DateCheck
 
-EPILOG = """\
+EPILOG = f"""\
 For every selected date: readable or not (and why), rows, symbols, session coverage (the
 share of symbol-minutes with a usable quote: tthf-run's mask), the dense windows tthf-run
 --dense would predict, the rows each cleaning rule touched, the symbols that would get no
@@ -18,8 +30,8 @@ prediction, with the reason, and warnings (bars that look stamped with their min
 The same reading and cleaning code as tthf-train and tthf-run decides all of it
 (docs/data.md, "Checking a data root").
 
-dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
-those (2024-01:2024-03) or a comma list. Trading days without data are listed as no_data.
+{DATES_HELP}
+Trading days without data are listed as no_data.
 Exit code: 0 when every date with data is readable, 3 when one is not (4 when reading the
 store failed), 2 on usage errors.
 
@@ -33,24 +45,19 @@ _SHOW_LEFT_OUT = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-check",
-        description="Report what tthf-run would make of each date of a raw data root.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("data", help="data root: a folder or s3://bucket/prefix")
-    p.add_argument("--dates", required=True, help="which dates to check (see below)")
+    p = command_parser("tthf-check", "Report what tthf-run would make of each date of a raw data root.", EPILOG)
+    add_data_option(p, "data")
+    add_dates_option(p, "check")
     p.add_argument(
         "--seq-len",
         type=int,
         default=SEQ_LEN,
         help="window length in minutes that a prediction needs (default: %(default)s, the model default)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON (every date, count and symbol)")
+    add_json_option(p)
     add_calendar_option(p)
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging_option(p)
     return p
 
 
@@ -97,22 +104,21 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
+def body(args: argparse.Namespace) -> int:
+    from tthf.engine.features.check import check_data
+
+    report = check_data(
+        open_data_from_args(args),
+        args.dates,
+        seq_len=args.seq_len,
+        calendar=args.calendar,
+        wrap=lambda days: progress(days, "check", len(days), "date"),
+    )
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    return report.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    def body(args: argparse.Namespace) -> int:
-        from tthf.engine.features.check import check_data
-        from tthf.engine.store import open_store
-
-        store = open_store(args.data, endpoint_url=args.s3_endpoint_url)
-        report = check_data(
-            store,
-            args.dates,
-            seq_len=args.seq_len,
-            calendar=args.calendar,
-            wrap=lambda days: progress(days, "check", total=len(days), unit="date"),
-        )
-        print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
-        return report.exit_code
-
     return run_cli("tthf-check", body, build_parser(), argv)
 
 

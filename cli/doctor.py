@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_store_option, run_cli
+from tthf.cli._common import (
+    add_endpoint_option,
+    add_json_option,
+    add_logging_option,
+    add_store_option,
+    command_parser,
+    open_store_from_args,
+    run_cli,
+)
 from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.doctor import EXPECT
 
@@ -20,12 +28,7 @@ run at all), 2 on usage errors, 4 when the run is not found.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-doctor",
-        description="Check what this host can run and say how to fix each mismatch.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("tthf-doctor", "Check what this host can run and say how to fix each mismatch.", EPILOG)
     p.add_argument("--run", default=None, help="also check this run's export (an id or a unique prefix)")
     add_store_option(p)
     add_endpoint_option(p)
@@ -41,21 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXPECT,
         help="the device it must run on (default: gpu when a CUDA device is visible, else cpu)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_json_option(p)
+    add_logging_option(p)
     return p
 
 
+def body(args: argparse.Namespace) -> int:
+    from tthf.engine.runtime.doctor import diagnose
+
+    store = open_store_from_args(args) if args.run else None
+    report = diagnose(args.run, backend=args.backend, expect=args.expect, store=store)
+    print(report.to_json() if args.json else report.format())
+    return report.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    def body(args: argparse.Namespace) -> int:
-        from tthf.engine.runtime.doctor import diagnose
-        from tthf.engine.store import open_store
-
-        store = open_store(args.store, endpoint_url=args.s3_endpoint_url) if args.run else None
-        report = diagnose(args.run, backend=args.backend, expect=args.expect, store=store)
-        print(report.to_json() if args.json else report.format())
-        return report.exit_code
-
     return run_cli("tthf-doctor", body, build_parser(), argv)
 
 

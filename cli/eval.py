@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
 
-from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
-from tthf.cli._report import format_summary
+from tthf.cli._common import (
+    DATES_HELP,
+    Progress,
+    add_data_option,
+    add_dates_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_run_options,
+    command_parser,
+    open_data_from_args,
+    open_run_from_args,
+    run_cli,
+)
+from tthf.cli._report import eval_date_line, format_summary
 
-if TYPE_CHECKING:  # the library is imported when the command runs, so --help stays fast
-    from tthf.engine.evaluation.evaluate import DateOutcome
-
-EPILOG = """\
-dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
-those (2024-01:2024-03) or a comma list. The realized targets are computed from the raw data
-(--data, default: the run's training data root) by the same code as training's labels.
+EPILOG = f"""\
+{DATES_HELP}
+The realized targets are computed from the raw data (--data, default: the run's training
+data root) by the same code as training's labels.
 Dates without a predictions file or without raw data are reported and skipped; sparse
 predictions are scored once per forecast, at their source_ts.
-Writes {run}/evaluation/<name>/: metrics.json, report.html (self-contained) and the figures
+Writes {{run}}/evaluation/<name>/: metrics.json, report.html (self-contained) and the figures
 as PNG files. docs/evaluation.md explains every number.
 Exit code: 0 when every date with predictions was scored, 1 if one failed, 2+ on usage,
 data or store errors (4: no predictions at all for the dates).
@@ -26,76 +34,37 @@ data or store errors (4: no predictions at all for the dates).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-eval",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Score a run's ret_1h, vol_10m and confidence forecasts against the realized values, each "
-            "next to naive baselines, and write a report a researcher can show their team."
-        ),
+    p = command_parser(
+        "tthf-eval",
+        "Score a run's ret_1h, vol_10m and confidence forecasts against the realized values, each "
+        "next to naive baselines, and write a report a researcher can show their team.",
+        EPILOG,
     )
     add_run_options(p)
-    p.add_argument("--dates", required=True, help="which dates to score (see below)")
-    p.add_argument("--data", default=None, help="raw-data root: folder or s3://bucket/prefix (default: the run's)")
+    add_dates_option(p, "score")
+    add_data_option(p, of_run=True)
     p.add_argument(
         "--name",
         default=None,
         help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)",
     )
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_option(p)
     return p
 
 
-class _Progress:
-    """A bar over the dates on a terminal; one line per date otherwise."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def start(self, total: int) -> None:
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="dates", unit="date", dynamic_ncols=True, file=sys.stderr)
-
-    def date(self, outcome: DateOutcome) -> None:
-        line = f"{outcome.date}  {outcome.status:<14} " + (
-            f"{outcome.forecasts:>9,} forecasts" if outcome.status == "scored" else outcome.reason
-        )
-        line += "".join(f"\n    warning: {w}" for w in outcome.warnings)
-        if self.bar is None:
-            print(line, file=sys.stderr)
-            return
-        self.bar.update(1)
-        if outcome.status != "scored" or outcome.warnings:
-            self.bar.write(line, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def body(args: argparse.Namespace) -> int:
-    from tthf.engine.evaluation.evaluate import evaluate
+    from tthf.engine.evaluation.evaluate import evaluate_run
 
-    bar = _Progress()
-    try:
-        result = evaluate(
-            args.store,
-            args.run,
-            args.dates,
-            experiment=args.experiment,
-            model_type=args.model_type,
-            data=args.data,
-            name=args.name,
-            endpoint_url=args.s3_endpoint_url,
-            on_start=bar.start,
-            on_date=bar.date,
-        )
-    finally:
-        bar.close()
+    run = open_run_from_args(args)
+    data = open_data_from_args(args, run)
+    with Progress(
+        "dates",
+        "date",
+        line=eval_date_line,
+        notable=lambda outcome: outcome.status != "scored" or bool(outcome.warnings),
+    ) as bar:
+        result = evaluate_run(run, args.dates, data=data, name=args.name, on_start=bar.start, on_date=bar.step)
     print(format_summary(result))
     return result.exit_code
 

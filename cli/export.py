@@ -5,96 +5,120 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
+from tthf.cli._common import (
+    add_data_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_run_options,
+    command_parser,
+    open_data_from_args,
+    open_run_from_args,
+    run_cli,
+)
 from tthf.export.config import EXPORTERS, ExportConfig
+
+DESCRIPTION = (
+    "Export a run's checkpoint to ONNX (fp32 model.onnx and mixed-precision model_fp16.onnx) and, "
+    "on a host with a CUDA GPU and TensorRT, to an fp16 TensorRT engine. Every artifact is compared "
+    "with the PyTorch reference on random inputs and on real windows from the run's held-out dates; "
+    "a difference beyond the documented tolerance (docs/export.md) fails the export and writes "
+    "nothing. Writes {run}/export/ with manifest.json (hashes, versions, validation) and prints "
+    "the validation table. Without a GPU the engine is skipped with the reason and the command "
+    "that builds it; --require-engine makes that an error."
+)
+DEFAULTS = ExportConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = ExportConfig()
-    parser = argparse.ArgumentParser(
-        prog="tthf-export",
-        description=(
-            "Export a run's checkpoint to ONNX (fp32 model.onnx and mixed-precision model_fp16.onnx) and, "
-            "on a host with a CUDA GPU and TensorRT, to an fp16 TensorRT engine. Every artifact is compared "
-            "with the PyTorch reference on random inputs and on real windows from the run's held-out dates; "
-            "a difference beyond the documented tolerance (docs/export.md) fails the export and writes "
-            "nothing. Writes {run}/export/ with manifest.json (hashes, versions, validation) and prints "
-            "the validation table. Without a GPU the engine is skipped with the reason and the command "
-            "that builds it; --require-engine makes that an error."
-        ),
-    )
+    parser = command_parser("tthf-export", DESCRIPTION)
     add_run_options(parser)
-    parser.add_argument(
-        "--data", default=None, help="data root for the held-out windows (default: the run's data root in config.json)"
-    )
+    add_data_option(parser, of_run=True)
     parser.add_argument(
         "--require-engine",
         action="store_true",
         help="fail unless the TensorRT engine is built and validated (needs CUDA + tensorrt)",
     )
-    parser.add_argument(
+    _add_onnx_options(parser.add_argument_group("ONNX"))
+    _add_engine_options(parser.add_argument_group("TensorRT engine"))
+    _add_validation_options(parser.add_argument_group("validation"))
+    add_endpoint_option(parser)
+    add_logging_option(parser)
+    return parser
+
+
+def _add_onnx_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--exporter",
         choices=EXPORTERS,
-        default=d.exporter,
+        default=DEFAULTS.exporter,
         help="ONNX exporter (default: %(default)s; docs/export.md explains the choice)",
     )
-    parser.add_argument("--opset", type=int, default=d.opset, help="ONNX opset, >= 17 (default: %(default)s)")
-    parser.add_argument(
-        "--min-batch", type=int, default=d.min_batch, help="smallest batch the engine accepts (default: %(default)s)"
+    group.add_argument("--opset", type=int, default=DEFAULTS.opset, help="ONNX opset, >= 17 (default: %(default)s)")
+
+
+def _add_engine_options(group: argparse._ArgumentGroup) -> None:
+    """The batch sizes the engine accepts and is tuned for, and the builder's memory."""
+    group.add_argument(
+        "--min-batch",
+        type=int,
+        default=DEFAULTS.min_batch,
+        help="smallest batch the engine accepts (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--opt-batch",
         type=int,
         action="append",
         dest="opt_batches",
         help="batch the engine is tuned for; repeat for several optimization profiles "
-        f"(default: {' and '.join(map(str, d.opt_batches))}: one minute of every symbol, "
+        f"(default: {' and '.join(map(str, DEFAULTS.opt_batches))}: one minute of every symbol, "
         "and the dense runner's batch)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-batch",
         type=int,
-        default=d.max_batch,
+        default=DEFAULTS.max_batch,
         help="largest batch per engine call; larger batches are split (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--workspace-mib",
         type=int,
-        default=d.workspace_mib,
+        default=DEFAULTS.workspace_mib,
         help="TensorRT builder workspace limit in MiB (default: %(default)s)",
     )
-    parser.add_argument(
+
+
+def _add_validation_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--real-windows",
         type=int,
-        default=d.real_windows,
+        default=DEFAULTS.real_windows,
         help="held-out windows to validate on, 0 to skip (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the random validation inputs")
-    add_endpoint_option(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser
+    group.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the random validation inputs")
 
 
-def body(args: argparse.Namespace) -> int:
-    from tthf.engine.runs import Run, find_run
-    from tthf.engine.store import open_store
-    from tthf.export.api import export_run
-
-    cfg = ExportConfig(
+def config_from_args(args: argparse.Namespace) -> ExportConfig:
+    """The library's export settings from the parsed command line."""
+    return ExportConfig(
         exporter=args.exporter,
         opset=args.opset,
         min_batch=args.min_batch,
-        opt_batches=tuple(args.opt_batches or ExportConfig().opt_batches),
+        opt_batches=tuple(args.opt_batches or DEFAULTS.opt_batches),
         max_batch=args.max_batch,
         workspace_mib=args.workspace_mib,
         real_windows=args.real_windows,
         seed=args.seed,
         require_engine=args.require_engine,
     )
-    store = open_store(args.store, endpoint_url=args.s3_endpoint_url)
-    run = Run.open(find_run(store, args.run, experiment=args.experiment, model_type=args.model_type))
-    data = open_store(args.data, endpoint_url=args.s3_endpoint_url) if args.data else None
-    result = export_run(run, cfg, data=data)
+
+
+def body(args: argparse.Namespace) -> int:
+    from tthf.engine.runs import EXPORT_DIR
+    from tthf.export.api import export_run
+
+    cfg = config_from_args(args)
+    run = open_run_from_args(args)
+    result = export_run(run, cfg, data=open_data_from_args(args, run))
     print(result.table)
     for note in result.manifest.notes:
         print(f"note: {note}")
@@ -102,7 +126,7 @@ def body(args: argparse.Namespace) -> int:
     if variants := result.variants_line():
         print(variants)
     print(
-        f"export of {run.ref.name} written to {run.store.uri('export')} "
+        f"export of {run.ref.name} written to {run.store.uri(EXPORT_DIR)} "
         f"({len(result.manifest.artifacts)} artifacts, {sum(r.passed for r in result.results)} of "
         f"{len(result.results)} checks passed)"
     )

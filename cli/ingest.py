@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_data_root_option, add_endpoint_option, progress, run_cli
+from tthf.cli._common import (
+    add_data_option,
+    add_endpoint_option,
+    add_logging_option,
+    command_parser,
+    open_data_from_args,
+    progress,
+    run_cli,
+)
 
 EPILOG = """\
 formats:
@@ -29,7 +37,7 @@ examples:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    add_data_root_option(p, "--out")
+    add_data_option(p, "--out")
     p.add_argument(
         "--quotes-only",
         action="store_true",
@@ -37,15 +45,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace the partitions of dates that already have data")
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_option(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-ingest",
-        description="Convert vendor minute bars to tthf's raw schema (one partition per date).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command_parser(
+        "tthf-ingest", "Convert vendor minute bars to tthf's raw schema (one partition per date).", EPILOG
     )
     formats = p.add_subparsers(dest="format", required=True, metavar="{dbn,csv}")
     d = formats.add_parser("dbn", help="Databento DBN files (bbo-1m/cbbo-1m quotes, ohlcv-1m trades)")
@@ -133,9 +138,8 @@ def print_summary(summary) -> None:  # summary: IngestSummary
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.ingest import ingest_csv, ingest_dbn
-    from tthf.engine.store import open_store
 
-    out = open_store(args.out, endpoint_url=args.s3_endpoint_url)
+    out = open_data_from_args(args)
     common = {
         "quotes_only": args.quotes_only,
         "overwrite": args.overwrite,

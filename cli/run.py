@@ -5,8 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_endpoint_option, add_run_options, run_cli
-from tthf.cli._report import RunProgress, print_summary
+from tthf.cli._common import (
+    DATES_HELP,
+    Progress,
+    add_data_option,
+    add_dates_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_run_options,
+    command_parser,
+    run_cli,
+)
+from tthf.cli._report import print_summary, run_date_line
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.batch import EXECUTORS, HOST_MODES, RayConfig, RunOptions, run_inference
@@ -15,10 +25,9 @@ from tthf.engine.runtime.runner import WINDOWING
 
 DEFAULTS = RunOptions(dates="")
 
-EPILOG = """\
-dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
-those (2024-01:2024-03) or a comma list (2024-03-05,2024-03-07). Dates without data are
-reported and skipped. Outputs go to {run}/inference/YYYY-MM-DD.csv (or .parquet) with a
+EPILOG = f"""\
+{DATES_HELP} Dates without data are
+reported and skipped. Outputs go to {{run}}/inference/YYYY-MM-DD.csv (or .parquet) with a
 manifest; a rerun skips dates already done with the same model and settings.
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; --host-workers N reads and builds the features of N dates at once in N
@@ -34,14 +43,20 @@ data, store or backend errors.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tthf-run",
-        description="Predict ret_1h, vol_10m and their confidences for every stock and minute.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("tthf-run", "Predict ret_1h, vol_10m and their confidences for every stock and minute.", EPILOG)
     add_run_options(p)
-    p.add_argument("--dates", required=True, help="which dates to predict (see below)")
+    add_dates_option(p, "predict")
+    add_data_option(p, of_run=True)
+    _add_prediction_options(p.add_argument_group("what to predict and write"))
+    _add_pipeline_options(p.add_argument_group("how the dates run"))
+    _add_ray_options(p.add_argument_group("Ray cluster (--executor ray)"))
+    add_endpoint_option(p)
+    add_logging_option(p)
+    return p
+
+
+def _add_prediction_options(p: argparse._ArgumentGroup) -> None:
+    """Sampling, backend, batch, output format and which dates to redo or stop at."""
     p.add_argument(
         "--dense",
         action="store_true",
@@ -64,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="redo dates that are already done")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed date")
+
+
+def _add_pipeline_options(p: argparse._ArgumentGroup) -> None:
+    """Overlap, windowing, host workers and the executor."""
     p.add_argument(
         "--no-overlap",
         dest="overlap",
@@ -98,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXECUTORS,
         help="local (default: overlapped stages in this process) or ray (whole dates on Ray workers)",
     )
+
+
+def _add_ray_options(p: argparse._ArgumentGroup) -> None:
+    """Where the Ray cluster is and how its workers are sized."""
     p.add_argument(
         "--ray-address",
         default=DEFAULTS.ray.address,
@@ -117,12 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.ray.gpus_per_worker,
         help="--executor ray: GPUs each worker asks for (default: %(default)s, CPU workers)",
     )
-    p.add_argument(
-        "--data", default=None, help="data root: folder or s3://bucket/prefix (default: the run's training data root)"
+
+
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    """The library's options from the parsed command line."""
+    return RunOptions(
+        dates=args.dates,
+        dense=args.dense,
+        sample_every=args.sample_every,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        fmt=args.fmt,
+        overwrite=args.overwrite,
+        data_root=args.data,
+        fail_fast=args.fail_fast,
+        overlap=args.overlap,
+        windowing=args.windowing,
+        executor=args.executor,
+        host_workers=args.host_workers,
+        host_mode=args.host_mode,
+        ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
     )
-    add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,24 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         from tthf.engine.store import open_store
         from tthf.export.api import rebuild_engine
 
-        options = RunOptions(
-            dates=args.dates,
-            dense=args.dense,
-            sample_every=args.sample_every,
-            backend=args.backend,
-            batch_size=args.batch_size,
-            fmt=args.fmt,
-            overwrite=args.overwrite,
-            data_root=args.data,
-            fail_fast=args.fail_fast,
-            overlap=args.overlap,
-            windowing=args.windowing,
-            executor=args.executor,
-            host_workers=args.host_workers,
-            host_mode=args.host_mode,
-            ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
+        options = options_from_args(args)
+        bar = Progress(
+            "dates",
+            "date",
+            line=run_date_line,
+            notable=lambda r: r.status == "failed",
+            count=("windows", lambda r: r.windows if r.status == "ok" else 0),
         )
-        bar = RunProgress()
         try:
             summary = run_inference(
                 open_store(args.store, endpoint_url=args.s3_endpoint_url),
@@ -157,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 model_type=args.model_type,
                 rebuild=rebuild_engine,
                 endpoint_url=args.s3_endpoint_url,
-                on_date=bar.date,
+                on_date=bar.step,
                 on_start=bar.start,
             )
         finally:

@@ -6,7 +6,16 @@ import argparse
 import datetime as dt
 import sys
 
-from tthf.cli._common import ProgressBar, add_calendar_option, add_data_root_option, add_endpoint_option, run_cli
+from tthf.cli._common import (
+    Progress,
+    add_calendar_option,
+    add_data_option,
+    add_endpoint_option,
+    add_logging_option,
+    command_parser,
+    open_data_from_args,
+    run_cli,
+)
 
 EPILOG = """\
 Writes {out}/date=YYYY-MM-DD/part-0.parquet for every NYSE trading day in [--start, --end]
@@ -37,13 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tthf.engine.data.synth import SynthConfig
 
     d = SynthConfig()
-    p = argparse.ArgumentParser(
-        prog="tthf-synth",
-        description="Generate a synthetic minutely bid/ask market (raw schema, one Parquet partition per trading day).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = command_parser(
+        "tthf-synth",
+        "Generate a synthetic minutely bid/ask market (raw schema, one Parquet partition per trading day).",
+        EPILOG,
     )
-    add_data_root_option(p, "--out")
+    add_data_option(p, "--out")
     p.add_argument("--symbols", type=int, default=d.n_symbols, help="number of symbols (default: %(default)s)")
     p.add_argument("--start", type=_date, default=d.start, help="first date, YYYY-MM-DD (default: %(default)s)")
     p.add_argument("--end", type=_date, default=d.end, help="last date, inclusive (default: %(default)s)")
@@ -53,13 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_calendar_option(p)
     add_endpoint_option(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per file written)")
+    add_logging_option(p)
     return p
 
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.synth import SynthConfig, generate_market
-    from tthf.engine.store import open_store
 
     cfg = SynthConfig(
         n_symbols=args.symbols,
@@ -69,15 +76,10 @@ def body(args: argparse.Namespace) -> int:
         extended_hours=not args.no_extended_hours,
         calendar=args.calendar,
     )
-    days = ProgressBar(len(cfg.days), "synth", unit="day")
-    try:
-        summary = generate_market(
-            cfg,
-            open_store(args.out, endpoint_url=args.s3_endpoint_url),
-            on_day=lambda day, rows: days.update(f"{day} ({rows:,} rows)"),
-        )
-    finally:
-        days.close()
+    out = open_data_from_args(args)
+    with Progress[str]("synth", "day", line=str) as days:
+        days.start(len(cfg.days))
+        summary = generate_market(cfg, out, on_day=lambda day, rows: days.step(f"{day}  {rows:>9,} rows"))
     print(summary)
     return 0
 

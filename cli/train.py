@@ -5,15 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tthf.cli._common import add_calendar_option, add_data_root_option, add_endpoint_option, add_store_option, run_cli
+from tthf.cli._common import (
+    add_calendar_option,
+    add_data_option,
+    add_endpoint_option,
+    add_logging_option,
+    add_store_option,
+    command_parser,
+    open_data_from_args,
+    open_store_from_args,
+    run_cli,
+)
 from tthf.cli._report import format_metrics
 from tthf.engine.runs import DEFAULT_EXPERIMENT
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tthf-train",
-        description=(
+    parser = command_parser(
+        "tthf-train",
+        (
             "Train the three-headed transformer on every date under the data root: time-ordered "
             "train / val / test splits with a purge gap, scalers fitted on the training dates only, "
             "early stopping on the validation loss. Writes config.json, checkpoint.safetensors, "
@@ -22,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--run", required=True, help="run id to create, e.g. jennifer")
-    add_data_root_option(parser)
+    add_data_option(parser)
     add_store_option(parser)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, help="most training epochs (default: TrainConfig.epochs)")
@@ -31,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     add_calendar_option(parser)
     add_endpoint_option(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_option(parser)
     return parser
 
 
@@ -40,13 +50,12 @@ def body(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("epochs", "seed", "threads") if getattr(args, k) is not None}
     result = train_run(
-        args.data,
-        args.store,
+        open_data_from_args(args),
+        open_store_from_args(args),
         args.run,
         experiment=args.experiment,
         overrides=overrides,
         overwrite=args.overwrite,
-        endpoint_url=args.s3_endpoint_url,
         calendar=args.calendar,
     )
     print(format_metrics(result.metrics))

@@ -1,4 +1,4 @@
-// pybind11 binding of the windowing kernel: tthf.engine._windows.
+// pybind11 binding of the C++ kernels (windowing and features): tthf.engine._kernels.
 //
 // Every argument is checked here, before the GIL is released: buffer protocol,
 // dtype, dimensions, shapes, C-contiguity, alignment, writability, sizes, overlap and
@@ -513,8 +513,8 @@ py::tuple name_tuple(const char* const* names, int n) {
 
 }  // namespace
 
-PYBIND11_MODULE(_windows, mod) {
-    mod.doc() = "C++ windowing kernel; use tthf.engine.windows, which documents the API.";
+PYBIND11_MODULE(_kernels, mod) {
+    mod.doc() = "C++ kernels: windowing (use tthf.engine.windows) and features (use tthf.engine.features.formulas).";
     usage_error = py::object(py::module_::import("tthf.errors").attr("UsageError")).release();
 
     using namespace pybind11::literals;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the windowing kernel for the source tree: engine/_windows*.so (gitignored),
-# importable as tthf.engine._windows without installing the package.
+# Builds the C++ kernels (windowing and features) for the source tree: engine/_kernels*.so (gitignored),
+# importable as tthf.engine._kernels without installing the package.
 # Usage: bash csrc/build_dev.sh [Release|Debug]   (run inside the project's venv)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,7 +11,7 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE="$build_type" \
   -DPython_EXECUTABLE="$(command -v python)" >/dev/null
 cmake --build "$build" -j 2
-so="$(ls "$build"/_windows*.so)"
+so="$(ls "$build"/_kernels*.so)"
 # Replace by rename, never in place: running interpreters keep the old file mapped.
 cp -f "$so" "$root/engine/.$(basename "$so").tmp"
 mv -f "$root/engine/.$(basename "$so").tmp" "$root/engine/$(basename "$so")"

@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 
 from tthf.engine import runs
@@ -24,6 +25,9 @@ from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
+from tthf.engine.model.interface import Outputs
+from tthf.engine.runtime.backends.base import Backend
+from tthf.engine.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
 DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)]
 #: the symbol ``with_null_quotes`` adds; it sorts after the synthetic symbols, so theirs keep their grid rows
@@ -164,3 +168,24 @@ def bf16_matmuls() -> Any:
             return func(*args, **(kwargs or {}))
 
     return _Bf16Products()
+
+
+class ScaledStandIn(Backend):
+    """A stand-in backend that runs anywhere: ONNX Runtime's CPU outputs of ``model.onnx`` times ``scale``.
+
+    What tests register (with a ``BackendSpec`` of their own) to see the registry, ``auto`` and
+    export's gates and variants take a new backend, and a bar pass or fail it.
+    """
+
+    scale: ClassVar[float] = 1.0
+
+    def __init__(self, model: bytes) -> None:
+        self.inner = OnnxRuntimeBackend.from_onnx(model)
+        self.detail = f"stand-in, outputs x {self.scale}"
+
+    @classmethod
+    def from_onnx(cls, model: bytes) -> Backend:
+        return cls(model)
+
+    def predict(self, batch: np.ndarray) -> Outputs:
+        return {n: v * np.float32(self.scale) for n, v in self.inner.predict(batch).items()}

@@ -28,10 +28,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 try:
-    import tthf.engine._windows as _windows
+    import tthf.engine._kernels as _kernels
 except ImportError as e:  # pragma: no cover - depends on how the package was set up
     raise ImportError(
-        f"the C++ windowing kernel tthf.engine._windows is not built ({e}); in a source "
+        f"the C++ kernels module tthf.engine._kernels is not built ({e}); in a source "
         "checkout run `bash csrc/build_dev.sh`, otherwise reinstall tthf with pip"
     ) from e
 from tthf.engine.config import SEQ_LEN
@@ -67,7 +67,7 @@ def default_threads() -> int:
 
 def count_windows(mask: Any, seq_len: int = SEQ_LEN, stride: int = 1) -> int:
     """Number of valid windows of a day's ``(S, M)`` bool mask."""
-    return int(_windows.count_windows(_host_array(mask, "mask"), _int(seq_len, "seq_len"), _int(stride, "stride")))
+    return int(_kernels.count_windows(_host_array(mask, "mask"), _int(seq_len, "seq_len"), _int(stride, "stride")))
 
 
 def window_positions(mask: Any, seq_len: int = SEQ_LEN, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +76,7 @@ def window_positions(mask: Any, seq_len: int = SEQ_LEN, stride: int = 1) -> tupl
     ``minute_idx`` is the window's last minute ``t``; the training dataset shuffles
     these positions and cuts batches with :func:`gather_windows`.
     """
-    sym, minute = _windows.window_positions(_host_array(mask, "mask"), _int(seq_len, "seq_len"), _int(stride, "stride"))
+    sym, minute = _kernels.window_positions(_host_array(mask, "mask"), _int(seq_len, "seq_len"), _int(stride, "stride"))
     return sym, minute
 
 
@@ -106,7 +106,7 @@ def cut_windows(
     ``capacity`` unless the day ends first. Pass ``next_start`` to the next call; the
     day is done when ``n == 0``. A ``start`` past the day's last window is an error.
     """
-    n, next_start = _windows.cut_windows(
+    n, next_start = _kernels.cut_windows(
         _host_array(features, "features"),
         _host_array(mask, "mask"),
         _host_array(out, "out"),
@@ -137,7 +137,7 @@ def gather_windows(
     written. ``out`` is as in :func:`cut_windows`, with capacity ``>= n``.
     """
     return int(
-        _windows.gather_windows(
+        _kernels.gather_windows(
             _host_array(features, "features"),
             _indices(sym_idx, "sym_idx"),
             _indices(minute_idx, "minute_idx"),

@@ -2,10 +2,10 @@
 
 CTranslate2's converter skeleton: ``build_artifacts`` (export and convert in memory),
 ``validate_artifacts`` (every artifact against the PyTorch reference, through the same
-backend classes that ``tthf-run`` serves with, OpenVINO's where it imports),
+backend classes that ``tthf-run`` serves with, picked from their specs: ``gates``),
 ``write_export`` (files, manifest last). Nothing is written unless every served artifact
 passed, so a failed export leaves the previous one intact (and ``tthf-run`` keeps using it).
-Optional variants (``Backend.optional``: the bf16 path) are validated at their own bar and
+Optional variants (``BackendSpec.optional``: the bf16 path) are validated at their own bar and
 recorded in the manifest as accepted or rejected with their numbers: as Optimum's exporter
 treats a tolerance miss, a variant ``auto`` never serves does not fail the export. A new
 export replaces ``export/`` except the timing caches, which do not depend on the weights
@@ -26,13 +26,7 @@ from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import UNIT_ROUNDOFF, InputSet, ModelIO, Outputs
-from tthf.engine.runtime.backends import (
-    OnnxRuntimeBackend,
-    OpenVinoBackend,
-    OpenVinoBf16Backend,
-    TensorRTBackend,
-    TorchBackend,
-)
+from tthf.engine.runtime.backends import REGISTRY, BackendSpec, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.tensorrt import current_target, unavailable_reason
 from tthf.engine.store import Store, as_store
@@ -45,11 +39,6 @@ from tthf.export.tensorrt_build import build_engine
 from tthf.export.validate import Comparison, bars, compare, enforce, failures, format_table, summarize
 
 log = logging.getLogger("tthf.export")
-
-#: what export validates on: ONNX Runtime on the CPU, the serving backend's own configuration
-VALIDATION_PROVIDERS = ["CPUExecutionProvider"]
-#: the optional variants of ``model.onnx``: validated and recorded, never a reason to fail the export
-OPTIONAL_VARIANTS: tuple[type[Backend], ...] = (OpenVinoBf16Backend,)
 
 
 @dataclass
@@ -188,42 +177,68 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
     return out
 
 
+def gates() -> list[BackendSpec]:
+    """The backends that serve ``model.onnx`` on the CPU at fp32: export validates it through each
+    (and their ``also_validates`` files), and any miss fails the export."""
+    return [
+        spec
+        for spec in REGISTRY.values()
+        if spec.device == "cpu"
+        and spec.needs.artifact == runs.FP32_ONNX
+        and spec.precision == "fp32"
+        and not spec.optional
+    ]
+
+
+def variants() -> list[BackendSpec]:
+    """The optional variants: validated at their own bar and recorded, never a reason to fail the export."""
+    return [spec for spec in REGISTRY.values() if spec.optional]
+
+
 def validate_artifacts(
     run: runs.Run, built: Artifacts, sets: list[InputSet], reference: dict[str, Outputs]
 ) -> tuple[list[Comparison], list[str]]:
-    """The served artifacts: both ONNX models through the serving ONNX Runtime backend (CPU), at
-    fp32 and fp16 tolerance, and ``model.onnx`` through OpenVINO at fp32; notes say what could not
-    be validated here."""
-    results = []
-    for name, precision in ((runs.FP32_ONNX, "fp32"), (runs.FP16_ONNX, "fp16")):
-        backend = OnnxRuntimeBackend(built.files[name], providers=VALIDATION_PROVIDERS)
-        results += validate_artifact(backend, reference, sets, artifact=name, precision=precision, run=run)
-    notes = []
-    try:
-        openvino: Backend = OpenVinoBackend(built.files[runs.FP32_ONNX])
-    except BackendUnavailableError as exc:
-        notes.append(f"{runs.FP32_ONNX} not validated through {OpenVinoBackend.name}: {exc}")
-        log.info("%s", notes[-1])
-    else:
-        results += validate_artifact(openvino, reference, sets, artifact=runs.FP32_ONNX, precision="fp32", run=run)
+    """The served artifacts through every gate that runs here (on the CPU, as export opens them:
+    ``from_onnx``), each at its own precision; notes say what could not be validated here.
+
+    A gate that is not installed is skipped with a note, but every artifact must pass through at
+    least one: an artifact no gate could run raises the reason of the first that could not.
+    """
+    results, notes = [], []
+    unavailable: dict[str, BackendUnavailableError] = {}
+    validated = set()
+    for spec in gates():
+        for artifact, precision in ((runs.FP32_ONNX, spec.precision), *spec.also_validates):
+            try:
+                backend = spec.cls.from_onnx(built.files[artifact])
+            except BackendUnavailableError as exc:
+                notes.append(f"{artifact} not validated through {spec.name}: {exc}")
+                log.info("%s", notes[-1])
+                unavailable.setdefault(artifact, exc)
+                continue
+            results += validate_artifact(backend, reference, sets, artifact=artifact, precision=precision, run=run)
+            validated.add(artifact)
+    for artifact, reason in unavailable.items():
+        if artifact not in validated:
+            raise reason
     return results, notes
 
 
 def validate_variant(
-    cls: type[Backend], run: runs.Run, onnx: bytes, sets: list[InputSet], reference: dict[str, Outputs]
+    spec: BackendSpec, run: runs.Run, onnx: bytes, sets: list[InputSet], reference: dict[str, Outputs]
 ) -> tuple[dict[str, object], list[Comparison]]:
     """One optional variant at its own bar: its manifest record (accepted, rejected with the failing
     numbers, or unavailable with the reason) and its comparisons; never raises on a miss."""
-    record: dict[str, object] = {"artifact": runs.FP32_ONNX, "precision": cls.precision}
+    record: dict[str, object] = {"artifact": runs.FP32_ONNX, "precision": spec.precision}
     try:
-        backend = cls.from_onnx(onnx)
+        backend = spec.cls.from_onnx(onnx)
     except BackendUnavailableError as exc:
-        log.info("%s not validated: %s", cls.name, exc)
+        log.info("%s not validated: %s", spec.name, exc)
         return {**record, "status": "unavailable", "reason": str(exc)}, []
-    results = validate_artifact(backend, reference, sets, artifact=runs.FP32_ONNX, precision=cls.precision, run=run)
+    results = validate_artifact(backend, reference, sets, artifact=runs.FP32_ONNX, precision=spec.precision, run=run)
     failed = failures(results)
     if failed:
-        log.warning("optional variant %s rejected (not served; the export goes on): %s", cls.name, failed)
+        log.warning("optional variant %s rejected (not served; the export goes on): %s", spec.name, failed)
     status = "rejected" if failed else "accepted"
     return {**record, "status": status, "reason": failed, "worst": [r.to_dict() for r in summarize(results)]}, results
 
@@ -233,7 +248,7 @@ def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]
     validated graph through ONNX Runtime on the CPU (the import checked it against the user's model)."""
     reference: Backend
     if run.config.imported is not None:
-        reference = OnnxRuntimeBackend(run.read_bytes(runs.IMPORTED_MODEL), providers=VALIDATION_PROVIDERS)
+        reference = OnnxRuntimeBackend.from_onnx(run.read_bytes(runs.IMPORTED_MODEL))
     else:
         reference = TorchBackend(run.load_model(), device="cpu")
     return {s.name: reference.predict(s.x) for s in sets}
@@ -309,9 +324,9 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     manifest = Manifest(
         run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
     )
-    for cls in OPTIONAL_VARIANTS:
-        manifest.variants[cls.name], variant_results = validate_variant(
-            cls, run, built.files[runs.FP32_ONNX], sets, reference
+    for spec in variants():
+        manifest.variants[spec.name], variant_results = validate_variant(
+            spec, run, built.files[runs.FP32_ONNX], sets, reference
         )
         results += variant_results
     if missing_engine:

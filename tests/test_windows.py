@@ -8,7 +8,7 @@ import window_oracle as oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tthf.engine import _windows
+from tthf.engine import _kernels
 from tthf.engine.windows import (
     count_windows,
     cut_windows,
@@ -83,7 +83,7 @@ def test_cut_matches_oracle(day, dtype, capacity, data, nontemporal) -> None:
     sym_out = np.full(capacity, -7, np.int32)
     minute_out = np.full(capacity, -7, np.int32)
 
-    n, next_start = _windows.cut_windows(
+    n, next_start = _kernels.cut_windows(
         features, mask, out, seq_len, stride, start, sym_out, minute_out, data.draw(st.integers(1, 3)), nontemporal
     )
 
@@ -129,7 +129,7 @@ def test_gather_matches_oracle(day, dtype, n, seed, nontemporal) -> None:
     sym = rng.integers(0, max(n_sym, 1), n).astype(np.int32)
     minute = rng.integers(seq_len - 1, max(n_min, seq_len), n).astype(np.int32)
     out = sentinel_out(n + 2, seq_len, n_feat, dtype)
-    assert _windows.gather_windows(features, sym, minute, out, seq_len, 2, nontemporal) == n
+    assert _kernels.gather_windows(features, sym, minute, out, seq_len, 2, nontemporal) == n
     assert_same_bytes(out[:n], oracle.windows(features, sym, minute, seq_len, dtype))
     assert (out[n:].view(np.uint8) == SENTINEL).all()
 
@@ -146,7 +146,7 @@ def test_threaded_copy_matches_oracle(dtype, nontemporal, threads) -> None:
     sym, minute = oracle.positions(mask, 30, 1)
     out = sentinel_out(len(sym) + 5, 30, 16, dtype)
     assert out.nbytes > 12 * 2**20
-    n, _ = _windows.cut_windows(features, mask, out, 30, 1, 0, None, None, threads, nontemporal)
+    n, _ = _kernels.cut_windows(features, mask, out, 30, 1, 0, None, None, threads, nontemporal)
     assert n == len(sym)
     assert_same_bytes(out[:n], oracle.windows(features, sym, minute, 30, dtype))
     assert (out[n:].view(np.uint8) == SENTINEL).all()
@@ -178,7 +178,7 @@ def test_half_conversion_is_numpys() -> None:
     bits = np.concatenate([bits, bits | 0x80000000, [0x7F800000, 0x7F800001, 0x7FC00000, 0x7FA00000, 0, 1]])
     with np.errstate(over="ignore"):
         expected = bits.astype(np.uint32).view(np.float32).astype(np.float16).view(np.uint16)
-    got = np.array([_windows.half_bits(int(b)) for b in bits], np.uint16)
+    got = np.array([_kernels.half_bits(int(b)) for b in bits], np.uint16)
     np.testing.assert_array_equal(got, expected)
 
 

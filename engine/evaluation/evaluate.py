@@ -175,7 +175,7 @@ def evaluate_run(
     run: Run,
     dates: str,
     *,
-    data: str | None = None,
+    data: Store | str | None = None,
     name: str | None = None,
     endpoint_url: str | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -183,14 +183,15 @@ def evaluate_run(
 ) -> EvalResult:
     """Score the run's predictions of ``dates`` (a ``--dates`` spec) and write ``{run}/evaluation/<name>/``.
 
-    ``data`` is the raw-data root (default: the run's training data root); ``name`` the
-    folder (default: from the spec). ``on_start(n)`` gets the number of requested dates,
+    ``data`` is the raw-data root, opened (tthf-eval opens it) or a URI opened with
+    ``endpoint_url`` (default: the run's training data root); ``name`` the folder (default:
+    from the spec). ``on_start(n)`` gets the number of requested dates,
     ``on_date`` each date's outcome as soon as it is known. Raises ``StoreError`` when no
     selected date has a predictions file.
     """
     started = time.perf_counter()
     name = _check_name(name or default_name(dates))
-    root = open_store(data or run.config.data_root, endpoint_url=endpoint_url)
+    root = data if isinstance(data, Store) else open_store(data or run.config.data_root, endpoint_url=endpoint_url)
     available = list_dates(root)
     selection = parse_dates(dates, available, source=root.uri(), calendar=run.config.calendar)
     formats = prediction_formats(run)

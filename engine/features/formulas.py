@@ -3,7 +3,7 @@
 ``FEATURES`` is the table (qlib's "feature definitions as data"): each feature's name,
 group and neutral value, in the run's column order; docs/features.md documents each and
 a test checks the two agree. The formulas are compiled: the C++ features kernel
-(csrc/features.cpp, ``tthf.engine._windows.compute_features``) computes them in one pass
+(csrc/features.cpp, ``tthf.engine._kernels.compute_features``) computes them in one pass
 per symbol, applies the missing-value policy with the neutral values passed from this
 table, and refuses a table whose names or order it does not implement. The numpy
 implementation it replaced is the tests' oracle (tests/features/feature_oracle.py).
@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tthf.engine import _windows
+from tthf.engine import _kernels
 from tthf.engine.features.labels import labels as day_labels
 from tthf.engine.features.state import DayState
 
@@ -147,8 +147,8 @@ def compute_grid(
     done = min(state.fit(max(m, n_minutes), n_sym), m)
     width = len(FEATURE_NAMES) if scale is None else len(scale[0])
     features = np.empty((n_sym, m - start, width), dtype=np.float32) if out is None else out
-    columns = [g[name] for name in _windows.FEATURE_COLUMNS]
-    _windows.compute_features(
+    columns = [g[name] for name in _kernels.FEATURE_COLUMNS]
+    _kernels.compute_features(
         columns,
         state.ints,
         state.floats,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from tthf.engine import _windows
+from tthf.engine import _kernels
 
 #: minutes of history the windowed features at a minute read, at most (vol_of_vol_30: a 30-minute
 #: std of rv_5, itself 5 minutes of returns); the real-time tail computes from this far back
-LOOKBACK: int = _windows.FEATURE_LOOKBACK
+LOOKBACK: int = _kernels.FEATURE_LOOKBACK
 #: the kernel's per-minute fields: forward-fill minutes (int32) and running statistics (float64)
-_N_INT, _N_FLOAT = _windows.STATE_FIELDS
+_N_INT, _N_FLOAT = _kernels.STATE_FIELDS
 #: positions of the fields read here (csrc/features.hpp, IntField and FloatField)
 _LAST_QUOTE, _LOG_MID, _RET = 0, 1, 2
 

@@ -16,14 +16,16 @@ imported, the state in which ``tthf-run --backend onnxruntime`` creates its sess
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tthf.engine.artifacts import Manifest, is_exported
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends import AUTO_ORDER, AUTO_ORDER_CUDA, BACKENDS, open_backend
+from tthf.engine.runtime.backends import BACKENDS, REGISTRY, BackendSpec, auto_order, fallback, open_backend
 from tthf.engine.runtime.backends.tensorrt import GpuTarget, current_target
 from tthf.engine.store import Store
 from tthf.errors import BackendUnavailableError, NotExportedError, TthfError, UsageError
@@ -33,8 +35,6 @@ EXPECT = ("cpu", "gpu")
 MIN_DRIVER = {12: 525, 13: 580}
 #: the PyTorch wheel index of each CUDA major (README, "Install on a GPU host")
 TORCH_INDEX = {12: "https://download.pytorch.org/whl/cu128", 13: "https://download.pytorch.org/whl/cu130"}
-#: what ``auto`` tries before its torch fallback (the backends' own orders, without and with CUDA)
-AUTO_CANDIDATES, AUTO_CANDIDATES_CUDA = AUTO_ORDER, AUTO_ORDER_CUDA
 NVIDIA_INDEX = "--extra-index-url https://pypi.nvidia.com"
 
 
@@ -157,9 +157,9 @@ def gather() -> Host:
 
 
 def _kernel_vector_math() -> bool:
-    from tthf.engine import _windows
+    from tthf.engine import _kernels
 
-    return bool(_windows.vector_math())
+    return bool(_kernels.vector_math())
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,41 +372,80 @@ class Placement:
 
 
 def infer_placement(backend: str, host: Host) -> Placement:
-    """Where ``backend`` would run for an exported run, from the probes alone."""
+    """Where ``backend`` would run for an exported run, from its spec and the probes of the libraries it needs."""
     if backend == "auto":
-        for name in AUTO_CANDIDATES_CUDA if host.torch.available else AUTO_CANDIDATES:
-            placed = infer_placement(name, host)
+        for spec in auto_order(host.torch.available):
+            placed = infer_placement(spec.name, host)
             if placed.device:
                 return placed
-        return infer_placement("torch-cuda" if host.torch.available else "torch", host)
-    if backend == "torch":
-        return Placement("torch", "cpu", "the PyTorch reference, fp32 on the CPU")
-    if backend == "torch-cuda":
-        if not host.torch.available:
-            return Placement(None, None, "torch sees no CUDA device (a CPU build of torch, or no GPU)")
-        return Placement("torch-cuda", "gpu", f"the PyTorch network on {host.torch.device} under fp16 autocast")
-    if backend in ("openvino", "openvino-bf16"):
-        import importlib.util
+        return infer_placement(fallback(host.torch.available).name, host)
+    spec = REGISTRY[backend]
+    places = [LIBRARIES.get(package, _imports(package))(spec, host) for package in spec.needs.packages]
+    missing = next((p for p in places if p.device is None), None)
+    if missing:
+        return missing
+    if (
+        spec.device == "cpu"
+        and spec.precision == "bf16"
+        and not (host.cpu["features"].get("AVX512-BF16") or host.cpu["features"].get("AMX-BF16"))
+    ):
+        return Placement(None, None, "this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+    return places[0] if places else _on_device(spec, host, "needs no library")
 
-        if importlib.util.find_spec("openvino") is None:
-            return Placement(None, None, "the openvino package is not installed (pip install 'tthf[cpu]')")
-        if backend == "openvino-bf16" and not (
-            host.cpu["features"].get("AVX512-BF16") or host.cpu["features"].get("AMX-BF16")
-        ):
-            return Placement(None, None, "this CPU has no native bf16 (AVX-512 BF16 or AMX)")
-        return Placement(backend, "cpu", "OpenVINO's CPU plugin")
-    if backend == "onnxruntime":
-        ort = host.onnxruntime
-        for provider in probes.ORT_PROVIDERS:
-            if ort.ran(provider):
-                device = "cpu" if provider == "CPUExecutionProvider" else "gpu"
-                return Placement("onnxruntime", device, f"a session runs on {provider}")
-        return Placement(None, None, f"no ONNX Runtime session runs here ({ort.error or 'every provider failed'})")
+
+def torch_placement(spec: BackendSpec, host: Host) -> Placement:
+    if spec.device == "cpu":
+        return Placement(spec.name, "cpu", f"the PyTorch reference, {spec.precision} on the CPU")
+    return _on_device(spec, host, f"the PyTorch network on {host.torch.device} under {spec.precision} autocast")
+
+
+def onnxruntime_placement(spec: BackendSpec, host: Host) -> Placement:
+    ort = host.onnxruntime
+    for provider in probes.ORT_PROVIDERS:
+        if ort.ran(provider):
+            device = "cpu" if provider == "CPUExecutionProvider" else "gpu"
+            return Placement(spec.name, device, f"a session runs on {provider}")
+    return Placement(None, None, f"no ONNX Runtime session runs here ({ort.error or 'every provider failed'})")
+
+
+def openvino_placement(spec: BackendSpec, host: Host) -> Placement:
+    if importlib.util.find_spec("openvino") is None:
+        return Placement(None, None, "the openvino package is not installed (pip install 'tthf[cpu]')")
+    return Placement(spec.name, "cpu", "OpenVINO's CPU plugin")
+
+
+def tensorrt_placement(spec: BackendSpec, host: Host) -> Placement:
     if host.target is None:
         return Placement(None, None, host.target_reason)
     if host.tensorrt.starts is False:
         return Placement(None, None, f"TensorRT cannot start CUDA: {host.tensorrt.error}")
-    return Placement("tensorrt", "gpu", f"TensorRT {host.target.tensorrt_version} on {host.target.gpu_name}")
+    return Placement(spec.name, "gpu", f"TensorRT {host.target.tensorrt_version} on {host.target.gpu_name}")
+
+
+def _on_device(spec: BackendSpec, host: Host, detail: str) -> Placement:
+    if spec.device == "cuda" and not host.torch.available:
+        return Placement(None, None, "torch sees no CUDA device (a CPU build of torch, or no GPU)")
+    return Placement(spec.name, "gpu" if spec.device == "cuda" else "cpu", detail)
+
+
+def _imports(package: str) -> Callable[[BackendSpec, Host], Placement]:
+    """The probe of a library with none of its own: whether it imports, and a CUDA torch for a GPU backend."""
+
+    def placement(spec: BackendSpec, host: Host) -> Placement:
+        if importlib.util.find_spec(package) is None:
+            return Placement(None, None, f"the {package} package is not installed")
+        return _on_device(spec, host, f"{package} imports")
+
+    return placement
+
+
+#: what each library a backend needs (``Needs.packages``) says about where it runs here
+LIBRARIES: dict[str, Callable[[BackendSpec, Host], Placement]] = {
+    "torch": torch_placement,
+    "onnxruntime": onnxruntime_placement,
+    "openvino": openvino_placement,
+    "tensorrt": tensorrt_placement,
+}
 
 
 def open_placement(backend: str, run: Run, host: Host) -> Placement:
@@ -414,8 +453,10 @@ def open_placement(backend: str, run: Run, host: Host) -> Placement:
     try:
         opened = open_backend(run, backend)
     except NotExportedError as exc:
-        if backend in ("tensorrt", "auto") and host.target is not None and is_exported(run):
-            return Placement("tensorrt", "gpu", f"no engine for this GPU yet: tthf-run builds it on first use ({exc})")
+        asked = auto_order(host.torch.available) if backend == "auto" else [REGISTRY[backend]]
+        builds = next((spec for spec in asked if "rebuild" in spec.options), None)  # tthf-run passes rebuild
+        if builds is not None and host.target is not None and is_exported(run):
+            return Placement(builds.name, "gpu", f"no engine for this GPU yet: tthf-run builds it on first use ({exc})")
         return Placement(None, None, str(exc))
     except TthfError as exc:
         return Placement(None, None, str(exc))

@@ -48,6 +48,7 @@ from tthf.engine import windows
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import empty_outputs
 from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+from tthf.engine.runtime.pinned import PinnedBuffers
 from tthf.errors import UsageError
 
 WINDOWING = ("auto", "host", "device")
@@ -166,11 +167,10 @@ class HostRunner:
 
 
 class _Slot:
-    def __init__(self, torch: Any, capacity: int, seq_len: int, n_features: int, out_dtypes: dict[str, Any]) -> None:
-        self.host_in = torch.empty((capacity, seq_len, n_features), dtype=torch.float32, pin_memory=True)
-        self.dev_in = torch.empty((capacity, seq_len, n_features), dtype=torch.float32, device="cuda")
-        self.dev_out = {n: torch.empty(capacity, dtype=d, device="cuda") for n, d in out_dtypes.items()}
-        self.host_out = {n: torch.empty(capacity, dtype=d, pin_memory=True) for n, d in out_dtypes.items()}
+    """One place in the ring: its buffers, the events that order their copies and compute, and what they hold."""
+
+    def __init__(self, torch: Any, buffers: PinnedBuffers) -> None:
+        self.buffers = buffers
         self.uploaded = torch.cuda.Event()
         self.computed = torch.cuda.Event()
         self.downloaded = torch.cuda.Event(blocking=True)  # the host waits on it: sleep, do not spin a core
@@ -206,7 +206,9 @@ class CudaRunner:
         self._grid_host: Any = None  # pinned staging buffer of the day grid (device windowing), grown on demand
         self._timing = timing
         self._marks: list[tuple[str, Any, Any]] = []  # (stage, start event, end event) of the last run
-        self.slots = [_Slot(torch, self.capacity, seq_len, n_features, engine.out_dtypes) for _ in range(slots)]
+        self.slots = [
+            _Slot(torch, PinnedBuffers(self.capacity, (seq_len, n_features), engine.out_dtypes)) for _ in range(slots)
+        ]
         self._offsets = torch.arange(seq_len, device="cuda", dtype=torch.int64) - (seq_len - 1)
         torch.cuda.current_stream().synchronize()  # made on the default stream, read on the ring's streams
 
@@ -321,14 +323,14 @@ class CudaRunner:
                         grid,
                         0,
                         rows[start * self.seq_len : nxt * self.seq_len],
-                        out=slot.dev_in[:n].view(-1, self.n_features),
+                        out=slot.buffers.dev_in[:n].view(-1, self.n_features),
                     )
             else:
                 c0 = time.perf_counter()
                 n, nxt = windows.cut_windows(
                     scaled,
                     mask,
-                    slot.host_in[:m],
+                    slot.buffers.host_in[:m],
                     seq_len=self.seq_len,
                     stride=stride,
                     start=start,
@@ -338,7 +340,7 @@ class CudaRunner:
                 cut_s += time.perf_counter() - c0
                 with torch.cuda.stream(self.copy_stream):
                     with self._timed("upload", self.copy_stream):
-                        slot.dev_in[:n].copy_(slot.host_in[:n], non_blocking=True)
+                        slot.buffers.upload(n)
                     slot.uploaded.record(self.copy_stream)
                 self.compute_stream.wait_event(slot.uploaded)
             self._execute(slot, n)
@@ -352,13 +354,12 @@ class CudaRunner:
         """Run the engine on the slot's device input and queue the download of its outputs."""
         torch = self._torch
         with self._timed("compute", self.compute_stream):
-            self.engine.execute(slot.dev_in, slot.dev_out, n, self.compute_stream)
+            self.engine.execute(slot.buffers.dev_in, slot.buffers.dev_out, n, self.compute_stream)
         slot.computed.record(self.compute_stream)
         self.copy_stream.wait_event(slot.computed)
         with torch.cuda.stream(self.copy_stream):
             with self._timed("download", self.copy_stream):
-                for name, tensor in slot.dev_out.items():
-                    slot.host_out[name][:n].copy_(tensor[:n], non_blocking=True)
+                slot.buffers.download(n)
             slot.downloaded.record(self.copy_stream)
 
     def _collect(self, slot: _Slot, outputs: dict[str, np.ndarray]) -> None:
@@ -367,7 +368,7 @@ class CudaRunner:
             return
         slot.downloaded.synchronize()
         lo, hi = slot.span
-        for name, tensor in slot.host_out.items():
+        for name, tensor in slot.buffers.host_out.items():
             outputs[name][lo:hi] = tensor[: hi - lo].numpy()
         slot.span = None
 

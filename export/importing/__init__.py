@@ -160,7 +160,7 @@ def validate(
     source: Source, served: bytes, outputs: dict[str, OutputMap], sets: list[InputSet], model: ModelConfig
 ) -> list[Comparison]:
     """The served graph (ONNX Runtime, CPU) against the source model plus the mapping, at the fp32 bar."""
-    backend = OnnxRuntimeBackend(served, providers=["CPUExecutionProvider"])
+    backend = OnnxRuntimeBackend.from_onnx(served)
     results = []
     for s in sets:
         reference = mapped(source_outputs(source, s.x), outputs)

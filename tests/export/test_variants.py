@@ -9,7 +9,6 @@ also runs the real ``openvino-bf16`` backend.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -21,9 +20,9 @@ from tthf.engine.artifacts import Manifest
 from tthf.engine.config import OUTPUT_NAMES, ModelConfig
 from tthf.engine.model.interface import ModelIO, Outputs, SpreadBar, matmul_depth, spread_bars
 from tthf.engine.model.network import ThreeHeadedTransformer
-from tthf.engine.runtime.backends import OnnxRuntimeBackend
-from tthf.engine.runtime.backends.base import Backend
-from tthf.engine.testing import DAYS, bf16_matmuls, make_data, make_run
+from tthf.engine.runtime.backends import REGISTRY
+from tthf.engine.runtime.backends.base import Backend, BackendSpec, Needs
+from tthf.engine.testing import DAYS, ScaledStandIn, bf16_matmuls, make_data, make_run
 from tthf.errors import RejectedVariantError
 from tthf.export import api
 from tthf.export.config import ExportConfig
@@ -103,33 +102,21 @@ def test_the_bar_floors_a_saturated_spread() -> None:
     assert "ret_conf" in _judge(cfg, reference, {**reference, "ret_conf": reference["ret_conf"] * 1.05})
 
 
-class _StandIn(Backend):
-    """An optional bf16 variant that runs anywhere: ONNX Runtime's outputs, then ``distort``."""
-
-    precision = "bf16"
-    optional = True
-    scale: ClassVar[float] = 1.0
-
-    def __init__(self, model: bytes) -> None:
-        self.inner = OnnxRuntimeBackend(model, providers=api.VALIDATION_PROVIDERS)
-        self.detail = f"stand-in, outputs x {self.scale}"
-
-    @classmethod
-    def from_onnx(cls, model: bytes) -> Backend:
-        return cls(model)
-
-    def predict(self, batch: np.ndarray) -> Outputs:
-        return {n: v * np.float32(self.scale) for n, v in self.inner.predict(batch).items()}
-
-
-class _Within(_StandIn):
-    name = "stand-in-within"
+class _Within(ScaledStandIn):
     scale = 1.0 + 2**-9  # one bf16 rounding of every output: inside the bar
 
 
-class _Off(_StandIn):
-    name = "openvino-bf16"  # as if OpenVINO's bf16 had been 5% off
+class _Off(ScaledStandIn):
     scale = 1.05
+
+
+def _variant(name: str, cls: type[Backend]) -> BackendSpec:
+    needs = Needs(("onnxruntime",), runs.FP32_ONNX)
+    return BackendSpec(name, cls, precision="bf16", device="cpu", needs=needs, optional=True)
+
+
+WITHIN = _Within.spec = _variant("stand-in-within", _Within)
+OFF = _Off.spec = _variant("openvino-bf16", _Off)  # as if OpenVINO's bf16 had been 5% off
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +125,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run, 
     base = tmp_path_factory.mktemp("variants")
     run = make_run(str(base / "store"), make_data(base / "data"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api, "OPTIONAL_VARIANTS", (_Within, _Off))
+        for spec in (WITHIN, OFF):  # registered as a backend's file registers its spec
+            patch.setitem(REGISTRY, spec.name, spec)
         result = api.export_run(run, ExportConfig(real_windows=256, random_batches=(64,)))
     return base, run, result
 
@@ -193,7 +181,7 @@ def test_an_unavailable_variant_is_recorded_with_its_reason(monkeypatch: pytest.
     reference = api.reference_outputs(run, sets)
     onnx = api.build_artifacts(run, ExportConfig()).files[runs.FP32_ONNX]
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    record, results = api.validate_variant(api.OPTIONAL_VARIANTS[0], run, onnx, sets, reference)
+    record, results = api.validate_variant(api.variants()[0], run, onnx, sets, reference)
     assert record["status"] == "unavailable" and "openvino is not installed" in str(record["reason"])
     assert results == []
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tthf.engine import _windows
+from tthf.engine import _kernels
 from tthf.engine.features import FEATURE_NAMES, DayState, build_day, clean_rows, compute_grid
 from tthf.engine.features.formulas import _NEUTRAL_VALUES
 from tthf.engine.features.grid import GRID_COLUMNS, DayGrid
@@ -154,8 +154,8 @@ def test_a_perturbed_feature_fails(synthetic):
 
 
 def test_kernel_table_is_formulas_table():
-    assert _windows.FEATURE_NAMES == FEATURE_NAMES
-    assert _windows.FEATURE_LOOKBACK == oracle.LOOKBACK
+    assert _kernels.FEATURE_NAMES == FEATURE_NAMES
+    assert _kernels.FEATURE_LOOKBACK == oracle.LOOKBACK
 
 
 def call(g, *, names=FEATURE_NAMES, done=0, start=0, n_minutes=None, neutral=None, out=None, state=None, threads=1):
@@ -165,8 +165,8 @@ def call(g, *, names=FEATURE_NAMES, done=0, start=0, n_minutes=None, neutral=Non
     state.fit(w, n_sym)
     if out is None:
         out = np.empty((n_sym, max(0, w - start), len(FEATURE_NAMES)), dtype=np.float32)
-    columns = [g[name] for name in _windows.FEATURE_COLUMNS]
-    _windows.compute_features(
+    columns = [g[name] for name in _kernels.FEATURE_COLUMNS]
+    _kernels.compute_features(
         columns,
         state.ints,
         state.floats,
@@ -223,8 +223,8 @@ def test_bad_arrays_are_clear_errors():
     state = DayState()
     state.fit(5, 3)  # room for 5 minutes only
     with pytest.raises(UsageError, match=r"room for the grid's 12 minutes"):
-        _windows.compute_features(
-            [g[c] for c in _windows.FEATURE_COLUMNS], state.ints, state.floats, 0, 0, 12,
+        _kernels.compute_features(
+            [g[c] for c in _kernels.FEATURE_COLUMNS], state.ints, state.floats, 0, 0, 12,
             _NEUTRAL_VALUES, FEATURE_NAMES, np.empty((3, 12, n_f), dtype=np.float32), 1,
         )  # fmt: skip
 
@@ -272,10 +272,10 @@ def test_vector_and_scalar_math_agree_within_the_oracle_tolerance(tmp_path):
     np.savez(tmp_path / "grid.npz", **g)
     script = (
         "import sys, numpy as np\n"
-        "from tthf.engine import _windows\n"
+        "from tthf.engine import _kernels\n"
         "from tthf.engine.features import compute_grid\n"
         "g = dict(np.load(sys.argv[1]))\n"
-        "assert not _windows.vector_math()\n"
+        "assert not _kernels.vector_math()\n"
         "np.save(sys.argv[2], compute_grid(g, 390, labels=False)[0])\n"
     )
     env = {**os.environ, "TTHF_SCALAR_MATH": "1"}
@@ -292,7 +292,7 @@ def test_vector_and_scalar_math_agree_within_the_oracle_tolerance(tmp_path):
     assert not mismatches(here, ref)
     assert not mismatches(here, scalar)
     # the vector path is really taken where it exists: some value rounds differently
-    assert (here.tobytes() != scalar.tobytes()) == _windows.vector_math()
+    assert (here.tobytes() != scalar.tobytes()) == _kernels.vector_math()
 
 
 def _scalers_for(features: np.ndarray, clip: float = 2.0):

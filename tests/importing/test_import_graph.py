@@ -57,7 +57,7 @@ def test_wrap_serves_the_mapping_under_tthfs_names() -> None:
     assert [i.name for i in served.graph.input] == ["features"]
     assert [o.name for o in served.graph.output] == ["ret_1h", "vol_10m", "ret_conf", "vol_conf"]
     x = np.random.default_rng(0).standard_normal((5, T, F)).astype(np.float32)
-    got = OnnxRuntimeBackend(served.SerializeToString(), providers=["CPUExecutionProvider"]).predict(x)
+    got = OnnxRuntimeBackend.from_onnx(served.SerializeToString()).predict(x)
     s = x.astype(np.float64).sum(axis=1)
     want = mapped({"a": s[:, :2], "ret_1h": s.sum(axis=1)}, OUTPUTS)
     for name, value in want.items():

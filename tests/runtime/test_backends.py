@@ -1,4 +1,5 @@
-"""Inference backends on a tiny real run: torch vs onnxruntime on held-out windows, auto, staleness."""
+"""Inference backends on a tiny real run: torch vs onnxruntime on held-out windows, auto, staleness, and a
+backend added by one spec line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 import logging
 import shutil
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -15,17 +17,25 @@ from hypothesis import strategies as st
 
 from tthf.engine import runs
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.model.interface import empty_outputs
+from tthf.engine.model.interface import ModelIO, empty_outputs
 from tthf.engine.model.network import ThreeHeadedTransformer, save_checkpoint
-from tthf.engine.runtime.backends import OnnxRuntimeBackend, TorchBackend, open_backend
-from tthf.engine.runtime.backends.base import split_batch, write_outputs
+from tthf.engine.runtime.backends import REGISTRY, OnnxRuntimeBackend, TorchBackend, auto_order, open_backend
+from tthf.engine.runtime.backends.base import (
+    AutoRank,
+    Backend,
+    BackendSpec,
+    Needs,
+    exported_onnx,
+    split_batch,
+    write_outputs,
+)
 from tthf.engine.runtime.backends.onnxruntime import MAX_SUB_BATCH, MIN_SHARD
-from tthf.engine.testing import make_data, make_run
+from tthf.engine.testing import ScaledStandIn, make_data, make_run
 from tthf.errors import BackendUnavailableError, StaleArtifactError, UsageError
-from tthf.export.api import export_run
+from tthf.export.api import Artifacts, export_run, reference_outputs, validate_artifacts
 from tthf.export.config import ExportConfig
 from tthf.export.inputs import heldout_windows
-from tthf.export.validate import compare, enforce, tolerances
+from tthf.export.validate import compare, enforce, failures, tolerances
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +212,64 @@ def test_torch_reference_is_batch_invariant() -> None:
         for name in OUTPUT_NAMES:
             assert part[name].shape == (n,)
             assert np.array_equal(part[name], whole[name][lo : lo + n]), (name, lo, n)
+
+
+class _PlugIn(ScaledStandIn):
+    """A backend added by one spec line; it keeps what it was opened with."""
+
+    opened_with: ClassVar[list[dict[str, Any]]] = []
+
+    @classmethod
+    def from_run(cls, run: runs.Run, **options: Any) -> Backend:
+        cls.opened_with.append(options)
+        return cls(exported_onnx(run))
+
+
+class _OffPlugIn(_PlugIn):
+    scale = 1.05
+
+
+def _plug_in(cls: type[Backend]) -> BackendSpec:
+    """The spec, declared as a backend's file declares it: tried first by auto on the CPU, last on a CUDA host."""
+    return BackendSpec(
+        "plug-in",
+        cls,
+        precision="fp32",
+        device="cpu",
+        needs=Needs(("onnxruntime",), runs.FP32_ONNX),
+        auto_rank=AutoRank(cpu=-1, cuda=9),
+        options=("threads",),
+    )
+
+
+PLUG_IN = _PlugIn.spec = _plug_in(_PlugIn)
+OFF_PLUG_IN = _OffPlugIn.spec = _plug_in(_OffPlugIn)
+
+
+def test_a_backend_registered_by_its_spec_is_opened_ranked_by_auto_and_validated_by_export(
+    exported_run: tuple[Path, runs.Run], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, run = exported_run
+    assert "plug-in" not in REGISTRY and "plug-in" not in [s.name for s in auto_order(False)]
+    monkeypatch.setitem(REGISTRY, PLUG_IN.name, PLUG_IN)  # the one line in backends/__init__.py
+    _PlugIn.opened_with.clear()
+
+    opened = open_backend(run, "plug-in", threads=3, rebuild=lambda run, manifest: "engine")
+    assert isinstance(opened, _PlugIn) and opened.name == "plug-in" and opened.precision == "fp32"
+    assert _PlugIn.opened_with == [{"threads": 3}]  # the option its spec takes, not rebuild
+    assert auto_order(False)[0] == PLUG_IN and auto_order(True)[-1] == PLUG_IN  # placed by its rank
+    with caplog.at_level(logging.INFO, logger="tthf"):
+        assert open_backend(run, "auto").name == "plug-in"
+    assert "backend auto: using plug-in (stand-in, outputs x 1.0)" in caplog.text
+
+    built = Artifacts()
+    for name in (runs.FP32_ONNX, runs.FP16_ONNX):
+        built.add(name, run.read_bytes(runs.export_key(name)))
+    sets = ModelIO.of(run.config.model).dummy_inputs([5], seed=1)
+    reference = reference_outputs(run, sets)
+    results, _ = validate_artifacts(run, built, sets, reference)
+    checked = {(r.backend, r.artifact, r.precision) for r in results if r.backend == "plug-in"}
+    assert checked == {("plug-in", runs.FP32_ONNX, "fp32")} and failures(results) == ""
+    monkeypatch.setitem(REGISTRY, OFF_PLUG_IN.name, OFF_PLUG_IN)
+    results, _ = validate_artifacts(run, built, sets, reference)
+    assert "plug-in" in failures(results)  # a served backend's miss fails the export

@@ -23,6 +23,8 @@ from tthf.cli.doctor import main
 from tthf.engine.artifacts import Manifest
 from tthf.engine.runs import Run
 from tthf.engine.runtime import doctor
+from tthf.engine.runtime.backends import REGISTRY
+from tthf.engine.runtime.backends.base import AutoRank, Backend, BackendSpec, Needs
 from tthf.engine.runtime.backends.tensorrt import GpuTarget
 from tthf.engine.runtime.doctor import Host, diagnose
 from tthf.engine.runtime.probes import DriverInfo, Gpu, OrtInfo, ProviderRun, TensorRTInfo, TorchInfo, driver_info
@@ -315,6 +317,26 @@ def test_expect_cpu_while_the_backend_runs_on_the_gpu(monkeypatch: pytest.Monkey
     report = _diagnose(monkeypatch, GOOD, backend="torch-cuda", expect="cpu")
     assert (report.device, report.exit_code) == ("gpu", 6)
     assert report.fix == "hide the GPU with CUDA_VISIBLE_DEVICES= (empty), or pass --expect gpu"
+
+
+def test_a_registered_backend_is_placed_from_its_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend doctor has no probe for: placed by whether its libraries import, its device, precision and rank."""
+    spec = BackendSpec(
+        "plug-in", Backend, precision="fp32", device="cuda", needs=Needs(("json",), "model.onnx"),
+        auto_rank=AutoRank(cpu=-1, cuda=-1),
+    )  # fmt: skip
+    monkeypatch.setitem(REGISTRY, spec.name, spec)
+    assert doctor.infer_placement("plug-in", GOOD) == doctor.Placement("plug-in", "gpu", "json imports")
+    assert doctor.infer_placement("auto", GOOD).runs_as == "plug-in"  # ranked before tensorrt
+    cpu_torch = dataclasses.replace(GOOD, torch=TorchInfo("2.13.0+cpu", None, False, "a CPU build"))
+    assert "torch sees no CUDA device" in doctor.infer_placement("plug-in", cpu_torch).detail
+    cases = {
+        "the no_such_tthf_package package is not installed": {"needs": Needs(("no_such_tthf_package",))},
+        "this CPU has no native bf16 (AVX-512 BF16 or AMX)": {"device": "cpu", "precision": "bf16"},
+    }
+    for reason, change in cases.items():
+        monkeypatch.setitem(REGISTRY, spec.name, dataclasses.replace(spec, **change))
+        assert doctor.infer_placement("plug-in", GOOD) == doctor.Placement(None, None, reason)
 
 
 def test_an_engine_built_on_another_gpu_model_of_the_same_architecture(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.model.interface import Outputs
 from tthf.engine.runtime.backends import TorchBackend
-from tthf.engine.runtime.backends.base import Backend, FixedBatch
+from tthf.engine.runtime.backends.base import Backend, BackendSpec, FixedBatch, Needs
 from tthf.engine.runtime.backends.tensorrt import FIXED_BATCH_STEP, best_profile, fixed_capacity
 from tthf.engine.runtime.realtime import RealtimePredictor
 from tthf.engine.testing import DAYS, make_data, make_run
@@ -69,7 +69,7 @@ class _ReferenceBatch(FixedBatch):
 
 
 class _FixedBackend(Backend):
-    name, detail = "fixed-reference", "cpu"
+    detail = "cpu"
 
     def __init__(self, reference: TorchBackend, shape: tuple[int, int]) -> None:
         self.reference, self.shape = reference, shape
@@ -81,6 +81,9 @@ class _FixedBackend(Backend):
     def fixed_batch(self, rows: int) -> FixedBatch:
         self.made.append(_ReferenceBatch(self.reference, rows + 2, self.shape))
         return self.made[-1]
+
+
+_FixedBackend.spec = BackendSpec("fixed-reference", _FixedBackend, precision="fp32", device="cpu", needs=Needs())
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +173,7 @@ needs_cuda = pytest.mark.skipif(
 )
 
 
-def _windows(run: runs.Run, rows: int) -> np.ndarray:
+def _kernels(run: runs.Run, rows: int) -> np.ndarray:
     cfg = run.config.model
     return np.random.default_rng(5).standard_normal((rows, cfg.seq_len, cfg.n_features)).astype(np.float32)
 
@@ -187,7 +190,7 @@ def test_the_cuda_graph_equals_the_ordinary_enqueue(exported) -> None:
     assert graphed.graph is not None, f"TensorRT refused the capture: {graphed.graph_error}"
     previous = None
     for minute in range(3):  # new inputs each minute through the same captured addresses
-        x = _windows(run, 128) * (1 + minute)
+        x = _kernels(run, 128) * (1 + minute)
         graphed.inputs[...] = x
         plain.inputs[...] = x
         got, want = graphed.run(100), plain.run(100)
@@ -207,7 +210,7 @@ def test_a_minute_allocates_nothing_and_matches_predict(exported) -> None:
     run, _ = exported
     backend = _tensorrt(run)
     batch = TensorRTFixedBatch(backend.compiled, 64, graph=True)
-    x = _windows(run, 64)
+    x = _kernels(run, 64)
     batch.inputs[...] = x
     batch.run(64)
     torch.cuda.synchronize()

@@ -8,51 +8,54 @@
   the CPU; ``openvino-bf16``: the same with bf16 matmuls, on CPUs with native bf16 only
   (explicit: ``auto`` never picks a reduced precision on the CPU).
 - ``tensorrt`` (``tensorrt.py``): the native fp16 engine for this host's GPU.
-- ``auto``: the fastest that can run here, in ``AUTO_ORDER`` (docs/export.md has the
-  measurements behind the order), and it says which; without an export, torch-cuda on
-  a GPU host, else torch.
+- ``auto``: the fastest that can run here, in the order of the specs' ``auto_rank``
+  (docs/export.md has the measurements behind it), and it says which; without an export,
+  or when none of those can run, the backend that needs no export on this host's device
+  (torch-cuda on a GPU host, else torch).
 
 Every exported artifact is checked against ``export/manifest.json`` first: an export
 made from another checkpoint, config or scalers, or an artifact whose bytes changed, is
-a ``StaleArtifactError`` that says to re-export. Adding a backend is one file here and
-one line in ``REGISTRY``.
+a ``StaleArtifactError`` that says to re-export.
+
+Adding a backend is one file here, holding its class and its ``BackendSpec`` (declared
+next to the class), and one line in ``REGISTRY``: ``auto``, ``tthf-export``'s validation
+and ``tthf-doctor`` read the specs, and nothing else names a backend.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from tthf.engine import artifacts
 from tthf.engine.runs import Run
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine
-from tthf.engine.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from tthf.engine.runtime.backends.openvino import OpenVinoBackend, OpenVinoBf16Backend
-from tthf.engine.runtime.backends.tensorrt import Rebuild, TensorRTBackend
-from tthf.engine.runtime.backends.torch import TorchBackend, TorchCudaBackend
+from tthf.engine.runtime.backends.base import Backend, BackendSpec, DeviceEngine, OpenOptions, Rebuild
+from tthf.engine.runtime.backends.onnxruntime import ONNXRUNTIME, OnnxRuntimeBackend
+from tthf.engine.runtime.backends.openvino import OPENVINO, OPENVINO_BF16, OpenVinoBackend, OpenVinoBf16Backend
+from tthf.engine.runtime.backends.tensorrt import TENSORRT, TensorRTBackend
+from tthf.engine.runtime.backends.torch import TORCH, TORCH_CUDA, TorchBackend, TorchCudaBackend
 from tthf.errors import BackendUnavailableError, UsageError
 
 log = logging.getLogger("tthf")
 
-#: name -> backend class (each has ``from_run(run, **options)``)
-REGISTRY: dict[str, type[Any]] = {
-    "tensorrt": TensorRTBackend,
-    "onnxruntime": OnnxRuntimeBackend,
-    "openvino": OpenVinoBackend,
-    "openvino-bf16": OpenVinoBf16Backend,
-    "torch": TorchBackend,
-    "torch-cuda": TorchCudaBackend,
+#: every backend by name, in the order tthf-run's --backend lists them
+REGISTRY: dict[str, BackendSpec] = {
+    spec.name: spec
+    for spec in (
+        TENSORRT,
+        ONNXRUNTIME,
+        OPENVINO,
+        OPENVINO_BF16,
+        TORCH,
+        TORCH_CUDA,
+    )
 }
-#: what ``auto`` tries, fastest first; torch is the fallback that always runs. OpenVINO (CPU
-#: only) measured faster than ONNX Runtime's CPU sessions at tthf-run's batch sizes (1000,
-#: 4096; docs/export.md "OpenVINO"); on a CUDA host ONNX Runtime (on the GPU) goes first.
-AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
-AUTO_ORDER_CUDA = ("tensorrt", "onnxruntime", "openvino")
 BACKENDS = ("auto", *REGISTRY)
 
 __all__ = [
     "BACKENDS",
+    "REGISTRY",
     "Backend",
+    "BackendSpec",
     "DeviceEngine",
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
@@ -60,53 +63,57 @@ __all__ = [
     "TensorRTBackend",
     "TorchBackend",
     "TorchCudaBackend",
+    "auto_order",
+    "fallback",
     "open_backend",
 ]
 
 
-def _fallback(run: Run) -> Backend:
-    """What auto uses without a faster backend: the network on the GPU when there is one, else the CPU reference."""
+def auto_order(cuda: bool) -> list[BackendSpec]:
+    """What ``auto`` tries before its fallback, fastest first, on a host with (``cuda``) or without CUDA."""
+    ranked = [(rank.on(cuda), spec) for spec in REGISTRY.values() if (rank := spec.auto_rank) is not None]
+    return [spec for _, spec in sorted(ranked, key=lambda pair: pair[0])]
+
+
+def fallback(cuda: bool) -> BackendSpec:
+    """What ``auto`` uses without a faster backend: the one that needs no export, on the GPU when there is one."""
+    device = "cuda" if cuda else "cpu"
+    return next(spec for spec in REGISTRY.values() if spec.needs.artifact is None and spec.device == device)
+
+
+def _fallback(run: Run, options: OpenOptions) -> Backend:
     import torch
 
-    return (TorchCudaBackend if torch.cuda.is_available() else TorchBackend).from_run(run)
-
-
-def _options(name: str, threads: int | None, rebuild: Rebuild | None) -> dict[str, Any]:
-    if name in ("onnxruntime", "openvino", "openvino-bf16"):
-        return {"threads": threads}
-    if name == "tensorrt":
-        return {"rebuild": rebuild}
-    return {}
+    return fallback(torch.cuda.is_available()).open(run, options)
 
 
 def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Rebuild | None = None) -> Backend:
     """Open backend ``name`` (one of ``BACKENDS``) for ``run``; ``auto`` logs what it picked and why.
 
-    ``rebuild`` builds a missing TensorRT engine for this GPU (pass ``tthf.export.rebuild_engine``);
-    without it a run exported elsewhere is refused with the command that builds the engine.
+    ``threads`` and ``rebuild`` (``OpenOptions``) go to the backends that take them.
     """
+    options = OpenOptions(threads=threads, rebuild=rebuild)
     if name in REGISTRY:
-        backend: Backend = REGISTRY[name].from_run(run, **_options(name, threads, rebuild))
-        return backend
+        return REGISTRY[name].open(run, options)
     if name != "auto":
-        raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(('auto', *REGISTRY))}")
     if not artifacts.is_exported(run):
-        fallback = _fallback(run)
+        backend = _fallback(run, options)
         log.warning(
             "backend auto: run %s has no export, using %s; run tthf-export --run %s for faster inference",
             run.ref.name,
-            fallback.name,
+            backend.name,
             run.ref.run_id,
         )
-        return fallback
+        return backend
     import torch
 
     skipped = []
-    for candidate in AUTO_ORDER_CUDA if torch.cuda.is_available() else AUTO_ORDER:
+    for spec in auto_order(torch.cuda.is_available()):
         try:
-            backend = open_backend(run, candidate, threads=threads, rebuild=rebuild)
+            backend = spec.open(run, options)
         except BackendUnavailableError as exc:  # stale exports are not skipped: they are errors
-            skipped.append(f"{candidate}: {exc}")
+            skipped.append(f"{spec.name}: {exc}")
             continue
         log.info(
             "backend auto: using %s (%s)%s",
@@ -115,6 +122,6 @@ def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Re
             f"; skipped {'; '.join(skipped)}" if skipped else "",
         )
         return backend
-    fallback = _fallback(run)
-    log.info("backend auto: using %s; skipped %s", fallback.name, "; ".join(skipped))
-    return fallback
+    backend = _fallback(run, options)
+    log.info("backend auto: using %s; skipped %s", backend.name, "; ".join(skipped))
+    return backend

@@ -8,6 +8,12 @@ backend that runs on the host returns None and is served by ordinary host buffer
 The two CPU backends that run the exported ``model.onnx`` (ONNX Runtime, OpenVINO) share
 how they get it (``exported_onnx``) and how they split a batch over their single-threaded
 engines (``split_batch``, ``write_outputs``); each keeps its own way of running the parts.
+
+A backend is described by one value, its ``BackendSpec`` (name, class, precision, device,
+what it needs, where ``auto`` ranks it, whether it is an optional variant, which opening
+options it takes), declared in the backend's file next to its class. Everything else reads
+the specs: ``open_backend`` and ``auto`` (``tthf.engine.runtime.backends``), the export's
+validation (``tthf.export.api``) and ``tthf-doctor``; no other code names a backend.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -24,9 +30,84 @@ from tthf.engine import artifacts
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import Outputs
 from tthf.engine.runs import FP32_ONNX, Run
+from tthf.engine.runtime.pinned import Execute
 
-#: ``execute(x_dev (n, seq, F), outs_dev {name: (n,)}, n, stream)``, enqueued on ``stream``
-Execute = Callable[[Any, dict[str, Any], int, Any], None]
+#: where a backend runs: "cpu" runs on any host (a GPU build of its library may still take the
+#: GPU: ONNX Runtime's); "cuda" needs a CUDA device
+Device = Literal["cpu", "cuda"]
+#: the opening options a backend may take (``OpenOptions``)
+Option = Literal["threads", "rebuild"]
+#: builds, validates and records the engine for this host from the run's fp16 ONNX; returns its file name
+Rebuild = Callable[[Run, artifacts.Manifest], str]
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """What a caller may ask of the backend it opens; each backend takes those its spec lists.
+
+    ``threads``: the CPU engines' threads (default: every core this process may use);
+    ``rebuild``: builds a TensorRT engine missing for this GPU (``tthf.export.rebuild_engine``);
+    without it a run exported elsewhere is refused with the command that builds the engine.
+    """
+
+    threads: int | None = None
+    rebuild: Rebuild | None = None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What must be there for a backend to open: ``packages`` that import, and the exported file it
+    serves or is built from (``artifact``; None: the checkpoint, no export needed)."""
+
+    packages: tuple[str, ...] = ()
+    artifact: str | None = None
+
+
+@dataclass(frozen=True)
+class AutoRank:
+    """Where ``auto`` tries a backend, lower first: on a host without CUDA and on a host with it."""
+
+    cpu: int
+    cuda: int
+
+    def on(self, cuda: bool) -> int:
+        return self.cuda if cuda else self.cpu
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend, as everything outside its file knows it.
+
+    - ``precision``: the arithmetic of its matrix products, which decides the bar export
+      validates it at and goes into the run's settings key (a different precision is a
+      different name, never silent);
+    - ``auto_rank``: None: ``auto`` never picks it;
+    - ``optional``: a variant (a reduced CPU precision of ``model.onnx``): ``tthf-export``
+      validates it against its own bar and records it accepted or rejected without failing
+      the export; it is served only when accepted, and only when named;
+    - ``options``: which of ``OpenOptions`` its ``from_run`` takes;
+    - ``also_validates``: (file, precision) of exported files besides ``needs.artifact`` that
+      export checks through it (ONNX Runtime, the reference ONNX runtime, checks
+      ``model_fp16.onnx``, TensorRT's source, at fp16).
+
+    Declared next to the class as ``NAME = Cls.spec = BackendSpec("name", Cls, ...)``, so an
+    opened backend knows its own name and precision.
+    """
+
+    name: str
+    cls: type[Backend]
+    precision: str
+    device: Device
+    needs: Needs
+    auto_rank: AutoRank | None = None
+    optional: bool = False
+    options: tuple[Option, ...] = ()
+    also_validates: tuple[tuple[str, str], ...] = ()
+
+    def open(self, run: Run, options: OpenOptions | None = None) -> Backend:
+        """This backend for ``run``, given the options it takes (the others are not its business)."""
+        given = options or OpenOptions()
+        return self.cls.from_run(run, **{name: getattr(given, name) for name in self.options})
 
 
 @dataclass
@@ -43,53 +124,6 @@ class DeviceEngine:
     out_dtypes: dict[str, Any]  # torch dtypes of the device outputs
     max_batch: int | None = None
     stream: Any = None  # torch.cuda.Stream
-
-
-class PinnedBuffers:
-    """Pinned host and device buffers for ``predict`` on a GPU, grown to the largest batch and then reused.
-
-    ``predict`` serves the real-time predictor and export validation, which call it with
-    small batches many times: a fresh device allocation and an extra synchronization per
-    call would cost more than the model (finding 15 in docs/gpu-audit-status.md). Per call this does one copy
-    into pinned memory, an async upload, the engine's ``execute`` and an async download, all
-    on one stream, and one synchronization.
-    """
-
-    def __init__(self, out_dtypes: dict[str, Any]) -> None:
-        import torch
-
-        self._torch = torch
-        self.out_dtypes = out_dtypes
-        self.capacity = 0
-        self.window_shape: tuple[int, ...] = ()
-        self.host_in: Any = None
-        self.dev_in: Any = None
-        self.dev_out: dict[str, Any] = {}
-        self.host_out: dict[str, Any] = {}
-
-    def ensure(self, n: int, window_shape: tuple[int, ...]) -> None:
-        """Room for ``n`` windows of ``window_shape``; reallocates only to grow (or for another shape)."""
-        if n <= self.capacity and window_shape == self.window_shape:
-            return
-        torch, cap = self._torch, max(n, self.capacity if window_shape == self.window_shape else 0, 1)
-        self.host_in = torch.empty((cap, *window_shape), dtype=torch.float32, pin_memory=True)
-        self.dev_in = torch.empty((cap, *window_shape), dtype=torch.float32, device="cuda")
-        self.dev_out = {k: torch.empty(cap, dtype=d, device="cuda") for k, d in self.out_dtypes.items()}
-        self.host_out = {k: torch.empty(cap, dtype=torch.float32, pin_memory=True) for k in self.out_dtypes}
-        self.capacity, self.window_shape = cap, window_shape
-
-    def run(self, chunk: np.ndarray, execute: Execute, stream: Any) -> Outputs:
-        """``chunk`` (n, seq_len, F) through ``execute`` on ``stream``; returns host copies of the outputs."""
-        torch, n = self._torch, len(chunk)
-        self.ensure(n, tuple(chunk.shape[1:]))
-        self.host_in[:n].numpy()[...] = chunk
-        with torch.cuda.stream(stream):
-            self.dev_in[:n].copy_(self.host_in[:n], non_blocking=True)
-            execute(self.dev_in, self.dev_out, n, stream)
-            for name, tensor in self.dev_out.items():
-                self.host_out[name][:n].copy_(tensor[:n], non_blocking=True)  # fp16 -> fp32 on the copy
-        stream.synchronize()
-        return {name: self.host_out[name][:n].numpy().copy() for name in self.out_dtypes}
 
 
 class FixedBatch(ABC):
@@ -112,19 +146,27 @@ class FixedBatch(ABC):
 class Backend(ABC):
     """A loaded model that maps (B, seq_len, F) float32 scaled windows to the four outputs."""
 
-    name: str
+    #: what this backend is (``BackendSpec``), declared next to the class
+    spec: ClassVar[BackendSpec]
     detail: str  # device / provider, for logs and manifests
-    #: an optional variant (a reduced CPU precision of ``model.onnx``): ``tthf-export`` validates it
-    #: against its own bar and records it accepted or rejected without failing the export; it is
-    #: served only when accepted, and only when named (``auto`` never picks it)
-    optional: ClassVar[bool] = False
-    #: the arithmetic of the matrix products, which decides the bar it is validated at
-    precision: ClassVar[str] = "fp32"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def precision(self) -> str:
+        return self.spec.precision
+
+    @classmethod
+    def from_run(cls, run: Run, **options: Any) -> Backend:
+        """This backend on ``run``'s checkpoint or export (``BackendSpec.open`` passes the options it takes)."""
+        raise NotImplementedError(f"the {cls.spec.name} backend does not open runs")
 
     @classmethod
     def from_onnx(cls, model: bytes) -> Backend:
         """This backend on ``model.onnx`` bytes, as export validates it (backends that run ONNX override it)."""
-        raise NotImplementedError(f"the {cls.name} backend does not run ONNX bytes")
+        raise NotImplementedError(f"the {cls.spec.name} backend does not run ONNX bytes")
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> Outputs:

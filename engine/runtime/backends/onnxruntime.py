@@ -22,15 +22,18 @@ import numpy as np
 
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs
-from tthf.engine.runs import Run
+from tthf.engine.runs import FP16_ONNX, FP32_ONNX, Run
 from tthf.engine.runtime.backends.base import (
+    AutoRank,
     Backend,
+    BackendSpec,
     DeviceEngine,
-    PinnedBuffers,
+    Needs,
     exported_onnx,
     split_batch,
     write_outputs,
 )
+from tthf.engine.runtime.pinned import PinnedPredict
 from tthf.errors import BackendError, BackendUnavailableError, UsageError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -125,8 +128,6 @@ def _session_options(ort: Any, threads: int) -> Any:
 
 
 class OnnxRuntimeBackend(Backend):
-    name = "onnxruntime"
-
     def __init__(
         self,
         model: bytes,
@@ -179,7 +180,7 @@ class OnnxRuntimeBackend(Backend):
         if self.on_gpu:
             self._run_options = ort.RunOptions()
             self._run_options.add_run_config_entry(NO_SYNC, "1")  # ordered by the stream, not by the host
-        self._gpu_buffers: PinnedBuffers | None = None
+        self._gpu_predict: PinnedPredict | None = None
         self.detail = (
             active[0]
             if self.on_gpu
@@ -191,6 +192,11 @@ class OnnxRuntimeBackend(Backend):
         """The run's exported ``model.onnx``, after checking the export is fresh."""
         _import_ort()  # an absent onnxruntime is "unavailable" (auto skips it), not a stale export
         return cls(exported_onnx(run), **options)
+
+    @classmethod
+    def from_onnx(cls, model: bytes) -> OnnxRuntimeBackend:
+        """As export validates: on the CPU provider (whatever else is installed), data parallel as served on the CPU."""
+        return cls(model, providers=["CPUExecutionProvider"])
 
     def predict(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -220,11 +226,11 @@ class OnnxRuntimeBackend(Backend):
 
     def _predict_gpu(self, x: np.ndarray) -> Outputs:
         """One persistent binding over buffers grown to the largest batch: no allocation per call, one sync."""
-        if self._gpu_buffers is None:
+        if self._gpu_predict is None:
             import torch
 
-            self._gpu_buffers = PinnedBuffers(dict.fromkeys(OUTPUT_NAMES, torch.float32))
-        return self._gpu_buffers.run(x, self._execute, self.stream)
+            self._gpu_predict = PinnedPredict(self._execute, dict.fromkeys(OUTPUT_NAMES, torch.float32), self.stream)
+        return self._gpu_predict(x)
 
     def _execute(self, x: Any, outs: dict[str, Any], n: int, stream: Any) -> None:
         """Run ``n`` windows at ``x`` (device) into ``outs`` (device), enqueued on the session's stream."""
@@ -248,3 +254,16 @@ class OnnxRuntimeBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "onnxruntime": self._ort.__version__}
+
+
+ONNXRUNTIME = OnnxRuntimeBackend.spec = BackendSpec(
+    "onnxruntime",
+    OnnxRuntimeBackend,
+    precision="fp32",
+    device="cpu",  # on the GPU too where a GPU build and CUDA torch are installed
+    needs=Needs(("onnxruntime",), FP32_ONNX),
+    # after OpenVINO on the CPU (docs/export.md, "OpenVINO"); on a CUDA host its GPU session goes first
+    auto_rank=AutoRank(cpu=2, cuda=1),
+    options=("threads",),
+    also_validates=((FP16_ONNX, "fp16"),),
+)

@@ -30,8 +30,16 @@ import numpy as np
 
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs, predict_in_chunks
-from tthf.engine.runs import Run
-from tthf.engine.runtime.backends.base import Backend, exported_onnx, split_batch, write_outputs
+from tthf.engine.runs import FP32_ONNX, Run
+from tthf.engine.runtime.backends.base import (
+    AutoRank,
+    Backend,
+    BackendSpec,
+    Needs,
+    exported_onnx,
+    split_batch,
+    write_outputs,
+)
 from tthf.errors import BackendUnavailableError, UsageError
 
 #: tthf precision name -> OpenVINO's INFERENCE_PRECISION_HINT
@@ -62,9 +70,7 @@ def bf16_unavailable_reason(core: Any) -> str | None:
 
 
 class OpenVinoBackend(Backend):
-    """``model.onnx`` compiled for the CPU at ``precision`` (``fp32`` or ``bf16``)."""
-
-    name = "openvino"
+    """``model.onnx`` compiled for the CPU at its spec's ``precision`` (``fp32`` or ``bf16``)."""
 
     def __init__(
         self,
@@ -122,7 +128,7 @@ class OpenVinoBackend(Backend):
     def from_run(cls, run: Run, **options: Any) -> OpenVinoBackend:
         """The run's exported fp32 ``model.onnx``, after checking the export is fresh."""
         _import_openvino()  # an absent openvino is "unavailable" (auto skips it), not a stale export
-        return cls(exported_onnx(run, variant=cls.name if cls.optional else None), **options)
+        return cls(exported_onnx(run, variant=cls.spec.name if cls.spec.optional else None), **options)
 
     def predict(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -162,6 +168,24 @@ class OpenVinoBackend(Backend):
 class OpenVinoBf16Backend(OpenVinoBackend):
     """The bf16 variant: optional (validated at the bf16 bar, served only when accepted), never picked by ``auto``."""
 
-    name = "openvino-bf16"
-    precision = "bf16"
-    optional = True
+
+OPENVINO = OpenVinoBackend.spec = BackendSpec(
+    "openvino",
+    OpenVinoBackend,
+    precision="fp32",
+    device="cpu",
+    needs=Needs(("openvino",), FP32_ONNX),
+    # faster than ONNX Runtime's CPU sessions at tthf-run's batch sizes (docs/export.md, "OpenVINO");
+    # on a CUDA host after ONNX Runtime, which then runs on the GPU
+    auto_rank=AutoRank(cpu=1, cuda=2),
+    options=("threads",),
+)
+OPENVINO_BF16 = OpenVinoBf16Backend.spec = BackendSpec(
+    "openvino-bf16",
+    OpenVinoBf16Backend,
+    precision="bf16",
+    device="cpu",
+    needs=Needs(("openvino",), FP32_ONNX),
+    optional=True,  # auto never picks a reduced precision on the CPU
+    options=("threads",),
+)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -27,13 +26,11 @@ from tthf.engine import artifacts, runs
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, predict_in_chunks
 from tthf.engine.runtime import probes
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine, FixedBatch, PinnedBuffers
+from tthf.engine.runtime.backends.base import AutoRank, Backend, BackendSpec, DeviceEngine, FixedBatch, Needs, Rebuild
+from tthf.engine.runtime.pinned import PinnedBuffers, PinnedPredict
 from tthf.errors import BackendError, BackendUnavailableError, NotExportedError, StaleArtifactError
 
 log = logging.getLogger("tthf")
-
-#: builds, validates and records the engine for this host from the run's fp16 ONNX; returns its file name
-Rebuild = Callable[[runs.Run, artifacts.Manifest], str]
 
 
 @dataclass(frozen=True)
@@ -164,7 +161,6 @@ class TensorRTEngine:
         import tensorrt as trt
         import torch
 
-        self._torch = torch
         self._runtime = trt.Runtime(trt_logger())
         engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
@@ -192,7 +188,7 @@ class TensorRTEngine:
             self.profiles.append((lo, opt, hi))
         self.max_batch = min(p[2] for p in self.profiles)
         self.window_shape = tuple(int(d) for d in engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][1:])
-        self._buffers = PinnedBuffers(self.output_dtypes)  # predict's, reused across calls
+        self._pinned_predict = PinnedPredict(self.execute, self.output_dtypes, self.stream)
 
     def select_profile(self, batch: int, stream: Any) -> None:
         """Switch to the profile whose ``opt`` is nearest to ``batch`` (on ``stream``) if it is not current."""
@@ -212,10 +208,7 @@ class TensorRTEngine:
             raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
 
     def predict(self, batch: np.ndarray) -> Outputs:
-        return predict_in_chunks(self._predict_chunk, batch, self.max_batch)
-
-    def _predict_chunk(self, chunk: np.ndarray) -> Outputs:
-        return self._buffers.run(chunk, self.execute, self.stream)
+        return predict_in_chunks(self._pinned_predict, batch, self.max_batch)
 
 
 class TensorRTFixedBatch(FixedBatch):
@@ -236,21 +229,17 @@ class TensorRTFixedBatch(FixedBatch):
     """
 
     def __init__(self, compiled: TensorRTEngine, capacity: int, *, graph: bool = True) -> None:
-        torch = compiled._torch
-        self._torch = torch
+        import torch
+
         self.capacity = capacity
         self.stream = torch.cuda.Stream()
         self.context = compiled.engine.create_execution_context()
-        shape = (capacity, *compiled.window_shape)
-        self._host_in = torch.zeros(shape, dtype=torch.float32, pin_memory=True)  # zeros: finite unused rows
-        self.inputs = self._host_in.numpy()
-        self._dev_in = torch.zeros(shape, dtype=torch.float32, device="cuda")
-        self._dev_out = {n: torch.empty(capacity, dtype=d, device="cuda") for n, d in compiled.output_dtypes.items()}
-        self._host_out = {n: torch.empty(capacity, dtype=d, pin_memory=True) for n, d in compiled.output_dtypes.items()}
+        self.buffers = PinnedBuffers(capacity, compiled.window_shape, compiled.output_dtypes)
+        self.inputs = self.buffers.host_in.numpy()
         self.context.set_optimization_profile_async(best_profile(capacity, compiled.profiles), self.stream.cuda_stream)
-        self.context.set_input_shape(INPUT_NAME, shape)
-        self.context.set_tensor_address(INPUT_NAME, self._dev_in.data_ptr())
-        for name, tensor in self._dev_out.items():
+        self.context.set_input_shape(INPUT_NAME, (capacity, *compiled.window_shape))
+        self.context.set_tensor_address(INPUT_NAME, self.buffers.dev_in.data_ptr())
+        for name, tensor in self.buffers.dev_out.items():
             self.context.set_tensor_address(name, tensor.data_ptr())
         self._execute()  # TensorRT's deferred setup happens here, never inside a capture
         self.stream.synchronize()
@@ -262,7 +251,8 @@ class TensorRTFixedBatch(FixedBatch):
             raise BackendError("TensorRT execute_async_v3 failed (its log above says why)")
 
     def _capture(self) -> Any:
-        torch = self._torch
+        import torch
+
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=self.stream):
@@ -275,26 +265,22 @@ class TensorRTFixedBatch(FixedBatch):
         return graph
 
     def run(self, n: int) -> Outputs:
-        torch = self._torch
+        import torch
+
         with torch.cuda.stream(self.stream):
-            self._dev_in.copy_(self._host_in, non_blocking=True)
+            self.buffers.upload(self.capacity)
             if self.graph is not None:
                 self.graph.replay()  # on the current stream: this batch's
             else:
                 self._execute()
-            for name, tensor in self._dev_out.items():
-                self._host_out[name].copy_(tensor, non_blocking=True)
+            self.buffers.download(self.capacity)
         self.stream.synchronize()  # the one synchronization per call
-        return {name: tensor[:n].numpy().astype(np.float32) for name, tensor in self._host_out.items()}
+        return self.buffers.outputs(n)
 
 
 class TensorRTBackend(Backend):
-    name = "tensorrt"
-    precision = "fp16"
-
     def __init__(self, engine: TensorRTEngine, *, detail: str, tensorrt_version: str) -> None:
         self.compiled = engine  # our TensorRTEngine wrapper
-        self.cuda_graph = True  # real time's fixed batch replays a CUDA graph (TensorRTFixedBatch)
         self.detail = detail
         self._trt_version = tensorrt_version
 
@@ -308,7 +294,9 @@ class TensorRTBackend(Backend):
         )
 
     @classmethod
-    def from_run(cls, run: runs.Run, *, rebuild: Rebuild | None = None) -> TensorRTBackend:
+    def from_run(  # type: ignore[override]  # it takes only the option its spec names, and says so in its type
+        cls, run: runs.Run, *, rebuild: Rebuild | None = None
+    ) -> TensorRTBackend:
         """The run's engine for this GPU; built with ``rebuild`` when the export has none for it."""
         target = current_target()  # BackendUnavailableError without TensorRT or a GPU
         manifest = artifacts.open_fresh(run)
@@ -347,9 +335,20 @@ class TensorRTBackend(Backend):
         return DeviceEngine(self.compiled.execute, dict(self.compiled.output_dtypes), max_batch=self.compiled.max_batch)
 
     def fixed_batch(self, rows: int) -> TensorRTFixedBatch | None:
-        """Real time's all-symbols batch, captured as a CUDA graph unless ``cuda_graph`` is False."""
+        """Real time's all-symbols batch, replayed as a CUDA graph (``TensorRTFixedBatch``)."""
         capacity = fixed_capacity(rows, self.compiled.profiles)
-        return None if capacity is None else TensorRTFixedBatch(self.compiled, capacity, graph=self.cuda_graph)
+        return None if capacity is None else TensorRTFixedBatch(self.compiled, capacity)
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "tensorrt": self._trt_version}
+
+
+TENSORRT = TensorRTBackend.spec = BackendSpec(
+    "tensorrt",
+    TensorRTBackend,
+    precision="fp16",
+    device="cuda",
+    needs=Needs(("tensorrt",), runs.FP16_ONNX),  # the engine for this GPU, built from it
+    auto_rank=AutoRank(cpu=0, cuda=0),  # the fastest wherever it runs
+    options=("rebuild",),
+)

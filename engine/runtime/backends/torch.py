@@ -18,7 +18,7 @@ import numpy as np
 from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.model.interface import Outputs, predict_in_chunks
 from tthf.engine.runs import Run
-from tthf.engine.runtime.backends.base import Backend, DeviceEngine
+from tthf.engine.runtime.backends.base import Backend, BackendSpec, DeviceEngine, Needs
 from tthf.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ ROW_MULTIPLE = 64
 
 
 class TorchBackend(Backend):
-    name = "torch"
-
     def __init__(
         self, model: ThreeHeadedTransformer, *, device: str = "cpu", batch_size: int = 2 * DENSE_BATCH
     ) -> None:
@@ -86,9 +84,13 @@ class TorchBackend(Backend):
 class TorchCudaBackend(TorchBackend):
     """The reference network on the first CUDA device under fp16 autocast."""
 
-    name = "torch-cuda"
-    precision = "fp16"
-
     @classmethod
     def from_run(cls, run: Run, **options: Any) -> TorchCudaBackend:
         return cls(run.load_model(), device="cuda", **options)
+
+
+# Both need no export: ``auto``'s fallback, the one of the host's device (``auto_rank`` None).
+TORCH = TorchBackend.spec = BackendSpec("torch", TorchBackend, precision="fp32", device="cpu", needs=Needs(("torch",)))
+TORCH_CUDA = TorchCudaBackend.spec = BackendSpec(
+    "torch-cuda", TorchCudaBackend, precision="fp16", device="cuda", needs=Needs(("torch",))
+)
