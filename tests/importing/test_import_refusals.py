@@ -36,8 +36,14 @@ def test_joblib_needs_trust_pickle_and_then_imports(
     assert "--trust-pickle" in err and "skops" in err
     spec = write_spec(user, "joblib.toml", scalers="scalers.joblib")
     assert import_cli.main(["--spec", str(spec), "--store", str(tmp_path / "ok"), "--trust-pickle"]) == 0
-    skops = json.loads(open_run(str(tmp_path / "ok"), "jennifer").read_text(runs.IMPORT_RECORD))
-    assert skops["sources"]["scalers"]["format"] == "pickle"
+    joblib_run = open_run(str(tmp_path / "ok"), "jennifer")
+    assert json.loads(joblib_run.read_text(runs.IMPORT_RECORD))["sources"]["scalers"]["format"] == "pickle"
+    # the same numbers as the skops file: the run (scalers.json, the served graph) is the one the skops
+    # import serves end to end in test_import.py
+    import_run(load_spec(write_spec(user, "skops.toml")), str(tmp_path / "skops"))
+    skops_run = open_run(str(tmp_path / "skops"), "jennifer")
+    for key in (runs.SCALERS, runs.IMPORTED_MODEL):
+        assert joblib_run.read_bytes(key) == skops_run.read_bytes(key)
 
 
 @pytest.mark.parametrize(
