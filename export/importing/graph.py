@@ -55,8 +55,14 @@ def source_outputs(source: Source, x: np.ndarray) -> dict[str, np.ndarray]:
     from torch.utils._pytree import tree_flatten_with_path
 
     module = source.model.module() if isinstance(source.model, torch.export.ExportedProgram) else source.model
-    with torch.inference_mode():
-        out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    try:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    except Exception as exc:  # the user's forward may raise anything on tthf's input shape
+        raise ModelImportError(
+            f"the {source.format} model fails on a batch of {x.shape} (batch, model.seq_len, len(features.names)): "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
     leaves, _ = tree_flatten_with_path(out)
     return {leaf_name(path): leaf.detach().float().numpy() for path, leaf in leaves}
 

@@ -56,8 +56,22 @@ def open_source(spec: ImportSpec) -> Source:
                 f"{spec.model_path}: not a torch.export program ({type(exc).__name__}: {exc}); save one with "
                 "torch.export.save(torch.export.export(model, (x,), dynamic_shapes=...), 'model.pt2')"
             ) from exc
+        _check_program_input(program, spec.model_path)
         return Source("pt2", data, program)
     return Source("state_dict", data, _module(spec, _state_dict(spec, data)))
+
+
+def _check_program_input(program: Any, where: str) -> None:
+    """One input, with a dynamic batch axis: tthf feeds batches of every size."""
+    names = list(program.graph_signature.user_inputs)
+    shapes = [n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
+    if len(shapes) != 1:
+        raise ModelImportError(f"{where}: the program takes {len(shapes)} inputs; tthf feeds one (B, T, F) tensor")
+    if isinstance(shapes[0][0], int):
+        raise ModelImportError(
+            f"{where}: the program's input has a fixed batch of {shapes[0][0]}; export it with a dynamic batch axis: "
+            "torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))"
+        )
 
 
 def _state_dict(spec: ImportSpec, data: bytes) -> dict[str, Any]:

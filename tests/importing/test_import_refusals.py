@@ -128,3 +128,12 @@ def test_a_hand_edited_manifest_and_a_foreign_graph_are_refused(user: User, tmp_
     manifest.write(run)
     with pytest.raises(StaleArtifactError, match="does not serve its imported model"):
         open_fresh(run)
+
+
+def test_a_pt2_with_a_fixed_batch(user: User, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    program = torch.export.export(user.model, (torch.zeros(4, 30, len(USER_FEATURES)),))  # no dynamic_shapes
+    torch.export.save(program, str(user.folder / "fixed.pt2"))
+    err = refused(user, tmp_path, capsys, user_spec(user, model="fixed.pt2"))
+    assert "fixed batch of 4" in err and "dynamic batch axis" in err
