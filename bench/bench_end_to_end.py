@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 from baseline import run_baseline
 
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runs import open_run
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 
 _done: dict[str, dict[str, pd.DataFrame]] = {}
 
@@ -29,7 +31,7 @@ def test_end_to_end(benchmark, sizes, market, bench_run, tmp_path, variant: str)
         options = RunOptions(dates=spec, dense=True, backend="auto", overwrite=True)
 
         def run() -> tuple[int, dict]:
-            summary = run_inference(bench_run.store, bench_run.run.ref.run_id, options)
+            summary = run_inference(open_run(bench_run.store, bench_run.run.ref.run_id), options)
             assert summary.exit_code == 0 and summary.windows > 0
             stages: dict[str, float] = {}
             for result in summary.results:

@@ -22,15 +22,16 @@ import os
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.batch import DayPredictor, host_stages
+from tthf.engine.runtime.day import DayHost
 from tthf.engine.runtime.host_workers import HostPool
+from tthf.engine.runtime.options import RunOptions
+from tthf.engine.runtime.plan import plan_inference
 from tthf.engine.runtime.stages import Item, Pipeline
-from tthf.engine.store import open_store
 
 #: the variants, alternated: one date at a time, 2 threads, 2 worker processes
 VARIANTS = ("1", "2", "2-processes")
@@ -54,8 +55,17 @@ def host_market(sizes, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _cpu() -> float:
+    """Core-seconds (user + sys) so far of this process and of its live children (the pool's workers)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    total, tick = usage.ru_utime + usage.ru_stime, os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except OSError:  # the process has exited
+            continue
+        if int(fields[1]) == os.getpid():  # its parent: fields 2 (ppid), 12 and 13 (utime, stime) of proc(5)
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _round(pipeline: Pipeline, days: list) -> tuple[float, float, list[Item]]:
@@ -64,20 +74,20 @@ def _round(pipeline: Pipeline, days: list) -> tuple[float, float, list[Item]]:
     items = list(pipeline.run(days))
     wall = time.perf_counter() - t0
     assert all(i.error is None for i in items), [i.error for i in items]
-    return wall, _cpu() - cpu + sum(i.payload.cpu_seconds for i in items), items
+    return wall, _cpu() - cpu, items
 
 
 def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
     root, days = host_market
-    run = bench_run.run
-    data = open_store(root)
-    predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=64)
+    options = RunOptions(dates=f"{days[0]}:{days[-1]}", dense=True, backend="torch", data_root=str(root))
+    plan = plan_inference(bench_run.run, options)
+    host = DayHost(plan.run, plan.data)
     t0 = time.perf_counter()
-    pool = HostPool(predictor.host_spec(data, None), 2)
+    pool = HostPool(plan.worker_spec(), 2)
     pipelines = {
-        "1": Pipeline(host_stages(predictor, data)),
-        "2": Pipeline(host_stages(predictor, data), workers={"read": 2, "features": 2}),
-        "2-processes": Pipeline(host_stages(predictor, data, pool=pool), workers={"host": 2}),
+        "1": Pipeline(host.stages()),
+        "2": Pipeline(host.stages(), workers={"read": 2, "features": 2}),
+        "2-processes": Pipeline(pool.stages(), workers={"host": 2}),
     }
     walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cores: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -92,7 +102,7 @@ def test_host_stages(benchmark, sizes, host_market, bench_run) -> None:
                     wall, cpu, items = _round(pipelines[name], days)
                     walls[name].append(wall)
                     cores[name].append(cpu / len(days))
-                    grids[name] = [i.payload.scaled for i in items]
+                    grids[name] = [i.payload.features.scaled for i in items]
                 for name in ("2", "2-processes"):
                     assert all(np.array_equal(a, b) for a, b in zip(grids["1"], grids[name], strict=True))
 

@@ -8,7 +8,7 @@ an upload per batch; ``device``: the grid once, then a gather per batch), after 
 run each, and prints a JSON list with one record per mode: the busy time of every stage, their serial
 sum, the time the GPU was busy with any of them, ``overlap`` (1 - busy / serial) and
 ``copy_hidden`` (the share of copy time spent while the compute stream was busy), all from
-``tthf.engine.runtime.runner.overlap``. bench/gpu_check.sh runs it; bench/gpu_report.py
+``bench/intervals.py``'s ``overlap``. bench/gpu_check.sh runs it; bench/gpu_report.py
 puts the numbers in bench/GPU_RESULTS.md. Needs a CUDA GPU and the backend's export.
 """
 
@@ -21,38 +21,37 @@ import sys
 import time
 from typing import Any
 
-import polars as pl
+from intervals import overlap  # bench/, beside this script
 
 from tthf.engine import runs
-from tthf.engine.data.marketdata import read_day
+from tthf.engine.features import ScaledDayFeatures
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.batch import DayPredictor
-from tthf.engine.runtime.runner import CudaRunner, overlap
+from tthf.engine.runtime.day import DayHost
+from tthf.engine.runtime.runner import CudaRunner
+from tthf.engine.store import open_store
 
 MODES = ("host", "device")
 
 
-def measure(run: runs.Run, raw: pl.DataFrame, day: dt.date, backend_name: str, batch_size: int) -> list[dict[str, Any]]:
+def measure(run: runs.Run, feats: ScaledDayFeatures, backend_name: str, batch_size: int) -> list[dict[str, Any]]:
     """One record per windowing mode: what ran, how long, and how much of it overlapped."""
     backend = open_backend(run, backend_name)
     engine = backend.device_engine()
     if engine is None:
         raise SystemExit(f"gpu_overlap: {backend_name} does not run on a GPU here ({backend.detail})")
-    predictor = DayPredictor(run, backend, stride=1, batch_size=batch_size)
-    scaled_day = predictor.features(raw, day)
     records = []
     for mode in MODES:
         runner = CudaRunner(
             engine,
             capacity=batch_size,
             seq_len=run.config.model.seq_len,
-            n_features=scaled_day.scaled.shape[2],
+            n_features=feats.scaled.shape[2],
             windowing=mode,
             timing=True,
         )
-        runner.run(scaled_day.scaled, scaled_day.mask, stride=1)  # warm-up: TensorRT's first enqueue, allocator, caches
+        runner.run(feats.scaled, feats.mask, stride=1)  # warm-up: TensorRT's first enqueue, allocator, caches
         t0 = time.perf_counter()
-        out = runner.run(scaled_day.scaled, scaled_day.mask, stride=1)
+        out = runner.run(feats.scaled, feats.mask, stride=1)
         wall = time.perf_counter() - t0
         times = runner.stage_times()
         records.append(
@@ -80,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4096)
     args = p.parse_args(argv)
     run = runs.Run.open(runs.find_run(args.store, args.run))
-    raw = read_day(args.data, args.date, calendar=run.config.calendar)
-    records = measure(run, raw, args.date, args.backend, args.batch_size)
+    host = DayHost(run, open_store(args.data))
+    feats = host.features(host.read(args.date)).features
+    assert feats is not None
+    records = measure(run, feats, args.backend, args.batch_size)
     print(json.dumps(records, indent=2))
     return 0
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tthf.engine.evaluation.evaluate import DateOutcome, EvalResult
     from tthf.engine.inference_manifest import DateResult
-    from tthf.engine.runtime.batch import InferenceSummary
+    from tthf.engine.runtime.recorder import InferenceSummary
 
 
 def format_metrics(metrics: dict) -> str:

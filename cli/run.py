@@ -14,12 +14,14 @@ from tthf.cli._common import (
     add_logging_option,
     add_run_options,
     command_parser,
+    open_run_from_args,
     run_cli,
 )
 from tthf.cli._report import print_summary, run_date_line
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
-from tthf.engine.runtime.batch import EXECUTORS, HOST_MODES, RayConfig, RunOptions, run_inference
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import EXECUTORS, HOST_MODES, RayConfig, RunOptions
 from tthf.engine.runtime.ray_executor import CPUS_PER_WORKER
 from tthf.engine.runtime.runner import WINDOWING
 
@@ -165,7 +167,6 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
 
 def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
-        from tthf.engine.store import open_store
         from tthf.export.api import rebuild_engine
 
         options = options_from_args(args)
@@ -178,11 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             summary = run_inference(
-                open_store(args.store, endpoint_url=args.s3_endpoint_url),
-                args.run,
+                open_run_from_args(args),
                 options,
-                experiment=args.experiment,
-                model_type=args.model_type,
                 rebuild=rebuild_engine,
                 endpoint_url=args.s3_endpoint_url,
                 on_date=bar.step,

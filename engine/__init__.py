@@ -34,7 +34,7 @@ _EXPORTS = {
     "train_run": "tthf.engine.training.train",
     "open_backend": "tthf.engine.runtime.backends",
     "BACKENDS": "tthf.engine.runtime.backends",
-    "RunOptions": "tthf.engine.runtime.batch",
+    "RunOptions": "tthf.engine.runtime.options",
     "run_inference": "tthf.engine.runtime.batch",
     "RealtimePredictor": "tthf.engine.runtime.realtime",
 }

@@ -51,7 +51,7 @@ class DateResult:
     settings: str = ""  # the settings key (InferenceSettings.key) the date was computed with
     backend: str = ""
     windowing: str = ""  # "host" or "device": where the windows were cut
-    executor: str = ""  # "local" or "ray" (tthf.engine.runtime.batch.EXECUTORS)
+    executor: str = ""  # "local" or "ray" (tthf.engine.runtime.options.EXECUTORS)
     worker: str = ""  # the process that computed the date: host (local) or host:pid (a Ray actor)
 
     def __post_init__(self) -> None:
@@ -80,7 +80,7 @@ class InferenceSettings:
     """What the latest tthf-run call resolved; only ``key`` decides whether a rerun may skip a date.
 
     ``key`` is the hash of what determines a date's file (checkpoint, scalers, stride, format,
-    backend, data root: ``tthf.engine.runtime.batch.settings_key``). The fields that default to
+    backend, data root: ``tthf.engine.runtime.plan.settings_key``). The fields that default to
     None are written only when set: ``host_workers`` and ``host_mode`` by ``--executor local``,
     ``ray`` by ``--executor ray`` once its workers are sized.
     """

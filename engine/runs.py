@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from tthf.engine.config import RunConfig
 from tthf.engine.features.scalers import Scalers
-from tthf.engine.store import Store, as_store, open_store
+from tthf.engine.store import Store, StoreLocator, as_store, open_store
 from tthf.errors import AmbiguousRunError, KeyNotFoundError, RunFormatError, RunNotFoundError, StoreError, UsageError
 
 if TYPE_CHECKING:  # the network pulls in torch; only load_model needs it
@@ -121,6 +121,24 @@ class RunRef:
     @property
     def uri(self) -> str:
         return self.store.uri()
+
+    def locator(self) -> RunLocator:
+        """How another process opens this run (a worker process, a Ray actor): plain values, picklable."""
+        return RunLocator(self.experiment, self.model_type, self.run_id, self.store.locator(), self.root)
+
+
+@dataclass(frozen=True)
+class RunLocator:
+    """A run folder as plain values: its names and its folder's ``StoreLocator``."""
+
+    experiment: str
+    model_type: str
+    run_id: str
+    folder: StoreLocator
+    root: str  # URI of the run store the run lives in
+
+    def open(self) -> Run:
+        return Run.open(RunRef(self.experiment, self.model_type, self.run_id, self.folder.open(), self.root))
 
 
 def _listing(refs: list[RunRef]) -> str:

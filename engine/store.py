@@ -11,6 +11,10 @@ endpoint from ``endpoint_url``, else ``TTHF_S3_ENDPOINT_URL``, else boto3's defa
 Transient failures (connection refused or reset, timeouts, 5xx) are retried with
 botocore's "standard" mode: exponential backoff with jitter, ``S3_MAX_ATTEMPTS`` tries
 (``TTHF_S3_MAX_ATTEMPTS`` overrides it).
+
+A store holds a client that cannot leave its process; ``Store.locator()`` is what can: a
+small frozen ``StoreLocator`` (the URI and the S3 endpoint) whose ``open()`` gives an equal
+store in a worker process or on a Ray actor.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +92,10 @@ class Store(ABC):
     @abstractmethod
     def child(self, prefix: str) -> Store:
         """A store rooted at the folder ``prefix`` of this one."""
+
+    @abstractmethod
+    def locator(self) -> StoreLocator:
+        """How another process opens this store: plain values, picklable."""
 
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
@@ -170,6 +179,9 @@ class LocalStore(Store):
 
     def child(self, prefix: str) -> LocalStore:
         return LocalStore(self._path(prefix, allow_empty=True))
+
+    def locator(self) -> StoreLocator:
+        return StoreLocator(self.uri())
 
 
 #: a temp file this old belongs to a writer that was killed (SIGKILL skips the cleanup)
@@ -335,6 +347,24 @@ class S3Store(Store):
         return S3Store(
             self.bucket, self._key(prefix, allow_empty=True), self._client, self._endpoint_url, self._attempts
         )
+
+    def locator(self) -> StoreLocator:
+        return StoreLocator(self.uri(), self._endpoint_url)
+
+
+@dataclass(frozen=True)
+class StoreLocator:
+    """Where a store is and how to reach it: what crosses to worker processes and Ray actors, which open their own.
+
+    ``endpoint_url`` is the S3 endpoint the store was opened with (None: boto3's default), so
+    a worker reaches the same server whatever its environment says.
+    """
+
+    uri: str
+    endpoint_url: str | None = None
+
+    def open(self) -> Store:
+        return open_store(self.uri, endpoint_url=self.endpoint_url)
 
 
 _S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<prefix>.*)$")

@@ -8,6 +8,7 @@ only by the functions that need it.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import os
 import time
@@ -21,13 +22,14 @@ import polars as pl
 
 from tthf.engine import runs
 from tthf.engine.config import DEFAULT_CALENDAR, ModelConfig, RunConfig, Splits, TrainConfig
-from tthf.engine.data.marketdata import read_day, write_day
+from tthf.engine.data.marketdata import partition, read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.interface import Outputs
 from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from tthf.engine.store import LocalStore, Store, StoreLocator
 
 DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)]
 #: the symbol ``with_null_quotes`` adds; it sorts after the synthetic symbols, so theirs keep their grid rows
@@ -124,24 +126,46 @@ def start_moto(port: int) -> Any:
 
 
 @dataclass(frozen=True)
-class StallDate:
-    """A Ray worker hook (``execute_ray(before_date=...)``) that parks dates so a test can kill their worker mid-date.
+class StallingData(StoreLocator):
+    """A local data root whose reads park chosen dates, so that a test can kill the Ray worker reading one.
 
-    Each stalled attempt writes a file ``{date}-{pid}`` into ``pid_dir`` and sleeps: a date of
-    ``always`` on every attempt, a date of ``once`` on its first attempt only (the retry then
-    computes it normally).
+    Give a plan ``StallingData(uri, ...).open()`` as its data root: the workers open it from its
+    locator, this object. Reading a date of ``always`` (on every attempt) or of ``once`` (on its
+    first attempt only: the retry reads it normally) writes a file ``{date}-{pid}`` into
+    ``pid_dir`` and sleeps ``seconds``.
     """
 
-    pid_dir: str
+    pid_dir: str = ""
     always: tuple[dt.date, ...] = ()
     once: tuple[dt.date, ...] = ()
     seconds: float = 60.0
 
-    def __call__(self, day: dt.date) -> None:
+    def open(self) -> Store:
+        return _StallingStore(self)
+
+    def stall(self, prefix: str) -> None:
+        """Park the caller when ``prefix`` is the partition of a date to stall."""
         folder = Path(self.pid_dir)
-        if (day in self.once and not any(folder.glob(f"{day}-*"))) or day in self.always:
-            (folder / f"{day}-{os.getpid()}").write_text("")
-            time.sleep(self.seconds)
+        for day in (*self.always, *self.once):
+            if prefix == partition(day) and (day in self.always or not any(folder.glob(f"{day}-*"))):
+                (folder / f"{day}-{os.getpid()}").write_text("")
+                time.sleep(self.seconds)
+                return
+
+
+class _StallingStore(LocalStore):
+    """``StallingData``'s folder: listing a date's partition, the first thing ``read_day`` does, may stall."""
+
+    def __init__(self, locator: StallingData) -> None:
+        super().__init__(locator.uri)
+        self._locator = locator
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        self._locator.stall(prefix)
+        return super().list(prefix)
+
+    def locator(self) -> StoreLocator:
+        return self._locator
 
 
 def bf16_matmuls() -> Any:

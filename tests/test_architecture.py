@@ -1,9 +1,10 @@
-"""The import rule of docs/architecture.md, checked on every module's AST (function-local imports too).
+"""The import rules of docs/architecture.md, checked on every module's AST (function-local imports too).
 
 ``bench`` -> ``cli`` -> ``export`` -> ``engine``; inside ``engine`` later stages import earlier
-ones only, and the two stages of one rank (training, runtime) never import each other. bench/
-also names only what exists: each ``from tthf.x import name`` there is resolved by importing
-``tthf.x``, so a function renamed in tthf fails here, not on the first GPU host.
+ones only, and the two stages of one rank (training, runtime) never import each other. Within
+a stage, imports may go either way but never round in a circle. bench/ also names only what
+exists: each ``from tthf.x import name`` there is resolved by importing ``tthf.x``, so a
+function renamed in tthf fails here, not on the first GPU host.
 """
 
 from __future__ import annotations
@@ -116,6 +117,56 @@ def violations(source: dict[str, Path]) -> list[str]:
     return bad
 
 
+def import_graph(source: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """module -> {tthf or bench module it imports: the line of the first such import}, wherever the import is."""
+    known = set(source) | {"tthf.engine._kernels"}
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in source.items():
+        edges: dict[str, int] = {}
+        for line, target in imports(path, module, known):
+            if target in source and target != module:
+                edges.setdefault(target, line)
+        graph[module] = edges
+    return graph
+
+
+def cycles(source: dict[str, Path]) -> list[str]:
+    """Every import circle: each set of modules that reach each other through imports, with those imports.
+
+    The strongly connected components of the import graph (Tarjan); one of two or more modules is a circle.
+    """
+    graph = import_graph(source)
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            component = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in order:
+            visit(module)
+    return [
+        "; ".join(
+            f"{a} (line {graph[a][b]}) imports {b}" for a in component for b in sorted(graph[a]) if b in component
+        )
+        for component in found
+    ]
+
+
 def missing_names(paths: list[Path]) -> list[str]:
     """``import tthf.x`` and ``from tthf.x import name`` that name no module or attribute, resolved by importing."""
     bad = []
@@ -154,6 +205,10 @@ def test_imports_point_one_way() -> None:
     assert violations(modules()) == []
 
 
+def test_no_import_circle() -> None:
+    assert cycles(modules()) == []
+
+
 def test_every_module_has_a_stage() -> None:
     for module in modules():
         unit(module)
@@ -179,6 +234,26 @@ def test_the_checker_catches_a_wrong_import(tmp_path: Path, code: str) -> None:
     assert len(found) == 1, found
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        "from tthf.engine.runtime.planted_a import x\n",
+        "def later():\n    from tthf.engine.runtime import planted_a\n",  # closed inside a function
+    ],
+)
+def test_the_checker_catches_an_import_circle(tmp_path: Path, second: str) -> None:
+    source = modules()
+    planted = {"planted_a": "from tthf.engine.runtime import batch, planted_b\nx = 1\n", "planted_b": second}
+    for name, code in planted.items():
+        (tmp_path / f"{name}.py").write_text(code)
+        source[f"tthf.engine.runtime.{name}"] = tmp_path / f"{name}.py"
+    assert violations(source) == []  # one stage: the rank rule lets these imports through
+    assert cycles(source) == [
+        "tthf.engine.runtime.planted_a (line 1) imports tthf.engine.runtime.planted_b; "
+        f"tthf.engine.runtime.planted_b (line {second.count(chr(10))}) imports tthf.engine.runtime.planted_a"
+    ]
+
+
 def test_bench_names_what_exists() -> None:
     assert bench_modules(), "no bench modules found: ROOTS lost bench/"
     assert missing_names(list(bench_modules().values())) == []
@@ -188,7 +263,7 @@ def test_the_name_check_catches_a_renamed_import(tmp_path: Path) -> None:
     bad = tmp_path / "bench_bad.py"
     bad.write_text(
         "from tthf.engine import runs\n"  # a submodule: fine
-        "from tthf.engine.runtime.batch import DayPredictor, DayPredicter\n"  # a renamed class
+        "from tthf.engine.runtime.day import DayPredictor, DayPredicter\n"  # a renamed class
         "def later():\n    from tthf.engine.no_such_module import read_day\n"  # inside a function too
         "import tthf.engine.no_such_package.windows\n"
     )
@@ -196,7 +271,7 @@ def test_the_name_check_catches_a_renamed_import(tmp_path: Path) -> None:
     assert found == [
         "tthf.engine.no_such_module has no read_day",
         "tthf.engine.no_such_package.windows",
-        "tthf.engine.runtime.batch has no DayPredicter",
+        "tthf.engine.runtime.day has no DayPredicter",
     ], found
 
 

@@ -23,7 +23,9 @@ from baseline.parity import compare
 
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import build_day
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runs import open_run
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 from tthf.engine.testing import DAYS, make_data, make_run
 
 
@@ -65,7 +67,7 @@ def test_cleaning_drops_what_tthf_drops() -> None:
 def test_predictions_match_tthf_run(tmp_path: Path) -> None:
     data = make_data(tmp_path / "market", n_symbols=6)
     run = make_run(str(tmp_path / "store"), data)
-    run_inference(str(tmp_path / "store"), "jennifer", RunOptions(dates=f"{DAYS[1]}:{DAYS[2]}", dense=True))
+    run_inference(open_run(str(tmp_path / "store"), "jennifer"), RunOptions(dates=f"{DAYS[1]}:{DAYS[2]}", dense=True))
     results = run_baseline(run.ref.uri, data, DAYS[1:], tmp_path / "baseline", processes=2)
     assert [r.date for r in results] == [d.isoformat() for d in DAYS[1:]]
     for day, result in zip(DAYS[1:], results):

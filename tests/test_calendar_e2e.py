@@ -11,7 +11,9 @@ import pytest
 from tthf.engine import runs
 from tthf.engine.data.calendar import session_bounds, session_minutes, trading_days
 from tthf.engine.data.synth import SynthConfig, generate_market
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runs import open_run
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 from tthf.engine.training.train import train_run
 
 pytestmark = pytest.mark.slow
@@ -46,7 +48,7 @@ def test_the_run_records_its_calendar_and_predicts_london_minutes(london: tuple[
     assert runs.open_run(str(base / "runs"), "london").config.calendar == "XLON"
     day = dt.date.fromisoformat(run.config.splits.test[-1])
     summary = run_inference(
-        str(base / "runs"), "london", RunOptions(dates=day.isoformat(), dense=True, backend="torch")
+        open_run(str(base / "runs"), "london"), RunOptions(dates=day.isoformat(), dense=True, backend="torch")
     )
     assert summary.exit_code == 0 and summary.by_status("ok")
     frame = pl.read_csv(base / "runs" / "demo" / "three_headed_transformer" / "london" / "inference" / f"{day}.csv")

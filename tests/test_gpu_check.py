@@ -27,12 +27,13 @@ import pytest
 
 from tthf.cli.run import main as tthf_run
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.data.marketdata import read_day
 from tthf.engine.model.interface import tolerances
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime.backends import Backend, open_backend
+from tthf.engine.runtime.day import DayHost
 from tthf.engine.runtime.doctor import diagnose
 from tthf.engine.runtime.runner import HostRunner, Intervals
+from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS, make_data, make_run
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -47,6 +48,7 @@ def load_helper(name: str) -> ModuleType:
     return module
 
 
+load_helper("intervals")  # gpu_overlap imports it by its name, as bench/ on sys.path lets it do
 gpu_compare, gpu_fixture, gpu_overlap, gpu_report = (
     load_helper(n) for n in ("gpu_compare", "gpu_fixture", "gpu_overlap", "gpu_report")
 )
@@ -190,7 +192,7 @@ class HostRing(HostRunner):
 def test_the_overlap_step_runs_a_day_through_the_ring(
     predictions: tuple[str, Path, pl.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """gpu_overlap.py from raw bars to the ring's records, the CUDA ring replaced by ``HostRing``."""
+    """gpu_overlap.py from a day's features to the ring's records, the CUDA ring replaced by ``HostRing``."""
     store, _, ref = predictions
     rings: list[HostRing] = []
 
@@ -205,14 +207,14 @@ def test_the_overlap_step_runs_a_day_through_the_ring(
 
     monkeypatch.setattr(gpu_overlap, "open_backend", on_the_host)
     monkeypatch.setattr(gpu_overlap, "CudaRunner", ring)
-    monkeypatch.setattr("tthf.engine.runtime.runner.CudaRunner", ring)  # DayPredictor's own runner
     run = Run.open(find_run(store, "jennifer"))
-    raw = read_day(str(make_data(tmp_path / "data")), DAYS[2], calendar=run.config.calendar)
-    records = gpu_overlap.measure(run, raw, DAYS[2], "torch", 4096)
+    host = DayHost(run, open_store(str(make_data(tmp_path / "data"))))
+    feats = host.features(host.read(DAYS[2])).features
+    assert feats is not None
+    records = gpu_overlap.measure(run, feats, "torch", 4096)
     assert [r["windowing"] for r in records] == ["host", "device"]
     n_features = len(run.config.feature_names)
     assert [(r.windowing, r.timing, r.n_features) for r in rings] == [
-        ("auto", False, n_features),  # DayPredictor's, unused: the step times its own rings
         ("host", True, n_features),
         ("device", True, n_features),
     ]

@@ -11,6 +11,7 @@ import pytest
 
 from tthf.engine import runs
 from tthf.engine.inference_manifest import DateResult, InferenceSettings, RaySettings, RunManifest
+from tthf.engine.runs import open_run
 from tthf.errors import RunFormatError
 
 SOURCE = "s3://bucket/runs/x/inference/manifest.json"
@@ -110,11 +111,14 @@ def test_the_typed_manifest_writes_the_bytes_of_the_dict_one_and_reads_them_back
 
 
 def test_a_manifest_tthf_run_wrote_round_trips_exactly(tmp_path: Path) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
     from tthf.engine.testing import DAYS, make_data, make_run
 
     run = make_run(str(tmp_path / "runs"), make_data(tmp_path / "data"))
-    run_inference(str(tmp_path / "runs"), "jennifer", RunOptions(dates=f"{DAYS[2]}:2024-01-05", host_workers=2))
+    run_inference(
+        open_run(str(tmp_path / "runs"), "jennifer"), RunOptions(dates=f"{DAYS[2]}:2024-01-05", host_workers=2)
+    )
     text = run.read_text(runs.INFERENCE_MANIFEST)
     manifest = RunManifest.from_json(text)
     assert manifest.to_json() == text

@@ -153,6 +153,15 @@ def test_open_run_resolves_a_prefix_and_records_the_store_root(runs: Store) -> N
         open_run(runs.uri(), "nobody")
 
 
+def test_a_run_locator_crosses_to_another_process_and_opens_the_same_run(runs: Store) -> None:
+    import pickle
+
+    ref = find_run(runs, "jenny")
+    run = pickle.loads(pickle.dumps(ref.locator())).open()
+    assert run.ref == ref and run.ref.uri == ref.uri and run.ref.root == ref.root == runs.uri()
+    assert run.config == Run.open(ref).config
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_parse_output_key_inverts_output_key(fmt: str) -> None:
     day = dt.date(2024, 2, 29)

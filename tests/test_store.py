@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import resource
 import signal
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tthf.engine.store import KeyNotFoundError, LocalStore, S3Store, Store, open_store
+from tthf.engine.store import KeyNotFoundError, LocalStore, S3Store, Store, StoreLocator, open_store
 from tthf.engine.testing import free_port, start_moto
 from tthf.errors import StoreError, UsageError
 
@@ -84,6 +85,25 @@ def test_open_store_dispatch(tmp_path: Path) -> None:
     assert open_store("s3://bucket", endpoint_url="http://127.0.0.1:1").uri("k") == "s3://bucket/k"
     with pytest.raises(UsageError, match="s3://bucket/prefix"):
         open_store("gs://bucket/x")
+
+
+def test_a_locator_crosses_to_another_process_and_opens_the_same_store(tmp_store: Store) -> None:
+    child = tmp_store.child("runs/a")
+    child.write_bytes("k", b"v")
+    locator = pickle.loads(pickle.dumps(child.locator()))
+    reopened = locator.open()
+    assert type(reopened) is type(child) and reopened.uri() == child.uri() and reopened.read_bytes("k") == b"v"
+    assert reopened.locator() == locator
+
+
+def test_an_s3_locator_keeps_the_endpoint_the_store_was_opened_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    given = open_store("s3://bucket/p", endpoint_url="http://127.0.0.1:1").locator()
+    assert given == StoreLocator("s3://bucket/p", "http://127.0.0.1:1")
+    monkeypatch.setenv("TTHF_S3_ENDPOINT_URL", "http://127.0.0.1:2")
+    from_env = open_store("s3://bucket/p").locator()
+    monkeypatch.delenv("TTHF_S3_ENDPOINT_URL")  # a worker whose environment lacks it still reaches that server
+    assert from_env.endpoint_url == "http://127.0.0.1:2" and from_env.open().locator() == from_env
+    assert open_store("s3://bucket").locator() == StoreLocator("s3://bucket", None)
 
 
 def test_local_atomic_write_keeps_old_content_when_the_write_fails(tmp_path: Path) -> None:

@@ -1,16 +1,16 @@
-"""The host side of a date (read the raw bars, build and scale its features), and its worker processes.
+"""``--host-mode processes``: the host side of dates (read and features) in worker processes.
 
-``read_raw`` and ``scale_raw`` are the read and features stages; ``--host-workers N`` runs
-them for N dates at once in threads (the default: the features kernel and polars release
-the GIL) or, with ``--host-mode processes``, in the processes of a ``HostPool``, for hosts
-where something in the host side holds the GIL (docs/running.md has the measurement of
-both). ``HostPool`` starts ``workers`` processes once per run (spawn: never a fork of a
-process whose torch / ONNX Runtime / polars threads are running), each initialized with
-what a date needs (``HostSpec``: the data root, the run's scalers, feature names and
-calendar; never the backend), and returns a date as a ``ScaledDay``: the scaled
-``(S, M, F)`` float32 grid, its mask, symbols, minutes and cleaning counts, pickled
-through the pool's pipe. Errors keep their type and message (``tthf.errors`` pickle by
-their message), so a bad date is still recorded as failed with its reason.
+``--host-workers N`` runs the host side of N dates at once: in threads of this process by
+default (the features kernel and polars release the GIL), or, for hosts where something in
+the host side holds the GIL, in the N processes of a ``HostPool`` (docs/running.md has the
+measurement of both). The pool starts its processes once per run (spawn: never a fork of a
+process whose torch / ONNX Runtime / polars threads are running); each opens the run (its
+scalers, feature names and calendar; never the backend) and the data root from the plan's
+``WorkerSpec`` into a ``DayHost``, and returns each date as the ``Day`` the features stage
+makes (the scaled ``(S, M, F)`` float32 grid, its mask, symbols, minutes and cleaning
+counts), pickled through the pool's pipe, with its read and features seconds. Errors keep
+their type and message (``tthf.errors`` pickle by their message), so a bad date is still
+recorded as failed with its reason.
 
 Each worker gets its own share of the CPUs this process may use (its affinity), so the
 per-day threads that size themselves from the affinity (polars' pool) use that share and
@@ -23,67 +23,18 @@ import datetime as dt
 import itertools
 import multiprocessing as mp
 import os
-import resource
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import polars as pl
 
-from tthf.engine.data import marketdata
-from tthf.engine.features import build_scaled_day
-from tthf.engine.features.scalers import Scalers
-from tthf.engine.store import Store, open_store
+from tthf.engine.runtime.day import DayHost
+from tthf.engine.runtime.plan import WorkerSpec
+from tthf.engine.runtime.stages import Measured, Stage
 
-
-@dataclass
-class ScaledDay:
-    """What the predict stage needs of a day: its scaled grid and where each cell is."""
-
-    symbols: list[str]
-    minutes: np.ndarray
-    mask: np.ndarray
-    scaled: np.ndarray
-    counts: dict[str, int]
-    #: busy seconds of read and features when a worker process computed them
-    host_seconds: dict[str, float] = field(default_factory=dict)
-    #: core-seconds (user + sys) the worker process spent on the day; 0 when computed in this process
-    cpu_seconds: float = 0.0
-
-
-def read_raw(data_root: Store, day: dt.date, calendar: str) -> tuple[pl.DataFrame, dict[str, int]]:
-    """The day's raw rows and the reader's counts (the read stage)."""
-    counts: dict[str, int] = {}
-    return marketdata.read_day(data_root, day, counts=counts, calendar=calendar), counts
-
-
-def scale_raw(
-    raw: pl.DataFrame,
-    day: dt.date,
-    scalers: Scalers,
-    feature_names: Sequence[str],
-    *,
-    source: str,
-    calendar: str,
-    counts: dict[str, int],
-) -> ScaledDay:
-    """The day's features scaled in the run's order (the features stage); ``counts`` first, then its own."""
-    feats = build_scaled_day(raw, day, scalers, feature_names, source=source, calendar=calendar)
-    return ScaledDay(feats.symbols, feats.minutes, feats.mask, feats.scaled, {**counts, **feats.counts})
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """Everything a worker process needs to compute a date's host side; small and picklable."""
-
-    data_root: str  # URI
-    endpoint_url: str | None
-    scalers: str  # scalers.json text: the parent's Scalers, bit for bit
-    feature_names: tuple[str, ...]
-    calendar: str
+__all__ = ["HostPool", "cpu_shares"]
 
 
 def cpu_shares(cores: Sequence[int], workers: int) -> list[set[int]]:
@@ -95,46 +46,30 @@ def cpu_shares(cores: Sequence[int], workers: int) -> list[set[int]]:
     return [set(cores[a:b]) for a, b in itertools.pairwise(edges)]
 
 
-#: the worker process's state, set once by ``_init``
-_WORKER: dict[str, Any] = {}
+#: the worker process's host side, set once by ``_init``
+_WORKER: dict[str, DayHost] = {}
 
 
-def _init(spec: HostSpec, shares: list[set[int]], counter: Any) -> None:
+def _init(spec: WorkerSpec, shares: list[set[int]], counter: Any) -> None:
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     os.sched_setaffinity(0, shares[index % len(shares)])
-    _WORKER.update(
-        spec=spec,
-        store=open_store(spec.data_root, endpoint_url=spec.endpoint_url),
-        scalers=Scalers.from_json(spec.scalers, source="the run's scalers.json"),
-    )
+    _WORKER["host"] = DayHost(spec.run.open(), spec.data.open())
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _host_day(day: dt.date) -> ScaledDay:
-    spec: HostSpec = _WORKER["spec"]
-    store: Store = _WORKER["store"]
-    cpu, t0 = _cpu(), time.perf_counter()
-    raw, counts = read_raw(store, day, spec.calendar)
+def _host_day(date: dt.date) -> Measured:
+    host = _WORKER["host"]
+    t0 = time.perf_counter()
+    day = host.read(date)
     t1 = time.perf_counter()
-    source = store.uri(marketdata.partition(day))
-    out = scale_raw(
-        raw, day, _WORKER["scalers"], spec.feature_names, source=source, calendar=spec.calendar, counts=counts
-    )
-    out.host_seconds = {"read": t1 - t0, "features": time.perf_counter() - t1}
-    out.cpu_seconds = _cpu() - cpu
-    return out
+    return Measured(host.features(day), {"read": t1 - t0, "features": time.perf_counter() - t1}, rest="transfer")
 
 
 class HostPool:
     """``workers`` processes that each compute whole dates' host sides; ``day`` blocks for one."""
 
-    def __init__(self, spec: HostSpec, workers: int) -> None:
+    def __init__(self, spec: WorkerSpec, workers: int) -> None:
         if workers < 1:
             raise ValueError(f"a host pool needs at least one worker, got {workers}")
         ctx = mp.get_context("spawn")
@@ -144,9 +79,17 @@ class HostPool:
             workers, mp_context=ctx, initializer=_init, initargs=(spec, shares, ctx.Value("i", 0))
         )
 
-    def day(self, day: dt.date) -> ScaledDay:
-        """The date's host side, computed by the next free worker (its errors re-raised here)."""
-        return self._pool.submit(_host_day, day).result()
+    def day(self, date: dt.date) -> Measured:
+        """The date's host side, computed and timed by the next free worker (its errors re-raised here)."""
+        return self._pool.submit(_host_day, date).result()
+
+    def stages(self) -> list[Stage]:
+        """read and features as one stage, ``host``, on the workers.
+
+        A date's seconds then hold its read and features, as the worker timed them, and
+        ``transfer``: the rest of the stage, the date to a worker and its scaled grid back.
+        """
+        return [("host", lambda date, _: self.day(date))]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

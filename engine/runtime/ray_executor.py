@@ -9,7 +9,7 @@ executor's code path for a date and uses Ray for what it does well: placing proc
 their CPUs and GPUs across nodes, and telling the driver when one died.
 
 Each worker (``DateWorker``) opens the run, its data root and its backend once, then computes
-whole dates with the local executor's stages (``day_stages``, ``_finish``), writes each date's
+whole dates with the local executor's stages (``day_stages``, ``finish``), writes each date's
 file atomically and returns the date's ``DateResult`` (a few hundred bytes, never the arrays).
 The driver (this process) owns the manifest: its ``Recorder`` records each date as it arrives
 and reports the dates in date order. At most ``DATES_PER_WORKER`` dates are queued on a worker
@@ -42,21 +42,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tthf.engine.inference_manifest import DateResult, RaySettings
-from tthf.engine.runs import Run, RunRef
+from tthf.engine.runs import Run
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.backends.tensorrt import Rebuild
-from tthf.engine.runtime.batch import (
-    DayPredictor,
-    InferencePlan,
-    InferenceSummary,
-    RayConfig,
-    Recorder,
-    RunOptions,
-    _finish,
-    day_stages,
-)
-from tthf.engine.runtime.stages import Pipeline
-from tthf.engine.store import Store, open_store
+from tthf.engine.runtime.day import DayHost, DayPredictor, day_stages, finish
+from tthf.engine.runtime.options import RayConfig
+from tthf.engine.runtime.plan import InferencePlan, WorkerSpec
+from tthf.engine.runtime.recorder import InferenceSummary, Recorder
+from tthf.engine.runtime.stages import Pipeline, Stage
 from tthf.errors import ExecutorError, TthfError
 
 log = logging.getLogger("tthf.run")
@@ -65,7 +57,6 @@ __all__ = [
     "CPUS_PER_WORKER",
     "DateWorker",
     "Sizing",
-    "WorkerSpec",
     "connect",
     "execute_ray",
     "import_ray",
@@ -229,35 +220,13 @@ def size_workers(config: RayConfig, cpus: float, gpus: float) -> Sizing:
     return Sizing(workers, _floor4(share), 0.0, max(1, math.floor(cpus / workers)), note)
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker needs to open the run, its data and backend on its own node (plain values: it is pickled).
-
-    ``before_date`` is called with each date before it is computed (tests use it to stall one).
-    """
-
-    run_root: str
-    experiment: str
-    model_type: str
-    run_id: str
-    data_root: str
-    endpoint_url: str | None
-    options: RunOptions
-    backend: str
-    stride: int
-    settings: str
-    threads: int | None
-    rebuild: Rebuild | None = None
-    before_date: Callable[[dt.date], None] | None = None
-
-
 class DateWorker:
     """One Ray actor's state: the run, data root and backend, opened once; then one whole date per call."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self._opened: tuple[Run, DayPredictor, Store] | None = None
+        self._opened: tuple[Run, list[Stage]] | None = None
 
     def open(self) -> str:
         """Open the run, its data root and backend (once); returns this worker's name."""
@@ -267,33 +236,23 @@ class DateWorker:
                 import torch
 
                 torch.set_num_threads(spec.threads)
-            root = open_store(spec.run_root, endpoint_url=spec.endpoint_url)
-            ref = RunRef(
-                spec.experiment,
-                spec.model_type,
-                spec.run_id,
-                root.child(f"{spec.experiment}/{spec.model_type}/{spec.run_id}"),
-                root.uri(),
-            )
-            run = Run.open(ref)
+            run = spec.run.open()
             backend = open_backend(run, spec.backend, threads=spec.threads, rebuild=spec.rebuild)
             predictor = DayPredictor(
                 run, backend, stride=spec.stride, batch_size=spec.options.batch_size, windowing=spec.options.windowing
             )
-            self._opened = (run, predictor, open_store(spec.data_root, endpoint_url=spec.endpoint_url))
+            host = DayHost(run, spec.data.open())
+            self._opened = (run, day_stages(host.stages(), predictor, spec.options.fmt))
         return self.name
 
     def run_date(self, iso: str) -> DateResult:
         """Read, features, predict, encode and write one date; its manifest entry goes back to the driver."""
         self.open()
         assert self._opened is not None
-        run, predictor, data = self._opened
-        day = dt.date.fromisoformat(iso)
-        if self.spec.before_date is not None:
-            self.spec.before_date(day)
-        fmt = self.spec.options.fmt
-        (item,) = Pipeline(day_stages(predictor, data, fmt), overlap=False).run([day])
-        return _finish(run, item, fmt, self.spec.settings, self.spec.backend, executor=EXECUTOR, worker=self.name)
+        run, stages = self._opened
+        (item,) = Pipeline(stages, overlap=False).run([dt.date.fromisoformat(iso)])
+        spec = self.spec
+        return finish(run, item, spec.options.fmt, spec.settings, spec.backend, executor=EXECUTOR, worker=self.name)
 
 
 @dataclass
@@ -457,43 +416,15 @@ def _warn_local_paths(plan: InferencePlan, config: RayConfig) -> None:
             )
 
 
-def _spec(
-    plan: InferencePlan,
-    sizing: Sizing,
-    rebuild: Rebuild | None,
-    endpoint_url: str | None,
-    before_date: Callable[[dt.date], None] | None,
-) -> WorkerSpec:
-    ref = plan.run.ref
-    return WorkerSpec(
-        ref.root,
-        ref.experiment,
-        ref.model_type,
-        ref.run_id,
-        plan.data.uri(),
-        endpoint_url,
-        plan.options,
-        plan.backend.name,
-        plan.stride,
-        plan.settings,
-        sizing.threads,
-        rebuild,
-        before_date,
-    )
-
-
 def execute_ray(
     plan: InferencePlan,
     *,
     on_date: Callable[[DateResult], None] | None = None,
-    rebuild: Rebuild | None = None,
-    endpoint_url: str | None = None,
-    before_date: Callable[[dt.date], None] | None = None,
 ) -> InferenceSummary:
     """Compute the plan's dates on Ray workers (see the module doc); results reach ``on_date`` in date order.
 
     Workers open the backend the plan resolved (``plan.backend.name``), so every date of a call
-    has the same backend and settings key. ``endpoint_url`` is the S3 endpoint the workers use.
+    has the same backend and settings key, and the run and data root from their locators.
     """
     config = plan.options.ray
     recorder = Recorder(plan, on_date)
@@ -508,7 +439,7 @@ def execute_ray(
         if sizing.note:
             log.warning("ray: %s", sizing.note)
         plan.manifest.settings = replace(plan.manifest.settings, ray=sizing.settings(config))
-        pool = _Pool(ray, _spec(plan, sizing, rebuild, endpoint_url, before_date), sizing, config.retries)
+        pool = _Pool(ray, plan.worker_spec(threads=sizing.threads), sizing, config.retries)
         try:
             t0 = time.perf_counter()
             pool.start()

@@ -26,7 +26,7 @@ synchronization per batch); PyTorch under fp16 autocast.
 
 With ``timing=True`` the ring records a pair of CUDA timing events around every upload,
 gather, engine run and download, and ``stage_times()`` gives them as intervals on the GPU's
-clock; ``overlap`` says how much of that work ran concurrently (``bench/gpu_overlap.py``
+clock; ``bench/intervals.py`` says how much of that work ran concurrently (``bench/gpu_overlap.py``
 reports it in ``bench/GPU_RESULTS.md``). Off by default: events cost a little per batch.
 
 Device windowing copies the grid through a pinned host buffer kept by the runner (grown to
@@ -69,61 +69,37 @@ class DayOutputs:
     windowing: str = "host"
 
 
-#: the ring's stages as ``stage_times`` names them; copies run on the copy stream, the rest on the compute stream
-STAGES = ("upload", "gather", "compute", "download")
-COPY_STAGES = ("upload", "download")
-Intervals = dict[str, list[tuple[float, float]]]  # stage -> [(start ms, end ms)] on one GPU clock
-
-
-def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[tuple[float, float]] = []
-    for lo, hi in sorted(spans):
-        if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
-
-
-def _length(spans: list[tuple[float, float]]) -> float:
-    return sum(hi - lo for lo, hi in _union(spans))
-
-
-def _intersection(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
-    """Length of time covered by both ``a`` and ``b``."""
-    total, ua, ub = 0.0, _union(a), _union(b)
-    for lo, hi in ua:
-        for blo, bhi in ub:
-            total += max(0.0, min(hi, bhi) - max(lo, blo))
-    return total
-
-
-def overlap(intervals: Intervals) -> dict[str, float]:
-    """How much of the ring's GPU work ran concurrently, from ``stage_times()``.
-
-    - ``<stage>_ms``: time each stage kept its engine busy; ``serial_ms`` their sum, the time
-      the same work takes one stage after another;
-    - ``busy_ms``: the time at least one stage was running (the union);
-    - ``overlap``: ``1 - busy_ms / serial_ms``: 0 when nothing overlapped;
-    - ``copy_hidden``: the share of copy time (upload and download) spent while the compute
-      stream was also busy: 1 means every copy was hidden behind a batch's compute.
-    """
-    busy = {stage: _length(spans) for stage, spans in intervals.items()}
-    every = [span for spans in intervals.values() for span in spans]
-    copies = [span for stage in COPY_STAGES for span in intervals.get(stage, [])]
-    compute = [span for stage in STAGES if stage not in COPY_STAGES for span in intervals.get(stage, [])]
-    serial, union, copy = sum(busy.values()), _length(every), _length(copies)
-    return {
-        **{f"{stage}_ms": ms for stage, ms in busy.items()},
-        "serial_ms": serial,
-        "busy_ms": union,
-        "overlap": 1 - union / serial if serial else 0.0,
-        "copy_hidden": _intersection(copies, compute) / copy if copy else 0.0,
-    }
+#: ``stage_times``: stage ("upload", "gather", "compute", "download") -> [(start ms, end ms)] on one GPU clock
+Intervals = dict[str, list[tuple[float, float]]]
 
 
 def _empty_positions(total: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     return empty_outputs(total), np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
+
+
+def _cut(
+    scaled: np.ndarray,
+    mask: np.ndarray,
+    out: Any,
+    sym: np.ndarray,
+    minute: np.ndarray,
+    *,
+    seq_len: int,
+    stride: int,
+    start: int,
+) -> tuple[int, int]:
+    """The next ``len(out)`` windows from cursor ``start`` into ``out``, their positions into ``sym`` and ``minute``."""
+    end = start + len(out)
+    return windows.cut_windows(
+        scaled,
+        mask,
+        out,
+        seq_len=seq_len,
+        stride=stride,
+        start=start,
+        sym_out=sym[start:end],
+        minute_out=minute[start:end],
+    )
 
 
 class HostRunner:
@@ -142,16 +118,7 @@ class HostRunner:
         while start < total:
             t0 = time.perf_counter()
             m = min(len(self.buffer), total - start)
-            n, nxt = windows.cut_windows(
-                scaled,
-                mask,
-                self.buffer[:m],
-                seq_len=self.seq_len,
-                stride=stride,
-                start=start,
-                sym_out=sym[start : start + m],
-                minute_out=minute[start : start + m],
-            )
+            n, nxt = _cut(scaled, mask, self.buffer[:m], sym, minute, seq_len=self.seq_len, stride=stride, start=start)
             t1 = time.perf_counter()
             batch = self.backend.predict(self.buffer[:n])
             for name in OUTPUT_NAMES:
@@ -327,15 +294,15 @@ class CudaRunner:
                     )
             else:
                 c0 = time.perf_counter()
-                n, nxt = windows.cut_windows(
+                n, nxt = _cut(
                     scaled,
                     mask,
                     slot.buffers.host_in[:m],
+                    sym,
+                    minute,
                     seq_len=self.seq_len,
                     stride=stride,
                     start=start,
-                    sym_out=sym[start : start + m],
-                    minute_out=minute[start : start + m],
                 )
                 cut_s += time.perf_counter() - c0
                 with torch.cuda.stream(self.copy_stream):

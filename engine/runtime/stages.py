@@ -6,7 +6,9 @@ stage given ``workers > 1`` runs that many threads on successive items at once a
 reorder buffer hands them on in input order; it holds at most ``workers + depth`` items,
 so memory stays bounded whatever the number of dates. A stage whose work must leave the
 process (the GIL-bound features, docs/running.md) keeps its threads and has each one wait
-on a process pool: the pipeline itself never pickles.
+on a process pool: the pipeline itself never pickles. Such a stage returns ``Measured``: the
+parts of its time measured where the work ran are recorded under their own names, and the
+rest (the hand-over) under the name it gives.
 
 Items come out in input order. An exception in a stage is stored on the item, its
 later stages are skipped, and the consumer decides whether it is fatal. ``overlap=False``
@@ -22,7 +24,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from typing import Any
 
-#: a stage: its name and ``fn(key, payload) -> payload`` (the first stage gets ``None``)
+#: a stage: its name and ``fn(key, payload) -> payload`` or ``Measured`` (the first stage gets ``None``)
 Stage = tuple[str, Callable[[Any, Any], Any]]
 
 _END = object()
@@ -43,16 +45,32 @@ class Item:
     failed_in: str = ""
 
 
+@dataclass
+class Measured:
+    """A stage's payload with the stage's time split: ``seconds`` as measured where its work ran, the rest as ``rest``."""
+
+    payload: Any
+    seconds: dict[str, float]
+    rest: str
+
+
 def _apply(stage: Stage, item: Item) -> None:
     name, fn = stage
     if item.error is not None:
         return
     t0 = time.perf_counter()
     try:
-        item.payload = fn(item.key, item.payload)
+        out = fn(item.key, item.payload)
     except Exception as exc:
         item.error, item.failed_in, item.payload = exc, name, None
-    item.seconds[name] = time.perf_counter() - t0
+        item.seconds[name] = time.perf_counter() - t0
+        return
+    elapsed = time.perf_counter() - t0
+    if isinstance(out, Measured):
+        item.seconds.update(out.seconds)
+        name, elapsed, out = out.rest, max(0.0, elapsed - sum(out.seconds.values())), out.payload
+    item.payload = out
+    item.seconds[name] = elapsed
 
 
 class Pipeline:

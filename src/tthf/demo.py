@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from tthf.engine import runs
 from tthf.engine.data.marketdata import list_dates
 from tthf.engine.data.synth import SynthConfig, generate_market
-from tthf.engine.runtime.batch import InferenceSummary, RunOptions, run_inference
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
+from tthf.engine.runtime.recorder import InferenceSummary
 from tthf.engine.store import open_store
 from tthf.errors import RunNotFoundError
 
@@ -68,12 +70,7 @@ def run_demo(
     exported = export_run(run, ExportConfig(), data=data_root)
     test = run.config.splits.test
     log.info("step 4/4: dense predictions for the held-out dates %s..%s", test[0], test[-1])
-    summary = run_inference(
-        store,
-        run_name,
-        RunOptions(dates=f"{test[0]}:{test[-1]}", dense=True, backend=backend),
-        experiment=runs.DEFAULT_EXPERIMENT,
-    )
+    summary = run_inference(run, RunOptions(dates=f"{test[0]}:{test[-1]}", dense=True, backend=backend))
     log.info("last step: scoring the held-out predictions against what happened (tthf-eval)")
     evaluation = evaluate_run(run, f"{test[0]}:{test[-1]}", data=data_root, name="heldout")
     export_message = "\n".join(filter(None, (exported.engine_message, exported.variants_line())))

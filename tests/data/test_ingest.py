@@ -17,6 +17,7 @@ from tthf.cli.ingest import main
 from tthf.engine.data.ingest import CsvLayout, ingest_csv, ingest_dbn, parse_mapping
 from tthf.engine.data.marketdata import RAW_COLUMNS, list_dates, read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
+from tthf.engine.runs import open_run
 from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS, make_run
 from tthf.errors import DataError, UsageError
@@ -570,7 +571,8 @@ def test_weekend_rows_are_dropped_and_existing_dates_need_overwrite(tmp_path) ->
 
 @pytest.mark.slow
 def test_cli_converts_both_formats_and_tthf_run_predicts_them(market, dbn_files, tmp_path, capsys) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
 
     quotes, trades = dbn_files
     from_dbn, from_csv = tmp_path / "from-dbn", tmp_path / "from-csv"
@@ -606,7 +608,7 @@ def test_cli_converts_both_formats_and_tthf_run_predicts_them(market, dbn_files,
         options = RunOptions(
             dates="2024-01-02:2024-01-04", dense=True, backend="torch", data_root=str(root), overwrite=True
         )
-        summary = run_inference(store, "jennifer", options)
+        summary = run_inference(open_run(store, "jennifer"), options)
         assert [r.status for r in summary.results] == ["ok"] * 3, [r.reason for r in summary.results]
         assert all(r.rows > 0 for r in summary.results)
         # the minutes with a trade but no quote reach the engine as null quotes and are counted there

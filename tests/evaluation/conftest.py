@@ -25,7 +25,9 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runs import open_run
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
     from tthf.engine.testing import DAYS, make_data, make_run
 
     root = tmp_path_factory.mktemp("eval")
@@ -33,6 +35,6 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     store = str(root / "runs")
     make_run(store, data)
     predicted = f"{DAYS[1]}:{DAYS[2]}"
-    summary = run_inference(store, "jennifer", RunOptions(dates=predicted, dense=True, backend="torch"))
+    summary = run_inference(open_run(store, "jennifer"), RunOptions(dates=predicted, dense=True, backend="torch"))
     assert [r.status for r in summary.results] == ["ok", "ok"]
     return TinyRun(store, data, "jennifer", predicted)

@@ -15,6 +15,7 @@ from tthf.engine.evaluation.realized import realized_day
 from tthf.engine.evaluation.report import FIGURES
 from tthf.engine.features import build_day
 from tthf.engine.predictions import decode
+from tthf.engine.runs import open_run
 from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS, make_run
 from tthf.errors import StoreError, UsageError
@@ -72,10 +73,13 @@ def test_pooled_block_reproduces_training_heldout_metrics(tiny_run) -> None:
 
 
 def test_sparse_predictions_score_once_per_forecast_at_source_ts(tiny_run) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
 
     make_run(tiny_run.store, tiny_run.data, "sparse")  # same seed: the dense run's weights
-    run_inference(tiny_run.store, "sparse", RunOptions(dates=tiny_run.predicted, sample_every=10, backend="torch"))
+    run_inference(
+        open_run(tiny_run.store, "sparse"), RunOptions(dates=tiny_run.predicted, sample_every=10, backend="torch")
+    )
     sparse = runs.Run.open(runs.find_run(tiny_run.store, "sparse"))
     result = evaluate_run(sparse, tiny_run.predicted)
     m = result.metrics
@@ -102,11 +106,14 @@ def test_no_predictions_at_all_and_bad_names_are_clear_errors(tiny_run) -> None:
 
 
 def test_with_both_formats_the_one_the_manifest_names_is_scored(tiny_run, tmp_path, caplog) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
 
     run = make_run(str(tmp_path), tiny_run.data, "both")
     for fmt in ("parquet", "csv", "parquet"):  # the last call's format is the manifest's
-        run_inference(str(tmp_path), "both", RunOptions(dates=str(DAYS[2]), fmt=fmt, overwrite=True, backend="torch"))
+        run_inference(
+            open_run(str(tmp_path), "both"), RunOptions(dates=str(DAYS[2]), fmt=fmt, overwrite=True, backend="torch")
+        )
     run.write_bytes("inference/2024-01-05.json", b"{}")  # not a predictions format
     assert prediction_formats(run) == {DAYS[2]: "parquet"}
     run.write_text(runs.INFERENCE_MANIFEST, "{}")  # a manifest that does not load: CSV first, with a warning
@@ -118,10 +125,13 @@ def test_with_both_formats_the_one_the_manifest_names_is_scored(tiny_run, tmp_pa
 
 @pytest.mark.s3
 def test_run_store_on_s3(tiny_run, s3_bucket) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
 
     make_run(s3_bucket, tiny_run.data)
-    run_inference(s3_bucket, "jennifer", RunOptions(dates=str(DAYS[2]), dense=True, backend="torch", fmt="parquet"))
+    run_inference(
+        open_run(s3_bucket, "jennifer"), RunOptions(dates=str(DAYS[2]), dense=True, backend="torch", fmt="parquet")
+    )
     result = evaluate(s3_bucket, "jennifer", str(DAYS[2]), name="s3")
     assert result.uri.startswith("s3://") and result.uri.endswith("/evaluation/s3")
     folder = open_store(result.uri)

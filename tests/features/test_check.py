@@ -19,6 +19,7 @@ from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import COUNT_KEYS, build_day
 from tthf.engine.features.check import check_data, check_day
+from tthf.engine.runs import open_run
 from tthf.engine.testing import DAYS, NO_QUOTE_SYMBOL, with_null_quotes
 from tthf.engine.windows import count_windows
 from tthf.errors import DataError, NoDataError, UsageError
@@ -88,12 +89,13 @@ def test_symbols_without_a_session_row_or_a_full_window_are_left_out_with_the_re
 
 @pytest.mark.slow
 def test_windows_are_the_rows_tthf_run_writes(root: Path, tmp_path: Path) -> None:
-    from tthf.engine.runtime.batch import RunOptions, run_inference
+    from tthf.engine.runtime.batch import run_inference
+    from tthf.engine.runtime.options import RunOptions
     from tthf.engine.testing import make_run
 
     make_run(str(tmp_path / "runs"), root)
     summary = run_inference(
-        str(tmp_path / "runs"), "jen", RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch")
+        open_run(str(tmp_path / "runs"), "jen"), RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch")
     )
     report = check_data(str(root), "2024-01-02:2024-01-04")
     assert [(r.date, r.rows, r.counts) for r in summary.results] == [

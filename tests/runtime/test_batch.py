@@ -18,7 +18,9 @@ from tthf.engine.data.marketdata import read_day, write_day
 from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.network import load_checkpoint
-from tthf.engine.runtime.batch import RunOptions, run_inference
+from tthf.engine.runs import open_run
+from tthf.engine.runtime.batch import run_inference
+from tthf.engine.runtime.options import RunOptions
 from tthf.engine.testing import DAYS, NO_QUOTE_SYMBOL, make_data, make_run, with_null_quotes
 from tthf.engine.windows import count_windows
 
@@ -123,18 +125,20 @@ def test_a_manifest_from_an_older_tthf_is_replaced_with_a_warning_and_its_dates_
     work: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store, options = str(work / "runs"), RunOptions(dates="2024-01", dense=True)
-    run_inference(store, "jen", options)
+    run_inference(open_run(store, "jen"), options)
     path = work / "runs" / RUN_DIR / "manifest.json"
     older = json.loads(path.read_text())
     for entry in older["dates"].values():  # the date entries of a tthf before e02a327
         del entry["executor"], entry["worker"]
     path.write_text(json.dumps(older))
     with caplog.at_level("WARNING", logger="tthf.run"):
-        summary = run_inference(store, "jen", options)
+        summary = run_inference(open_run(store, "jen"), options)
     assert "missing key(s) ['executor', 'worker'] in the entry of 2024-01-02" in caplog.text
     assert [r.status for r in summary.results if r.status != "no_data"] == ["ok"] * len(DAYS)
     assert all("worker" in entry for entry in json.loads(path.read_text())["dates"].values())
-    assert [r.status for r in run_inference(store, "jen", options).by_status("skipped")] == ["skipped"] * len(DAYS)
+    assert [r.status for r in run_inference(open_run(store, "jen"), options).by_status("skipped")] == ["skipped"] * len(
+        DAYS
+    )
 
 
 def test_a_date_without_data_is_reported_not_fatal(work: Path, capsys: pytest.CaptureFixture) -> None:
@@ -215,7 +219,7 @@ def test_null_quotes_and_a_symbol_without_quotes_leave_every_date_ok(work: Path)
     files = {}
     for name in ("ref", "nulls"):
         options = RunOptions(dates="2024-01-02:2024-01-04", dense=True, backend="torch", data_root=str(work / name))
-        summary = run_inference(str(work / "runs"), "jen", options)
+        summary = run_inference(open_run(str(work / "runs"), "jen"), options)
         assert [r.status for r in summary.results] == ["ok"] * len(DAYS)
         files[name] = {d: (out / f"{d}.csv").read_bytes() for d in DAYS}
     assert files["nulls"] == files["ref"]  # byte for byte: the quote-less symbol has no row and moves no other
@@ -287,7 +291,7 @@ def test_bars_stamped_with_their_end_are_predicted_as_stamped_with_a_warning(
     write_day(str(work / "end"), DAYS[1], session.with_columns(pl.col("ts") + pl.duration(minutes=1)))
     options = RunOptions(dates="2024-01-03", dense=True, backend="torch", data_root=str(work / "end"))
     with caplog.at_level("WARNING", logger="tthf.features"):
-        (result,) = run_inference(str(work / "runs"), "jen", options).results
+        (result,) = run_inference(open_run(str(work / "runs"), "jen"), options).results
     assert result.status == "ok" and result.rows > 0
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "tthf.features"]
     assert warning.startswith(f"{work / 'end'}/date=2024-01-03: the bars of 2024-01-03 look stamped with their")
@@ -296,10 +300,12 @@ def test_bars_stamped_with_their_end_are_predicted_as_stamped_with_a_warning(
 
 def test_dates_that_arrive_out_of_order_are_recorded_at_once_and_reported_in_date_order(work: Path) -> None:
     from tthf.engine.inference_manifest import DateResult
-    from tthf.engine.runtime.batch import Recorder, RunOptions, plan_inference
+    from tthf.engine.runtime.plan import plan_inference
+    from tthf.engine.runtime.recorder import Recorder
 
     assert _run(work, "--dates", "2024-01-02", "--dense") == 0
-    plan = plan_inference(str(work / "runs"), "jennifer", RunOptions(dates="2024-01-02:2024-01-05", dense=True))
+    run = runs.open_run(str(work / "runs"), "jennifer")
+    plan = plan_inference(run, RunOptions(dates="2024-01-02:2024-01-05", dense=True))
     assert plan.todo == DAYS[1:] and [r.date for r in plan.skipped] == ["2024-01-02"]
     seen: list[str] = []
     recorder = Recorder(plan, lambda r: seen.append(f"{r.date} {r.status}"))
@@ -374,7 +380,7 @@ def test_host_workers_record_a_bad_date_with_its_reason_resume_and_fail_fast(
 
 
 def test_host_workers_must_be_positive_and_local() -> None:
-    from tthf.engine.runtime.batch import RayConfig
+    from tthf.engine.runtime.options import RayConfig
     from tthf.errors import UsageError
 
     with pytest.raises(UsageError, match="--host-workers must be >= 1, got 0"):

@@ -29,10 +29,11 @@ from hypothesis import given
 from tthf.cli.run import main
 from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day, write_day
-from tthf.engine.runtime.batch import RayConfig, RunOptions, plan_inference
+from tthf.engine.runtime.options import RayConfig, RunOptions
+from tthf.engine.runtime.plan import plan_inference
 from tthf.engine.runtime.ray_executor import RESERVED_CPUS, execute_ray, size_workers
 from tthf.engine.store import open_store
-from tthf.engine.testing import DAYS, StallDate, free_port, make_data, make_run
+from tthf.engine.testing import DAYS, StallingData, free_port, make_data, make_run
 from tthf.errors import ExecutorError, UsageError
 
 ray = pytest.importorskip("ray", reason="pip install 'tthf[ray]' to test --executor ray")
@@ -122,7 +123,7 @@ def local_dense(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 class Killer:
-    """Kills (SIGKILL) every worker that ``StallDate`` parks, from a thread; ``killed`` lists (date, pid)."""
+    """Kills (SIGKILL) every worker that ``StallingData`` parks, from a thread; ``killed`` lists (date, pid)."""
 
     def __init__(self, pid_dir: Path) -> None:
         self.pid_dir = pid_dir
@@ -149,7 +150,7 @@ class Killer:
 
 def _plan(work: Path, **ray_options: object):
     options = RunOptions(dates=SPEC, dense=True, executor="ray", ray=RayConfig(**ray_options))  # type: ignore[arg-type]
-    return plan_inference(str(work / "runs"), "jennifer", options)
+    return plan_inference(runs.open_run(str(work / "runs"), "jennifer"), options)
 
 
 # --- sizing: pure, no cluster ------------------------------------------------------------
@@ -313,9 +314,10 @@ def test_killed_workers_have_their_date_retried_on_another_worker_a_bounded_numb
 ) -> None:
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    stall = StallDate(str(pid_dir), once=(DAYS[1],), always=(DAYS[2],))
+    plan = _plan(work, workers=2, retries=1)
+    plan.data = StallingData(plan.data.uri(), pid_dir=str(pid_dir), once=(DAYS[1],), always=(DAYS[2],)).open()
     with Killer(pid_dir) as killer:
-        summary = execute_ray(_plan(work, workers=2, retries=1), before_date=stall)
+        summary = execute_ray(plan)
     # DAYS[1]: killed once, then done by another worker; DAYS[2]: killed on its first attempt and its one retry
     assert Counter(day for day, _ in killer.killed) == {DAYS[1].isoformat(): 1, DAYS[2].isoformat(): 2}
     assert len({pid for _, pid in killer.killed}) == 3  # each attempt on its own worker

@@ -12,12 +12,21 @@ from tthf.engine import runs
 from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.runtime.backends import open_backend
-from tthf.engine.runtime.batch import DayPredictor
+from tthf.engine.runtime.day import Day, DayHost, DayPredictor
 from tthf.engine.runtime.realtime import RealtimePredictor
+from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS, NO_QUOTE_SYMBOL, make_data, make_run, with_null_quotes
 from tthf.errors import DataError, UsageError
 
 DAY = DAYS[1]
+
+
+def _batch(run: runs.Run, raw: pl.DataFrame) -> pl.DataFrame:
+    """What tthf-run writes for ``DAY`` from ``raw``: the batch stages' predictions table."""
+    day = DayHost(run, open_store(run.config.data_root)).features(Day(DAY, raw=raw))
+    frame = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512).predict(day).frame
+    assert frame is not None
+    return frame
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +36,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, pl.DataFrame, 
     make_run(str(base / "runs"), data)
     raw = read_day(str(data), DAY)
     run = runs.Run.open(runs.find_run(str(base / "runs"), "jen"))
-    predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512)
-    batch, _ = predictor.predict_features(predictor.features(raw, DAY))
-    return str(base / "runs"), raw, batch
+    return str(base / "runs"), raw, _batch(run, raw)
 
 
 def _minute(t: int) -> dt.datetime:
@@ -126,8 +133,7 @@ def test_null_quotes_and_a_symbol_without_quotes_equal_batch(setup: tuple[str, p
     store, clean, _ = setup
     raw = with_null_quotes(clean)
     run = runs.Run.open(runs.find_run(store, "jen"))
-    predictor = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512)
-    batch, _ = predictor.predict_features(predictor.features(raw, DAY))
+    batch = _batch(run, raw)
     assert NO_QUOTE_SYMBOL not in batch["symbol"].to_list() and batch["symbol"].n_unique() == 4
     rt = RealtimePredictor.from_run(store, "jen", backend="torch")
     fed, sizes = _minute(0) - dt.timedelta(hours=6), set()

@@ -132,7 +132,7 @@ def test_the_gpu_comparison_fails_an_output_scaled_by_1_05(day, precision: str, 
 
 
 def test_an_unknown_windowing_is_refused_before_any_work() -> None:
-    from tthf.engine.runtime.batch import RunOptions
+    from tthf.engine.runtime.options import RunOptions
     from tthf.errors import UsageError
 
     with pytest.raises(UsageError, match="windowing"):

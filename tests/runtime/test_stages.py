@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tthf.cli.run import main
-from tthf.engine.runtime.stages import Pipeline
+from tthf.engine.runtime.stages import Measured, Pipeline
 from tthf.engine.testing import make_data, make_run
 
 INFERENCE = Path("demo/three_headed_transformer/jennifer/inference")
@@ -45,6 +45,20 @@ def test_an_error_skips_the_later_stages_of_that_item_only(overlap: bool) -> Non
     assert [i.error is None for i in items] == [True, True, False, True, True]
     assert items[2].failed_in == "boom" and "c" not in items[2].seconds and str(items[2].error) == "bad item"
     assert items[3].payload == ["a", "c"]
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_stage_measured_elsewhere_records_its_parts_and_the_rest_under_the_name_it_gives(overlap: bool) -> None:
+    def remote(key: int, payload: list) -> Measured:
+        time.sleep(0.05)  # 0.03 s of it "in a worker", the rest is the hand-over
+        return Measured([*payload, "remote"], {"work": 0.03, "more": 0.01}, rest="hand-over")
+
+    items = list(Pipeline([_sleepy("a", 0), ("remote", remote)], overlap=overlap).run(range(3)))
+    for item in items:
+        assert item.payload == ["a", "remote"] and list(item.seconds) == ["a", "work", "more", "hand-over"]
+        assert item.seconds["work"] == 0.03 and 0.01 <= item.seconds["hand-over"] < 0.5
+    too_much = Pipeline([("remote", lambda key, _: Measured(key, {"work": 60.0}, rest="hand-over"))]).run([1])
+    assert next(too_much).seconds == {"work": 60.0, "hand-over": 0.0}  # another clock: never a negative rest
 
 
 def test_overlap_approaches_the_slowest_stage() -> None:

@@ -1,0 +1,177 @@
+"""One date's work, the same for every executor: the ``Day`` that moves through the stages, the stages, ``finish``.
+
+read -> features (``DayHost``) -> predict (``DayPredictor``) -> encode, run by
+``tthf.engine.runtime.stages``; then ``finish`` writes the date's file atomically and turns
+its pipeline item into the manifest entry. One ``Day`` goes through every stage: each fills
+in its part and lets go of the one before, so a date in flight holds one form of its data at
+a time; the pipeline item carries the stage timings. The local executor overlaps the stages
+over many dates (and may run the host side in worker processes,
+``tthf.engine.runtime.host_workers``); a Ray worker runs them one after another for each
+date it is given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from tthf.engine import predictions, windows
+from tthf.engine.data import marketdata
+from tthf.engine.features import ScaledDayFeatures, build_scaled_day
+from tthf.engine.inference_manifest import DateResult
+from tthf.engine.runs import Run, output_key
+from tthf.engine.runtime.backends import Backend
+from tthf.engine.runtime.runner import DayOutputs, make_runner
+from tthf.engine.runtime.stages import Item, Stage
+from tthf.engine.store import Store
+from tthf.errors import DataError, StoreError
+
+log = logging.getLogger("tthf.run")
+
+__all__ = ["Day", "DayHost", "DayPredictor", "day_stages", "encode", "finish"]
+
+
+@dataclass
+class Day:
+    """One date on its way through the stages; each stage sets its field and clears the one it consumed."""
+
+    date: dt.date
+    counts: dict[str, int] = field(default_factory=dict)  # cleaning counts: the reader's, then the features'
+    raw: pl.DataFrame | None = None  # read
+    features: ScaledDayFeatures | None = None  # features: the scaled grid and where each cell is
+    frame: pl.DataFrame | None = None  # predict: the predictions table
+    outputs: DayOutputs | None = None  # predict: the windows' outputs and where the time went
+    encoded: bytes = b""  # encode: the file's bytes
+    rows: int = 0  # encode: the file's rows
+
+
+class DayHost:
+    """A date's host side for one run and data root: read its raw bars, build its features scaled in the run's order."""
+
+    def __init__(self, run: Run, data: Store) -> None:
+        cfg = run.config
+        self.data = data
+        self.scalers = run.load_scalers()
+        self.feature_names = list(cfg.feature_names)
+        self.calendar = cfg.calendar
+
+    def read(self, date: dt.date) -> Day:
+        """The read stage: the date's raw rows and the reader's counts."""
+        day = Day(date)
+        day.raw = marketdata.read_day(self.data, date, counts=day.counts, calendar=self.calendar)
+        return day
+
+    def features(self, day: Day) -> Day:
+        """The features stage: the scaled grid, exactly as training built it; its counts follow the reader's."""
+        assert day.raw is not None, "features before read"
+        source = self.data.uri(marketdata.partition(day.date))
+        feats = build_scaled_day(
+            day.raw, day.date, self.scalers, self.feature_names, source=source, calendar=self.calendar
+        )
+        day.features, day.raw = feats, None
+        day.counts.update(feats.counts)
+        return day
+
+    def stages(self) -> list[Stage]:
+        """read -> features in this process."""
+        return [("read", lambda date, _: self.read(date)), ("features", lambda _, day: self.features(day))]
+
+
+class DayPredictor:
+    """A day's scaled features to its predictions table: windows, the backend, the table; built once per run."""
+
+    def __init__(self, run: Run, backend: Backend, *, stride: int, batch_size: int, windowing: str = "auto") -> None:
+        cfg = run.config
+        self.seq_len = cfg.model.seq_len
+        self.stride = stride
+        self.runner = make_runner(
+            backend, capacity=batch_size, seq_len=self.seq_len, n_features=len(cfg.feature_names), windowing=windowing
+        )
+
+    def predict(self, day: Day) -> Day:
+        """The predict stage: the predictions table and the runner's outputs (they say where the time went)."""
+        feats = day.features
+        assert feats is not None, "predict before features"
+        result = self.runner.run(feats.scaled, feats.mask, stride=self.stride)
+        dense_pos = (
+            (result.sym, result.minute) if self.stride == 1 else windows.window_positions(feats.mask, self.seq_len, 1)
+        )
+        day.frame = predictions.assemble(
+            feats.symbols,
+            feats.minutes,
+            dense_pos,
+            (result.sym, result.minute),
+            result.outputs,
+            seq_len=self.seq_len,
+            stride=self.stride,
+        )
+        day.outputs, day.features = result, None
+        return day
+
+
+def encode(day: Day, fmt: str) -> Day:
+    """The encode stage: the predictions file's bytes in ``fmt``."""
+    assert day.frame is not None, "encode before predict"
+    day.encoded, day.rows, day.frame = predictions.encode(day.frame, fmt), day.frame.height, None
+    return day
+
+
+def day_stages(host: list[Stage], predictor: DayPredictor, fmt: str) -> list[Stage]:
+    """A date's stages: its ``host`` side (``DayHost.stages`` or a host pool's), predict, encode; ``finish`` writes."""
+    return [*host, ("predict", lambda _, day: predictor.predict(day)), ("encode", lambda _, day: encode(day, fmt))]
+
+
+def finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, executor: str, worker: str) -> DateResult:
+    """Write a date's file (atomic) and turn its pipeline item into the manifest entry.
+
+    ``executor`` and ``worker`` say where the date ran (recorded, not part of the settings key).
+    """
+    date: dt.date = item.key
+    key = output_key(date, fmt)
+    error = item.error
+    if error is None:
+        day: Day = item.payload
+        t0 = time.perf_counter()
+        try:
+            run.write_bytes(key, day.encoded)
+        except StoreError as exc:
+            error = exc
+        item.seconds["write"] = time.perf_counter() - t0
+    if error is not None:
+        if not isinstance(error, (DataError, StoreError)):
+            raise error
+        reason = " ".join(str(error).split())  # one line
+        log.warning("%s failed in %s: %s", date, item.failed_in or "write", reason)
+        return DateResult(
+            date.isoformat(),
+            "failed",
+            reason=reason,
+            settings=settings,
+            backend=backend,
+            executor=executor,
+            worker=worker,
+        )
+    outputs = day.outputs
+    assert outputs is not None, "finish before predict"
+    seconds = dict(item.seconds)
+    seconds["windows"] = outputs.seconds["windows"]
+    seconds["inference"] = outputs.seconds["inference"]
+    seconds["total"] = sum(item.seconds.values())
+    return DateResult(
+        date.isoformat(),
+        "ok",
+        rows=day.rows,
+        windows=len(outputs.sym),
+        seconds={k: round(v, 4) for k, v in seconds.items()},
+        counts=day.counts,
+        file=run.store.uri(key),
+        settings=settings,
+        backend=backend,
+        windowing=outputs.windowing,
+        executor=executor,
+        worker=worker,
+    )

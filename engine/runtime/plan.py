@@ -1,0 +1,190 @@
+"""What one ``tthf-run`` call computes: the opened run, data root and backend, and which dates to do.
+
+``plan_inference`` sorts the selected dates into those to compute, those already done with
+the same model and settings (``settings_key``: a rerun skips them, whichever executor did
+them) and those without data, and prepares the manifest they are recorded in.
+
+A worker process that computes the plan's dates on its own (a host worker of ``--host-mode
+processes``, a Ray actor) gets the plan as a ``WorkerSpec``: plain values, the run and data
+root as locators that it opens itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+import tthf
+from tthf.engine.data import marketdata
+from tthf.engine.data.dates import parse_dates
+from tthf.engine.inference_manifest import DateResult, InferenceSettings, RunManifest
+from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, output_key
+from tthf.engine.runtime.backends import Backend, open_backend
+from tthf.engine.runtime.backends.tensorrt import Rebuild
+from tthf.engine.runtime.options import RunOptions
+from tthf.engine.store import Store, StoreLocator, open_store
+
+__all__ = ["InferencePlan", "WorkerSpec", "plan_inference", "settings_key"]
+
+
+def settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
+    """Identifies a date's output: same key means a rerun may skip it."""
+    payload = json.dumps(
+        {
+            "checkpoint": run.sha256(CHECKPOINT),
+            "scalers": run.sha256(SCALERS),
+            "stride": stride,
+            "format": options.fmt,
+            "backend": backend,
+            "data_root": data_root,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _versions(backend: Backend) -> dict[str, str]:
+    import torch
+
+    return {
+        "tthf": tthf.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "polars": pl.__version__,
+        "numpy": np.__version__,
+        **backend.versions(),
+    }
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs to compute the plan's dates on its own; small and picklable.
+
+    A host worker opens the run (its scalers, features and calendar) and the data root; a Ray
+    actor also opens the backend the plan resolved, with ``threads`` inference threads (None:
+    the backend's default) and ``rebuild`` for a TensorRT engine its GPU lacks.
+    """
+
+    run: RunLocator
+    data: StoreLocator
+    options: RunOptions
+    backend: str
+    stride: int
+    settings: str
+    rebuild: Rebuild | None = None
+    threads: int | None = None
+
+
+@dataclass
+class InferencePlan:
+    """An opened run with its backend, what to compute, and the manifest to record it in."""
+
+    run: Run
+    options: RunOptions
+    stride: int
+    data: Store
+    backend: Backend
+    settings: str
+    manifest: RunManifest
+    todo: list[dt.date]
+    skipped: list[DateResult]
+    missing: list[DateResult]
+    opened: float = field(default_factory=time.perf_counter)
+    rebuild: Rebuild | None = None  # what opened the backend (tthf.export.rebuild_engine), for the workers
+
+    def worker_spec(self, *, threads: int | None = None) -> WorkerSpec:
+        """The plan for a worker process (see ``WorkerSpec``)."""
+        return WorkerSpec(
+            self.run.ref.locator(),
+            self.data.locator(),
+            self.options,
+            self.backend.name,
+            self.stride,
+            self.settings,
+            self.rebuild,
+            threads,
+        )
+
+
+def plan_inference(
+    run: Run,
+    options: RunOptions,
+    *,
+    rebuild: Rebuild | None = None,
+    endpoint_url: str | None = None,
+    opened: float | None = None,
+) -> InferencePlan:
+    """Open the run's data root and backend; sort the selected dates into todo, skipped and missing.
+
+    ``rebuild`` builds a TensorRT engine the export lacks for this GPU (``tthf.export.rebuild_engine``);
+    ``endpoint_url`` is the S3-compatible server of an ``s3://`` data root; ``opened`` is when the
+    call began (``time.perf_counter()``, default now): the summary's seconds count from it.
+    """
+    opened = time.perf_counter() if opened is None else opened
+    stride = options.stride(run)
+    data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
+    selection = parse_dates(options.dates, marketdata.list_dates(data), calendar=run.config.calendar)
+    backend = open_backend(run, options.backend, rebuild=rebuild)
+    settings = settings_key(run, options, stride, backend.name, data.uri())
+    previous = RunManifest.load(run)
+    dates = dict(previous.dates) if previous else {}
+    missing = [
+        DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
+        for day in selection.missing
+    ]
+    todo, skipped = [], []
+    for day in selection.dates:
+        done = _already_done(run, dates.get(day.isoformat()), day, options, settings)
+        if done:
+            skipped.append(done)
+        else:
+            todo.append(day)
+    local = options.executor == "local"
+    recorded = InferenceSettings(
+        settings,
+        backend.name,
+        stride,
+        options.dense,
+        options.fmt,
+        data.uri(),
+        options.executor,
+        host_workers=options.host_workers_for(len(todo)) if local else None,
+        host_mode=options.host_mode if local else None,
+    )
+    manifest = RunManifest(run.ref.name, recorded, _versions(backend), dates)
+    return InferencePlan(
+        run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, rebuild
+    )
+
+
+def _already_done(
+    run: Run, previous: DateResult | None, day: dt.date, options: RunOptions, settings: str
+) -> DateResult | None:
+    key = output_key(day, options.fmt)
+    if (
+        options.overwrite
+        or previous is None
+        or previous.status != "ok"
+        or previous.settings != settings
+        or not run.exists(key)
+    ):
+        return None
+    return DateResult(
+        day.isoformat(),
+        "skipped",
+        rows=previous.rows,
+        windows=previous.windows,
+        file=run.store.uri(key),
+        settings=settings,
+        backend=previous.backend,
+        executor=previous.executor,
+        worker=previous.worker,
+        reason="already done with the same model and settings",
+    )
