@@ -8,6 +8,13 @@ an artifact whose bytes changed is a ``StaleArtifactError`` that says to re-expo
 ``tthf.export`` builds and writes the manifest; it lives here so that inference never
 imports the exporter (the layout in the manifest is TensorRT-LLM's ``Engine.from_dir``
 idea: the owner of a folder's format also reads it back).
+
+Two more checks bind what is served to the run (docs/import.md, "Export and provenance"): the
+manifest carries ``digest``, the sha256 of its own canonical JSON, so a manifest edited by hand
+(or partly copied) is refused; and an imported run's ``export/model.onnx`` must be its imported
+``model.onnx`` byte for byte, so a foreign graph beside a rewritten manifest is refused too.
+The digest is a consistency check, not a signature: it needs no secret, so it cannot stop
+someone who recomputes it with this module.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from typing import Any
 from tthf.engine import runs
 from tthf.errors import NotExportedError, RejectedVariantError, RunFormatError, StaleArtifactError
 
-FORMAT = 1
-#: the run files an export is made from; a change to any of them makes the export stale
-SOURCES = (runs.CHECKPOINT, runs.CONFIG, runs.SCALERS)
+FORMAT = 2  # 2: the manifest's own digest
+#: the run files an export is made from (a trained run's checkpoint or an imported run's model);
+#: a change to any of them makes the export stale
+SOURCES = (runs.CHECKPOINT, runs.IMPORTED_MODEL, runs.CONFIG, runs.SCALERS)
 
 
 def sha256(data: bytes) -> str:
@@ -55,6 +63,7 @@ class Manifest:
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     format: int = FORMAT
+    digest: str = ""  # sha256 of the manifest's canonical JSON without this field (``canonical_digest``)
 
     def add_artifact(self, name: str, data: bytes, **info: Any) -> None:
         self.artifacts[name] = {"sha256": sha256(data), "bytes": len(data), **info}
@@ -64,7 +73,8 @@ class Manifest:
         return [name for name, info in self.artifacts.items() if info.get("kind") == "tensorrt"]
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+        fields = json.loads(json.dumps(self.__dict__))  # tuples as lists: the digest is over what is read back
+        return json.dumps({**fields, "digest": canonical_digest(fields)}, indent=2, sort_keys=True) + "\n"
 
     def write(self, run: runs.Run) -> None:
         run.write_text(runs.EXPORT_MANIFEST, self.to_json())
@@ -78,14 +88,26 @@ class Manifest:
                 f"export it first: tthf-export --run {run.ref.run_id}"
             )
         try:
-            manifest = cls(**json.loads(run.read_text(runs.EXPORT_MANIFEST)))
+            fields = json.loads(run.read_text(runs.EXPORT_MANIFEST))
+            manifest = cls(**fields)
         except (json.JSONDecodeError, TypeError) as exc:
             raise RunFormatError(f"{where} does not parse ({exc}); {_reexport(run)}") from exc
         if manifest.format != FORMAT:
             raise StaleArtifactError(
                 f"{where} has format {manifest.format}, this tthf reads {FORMAT}; {_reexport(run)}"
             )
+        if manifest.digest != canonical_digest(fields):
+            raise StaleArtifactError(
+                f"{where} was edited by hand or partly copied (its digest does not match its content); "
+                f"only tthf-export writes it: {_reexport(run)}"
+            )
         return manifest
+
+
+def canonical_digest(fields: dict[str, Any]) -> str:
+    """sha256 of a manifest's fields (without ``digest``) as sorted, compact JSON."""
+    body = {k: v for k, v in fields.items() if k != "digest"}
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 def is_exported(run: runs.Run) -> bool:
@@ -101,6 +123,13 @@ def check_fresh(run: runs.Run, manifest: Manifest) -> None:
                 f"the export of run {run.ref.name} is stale: {key} changed since it was exported "
                 f"(sha256 {was[:12]}... at export, {now.get(key, '')[:12]}... now); {_reexport(run)}"
             )
+    served = manifest.artifacts.get(runs.FP32_ONNX, {}).get("sha256")
+    if run.config.imported is not None and served != now[runs.IMPORTED_MODEL]:
+        raise StaleArtifactError(
+            f"the export of imported run {run.ref.name} does not serve its imported model: {runs.export_key(runs.FP32_ONNX)} "
+            f"in the manifest has sha256 {str(served)[:12]}..., {runs.IMPORTED_MODEL} {now[runs.IMPORTED_MODEL][:12]}...; "
+            f"{_reexport(run)}"
+        )
 
 
 def check_variant(run: runs.Run, manifest: Manifest, backend: str) -> None:

@@ -30,6 +30,8 @@ HORIZONS = {"ret_1h": RET_HORIZON, "vol_10m": VOL_HORIZON}
 DENSE_BATCH = 4096
 #: every symbol of one minute for a broad US universe: the real-time batch, an engine optimization profile
 REALTIME_BATCH = 512
+#: the fix for a config.json that does not load
+RECREATE = "re-create the run with tthf-train (an imported run with tthf-import --overwrite)"
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,23 @@ class Splits:
 
 
 @dataclass(frozen=True)
+class ImportInfo:
+    """What ``tthf-import`` brought in (config.json ``imported``; ``import.json`` holds the full record).
+
+    ``format``: the user's model file (onnx, pt2, state_dict); its served graph is the run's
+    ``model.onnx``. ``confidence``: ``band`` (the model's ``ret_band``/``vol_band`` hold the
+    bands) or ``score`` (a ranking only: tthf-eval does not calibrate it), per confidence
+    output. ``computed``: the feature names tthf computes from raw bars for the model.
+    """
+
+    format: str
+    confidence: dict[str, str]
+    computed: list[str]
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """``config.json`` of a run."""
+    """``config.json`` of a run; ``source`` is ``train`` (tthf-train) or ``import`` (tthf-import, with ``imported``)."""
 
     model: ModelConfig
     feature_names: list[str]
@@ -99,8 +116,15 @@ class RunConfig:
     calendar: str = DEFAULT_CALENDAR  # the exchange calendar (ISO MIC) whose sessions the run was trained on
     model_type: str = "three_headed_transformer"
     tthf_version: str = ""
+    source: str = "train"
+    imported: ImportInfo | None = None
 
     def __post_init__(self) -> None:
+        if self.source not in ("train", "import") or (self.source == "import") != (self.imported is not None):
+            raise RunFormatError(
+                f"config.json: source {self.source!r} with imported={self.imported is not None}; a run is "
+                "trained (source 'train') or imported (source 'import' with 'imported'); re-create it"
+            )
         # seq_len and horizons are recorded for readers of config.json (README.md, "Runs"); the
         # model's seq_len and the label code's horizons are the facts, so the echoes must agree.
         if not self.seq_len:
@@ -108,7 +132,7 @@ class RunConfig:
         if self.seq_len != self.model.seq_len:
             raise RunFormatError(
                 f"config.json: seq_len={self.seq_len} but model.seq_len={self.model.seq_len}; the config was edited "
-                "by hand or is corrupt, re-create the run with tthf-train"
+                f"by hand or is corrupt, {RECREATE}"
             )
         if self.horizons != HORIZONS:
             raise RunFormatError(
@@ -124,17 +148,17 @@ class RunConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RunFormatError(f"{source}: not valid JSON ({exc}); re-create the run with tthf-train") from exc
+            raise RunFormatError(f"{source}: not valid JSON ({exc}); {RECREATE}") from exc
         cfg = from_dict(cls, raw, source)
         if cfg.model.n_features != len(cfg.feature_names):
             raise RunFormatError(
                 f"{source}: model.n_features={cfg.model.n_features} but {len(cfg.feature_names)} feature_names; "
-                "the config was edited by hand or is corrupt, re-create the run with tthf-train"
+                f"the config was edited by hand or is corrupt, {RECREATE}"
             )
         return cfg
 
 
-_NESTED = {"model": ModelConfig, "splits": Splits, "train": TrainConfig}
+_NESTED = {"model": ModelConfig, "splits": Splits, "train": TrainConfig, "imported": ImportInfo}
 
 
 def from_dict(cls: type[T], raw: Any, source: str) -> T:
@@ -154,9 +178,9 @@ def from_dict(cls: type[T], raw: Any, source: str) -> T:
         if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise RunFormatError(f"{source}: missing key(s) {missing} in {cls.__name__}; re-create the run with tthf-train")
+        raise RunFormatError(f"{source}: missing key(s) {missing} in {cls.__name__}; {RECREATE}")
     kwargs = {}
     for key, value in raw.items():
         sub = _NESTED.get(key) if cls is RunConfig else None
-        kwargs[key] = from_dict(sub, value, source) if sub else value
+        kwargs[key] = from_dict(sub, value, source) if sub and value is not None else value
     return cls(**kwargs)

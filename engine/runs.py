@@ -30,6 +30,10 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.safetensors"
 SCALERS = "scalers.json"
 METRICS = "metrics.json"
+#: an imported run's model (tthf-import): the user's network wrapped with the output mapping, tthf's interface
+IMPORTED_MODEL = "model.onnx"
+#: an imported run's import record: the spec, the sources' sha256, the validation at import
+IMPORT_RECORD = "import.json"
 EXPORT_DIR = "export"
 INFERENCE_DIR = "inference"
 EVALUATION_DIR = "evaluation"
@@ -167,7 +171,11 @@ def find_run(store: Store | str, run: str, *, experiment: str | None = None, mod
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        existing = f"runs there: {_listing(refs)}" if refs else "there are no runs there; train one with tthf-train"
+        existing = (
+            f"runs there: {_listing(refs)}"
+            if refs
+            else "there are no runs there; train one with tthf-train or import one with tthf-import"
+        )
         raise RunNotFoundError(f"no run matches {run!r} in {where}; {existing}")
     kind = "runs named" if exact else "runs start with"
     raise AmbiguousRunError(
@@ -222,8 +230,9 @@ class Run:
             text = ref.store.read_text(CONFIG)
         except KeyNotFoundError as exc:
             raise RunFormatError(
-                f"run {ref.name} at {ref.uri} has no {CONFIG}: training did not finish; "
-                "re-run tthf-train with --overwrite or delete the folder"
+                f"{ref.uri} is not a tthf run (no {CONFIG}): for a model trained elsewhere, import it with "
+                f"`tthf-import --spec SPEC.toml` (docs/import.md); a tthf-train run that did not finish "
+                f"is re-created with `tthf-train --overwrite`"
             ) from exc
         return cls(ref, RunConfig.from_json(text, source=ref.store.uri(CONFIG)))
 
@@ -241,6 +250,12 @@ class Run:
         """The PyTorch reference network from ``checkpoint.safetensors`` (no pickle), in eval mode on the CPU."""
         from tthf.engine.model.network import load_checkpoint
 
+        if self.config.imported is not None:
+            raise RunFormatError(
+                f"run {self.ref.name} was imported: its model is {IMPORTED_MODEL}, not a tthf checkpoint, so the "
+                f"torch backends cannot serve it; export it (tthf-export --run {self.ref.run_id}) and use "
+                "--backend openvino, onnxruntime or tensorrt"
+            )
         if not self.exists(CHECKPOINT):
             raise RunFormatError(
                 f"run {self.ref.name} at {self.ref.uri} has no {CHECKPOINT}; re-create it with tthf-train"

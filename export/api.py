@@ -20,19 +20,20 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import UNIT_ROUNDOFF, InputSet, ModelIO, Outputs
-from tthf.engine.runtime.backends import REGISTRY, BackendSpec, TensorRTBackend, TorchBackend
+from tthf.engine.runtime.backends import REGISTRY, BackendSpec, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.tensorrt import current_target, unavailable_reason
 from tthf.engine.store import Store, as_store
 from tthf.errors import BackendUnavailableError, ExportError
 from tthf.export import inputs
 from tthf.export.config import ExportConfig
-from tthf.export.fp16 import convert_to_fp16, precision_summary
+from tthf.export.fp16 import IMPORTED_FP32_OPS, convert_to_fp16, precision_summary
 from tthf.export.onnx_export import export_onnx
 from tthf.export.tensorrt_build import build_engine
 from tthf.export.validate import Comparison, bars, compare, enforce, failures, format_table, summarize
@@ -151,13 +152,18 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
     """The fp32 ONNX and its fp16 variant, in memory."""
     mcfg = run.config.model
     t0 = time.perf_counter()
-    fp32 = export_onnx(
-        run.load_model(), seq_len=mcfg.seq_len, n_features=mcfg.n_features, exporter=cfg.exporter, opset=cfg.opset
-    )
-    fp32.metadata_props.add(key="tthf.run", value=run.ref.name)
-    fp16 = convert_to_fp16(fp32)
     out = Artifacts()
-    out.add(runs.FP32_ONNX, fp32.SerializeToString(), precision="fp32", exporter=cfg.exporter, opset=cfg.opset)
+    if run.config.imported is not None:  # the imported graph, byte for byte (served graphs must match it)
+        fp32_bytes = run.read_bytes(runs.IMPORTED_MODEL)
+        fp32 = onnx.load_from_string(fp32_bytes)
+        out.add(runs.FP32_ONNX, fp32_bytes, precision="fp32", exporter="import", built_from=runs.IMPORTED_MODEL)
+    else:
+        fp32 = export_onnx(
+            run.load_model(), seq_len=mcfg.seq_len, n_features=mcfg.n_features, exporter=cfg.exporter, opset=cfg.opset
+        )
+        fp32.metadata_props.add(key="tthf.run", value=run.ref.name)
+        out.add(runs.FP32_ONNX, fp32.SerializeToString(), precision="fp32", exporter=cfg.exporter, opset=cfg.opset)
+    fp16 = convert_to_fp16(fp32, fp32_ops=IMPORTED_FP32_OPS if run.config.imported is not None else frozenset())
     out.add(runs.FP16_ONNX, fp16.SerializeToString(), precision="fp16", opset=cfg.opset, **precision_summary(fp16))
     log.info(
         "exported ONNX (%s, opset %d) and its fp16 variant in %.1f s", cfg.exporter, cfg.opset, time.perf_counter() - t0
@@ -232,8 +238,13 @@ def validate_variant(
 
 
 def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]:
-    """The PyTorch reference (fp32, CPU) on every input set."""
-    reference = TorchBackend(run.load_model(), device="cpu")
+    """The reference on every input set: the PyTorch network (fp32, CPU), or for an imported run its
+    validated graph through ONNX Runtime on the CPU (the import checked it against the user's model)."""
+    reference: Backend
+    if run.config.imported is not None:
+        reference = OnnxRuntimeBackend.from_onnx(run.read_bytes(runs.IMPORTED_MODEL))
+    else:
+        reference = TorchBackend(run.load_model(), device="cpu")
     return {s.name: reference.predict(s.x) for s in sets}
 
 

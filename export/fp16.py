@@ -60,8 +60,8 @@ FP16_MAX = float(np.finfo(np.float16).max)
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
-def half_nodes(graph: onnx.GraphProto) -> set[int]:
-    """Indices of the nodes that run in fp16 (see the module docstring for the rule)."""
+def half_nodes(graph: onnx.GraphProto, fp32_ops: frozenset[str] = frozenset()) -> set[int]:
+    """Indices of the nodes that run in fp16 (see the module docstring for the rule); ``fp32_ops`` stay fp32."""
     consumers: dict[str, list[int]] = defaultdict(list)
     for i, node in enumerate(graph.node):
         for name in node.input:
@@ -76,7 +76,7 @@ def half_nodes(graph: onnx.GraphProto) -> set[int]:
     return {
         i
         for i, node in enumerate(graph.node)
-        if node.op_type in FP16_OPS and (node.op_type in MATMUL_OPS or feeds_matmul[i])
+        if node.op_type in FP16_OPS - fp32_ops and (node.op_type in MATMUL_OPS or feeds_matmul[i])
     }
 
 
@@ -189,12 +189,18 @@ def _assemble(model: onnx.ModelProto, rewrite: _Rewrite) -> onnx.ModelProto:
     return result
 
 
-def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A new model: fp16 where safe, fp32 where it must be, float32 inputs and outputs."""
+#: what an imported graph keeps in fp32 besides the rule: ONNX Runtime 1.32's CPU session crashes
+#: (MatmulTransposeFusion, ORT_ENABLE_ALL) on an fp16 Transpose feeding a MatMul with a weight, the
+#: pattern torch exports for nn.MultiheadAttention with batch_first; tthf's own graph has none
+IMPORTED_FP32_OPS = frozenset({"Transpose"})
+
+
+def convert_to_fp16(model: onnx.ModelProto, *, fp32_ops: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    """A new model: fp16 where safe, fp32 where it must be (and for ``fp32_ops``), float32 inputs and outputs."""
     src = model.graph
     _check_straight_line(src)
     types = _float_types(model)
-    half = half_nodes(src)
+    half = half_nodes(src, fp32_ops)
     nodes = [onnx.NodeProto() for _ in src.node]
     for new, old in zip(nodes, src.node):
         new.CopyFrom(old)

@@ -14,8 +14,9 @@ import logging
 import numpy as np
 
 from tthf.engine import runs, windows
+from tthf.engine.config import RunConfig
 from tthf.engine.data.marketdata import read_day
-from tthf.engine.features import build_scaled_day
+from tthf.engine.features import Scalers, build_scaled_day
 from tthf.engine.model.interface import InputSet
 from tthf.engine.store import Store, as_store
 from tthf.errors import DataError, StoreError
@@ -30,10 +31,19 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
     (subclasses say which file) when the data is unreachable.
     """
     cfg = run.config
-    data = data or as_store(cfg.data_root)
     if not cfg.splits.test:
-        raise DataError(f"run {run.ref.name} has no test dates in config.json; re-create it with tthf-train")
-    scalers = run.load_scalers()
+        raise DataError(
+            f"run {run.ref.name} has no test dates in config.json; re-create it with tthf-train (an imported "
+            "run: give [data] raw_root and heldout_dates in its spec and run tthf-import --overwrite)"
+        )
+    data = data or as_store(cfg.data_root)
+    return sample_windows(cfg, run.load_scalers(), n, data, seed=seed, what=f"the test dates of run {run.ref.name}")
+
+
+def sample_windows(
+    cfg: RunConfig, scalers: Scalers, n: int, data: Store, *, seed: int = 0, what: str = "the test dates"
+) -> np.ndarray:
+    """``heldout_windows`` from a config and scalers (``tthf-import`` validates before the run exists)."""
     seq_len = cfg.model.seq_len
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = []
@@ -54,7 +64,7 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
         have += len(take)
         log.info("held-out windows: %d of %d from %s", len(take), len(sym), iso)
     if not have:
-        raise DataError(f"the test dates of run {run.ref.name} have no valid 30-minute window under {data.uri()}")
+        raise DataError(f"{what} have no valid {seq_len}-minute window under {data.uri()}")
     return np.concatenate(parts)[:n]
 
 

@@ -40,7 +40,7 @@ def export_onnx(model: torch.nn.Module, *, seq_len: int, n_features: int, export
         stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         # The exporters print progress and deprecation notes; the CLI reports its own progress.
         warnings.simplefilter("ignore")
-        stack.enter_context(_quiet_loggers())
+        stack.enter_context(quiet_exporters())
         path = Path(tmp) / "model.onnx"
         try:
             if exporter == "dynamo":
@@ -84,7 +84,7 @@ def export_onnx(model: torch.nn.Module, *, seq_len: int, n_features: int, export
 
 
 @contextlib.contextmanager
-def _quiet_loggers() -> Iterator[None]:
+def quiet_exporters() -> Iterator[None]:
     """The dynamo exporter logs every pass at INFO and warns about absent torchvision; failures raise anyway."""
     loggers = [logging.getLogger(n) for n in _CHATTY]
     levels = [lg.level for lg in loggers]

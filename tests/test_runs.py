@@ -107,8 +107,9 @@ def test_create_existing_run_needs_overwrite(runs: Store) -> None:
 def test_incomplete_run_is_a_format_error(tmp_store: Store) -> None:
     ref = create_run(tmp_store, "demo", "three_headed_transformer", "half")
     ref.store.write_text("metrics.json", "{}")
-    with pytest.raises(RunFormatError, match="has no config.json"):
+    with pytest.raises(RunFormatError, match="not a tthf run.*import it with `tthf-import") as info:
         Run.open(find_run(tmp_store, "half"))
+    assert "delete" not in str(info.value)  # never destructive advice
     ref.store.write_text(CONFIG, config().to_json().replace('"n_features": 2', '"n_features": 3'))
     with pytest.raises(RunFormatError, match="config.json: model.n_features=3"):
         Run.open(ref)

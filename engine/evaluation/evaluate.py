@@ -31,7 +31,14 @@ from tthf.engine.data.marketdata import list_dates
 from tthf.engine.evaluation import report
 from tthf.engine.evaluation.baselines import SAME_MINUTE_DAYS
 from tthf.engine.evaluation.panel import build_panel
-from tthf.engine.evaluation.panel_scores import Bands, DateScores, compare_with_training, score_date, summarize
+from tthf.engine.evaluation.panel_scores import (
+    Bands,
+    DateScores,
+    compare_with_training,
+    ranking_only,
+    score_date,
+    summarize,
+)
 from tthf.engine.evaluation.realized import RealizedDay, realized_day
 from tthf.engine.inference_manifest import RunManifest
 from tthf.engine.model.network import vol_floor
@@ -246,6 +253,9 @@ def _metrics(
     run: Run, name: str, spec: str, root: Store, outcomes: list[DateOutcome], days: list[DateScores], bands: Bands
 ) -> dict[str, Any]:
     summary = summarize(days, bands)
+    kinds = run.config.imported.confidence if run.config.imported is not None else {}
+    for head in ("ret_conf", "vol_conf"):
+        summary[head] = ranking_only(summary[head]) if kinds.get(head) == "score" else {**summary[head], "kind": "band"}
     scored = [d.date for d in days]
     try:
         test = json.loads(run.read_text(METRICS)).get("test")

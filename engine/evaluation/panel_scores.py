@@ -250,6 +250,21 @@ def _conf_section(conf: np.ndarray, y: np.ndarray, f: np.ndarray, band: float, f
     return summary
 
 
+#: a confidence section's numbers that need a stated probability (a ``band`` kind's): calibration
+CALIBRATION_KEYS = ("band", "mean_conf", "coverage", "max_calibration_gap")
+#: why a ``score`` confidence is not calibrated (metrics.json and the report say it)
+SCORE_NOTE = "a score states no probability: ranking only (Spearman, error by decile, risk-coverage), no calibration"
+
+
+def ranking_only(section: dict[str, Any]) -> dict[str, Any]:
+    """A confidence section for a ``score`` kind (an imported run's opaque score): its calibration numbers
+    (coverage against a band, reliability) blanked, its ranking numbers kept."""
+    out = {**section, **dict.fromkeys(CALIBRATION_KEYS), "kind": "score", "calibration": SCORE_NOTE}
+    out["coverage_gap"] = dict.fromkeys(section["coverage_gap"])
+    out["by_decile"] = [{**b, "mean_conf": None, "coverage": None} for b in section["by_decile"]]
+    return out
+
+
 #: the numbers of training's metrics.json ``test`` block that tthf-eval recomputes
 TRAINING_KEYS = (
     ("ret_1h", "n"),

@@ -278,6 +278,14 @@ def _vol_table(m: dict[str, Any]) -> str:
     return _table(["vol_10m", "model", "last 10-min RV", "EWMA of RV", "same minute, prev. days"], rows)
 
 
+def _score_note(m: dict[str, Any]) -> str:
+    """Which confidences are scores (an imported run's): ranked, not calibrated."""
+    heads = [h for h in ("ret_conf", "vol_conf") if m[h].get("kind") == "score"]
+    if not heads:
+        return ""
+    return f"<p><b>{html.escape(', '.join(heads))}: {html.escape(m[heads[0]]['calibration'])}.</b></p>"
+
+
 def _conf_table(m: dict[str, Any]) -> str:
     heads = (m["ret_conf"], m["vol_conf"])
     rows = [
@@ -411,6 +419,7 @@ of these were 0). Mincer-Zarnowitz: realized on forecast, Driscoll-Kraay (HAC) e
 <h2>Confidence heads (ret_conf, vol_conf)</h2>
 <p>Each confidence is the model's probability that the realized value lands within the band of its forecast
 (ret: |error| &le; ret_band; vol: |log error| &le; vol_band). Higher confidence should mean smaller errors.</p>
+{_score_note(m)}
 {_conf_table(m)}
 {img["reliability.png"]}
 {img["error_by_confidence.png"]}

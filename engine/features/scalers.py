@@ -4,7 +4,9 @@ Fitting streams over days (a per-day mean and sum of squared deviations, merged 
 Chan's parallel update), so a long training range never has to be held in memory. Only
 masked-valid minutes count: those are the only minutes a valid window contains.
 ``transform`` reorders the day's columns to the run's feature order by name, so a run
-never silently reads a feature in the wrong column.
+never silently reads a feature in the wrong column; a run may use any subset of the
+computed features, in any order (an imported run's model order). ``clip`` is ``inf`` for
+scalers that never clip (an imported sklearn scaler); ``scalers.json`` writes it as null.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tthf.errors import DataError, FeatureMismatchError, RunFormatError
 CLIP = 10.0
 #: a std at or below this (times max(1, |mean|)) means the feature is constant: std becomes 1
 _STD_FLOOR = 1e-9
+#: the kernel's clip for scalers that never clip: float32's largest value (the kernel wants a finite clip)
+_NO_CLIP = float(np.finfo(np.float32).max)
 #: rows per block while fitting (bounds the float64 temporaries to ~30 MB at 59 features)
 _CHUNK = 65_536
 _FORMAT = "tthf-scalers"
@@ -97,7 +101,7 @@ class Scalers:
         """
         expected = tuple(expected_names)
         _check_unique(expected, "the run's feature names")
-        _check_cover(tuple(names), expected, what)
+        _check_cover(tuple(names), expected, what, subset=True)
         _check_cover(self.names, expected, "scalers.json")
         index = {n: i for i, n in enumerate(names)}
         own_index = {n: i for i, n in enumerate(self.names)}
@@ -105,7 +109,7 @@ class Scalers:
         params = np.array([own_index[n] for n in expected], dtype=np.intp)
         mean = self.mean[params].astype(np.float32)
         inv_std = (1.0 / self.std[params]).astype(np.float32)
-        return cols, mean, inv_std, float(self.clip)
+        return cols, mean, inv_std, min(float(self.clip), _NO_CLIP)
 
     def transform_day(self, day: DayFeatures, expected_names: Sequence[str]) -> np.ndarray:
         """The day's features scaled, as ``(S, M, F)`` float32 in ``expected_names`` order."""
@@ -115,7 +119,7 @@ class Scalers:
         doc = {
             "format": _FORMAT,
             "version": _VERSION,
-            "clip": self.clip,
+            "clip": self.clip if math.isfinite(self.clip) else None,
             "count": self.count,
             "features": [
                 {"name": n, "mean": float(m), "std": float(s)} for n, m, s in zip(self.names, self.mean, self.std)
@@ -125,7 +129,7 @@ class Scalers:
 
     @classmethod
     def from_json(cls, text: str, source: str = "scalers.json") -> Scalers:
-        fix = "re-create the run with tthf-train"
+        fix = "re-create the run with tthf-train (an imported run with tthf-import --overwrite)"
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -138,8 +142,8 @@ class Scalers:
                 f"{source}: format {doc['format']!r} version {doc['version']!r}, this tthf reads "
                 f"{_FORMAT!r} version {_VERSION}; use the tthf version that wrote it or {fix}"
             )
-        if not _is_number(doc["clip"]) or doc["clip"] <= 0:
-            raise RunFormatError(f"{source}: 'clip' must be a positive number, got {doc['clip']!r}; {fix}")
+        if doc["clip"] is not None and (not _is_number(doc["clip"]) or doc["clip"] <= 0):
+            raise RunFormatError(f"{source}: 'clip' must be a positive number or null, got {doc['clip']!r}; {fix}")
         if not isinstance(doc["count"], int) or isinstance(doc["count"], bool) or doc["count"] <= 0:
             raise RunFormatError(f"{source}: 'count' must be a positive integer, got {doc['count']!r}; {fix}")
         if not isinstance(doc["features"], list) or not doc["features"]:
@@ -166,7 +170,11 @@ class Scalers:
         except FeatureMismatchError as exc:
             raise RunFormatError(f"{exc}; {fix}") from exc
         return cls(
-            names=tuple(names), mean=np.array(means), std=np.array(stds), count=doc["count"], clip=float(doc["clip"])
+            names=tuple(names),
+            mean=np.array(means),
+            std=np.array(stds),
+            count=doc["count"],
+            clip=math.inf if doc["clip"] is None else float(doc["clip"]),
         )
 
 
@@ -198,10 +206,10 @@ def _diff(expected: Sequence[str], have: Sequence[str]) -> str:
     return "; ".join(p for p in parts if p) or "same names in a different order"
 
 
-def _check_cover(have: tuple[str, ...], expected: tuple[str, ...], what: str) -> None:
-    """``have`` must hold exactly the names of ``expected`` (any order)."""
+def _check_cover(have: tuple[str, ...], expected: tuple[str, ...], what: str, *, subset: bool = False) -> None:
+    """``have`` must hold exactly the names of ``expected`` (any order); with ``subset``, at least them."""
     _check_unique(have, what)
-    if set(have) != set(expected):
+    if not set(expected) <= set(have) if subset else set(have) != set(expected):
         raise FeatureMismatchError(
             f"{what}: feature names do not match the run's {len(expected)} features: "
             f"{_diff(expected, have)}; {_FIX_MISMATCH}"

@@ -80,6 +80,12 @@ class RejectedVariantError(ExportError):
     """An optional export variant (a reduced precision) failed its bar at export, or was never validated."""
 
 
+class ModelImportError(TthfError):
+    """``tthf-import`` cannot bring a model in: a spec, model, scaler or output mapping it refuses."""
+
+    exit_code = 7
+
+
 class BackendError(TthfError):
     """An inference backend cannot run here or failed while running a batch."""
 

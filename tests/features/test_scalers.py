@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import numpy as np
 import pytest
@@ -98,12 +99,20 @@ def test_day_features_in_another_order_are_matched_by_name():
     assert np.array_equal(sc.transform_day(shuffled, NAMES), sc.transform_day(day, NAMES))
 
 
+def test_a_run_may_use_a_subset_of_the_features_in_its_own_order():
+    day = make_day(1)
+    order = [NAMES[2], NAMES[0]]
+    sub = Scalers(names=tuple(order), mean=np.array([0.5, -1.0]), std=np.array([2.0, 4.0]), count=1, clip=math.inf)
+    got = sub.transform_day(day, order)
+    want = ((day.features[..., [2, 0]] - np.float32([0.5, -1.0])) * np.float32([0.5, 0.25])).astype(np.float32)
+    assert got.shape[-1] == 2 and np.array_equal(got, want)
+    assert Scalers.from_json(sub.to_json()).clip == math.inf  # "never clips" survives scalers.json (as null)
+
+
 def test_missing_or_extra_features_are_errors_that_say_how_to_fix():
     sc = Scalers.fit([make_day(1)])
     with pytest.raises(FeatureMismatchError, match=r"missing \['d'\].*retrain"):
         sc.transform_day(make_day(2, names=["a", "b", "c", "x"]), NAMES)
-    with pytest.raises(FeatureMismatchError, match=r"extra \['e'\].*tthf version"):
-        sc.transform_day(make_day(2, names=[*NAMES, "e"]), NAMES)
     with pytest.raises(FeatureMismatchError, match=r"scalers\.json.*missing \['e'\]"):
         sc.transform_day(make_day(2, names=[*NAMES, "e"]), [*NAMES, "e"])
     with pytest.raises(FeatureMismatchError, match="more than once"):
