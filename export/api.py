@@ -24,13 +24,13 @@ import numpy as np
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.model.interface import UNIT_ROUNDOFF, InputSet, ModelIO, Outputs
+from tthf.engine.model.interface import ROUNDING, InputSet, ModelIO, Outputs
 from tthf.engine.runtime.backends import REGISTRY, BackendSpec, TensorRTBackend, TorchBackend
 from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.tensorrt import current_target, unavailable_reason
 from tthf.engine.store import Store, as_store
 from tthf.errors import BackendUnavailableError, ExportError
-from tthf.export import inputs
+from tthf.export import inputs, int8
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, precision_summary
 from tthf.export.onnx_export import export_onnx
@@ -110,7 +110,7 @@ def validate_artifact(
     tol = bars(precision, run.config.model)
     got = {s.name: backend.predict(s.x) for s in sets}
     groups = [[s.name] for s in sets]
-    if precision in UNIT_ROUNDOFF:
+    if precision in ROUNDING:
         kinds: dict[str, list[str]] = {}
         for s in sets:
             kinds.setdefault(s.name.split("@")[0], []).append(s.name)
@@ -171,6 +171,15 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
     return out
 
 
+def add_int8(run: runs.Run, cfg: ExportConfig, built: Artifacts, data: Store | None, notes: list[str]) -> None:
+    """The int8 IR (``tthf.export.int8``) into ``built``, calibrated on training windows; a note when it cannot be."""
+    files, why = int8.build(run, built.files[runs.FP32_ONNX], cfg.calibration_windows, data, seed=cfg.seed)
+    if why:
+        notes.append(f"int8 variant not built: {why}")
+    for name, data_bytes in files.items():
+        built.add(name, data_bytes, precision="int8", built_from=runs.FP32_ONNX, calibration="training dates")
+
+
 def gates() -> list[BackendSpec]:
     """The backends that serve ``model.onnx`` on the CPU at fp32: export validates it through each
     (and their ``also_validates`` files), and any miss fails the export."""
@@ -182,6 +191,15 @@ def gates() -> list[BackendSpec]:
         and spec.precision == "fp32"
         and not spec.optional
     ]
+
+
+#: why a variant's artifact is missing from an export that was not asked to build it, by precision
+NOT_BUILT = {"int8": "this export was made without --int8; tthf-export --int8 builds it"}
+
+
+#: precisions whose ranges are calibrated on real windows: judged on real (held-out) windows only,
+#: since N(0, 1) draws lie outside the calibrated ranges by construction (docs/export.md, "INT8")
+CALIBRATED = {"int8"}
 
 
 def variants() -> list[BackendSpec]:
@@ -219,17 +237,26 @@ def validate_artifacts(
 
 
 def validate_variant(
-    spec: BackendSpec, run: runs.Run, onnx: bytes, sets: list[InputSet], reference: dict[str, Outputs]
+    spec: BackendSpec, run: runs.Run, files: dict[str, bytes], sets: list[InputSet], reference: dict[str, Outputs]
 ) -> tuple[dict[str, object], list[Comparison]]:
-    """One optional variant at its own bar: its manifest record (accepted, rejected with the failing
-    numbers, or unavailable with the reason) and its comparisons; never raises on a miss."""
-    record: dict[str, object] = {"artifact": runs.FP32_ONNX, "precision": spec.precision}
+    """One optional variant at its own bar, on the export's ``files``: its manifest record (accepted,
+    rejected with the failing numbers, unavailable with the reason, or not built) and its
+    comparisons; never raises on a miss."""
+    record: dict[str, object] = {"artifact": spec.needs.artifact, "precision": spec.precision}
+    if spec.needs.artifact not in files:
+        return {**record, "status": "not built", "reason": NOT_BUILT.get(spec.precision, "not built")}, []
+    if spec.precision in CALIBRATED:
+        sets = [s for s in sets if not s.name.startswith("random@")]
+        if not sets:
+            return {**record, "status": "unavailable", "reason": "no held-out windows to judge it on"}, []
     try:
-        backend = spec.cls.from_onnx(onnx)
+        backend = spec.cls.from_files(files)
     except BackendUnavailableError as exc:
         log.info("%s not validated: %s", spec.name, exc)
         return {**record, "status": "unavailable", "reason": str(exc)}, []
-    results = validate_artifact(backend, reference, sets, artifact=runs.FP32_ONNX, precision=spec.precision, run=run)
+    results = validate_artifact(
+        backend, reference, sets, artifact=str(spec.needs.artifact), precision=spec.precision, run=run
+    )
     failed = failures(results)
     if failed:
         log.warning("optional variant %s rejected (not served; the export goes on): %s", spec.name, failed)
@@ -305,7 +332,8 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
             f"Build it on a GPU host: {build_command(run)}"
         )
     built = build_artifacts(run, cfg)
-    sets, notes = validation_sets(run, cfg, as_store(data) if data is not None else None)
+    store = as_store(data) if data is not None else None
+    sets, notes = validation_sets(run, cfg, store)
     reference = reference_outputs(run, sets)
     results, validation_notes = validate_artifacts(run, built, sets, reference)
     enforce(results)
@@ -313,10 +341,10 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     manifest = Manifest(
         run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
     )
+    if cfg.int8:
+        add_int8(run, cfg, built, store, notes)
     for spec in variants():
-        manifest.variants[spec.name], variant_results = validate_variant(
-            spec, run, built.files[runs.FP32_ONNX], sets, reference
-        )
+        manifest.variants[spec.name], variant_results = validate_variant(spec, run, built.files, sets, reference)
         results += variant_results
     if missing_engine:
         engine_message = (

@@ -29,16 +29,31 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
     ``data`` defaults to the run's training data root. Raises ``DataError``/``StoreError``
     (subclasses say which file) when the data is unreachable.
     """
+    if not run.config.splits.test:
+        raise DataError(f"run {run.ref.name} has no test dates in config.json; re-create it with tthf-train")
+    return dated_windows(run, run.config.splits.test, n, data, seed=seed, what="held-out")
+
+
+def training_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` scaled windows from the run's training dates: what a quantizer calibrates on, so
+    that no evaluated (validation or test) date shapes the reduced-precision model it judges."""
+    if not run.config.splits.train:
+        raise DataError(f"run {run.ref.name} has no training dates in config.json; re-create it with tthf-train")
+    return dated_windows(run, run.config.splits.train, n, data, seed=seed, what="training")
+
+
+def dated_windows(
+    run: runs.Run, dates: list[str], n: int, data: Store | None = None, *, seed: int = 0, what: str = "dated"
+) -> np.ndarray:
+    """Up to ``n`` scaled windows of ``dates`` (ISO), in date order, sampled uniformly per date."""
     cfg = run.config
     data = data or as_store(cfg.data_root)
-    if not cfg.splits.test:
-        raise DataError(f"run {run.ref.name} has no test dates in config.json; re-create it with tthf-train")
     scalers = run.load_scalers()
     seq_len = cfg.model.seq_len
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = []
     have = 0
-    for iso in cfg.splits.test:
+    for iso in dates:
         if have >= n:
             break
         day = dt.date.fromisoformat(iso)
@@ -52,9 +67,9 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
         windows.gather_windows(scaled, sym[take], minute[take], out, seq_len=seq_len)
         parts.append(out)
         have += len(take)
-        log.info("held-out windows: %d of %d from %s", len(take), len(sym), iso)
+        log.info("%s windows: %d of %d from %s", what, len(take), len(sym), iso)
     if not have:
-        raise DataError(f"the test dates of run {run.ref.name} have no valid 30-minute window under {data.uri()}")
+        raise DataError(f"the {what} dates of run {run.ref.name} have no valid 30-minute window under {data.uri()}")
     return np.concatenate(parts)[:n]
 
 
