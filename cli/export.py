@@ -61,6 +61,13 @@ def _add_variant_options(group: argparse._ArgumentGroup) -> None:
         default=DEFAULTS.calibration_windows,
         help="training-date windows the int8 ranges are calibrated on (default: %(default)s)",
     )
+    group.add_argument(
+        "--quality-windows",
+        type=int,
+        default=DEFAULTS.quality_windows,
+        help="held-out windows every variant's forecast quality (IC, rank IC, QLIKE, calibration gap) is scored "
+        "on against fp32, 0 to skip (default: %(default)s)",
+    )
 
 
 def _add_onnx_options(group: argparse._ArgumentGroup) -> None:
@@ -128,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         require_engine=args.require_engine,
         int8=args.int8,
         calibration_windows=args.calibration_windows,
+        quality_windows=args.quality_windows,
     )
 
 

@@ -30,7 +30,7 @@ from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.tensorrt import current_target, unavailable_reason
 from tthf.engine.store import Store, as_store
 from tthf.errors import BackendUnavailableError, ExportError
-from tthf.export import inputs, int8
+from tthf.export import inputs, int8, quality
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import convert_to_fp16, precision_summary
 from tthf.export.onnx_export import export_onnx
@@ -237,11 +237,16 @@ def validate_artifacts(
 
 
 def validate_variant(
-    spec: BackendSpec, run: runs.Run, files: dict[str, bytes], sets: list[InputSet], reference: dict[str, Outputs]
+    spec: BackendSpec,
+    run: runs.Run,
+    files: dict[str, bytes],
+    sets: list[InputSet],
+    reference: dict[str, Outputs],
+    judge: quality.Judge | None = None,
 ) -> tuple[dict[str, object], list[Comparison]]:
-    """One optional variant at its own bar, on the export's ``files``: its manifest record (accepted,
-    rejected with the failing numbers, unavailable with the reason, or not built) and its
-    comparisons; never raises on a miss."""
+    """One optional variant at its own bar and by its forecast quality (``judge``), on the export's
+    ``files``: its manifest record (accepted, rejected with the failing numbers, unavailable with
+    the reason, or not built) and its comparisons; never raises on a miss."""
     record: dict[str, object] = {"artifact": spec.needs.artifact, "precision": spec.precision}
     if spec.needs.artifact not in files:
         return {**record, "status": "not built", "reason": NOT_BUILT.get(spec.precision, "not built")}, []
@@ -257,11 +262,16 @@ def validate_variant(
     results = validate_artifact(
         backend, reference, sets, artifact=str(spec.needs.artifact), precision=spec.precision, run=run
     )
-    failed = failures(results)
+    judged = judge(backend) if judge is not None else None
+    missed = judged["failed"] if judged else ""
+    failed = "; ".join(f for f in (failures(results), missed and f"forecast quality: {missed}") if f)
     if failed:
         log.warning("optional variant %s rejected (not served; the export goes on): %s", spec.name, failed)
-    status = "rejected" if failed else "accepted"
-    return {**record, "status": status, "reason": failed, "worst": [r.to_dict() for r in summarize(results)]}, results
+    record.update(status="rejected" if failed else "accepted", reason=failed)
+    record["worst"] = [r.to_dict() for r in summarize(results)]
+    if judged is not None:
+        record["quality"] = judged
+    return record, results
 
 
 def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]:
@@ -343,8 +353,9 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     )
     if cfg.int8:
         add_int8(run, cfg, built, store, notes)
+    judge = quality.reference_judge(run, cfg.quality_windows, store, seed=cfg.seed)
     for spec in variants():
-        manifest.variants[spec.name], variant_results = validate_variant(spec, run, built.files, sets, reference)
+        manifest.variants[spec.name], variant_results = validate_variant(spec, run, built.files, sets, reference, judge)
         results += variant_results
     if missing_engine:
         engine_message = (
