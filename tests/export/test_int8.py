@@ -74,9 +74,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run, 
     base = tmp_path_factory.mktemp("int8")
     # width 32: the 16-wide tiny run's few activations make ranges its int8 error exceeds the bar on
     run = make_run(str(base / "store"), make_data(base / "data"), d_model=32)
-    result = api.export_run(
-        run, ExportConfig(real_windows=256, random_batches=(64,), int8=True, calibration_windows=128)
-    )
+    # its forecast quality is tests/export/test_quality.py's: a random-weight model's calibration is noise
+    cfg = ExportConfig(real_windows=256, random_batches=(64,), int8=True, quality_windows=0)
+    result = api.export_run(run, cfg)
     return base, run, result
 
 
