@@ -171,13 +171,15 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
     return out
 
 
-def add_int8(run: runs.Run, cfg: ExportConfig, built: Artifacts, data: Store | None, notes: list[str]) -> None:
-    """The int8 IR (``tthf.export.int8``) into ``built``, calibrated on training windows; a note when it cannot be."""
+def add_int8(run: runs.Run, cfg: ExportConfig, built: Artifacts, data: Store | None, notes: list[str]) -> str:
+    """The int8 IR (``tthf.export.int8``) into ``built``, calibrated on training windows; returns why it
+    could not be built ('' when it was), also added to ``notes``."""
     files, why = int8.build(run, built.files[runs.FP32_ONNX], cfg.calibration_windows, data, seed=cfg.seed)
     if why:
         notes.append(f"int8 variant not built: {why}")
     for name, data_bytes in files.items():
         built.add(name, data_bytes, precision="int8", built_from=runs.FP32_ONNX, calibration="training dates")
+    return why
 
 
 def gates() -> list[BackendSpec]:
@@ -243,12 +245,16 @@ def validate_variant(
     sets: list[InputSet],
     reference: dict[str, Outputs],
     judge: quality.Judge | None = None,
+    unbuilt: str = "",
 ) -> tuple[dict[str, object], list[Comparison]]:
     """One optional variant at its own bar and by its forecast quality (``judge``), on the export's
     ``files``: its manifest record (accepted, rejected with the failing numbers, unavailable with
-    the reason, or not built) and its comparisons; never raises on a miss."""
+    the reason, or not built) and its comparisons; never raises on a miss. ``unbuilt``: why its
+    artifact, asked for, could not be built (then it is unavailable, not 'not built')."""
     record: dict[str, object] = {"artifact": spec.needs.artifact, "precision": spec.precision}
     if spec.needs.artifact not in files:
+        if unbuilt:
+            return {**record, "status": "unavailable", "reason": unbuilt}, []
         return {**record, "status": "not built", "reason": NOT_BUILT.get(spec.precision, "not built")}, []
     if spec.precision in CALIBRATED:
         sets = [s for s in sets if not s.name.startswith("random@")]
@@ -351,11 +357,12 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     manifest = Manifest(
         run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
     )
-    if cfg.int8:
-        add_int8(run, cfg, built, store, notes)
-    judge = quality.reference_judge(run, cfg.quality_windows, store, seed=cfg.seed)
+    unbuilt = {"int8": add_int8(run, cfg, built, store, notes)} if cfg.int8 else {}
+    judge = quality.Judge(run, cfg.quality_windows, store, seed=cfg.seed)
     for spec in variants():
-        manifest.variants[spec.name], variant_results = validate_variant(spec, run, built.files, sets, reference, judge)
+        manifest.variants[spec.name], variant_results = validate_variant(
+            spec, run, built.files, sets, reference, judge, unbuilt.get(spec.precision, "")
+        )
         results += variant_results
     if missing_engine:
         engine_message = (

@@ -35,17 +35,27 @@ def heldout_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: i
 
 
 def training_windows(run: runs.Run, n: int, data: Store | None = None, *, seed: int = 0) -> np.ndarray:
-    """Up to ``n`` scaled windows from the run's training dates: what a quantizer calibrates on, so
-    that no evaluated (validation or test) date shapes the reduced-precision model it judges."""
-    if not run.config.splits.train:
+    """Up to ``n`` scaled windows from the run's training dates, the same number from each: what a
+    quantizer calibrates on, so that no evaluated (validation or test) date shapes the
+    reduced-precision model it judges, and every training date's ranges count."""
+    dates = run.config.splits.train
+    if not dates:
         raise DataError(f"run {run.ref.name} has no training dates in config.json; re-create it with tthf-train")
-    return dated_windows(run, run.config.splits.train, n, data, seed=seed, what="training")
+    return dated_windows(run, dates, n, data, seed=seed, what="training", per_date=-(-n // len(dates)))
 
 
 def dated_windows(
-    run: runs.Run, dates: list[str], n: int, data: Store | None = None, *, seed: int = 0, what: str = "dated"
+    run: runs.Run,
+    dates: list[str],
+    n: int,
+    data: Store | None = None,
+    *,
+    seed: int = 0,
+    what: str = "dated",
+    per_date: int | None = None,
 ) -> np.ndarray:
-    """Up to ``n`` scaled windows of ``dates`` (ISO), in date order, sampled uniformly per date."""
+    """Up to ``n`` scaled windows of ``dates`` (ISO), in date order, sampled uniformly per date
+    (at most ``per_date`` from each; default: as many as are left to take)."""
     cfg = run.config
     data = data or as_store(cfg.data_root)
     scalers = run.load_scalers()
@@ -62,7 +72,7 @@ def dated_windows(
         )
         scaled = feats.scaled
         sym, minute = windows.window_positions(feats.mask, seq_len, 1)
-        take = np.sort(rng.choice(len(sym), size=min(n - have, len(sym)), replace=False))
+        take = np.sort(rng.choice(len(sym), size=min(n - have, per_date or n, len(sym)), replace=False))
         out = np.empty((len(take), seq_len, scaled.shape[2]), dtype=np.float32)
         windows.gather_windows(scaled, sym[take], minute[take], out, seq_len=seq_len)
         parts.append(out)

@@ -16,6 +16,8 @@ quantization ranges.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -68,14 +70,16 @@ def quantize(fp32_onnx: bytes, calibration: np.ndarray) -> dict[str, bytes]:
     model = ov.Core().read_model(fp32_onnx, b"")
     batches = [calibration[i : i + CALIBRATION_BATCH] for i in range(0, len(calibration), CALIBRATION_BATCH)]
     t0 = time.perf_counter()
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(batches),
-        model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(batches),
-        ignored_scope=nncf.IgnoredScope(names=head_products(model)),
-    )
+    nncf.set_log_level(logging.WARNING)  # its per-node INFO lines and progress bars are not the export's
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(batches),
+            ignored_scope=nncf.IgnoredScope(names=head_products(model)),
+        )
     log.info(
         "quantized model.onnx to int8 on %d training windows in %.1f s", len(calibration), time.perf_counter() - t0
     )

@@ -18,6 +18,7 @@ A variant that misses any is rejected, with the numbers in its manifest record.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -150,31 +151,30 @@ def _bar_text(bar: QualityBar) -> str:
 CHUNK = 4096
 
 
-@dataclass
 class Judge:
-    """The held-out set and fp32's scores on it, computed once per export and applied to each variant;
-    without held-out data (``why_not``) every variant's record says it was not judged."""
+    """The held-out set and fp32's scores on it, computed on the first variant judged (an export whose
+    variants are all unavailable pays nothing) and applied to each; without held-out data every
+    variant's record says it was not judged, and why."""
 
-    run: runs.Run
-    qs: QualitySet | None
-    fp32: dict[str, float | None]
-    why_not: str = ""
+    def __init__(self, run: runs.Run, n: int, data: Store | None, *, seed: int) -> None:
+        self.run, self.n, self.data, self.seed = run, n, data, seed
+
+    @functools.cached_property
+    def reference(self) -> tuple[QualitySet | None, dict[str, float | None], str]:
+        """(the held-out set, fp32's scores on it, '') or (None, {}, why not)."""
+        if self.n == 0:
+            return None, {}, "disabled with --quality-windows 0"
+        try:
+            qs = quality_set(self.run, self.n, self.data, seed=self.seed)
+        except (DataError, StoreError) as exc:
+            log.warning("forecast quality not judged: %s", exc)
+            return None, {}, str(exc)
+        fp32 = TorchBackend(self.run.load_model(), device="cpu")
+        return qs, scores(predict_in_chunks(fp32.predict, qs.x, CHUNK), qs, self.run), ""
 
     def __call__(self, backend: Backend) -> dict[str, Any]:
-        if self.qs is None:
-            return {"windows": 0, "scores": {}, "failed": "", "not_judged": self.why_not}
-        pred = predict_in_chunks(backend.predict, self.qs.x, CHUNK)
-        return {**judge(self.fp32, scores(pred, self.qs, self.run), len(self.qs)), "dates": self.qs.dates}
-
-
-def reference_judge(run: runs.Run, n: int, data: Store | None, *, seed: int) -> Judge:
-    """A ``Judge`` on up to ``n`` held-out windows scored by the fp32 PyTorch reference (``n`` 0: disabled)."""
-    if n == 0:
-        return Judge(run, None, {}, "disabled with --quality-windows 0")
-    try:
-        qs = quality_set(run, n, data, seed=seed)
-    except (DataError, StoreError) as exc:
-        log.warning("forecast quality not judged: %s", exc)
-        return Judge(run, None, {}, str(exc))
-    reference = TorchBackend(run.load_model(), device="cpu")
-    return Judge(run, qs, scores(predict_in_chunks(reference.predict, qs.x, CHUNK), qs, run))
+        qs, fp32, why_not = self.reference
+        if qs is None:
+            return {"windows": 0, "scores": {}, "failed": "", "not_judged": why_not}
+        pred = predict_in_chunks(backend.predict, qs.x, CHUNK)
+        return {**judge(fp32, scores(pred, qs, self.run), len(qs)), "dates": qs.dates}

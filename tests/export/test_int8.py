@@ -64,6 +64,10 @@ def test_training_windows_come_from_the_training_dates_only(tmp_path: Path, monk
     x = inputs.training_windows(run, 64)
     assert seen == [run.config.splits.train] and not set(seen[0]) & set(run.config.splits.test)
     assert x.shape == (64, run.config.model.seq_len, run.config.model.n_features)
+    # spread over the training dates: at most n / dates from each
+    both = inputs.dated_windows(run, [*run.config.splits.train, *run.config.splits.val], 64, per_date=32)
+    first = inputs.dated_windows(run, run.config.splits.train, 64, per_date=32)
+    assert len(both) == 64 and len(first) == 32
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +135,18 @@ def test_serving_int8_from_an_export_without_it_is_one_line(tmp_path: Path, caps
     assert run_main([*argv, "--backend", "openvino-int8"]) == RejectedVariantError.exit_code
     err = capsys.readouterr().err
     assert "made without --int8" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_int8_that_cannot_be_built_is_unavailable_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked for but not built (here: no nncf): the export succeeds, notes why, and the variant says so."""
+    import sys
+
+    run = make_run(str(tmp_path / "store"), make_data(tmp_path / "data"))
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf -> ImportError
+    result = api.export_run(run, ExportConfig(real_windows=64, random_batches=(8,), int8=True, quality_windows=0))
+    record = result.manifest.variants["openvino-int8"]
+    assert record["status"] == "unavailable" and "nncf is not installed" in record["reason"]
+    assert any("int8 variant not built: nncf is not installed" in n for n in result.manifest.notes)
+    assert runs.INT8_XML not in result.manifest.artifacts

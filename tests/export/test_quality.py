@@ -67,8 +67,9 @@ def test_the_quality_set_is_test_dates_windows_with_their_labels(tiny: runs.Run)
 
 
 def test_fp32_against_itself_passes_and_a_shifted_confidence_fails(tiny: runs.Run) -> None:
-    judge = quality.reference_judge(tiny, 400, None, seed=0)
-    assert judge.qs is not None and set(judge.fp32) == set(quality.QUALITY_BARS)
+    judge = quality.Judge(tiny, 400, None, seed=0)
+    qs, fp32, _ = judge.reference
+    assert qs is not None and set(fp32) == set(quality.QUALITY_BARS)
 
     class _Same:
         def predict(self, x: np.ndarray) -> Outputs:
@@ -110,9 +111,9 @@ def test_an_int8_variant_with_worse_forecasts_is_rejected_and_the_export_succeed
 
 
 def test_without_held_out_data_the_variant_says_it_was_not_judged(tiny: runs.Run, tmp_path: Path) -> None:
-    judge = quality.reference_judge(tiny, 100, None, seed=0)
-    assert quality.reference_judge(tiny, 0, None, seed=0)(None)["not_judged"] == "disabled with --quality-windows 0"  # type: ignore[arg-type]
     from tthf.engine.store import as_store
 
-    empty = quality.reference_judge(tiny, 100, as_store(str(tmp_path / "nothing")), seed=0)
-    assert empty.qs is None and empty.why_not and judge.qs is not None
+    disabled = quality.Judge(tiny, 0, None, seed=0)(None)  # type: ignore[arg-type]
+    assert disabled["not_judged"] == "disabled with --quality-windows 0" and disabled["failed"] == ""
+    empty = quality.Judge(tiny, 100, as_store(str(tmp_path / "nothing")), seed=0)(None)  # type: ignore[arg-type]
+    assert empty["windows"] == 0 and "nothing" in empty["not_judged"]
