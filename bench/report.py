@@ -352,17 +352,20 @@ def _fastest(model: str, table: dict[int, dict[str, dict]]) -> list[str]:
 def _accuracy(model: str, table: dict[int, dict[str, dict]]) -> list[str]:
     acc = {v: b["extra_info"]["accuracy"] for row in table.values() for v, b in row.items()}
     lines = [
-        f"Accuracy against the fp32 PyTorch reference on real windows, {model} model (max abs error; bar = the "
-        "export's tolerance set):",
+        f"Accuracy against the fp32 PyTorch reference on real windows, {model} model (max abs error, and for the "
+        "reduced precisions the p99.9 error as % of the reference's spread; bar = the export's tolerance set):",
         "",
         "| backend | bar | within bar | ret_1h | vol_10m | ret_conf | vol_conf |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for v, a in sorted(acc.items()):
-        m = a["max_abs"]
+        m, q = a["max_abs"], a.get("q_ratio", {})
         lines.append(
             f"| {v} | {a['bar']} | {'yes' if a['validated'] else 'no'} | "
-            + " | ".join(f"{m[k]:.1e}" for k in ("ret_1h", "vol_10m", "ret_conf", "vol_conf"))
+            + " | ".join(
+                f"{m[k]:.1e}" + (f" ({100 * q[k]:.1f}%)" if k in q else "")
+                for k in ("ret_1h", "vol_10m", "ret_conf", "vol_conf")
+            )
             + " |"
         )
     return [*lines, ""]
