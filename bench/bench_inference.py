@@ -13,6 +13,10 @@ Backends (each skipped with the reason where it cannot run):
   ``ORT_PARALLEL`` execution (independent nodes side by side), in the same sub-batches;
 - ``openvino-fp32`` / ``openvino-bf16``: tthf's openvino backends on the same ``model.onnx``
   (bf16 only on CPUs with native bf16, recorded against the fp16 bar);
+- ``openvino-int8``: the int8 IR that ``tthf-export --int8`` quantized (NNCF, calibrated on the
+  run's training dates), opened from the export whether or not export accepted it (the row's
+  accuracy records the export's verdict); on a CPU without VNNI/AMX the row says so instead of a
+  number (OpenVINO would run it, without the instructions that make int8 fast);
 - ``openvino-fp32-latency``: OpenVINO fp32 with ``PERFORMANCE_HINT=LATENCY``, one stream
   with every core (the issue's measurement; bench/tune_openvino.py's
   ``latency-1x-all-cores-sub1024``);
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from benchlib import cpu_has_bf16, day_windows
+from benchlib import cpu_has_bf16, cpu_has_vnni, day_windows
 
 from tthf.engine.config import DENSE_BATCH, OUTPUT_NAMES
 from tthf.engine.model.interface import predict_in_chunks
@@ -59,12 +63,14 @@ CPU_BACKENDS = (
     "openvino-fp32",
     "openvino-fp32-latency",
     "openvino-bf16",
+    "openvino-int8",
     "onnxruntime-int8",
 )
 GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-autocast", "tensorrt-fp16")
 PRECISION = {
     "torch-bf16": "bf16",
     "openvino-bf16": "bf16",
+    "openvino-int8": "int8",
     "onnxruntime-int8": "fp16",
     "torch-cuda-autocast": "fp16",
     "tensorrt-fp16": "fp16",
@@ -184,6 +190,8 @@ def open_predictor(name: str, bench_run):
         return _ort_parallel_predictor(bench_run)
     if name == "openvino-fp32-latency":
         return _openvino_latency_predictor(bench_run)
+    if name == "openvino-int8":
+        return _openvino_int8_predictor(bench_run)
     if name in OPENVINO:
         try:
             return open_backend(bench_run.run, OPENVINO[name], threads=_threads()).predict
@@ -217,6 +225,22 @@ def _ort_parallel_predictor(bench_run):
         return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"features": x})))
 
     return lambda x: predict_in_chunks(run, x, MAX_SUB_BATCH)
+
+
+def _openvino_int8_predictor(bench_run):
+    """tthf's openvino-int8 backend on the exported int8 IR, served even where export rejected it."""
+    from tthf.engine import artifacts, runs
+    from tthf.engine.runtime.backends import OpenVinoInt8Backend
+    from tthf.errors import BackendUnavailableError
+
+    if not cpu_has_vnni():
+        pytest.skip("this CPU has no VNNI or AMX-INT8: int8 would run without its instructions")
+    manifest = artifacts.open_fresh(bench_run.run)
+    try:
+        files = {n: artifacts.read_artifact(bench_run.run, manifest, n) for n in (runs.INT8_XML, runs.INT8_BIN)}
+        return OpenVinoInt8Backend(files[runs.INT8_XML], weights=files[runs.INT8_BIN], threads=_threads()).predict
+    except BackendUnavailableError as exc:
+        pytest.skip(f"openvino-int8 unavailable: {exc}")
 
 
 def _openvino_latency_predictor(bench_run):
@@ -267,6 +291,8 @@ def _accuracy(case: Case, backend: str, predict) -> dict:
         "bar": precision,
         "validated": all(r.passed for r in results),
         "max_abs": {r.output: r.max_abs for r in results},
+        # reduced precisions: p99.9 error / the reference's spread, per output (the spread bar's statistic)
+        "q_ratio": {r.output: r.q_ratio for r in results if r.spread},
     }
     if precision == "fp32":
         assert accuracy["validated"], f"{backend} disagrees with the reference: {accuracy}"

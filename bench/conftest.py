@@ -21,6 +21,7 @@ overhead, users' models are larger.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from benchlib import cpu_flags
+from benchlib import cpu_flags, cpu_peaks
 
 if TYPE_CHECKING:
     from tthf.engine.runs import Run
@@ -82,8 +83,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "platform": platform.platform(),
         "cpu_flags": sorted(
-            f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
+            f
+            for f in cpu_flags()
+            if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "amx_int8")
         ),
+        "cpu_peaks": cpu_peaks(len(os.sched_getaffinity(0))),
         "versions": versions,
         "smoke": smoke_mode(config),
         "symbols": int(os.environ.get("TTHF_BENCH_SYMBOLS", "1000")),
@@ -147,7 +151,10 @@ def _exported_run(market: Market, store: Path, run_id: str, smoke: bool, **model
     from tthf.export.config import ExportConfig
 
     run = make_random_run(str(store), market.root, market.dates, run_id, **model)
-    config = ExportConfig(real_windows=64, random_batches=(1, 37)) if smoke else ExportConfig(real_windows=512)
+    # int8 built too (bench_inference's openvino-int8 rows); forecast quality is judged on a trained run, not here
+    config = ExportConfig(real_windows=64 if smoke else 512, int8=True, quality_windows=0)
+    if smoke:
+        config = dataclasses.replace(config, random_batches=(1, 37))
     export_run(run, config, data=str(market.root))
     return BenchRun(str(store), run, Path(run.ref.uri))
 

@@ -81,6 +81,8 @@ def render(doc: dict) -> str:
     t = machine.get("tthf", {})
     by = _sections(doc["benchmarks"])
     mm = {b["extra_info"]["variant"]: _rate(b) for b in by["matmul"]}
+    peaks = t.get("cpu_peaks", {})
+    refs = roofline_references(mm, peaks)
     inf = _inference_by_model(by["inference"])
     host = _host_stages(by)
     lines = [
@@ -95,13 +97,13 @@ def render(doc: dict) -> str:
     lines += _windows(by["windows"])
     lines += _matmul(by["matmul"])
     for model, table in inf.items():
-        lines += _inference(model, table, mm)
+        lines += _inference(model, table, refs, peaks)
     lines += _realtime(by["realtime"])
     lines += _end_to_end(by["end_to_end"])
     lines += _host_section(host)
     lines += _gpu_on_paper(inf, _features_core_seconds(by["features"]), host)
     head = ["## Targets", "", "| target | goal | measured | |", "| --- | --- | --- | --- |"]
-    head += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _targets(by, inf, mm, host, t.get("symbols"))] + [""]
+    head += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _targets(by, inf, refs, host, t.get("symbols"))] + [""]
     at = lines.index("## Machine")
     return "\n".join(lines[:at] + head + lines[at:]) + "\n"
 
@@ -225,10 +227,33 @@ def _on_cpu(variant: str) -> bool:
     return "cuda" not in variant and "tensorrt" not in variant
 
 
-def _roofline(b: dict, mm: dict[str, float]) -> float | None:
-    """FLOPs/window x windows/s over the matmul rate of the variant's precision (None: no rate, or a GPU)."""
-    peak = mm.get("bfloat16" if "bf16" in b["extra_info"]["variant"] else "float32")
-    if not peak or not _on_cpu(b["extra_info"]["variant"]):
+#: the torch matmul dtype measured for each precision's roofline
+MATMUL_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def precision_of(variant: str) -> str:
+    """The arithmetic of a CPU variant's matrix products, from its name."""
+    return "int8" if "int8" in variant else "bf16" if "bf16" in variant else "fp32"
+
+
+def roofline_reference(precision: str, mm: dict[str, float], peaks: dict[str, dict]) -> float | None:
+    """A precision's roofline: the higher of the CPU's stated peak (cores x flop/cycle x clock,
+    ``benchlib.cpu_peaks``) and the best GEMM measured here, so no backend can print more than 100%."""
+    found = [r for r in (mm.get(MATMUL_DTYPE.get(precision, "")), peaks.get(precision, {}).get("flops")) if r]
+    return max(found) if found else None
+
+
+def roofline_references(mm: dict[str, float], peaks: dict[str, dict]) -> dict[str, float]:
+    """Each precision's roofline (``roofline_reference``), where there is one."""
+    refs = {p: roofline_reference(p, mm, peaks) for p in ("fp32", "bf16", "int8")}
+    return {p: r for p, r in refs.items() if r}
+
+
+def _roofline(b: dict, refs: dict[str, float]) -> float | None:
+    """FLOPs/window x windows/s over the roofline of the variant's precision (None: no reference, or a GPU)."""
+    variant = b["extra_info"]["variant"]
+    peak = refs.get(precision_of(variant))
+    if not peak or not _on_cpu(variant):
         return None
     return b["extra_info"]["flops_per_window"] * _rate(b) / peak
 
@@ -252,13 +277,41 @@ def _bf16_cpu(v: str, b: dict) -> bool:
     return _on_cpu(v) and "bf16" in v and _validated(b, "bf16")
 
 
-def _inference(model: str, table: dict[int, dict[str, dict]], mm: dict[str, float]) -> list[str]:
+def _peaks_text(refs: dict[str, float], peaks: dict[str, dict]) -> str:
+    """Each precision's roofline and where it comes from (the stated peak, or the measured GEMM above it)."""
+    parts = []
+    for precision, info in peaks.items():
+        ref = refs.get(precision)
+        if ref is None:
+            parts.append(f"{precision}: none ({info.get('why', 'no peak, no GEMM measured')})")
+            continue
+        stated = info.get("flops")
+        source = f"peak {info['formula']}" if stated and stated >= ref else "the measured GEMM above"
+        parts.append(f"{precision}: {ref / 1e9:,.0f} GFLOP/s ({source})")
+    return "; ".join(parts)
+
+
+def _not_native(table: dict[int, dict[str, dict]], peaks: dict[str, dict]) -> list[str]:
+    """A row for each reduced precision this CPU has no instruction for, instead of a number."""
+    ran = {v for row in table.values() for v in row}
+    return [
+        f"| - | openvino-{p} | not run: {info['why']} | - | - |"
+        for p, info in peaks.items()
+        if p != "fp32" and info.get("flops") is None and f"openvino-{p}" not in ran
+    ]
+
+
+def _inference(
+    model: str, table: dict[int, dict[str, dict]], refs: dict[str, float], peaks: dict[str, dict] | None = None
+) -> list[str]:
     flops = _any(table)["extra_info"]["flops_per_window"]
     lines = [
         f"## Inference, {model} model (windows per second, best round)",
         "",
         f"{_config_text(table)}. Model FLOPs per window (torch FlopCounterMode, matmuls): {flops:,}. "
-        "Roofline % = FLOPs/window x windows/s / the fp32 matmul rate above (bf16 rate for bf16 variants).",
+        "Roofline % = FLOPs/window x windows/s / the roofline of the variant's precision: the higher of the "
+        "CPU's stated peak and the best GEMM measured here"
+        + (f" ({_peaks_text(refs, peaks)})." if peaks else " (the matmul rate above)."),
         "",
         "| batch | backend | windows/s | vs torch-fp32 | % of matmul roofline |",
         "| ---: | --- | ---: | ---: | ---: |",
@@ -267,10 +320,11 @@ def _inference(model: str, table: dict[int, dict[str, dict]], mm: dict[str, floa
         base = row.get("torch-fp32")
         for v, b in sorted(row.items()):
             ratio = f"{_rate(b) / _rate(base):.2f}x" if base else "-"
-            roof = _roofline(b, mm)
+            roof = _roofline(b, refs)
             lines.append(
                 f"| {batch} | {v} | {_fmt(_rate(b))} | {ratio} | {'-' if roof is None else f'{100 * roof:.1f}%'} |"
             )
+    lines += _not_native(table, peaks or {})
     return [*lines, "", *_fastest(model, table), *_accuracy(model, table)]
 
 
@@ -298,17 +352,20 @@ def _fastest(model: str, table: dict[int, dict[str, dict]]) -> list[str]:
 def _accuracy(model: str, table: dict[int, dict[str, dict]]) -> list[str]:
     acc = {v: b["extra_info"]["accuracy"] for row in table.values() for v, b in row.items()}
     lines = [
-        f"Accuracy against the fp32 PyTorch reference on real windows, {model} model (max abs error; bar = the "
-        "export's tolerance set):",
+        f"Accuracy against the fp32 PyTorch reference on real windows, {model} model (max abs error, and for the "
+        "reduced precisions the p99.9 error as % of the reference's spread; bar = the export's tolerance set):",
         "",
         "| backend | bar | within bar | ret_1h | vol_10m | ret_conf | vol_conf |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for v, a in sorted(acc.items()):
-        m = a["max_abs"]
+        m, q = a["max_abs"], a.get("q_ratio", {})
         lines.append(
             f"| {v} | {a['bar']} | {'yes' if a['validated'] else 'no'} | "
-            + " | ".join(f"{m[k]:.1e}" for k in ("ret_1h", "vol_10m", "ret_conf", "vol_conf"))
+            + " | ".join(
+                f"{m[k]:.1e}" + (f" ({100 * q[k]:.1f}%)" if k in q else "")
+                for k in ("ret_1h", "vol_10m", "ret_conf", "vol_conf")
+            )
             + " |"
         )
     return [*lines, ""]
@@ -422,7 +479,7 @@ def _verdict(value: float | None, goal: float, text: str, at_least: bool = True)
 def _targets(
     by: dict[str, list[dict]],
     inf: Inference,
-    mm: dict[str, float],
+    refs: dict[str, float],
     host: HostRows,
     symbols: int | None,
 ) -> list[tuple[str, str, str, str]]:
@@ -446,7 +503,7 @@ def _targets(
     )
     realtime = by["realtime"][0]["extra_info"] if by["realtime"] else {}
     p99 = realtime.get("p99_ms")
-    prod = [r for b in inf.get("production", {}).get(batch, {}).values() if (r := _roofline(b, mm)) is not None]
+    prod = [r for b in inf.get("production", {}).get(batch, {}).values() if (r := _roofline(b, refs)) is not None]
     roof = max(prod) if prod else None
     rows = [
         (f"best fp32 CPU backend vs torch eager, batch {batch}", TARGETS["fp32_vs_torch"], fp32, "x", True),

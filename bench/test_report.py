@@ -98,3 +98,20 @@ def test_fastest_per_batch_and_host_year() -> None:
     assert "| 1 | this thread | 0.3 | 1.00x | 0.400 |" in text
     assert "| 2 | threads | 0.5 | 1.67x | 0.500 |" in text
     assert "| 2 | processes | 0.45 | 1.50x | 0.600 |" in text
+
+
+def test_the_roofline_is_the_higher_of_the_stated_peak_and_the_measured_gemm() -> None:
+    """The issue's '153.9% of matmul roofline': a torch GEMM slower than the model made the reference too low."""
+    from benchlib import cpu_peaks
+    from report import precision_of, roofline_reference
+
+    peaks = cpu_peaks(2, {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8"}, mhz=2000.0)
+    assert peaks["fp32"]["flops"] == 2 * 64 * 2e9 and "avx512f" in peaks["fp32"]["formula"]
+    assert peaks["int8"]["flops"] == 2 * 2048 * 2e9 and peaks["bf16"]["flops"] == 2 * 1024 * 2e9
+    # torch's 194.9 GFLOP/s is below the stated 256: the stated peak is the reference
+    assert roofline_reference("fp32", {"float32": 194.9e9}, peaks) == 256e9
+    assert roofline_reference("fp32", {"float32": 300e9}, peaks) == 300e9  # a GEMM above the stated peak wins
+    avx2 = cpu_peaks(2, {"avx2"}, mhz=2000.0)
+    assert avx2["int8"]["flops"] is None and "avx512_vnni" in avx2["int8"]["why"]
+    assert roofline_reference("int8", {}, avx2) is None
+    assert [precision_of(v) for v in ("openvino-int8", "openvino-bf16", "openvino-fp32")] == ["int8", "bf16", "fp32"]

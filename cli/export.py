@@ -41,9 +41,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_onnx_options(parser.add_argument_group("ONNX"))
     _add_engine_options(parser.add_argument_group("TensorRT engine"))
     _add_validation_options(parser.add_argument_group("validation"))
+    _add_variant_options(parser.add_argument_group("reduced-precision variants"))
     add_endpoint_option(parser)
     add_logging_option(parser)
     return parser
+
+
+def _add_variant_options(group: argparse._ArgumentGroup) -> None:
+    """The int8 variant: built, validated and recorded only when asked (docs/export.md, "INT8")."""
+    group.add_argument(
+        "--int8",
+        action="store_true",
+        help="also quantize model.onnx to int8 (NNCF, OpenVINO IR) on windows of the run's training dates, "
+        "validate it and record it as the optional variant openvino-int8 (a rejected variant never fails the export)",
+    )
+    group.add_argument(
+        "--calibration-windows",
+        type=int,
+        default=DEFAULTS.calibration_windows,
+        help="training-date windows the int8 ranges are calibrated on (default: %(default)s)",
+    )
+    group.add_argument(
+        "--quality-windows",
+        type=int,
+        default=DEFAULTS.quality_windows,
+        help="held-out windows every variant's forecast quality (IC, rank IC, QLIKE, calibration gap) is scored "
+        "on against fp32, 0 to skip (default: %(default)s)",
+    )
 
 
 def _add_onnx_options(group: argparse._ArgumentGroup) -> None:
@@ -109,6 +133,9 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         real_windows=args.real_windows,
         seed=args.seed,
         require_engine=args.require_engine,
+        int8=args.int8,
+        calibration_windows=args.calibration_windows,
+        quality_windows=args.quality_windows,
     )
 
 

@@ -139,6 +139,8 @@ def check_variant(run: runs.Run, manifest: Manifest, backend: str) -> None:
         return
     if record is None:
         why = "this export predates variant validation"
+    elif record.get("status") == "not built":
+        why = str(record.get("reason", ""))
     elif record.get("status") == "rejected":
         why = f"it failed its {record.get('precision', '')} bar at export: {record.get('reason', '')}"
     else:

@@ -44,6 +44,9 @@ INFERENCE_MANIFEST = f"{INFERENCE_DIR}/manifest.json"
 #: artifact names inside ``export/`` (the export manifest keys its artifacts by these)
 FP32_ONNX = "model.onnx"
 FP16_ONNX = "model_fp16.onnx"
+#: the int8 variant (``tthf-export --int8``): an OpenVINO IR, its graph and its weights
+INT8_XML = "model_int8.xml"
+INT8_BIN = "model_int8.bin"
 
 
 def export_key(name: str) -> str:

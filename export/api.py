@@ -25,13 +25,13 @@ import onnx
 from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
 from tthf.engine.config import OUTPUT_NAMES
-from tthf.engine.model.interface import UNIT_ROUNDOFF, InputSet, ModelIO, Outputs
+from tthf.engine.model.interface import ROUNDING, InputSet, ModelIO, Outputs
 from tthf.engine.runtime.backends import REGISTRY, BackendSpec, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.tensorrt import current_target, unavailable_reason
 from tthf.engine.store import Store, as_store
 from tthf.errors import BackendUnavailableError, ExportError
-from tthf.export import inputs
+from tthf.export import inputs, int8, quality
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import IMPORTED_FP32_OPS, convert_to_fp16, precision_summary
 from tthf.export.onnx_export import export_onnx
@@ -111,7 +111,7 @@ def validate_artifact(
     tol = bars(precision, run.config.model)
     got = {s.name: backend.predict(s.x) for s in sets}
     groups = [[s.name] for s in sets]
-    if precision in UNIT_ROUNDOFF:
+    if precision in ROUNDING:
         kinds: dict[str, list[str]] = {}
         for s in sets:
             kinds.setdefault(s.name.split("@")[0], []).append(s.name)
@@ -171,6 +171,17 @@ def build_artifacts(run: runs.Run, cfg: ExportConfig) -> Artifacts:
     return out
 
 
+def add_int8(run: runs.Run, cfg: ExportConfig, built: Artifacts, data: Store | None, notes: list[str]) -> str:
+    """The int8 IR (``tthf.export.int8``) into ``built``, calibrated on training windows; returns why it
+    could not be built ('' when it was), also added to ``notes``."""
+    files, why = int8.build(run, built.files[runs.FP32_ONNX], cfg.calibration_windows, data, seed=cfg.seed)
+    if why:
+        notes.append(f"int8 variant not built: {why}")
+    for name, data_bytes in files.items():
+        built.add(name, data_bytes, precision="int8", built_from=runs.FP32_ONNX, calibration="training dates")
+    return why
+
+
 def gates() -> list[BackendSpec]:
     """The backends that serve ``model.onnx`` on the CPU at fp32: export validates it through each
     (and their ``also_validates`` files), and any miss fails the export."""
@@ -182,6 +193,15 @@ def gates() -> list[BackendSpec]:
         and spec.precision == "fp32"
         and not spec.optional
     ]
+
+
+#: why a variant's artifact is missing from an export that was not asked to build it, by precision
+NOT_BUILT = {"int8": "this export was made without --int8; tthf-export --int8 builds it"}
+
+
+#: precisions whose ranges are calibrated on real windows: judged on real (held-out) windows only,
+#: since N(0, 1) draws lie outside the calibrated ranges by construction (docs/export.md, "INT8")
+CALIBRATED = {"int8"}
 
 
 def variants() -> list[BackendSpec]:
@@ -219,22 +239,45 @@ def validate_artifacts(
 
 
 def validate_variant(
-    spec: BackendSpec, run: runs.Run, onnx: bytes, sets: list[InputSet], reference: dict[str, Outputs]
+    spec: BackendSpec,
+    run: runs.Run,
+    files: dict[str, bytes],
+    sets: list[InputSet],
+    reference: dict[str, Outputs],
+    judge: quality.Judge | None = None,
+    unbuilt: str = "",
 ) -> tuple[dict[str, object], list[Comparison]]:
-    """One optional variant at its own bar: its manifest record (accepted, rejected with the failing
-    numbers, or unavailable with the reason) and its comparisons; never raises on a miss."""
-    record: dict[str, object] = {"artifact": runs.FP32_ONNX, "precision": spec.precision}
+    """One optional variant at its own bar and by its forecast quality (``judge``), on the export's
+    ``files``: its manifest record (accepted, rejected with the failing numbers, unavailable with
+    the reason, or not built) and its comparisons; never raises on a miss. ``unbuilt``: why its
+    artifact, asked for, could not be built (then it is unavailable, not 'not built')."""
+    record: dict[str, object] = {"artifact": spec.needs.artifact, "precision": spec.precision}
+    if spec.needs.artifact not in files:
+        if unbuilt:
+            return {**record, "status": "unavailable", "reason": unbuilt}, []
+        return {**record, "status": "not built", "reason": NOT_BUILT.get(spec.precision, "not built")}, []
+    if spec.precision in CALIBRATED:
+        sets = [s for s in sets if not s.name.startswith("random@")]
+        if not sets:
+            return {**record, "status": "unavailable", "reason": "no held-out windows to judge it on"}, []
     try:
-        backend = spec.cls.from_onnx(onnx)
+        backend = spec.cls.from_files(files)
     except BackendUnavailableError as exc:
         log.info("%s not validated: %s", spec.name, exc)
         return {**record, "status": "unavailable", "reason": str(exc)}, []
-    results = validate_artifact(backend, reference, sets, artifact=runs.FP32_ONNX, precision=spec.precision, run=run)
-    failed = failures(results)
+    results = validate_artifact(
+        backend, reference, sets, artifact=str(spec.needs.artifact), precision=spec.precision, run=run
+    )
+    judged = judge(backend) if judge is not None else None
+    missed = judged["failed"] if judged else ""
+    failed = "; ".join(f for f in (failures(results), missed and f"forecast quality: {missed}") if f)
     if failed:
         log.warning("optional variant %s rejected (not served; the export goes on): %s", spec.name, failed)
-    status = "rejected" if failed else "accepted"
-    return {**record, "status": status, "reason": failed, "worst": [r.to_dict() for r in summarize(results)]}, results
+    record.update(status="rejected" if failed else "accepted", reason=failed)
+    record["worst"] = [r.to_dict() for r in summarize(results)]
+    if judged is not None:
+        record["quality"] = judged
+    return record, results
 
 
 def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]:
@@ -310,7 +353,8 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
             f"Build it on a GPU host: {build_command(run)}"
         )
     built = build_artifacts(run, cfg)
-    sets, notes = validation_sets(run, cfg, as_store(data) if data is not None else None)
+    store = as_store(data) if data is not None else None
+    sets, notes = validation_sets(run, cfg, store)
     reference = reference_outputs(run, sets)
     results, validation_notes = validate_artifacts(run, built, sets, reference)
     enforce(results)
@@ -318,9 +362,11 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     manifest = Manifest(
         run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
     )
+    unbuilt = {"int8": add_int8(run, cfg, built, store, notes)} if cfg.int8 else {}
+    judge = quality.Judge(run, cfg.quality_windows, store, seed=cfg.seed)
     for spec in variants():
         manifest.variants[spec.name], variant_results = validate_variant(
-            spec, run, built.files[runs.FP32_ONNX], sets, reference
+            spec, run, built.files, sets, reference, judge, unbuilt.get(spec.precision, "")
         )
         results += variant_results
     if missing_engine:

@@ -36,6 +36,13 @@ class ExportConfig:
     real_windows: int = 2048
     seed: int = 0
     require_engine: bool = False
+    # The int8 variant (``tthf-export --int8``): quantized on up to ``calibration_windows`` windows
+    # of the run's training dates.
+    int8: bool = False
+    calibration_windows: int = 512
+    # Forecast quality of every optional variant: scored against fp32 on up to this many windows
+    # of the held-out dates (0: not judged).
+    quality_windows: int = 20000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "opt_batches", tuple(int(b) for b in self.opt_batches))
@@ -53,6 +60,8 @@ class ExportConfig:
                 f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= every opt {list(self.opt_batches)} "
                 f"<= max ({self.max_batch}); fix --min-batch/--opt-batch/--max-batch"
             )
+        if self.calibration_windows < 1 or self.quality_windows < 0:
+            raise UsageError("--calibration-windows must be >= 1 and --quality-windows >= 0")
         if any(b < 1 for b in self.random_batches) or self.real_windows < 0:
             raise UsageError("validation batch sizes must be >= 1 and --real-windows >= 0")
         if self.workspace_mib < 1:

@@ -73,10 +73,24 @@ TOLERANCES: dict[str, dict[str, Tolerance]] = {
 }
 OUTPUT_SCALES = {"ret_1h": "ret_scale", "vol_10m": "vol_scale"}
 
-#: unit roundoff of each reduced CPU precision judged by spread (bf16: 8 significant bits, 2**-8)
-UNIT_ROUNDOFF = {"bf16": 2.0**-8}
-#: values each matrix product rounds: its two operands and its result
-ROUNDINGS_PER_PRODUCT = 3
+#: an int8 range's calibrated max over the rms of the values it quantizes: the range is set by
+#: the largest of ~1e5-1e6 calibration activations, heavy-tailed, which sit up to ~8 rms out
+INT8_CREST = 8.0
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """How a reduced CPU precision rounds a matrix product: each rounding's relative error is
+    uniform in [-unit, unit] (relative to a value's rms), and ``per_product`` values are rounded."""
+
+    unit: float
+    per_product: int
+
+
+#: bf16 keeps 8 significant bits (unit roundoff 2**-8) and rounds a product's two operands and its
+#: result; int8 rounds its two operands to a step of 2**-7 of the calibrated max (half a step is
+#: 2**-8 of it, ``INT8_CREST`` rms) and accumulates in int32, dequantized to fp32 (no third rounding)
+ROUNDING = {"bf16": Rounding(2.0**-8, 3), "int8": Rounding(2.0**-8 * INT8_CREST, 2)}
 #: |N(0, 1)| at its 99.9th percentile, and a max that N(0, 1) exceeds with probability 7e-6
 Z_Q999 = 3.29
 Z_MAX = 4.5
@@ -96,17 +110,20 @@ def matmul_depth(model: ModelConfig) -> int:
 
 
 def spread_bars(precision: str, model: ModelConfig) -> dict[str, SpreadBar]:
-    """The bar of a reduced CPU precision, derived from its unit roundoff and the model's depth.
+    """The bar of a reduced CPU precision, derived from its rounding (``ROUNDING``) and the model's depth.
 
-    Each of the ``matmul_depth`` products rounds three values to ``precision``: its two operands,
-    and its result where the next op reads it (relative error uniform in [-u, u], standard
-    deviation u/sqrt(3)); it accumulates in fp32. Independent roundings add in quadrature, so
-    the output's error is taken as N(0, sigma) relative to the output's spread, with
-    sigma = u/sqrt(3) * sqrt(3 * depth). The bar is that distribution's p99.9 and a max it
-    passes with probability 7e-6 (docs/export.md, "Reduced precision on the CPU", has the
-    measurements against it, and the depth up to which an output scaled by 1.05 still fails).
+    Each of the ``matmul_depth`` products rounds ``per_product`` values to ``precision`` (bf16:
+    its two operands, and its result where the next op reads it; int8: its two operands),
+    each with a relative error uniform in [-u, u] (standard deviation u/sqrt(3)); it
+    accumulates at full precision. Independent roundings add in quadrature, so the output's
+    error is taken as N(0, sigma) relative to the output's spread, with
+    sigma = u/sqrt(3) * sqrt(per_product * depth). The bar is that distribution's p99.9 and a
+    max it passes with probability 7e-6 (docs/export.md, "Reduced precision on the CPU", has
+    the measurements against it). It is a sanity bar: whether a reduced precision forecasts as
+    well as fp32 is the export's forecast-quality judgement (``tthf.export.quality``).
     """
-    sigma = UNIT_ROUNDOFF[precision] / math.sqrt(3.0) * math.sqrt(ROUNDINGS_PER_PRODUCT * matmul_depth(model))
+    rounding = ROUNDING[precision]
+    sigma = rounding.unit / math.sqrt(3.0) * math.sqrt(rounding.per_product * matmul_depth(model))
     return {
         name: SpreadBar(q_ratio=Z_Q999 * sigma, max_ratio=Z_MAX * sigma, floor=SPREAD_FLOOR * output_scale(name, model))
         for name in OUTPUT_NAMES
@@ -123,8 +140,8 @@ def tolerances(precision: str, model: ModelConfig) -> dict[str, Tolerance]:
 
 def bars(precision: str, model: ModelConfig) -> dict[str, Bar]:
     """Each output's bar for any precision: element bars for fp32 and fp16, spread bars for the
-    reduced CPU precisions (``UNIT_ROUNDOFF``)."""
-    if precision in UNIT_ROUNDOFF:
+    reduced CPU precisions (``ROUNDING``)."""
+    if precision in ROUNDING:
         return dict(spread_bars(precision, model))
     return dict(tolerances(precision, model))
 

@@ -153,7 +153,8 @@ def gather() -> Host:
         target, reason = current_target(), ""
     except BackendUnavailableError as exc:
         target, reason = None, str(exc)
-    return Host({**probes.cpu_info(), "vector_math": _kernel_vector_math()}, driver, torch, trt, ort, target, reason)
+    cpu = {**probes.cpu_info(), "vector_math": _kernel_vector_math(), "openvino": probes.openvino_capabilities()}
+    return Host(cpu, driver, torch, trt, ort, target, reason)
 
 
 def _kernel_vector_math() -> bool:
@@ -172,7 +173,37 @@ def cpu_check(host: Host) -> Check:
     logs = (
         "" if vector is None else "; features kernel logs: " + ("AVX2 vector (libmvec)" if vector else "scalar (libm)")
     )
-    return Check("cpu", f"{host.cpu['model']}, {host.cpu['cores']} cores; {features}{logs}")
+    reduced = "; ".join(f"{k} {v}" for k, v in reduced_precisions(host.cpu).items())
+    return Check("cpu", f"{host.cpu['model']}, {host.cpu['cores']} cores; {features}{logs}; {reduced}")
+
+
+#: the instructions that run each reduced precision's matrix products natively (docs/export.md,
+#: "Reduced precision on the CPU"); OpenVINO's capability that must be there too
+NATIVE = {
+    "bf16": (("AVX512-BF16", "AMX-BF16"), "BF16"),
+    "int8": (("AVX512-VNNI", "AVX-VNNI", "AMX-INT8"), "INT8"),
+}
+
+
+def reduced_precisions(cpu: dict[str, Any]) -> dict[str, str]:
+    """Whether this CPU runs bf16 and int8 natively: from its /proc/cpuinfo flags and, where openvino is
+    installed, OpenVINO's OPTIMIZATION_CAPABILITIES (which the openvino-bf16/-int8 backends go by)."""
+    capabilities = cpu.get("openvino")
+    out = {}
+    for precision, (flags, capability) in NATIVE.items():
+        have = [f for f in flags if cpu["features"].get(f)]
+        seen = (
+            ""
+            if capabilities is None
+            else f"; OpenVINO {'lists' if capability in capabilities else 'lacks'} {capability}"
+        )
+        if have:
+            out[precision] = f"native ({', '.join(have)}{seen})"
+        elif precision == "int8":
+            out[precision] = f"not native (no VNNI or AMX: openvino-int8 runs, without its speed-up{seen})"
+        else:
+            out[precision] = f"not native (no AVX-512 BF16 or AMX: openvino-bf16 unavailable{seen})"
+    return out
 
 
 def gpu_check(host: Host) -> Check:

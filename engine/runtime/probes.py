@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 
 #: label -> /proc/cpuinfo flag
-CPU_FEATURES = {"AVX2": "avx2", "AVX-512": "avx512f", "AVX512-BF16": "avx512_bf16", "AMX-BF16": "amx_bf16"}
+CPU_FEATURES = {
+    "AVX2": "avx2",
+    "AVX-512": "avx512f",
+    "AVX512-BF16": "avx512_bf16",
+    "AMX-BF16": "amx_bf16",
+    "AVX512-VNNI": "avx512_vnni",
+    "AVX-VNNI": "avx_vnni",
+    "AMX-INT8": "amx_int8",
+}
 #: the ONNX Runtime providers tthf sessions use, in its order of preference; only these are probed
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = ORT_PROVIDERS[:2]
@@ -122,6 +130,15 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "features": {label: flag in flags for label, flag in CPU_FEATURES.items()},
     }
+
+
+def openvino_capabilities() -> list[str] | None:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU ("BF16", "INT8", ...), None without openvino."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return [str(c) for c in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
 # ---------------------------------------------------------------------------------------

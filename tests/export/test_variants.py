@@ -145,7 +145,9 @@ def test_a_rejected_variant_is_recorded_and_the_export_succeeds(
         "random",
         "heldout",
     }
-    assert result.variants_line() == "optional variants: openvino-bf16 rejected, stand-in-within accepted"
+    assert result.variants_line() == (
+        "optional variants: openvino-bf16 rejected, openvino-int8 not built, stand-in-within accepted"
+    )
     assert run.exists(runs.export_key(runs.FP32_ONNX)) and run.exists(runs.export_key(runs.FP16_ONNX))
 
 
@@ -179,9 +181,9 @@ def test_an_unavailable_variant_is_recorded_with_its_reason(monkeypatch: pytest.
     run = make_run(str(tmp_path / "store"), make_data(tmp_path / "data"))
     sets = ModelIO.of(run.config.model).dummy_inputs([5], seed=1)
     reference = api.reference_outputs(run, sets)
-    onnx = api.build_artifacts(run, ExportConfig()).files[runs.FP32_ONNX]
+    files = api.build_artifacts(run, ExportConfig()).files
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    record, results = api.validate_variant(api.variants()[0], run, onnx, sets, reference)
+    record, results = api.validate_variant(REGISTRY["openvino-bf16"], run, files, sets, reference)
     assert record["status"] == "unavailable" and "openvino is not installed" in str(record["reason"])
     assert results == []
 

@@ -387,10 +387,39 @@ def test_the_cpu_line_says_which_logs_the_features_kernel_uses() -> None:
     base = {"model": "EPYC", "cores": 2, "features": {"AVX2": True}}
     vector = cpu_check(SimpleNamespace(cpu={**base, "vector_math": True}))  # type: ignore[arg-type]
     scalar = cpu_check(SimpleNamespace(cpu={**base, "vector_math": False}))  # type: ignore[arg-type]
-    assert vector.found == "EPYC, 2 cores; AVX2 yes; features kernel logs: AVX2 vector (libmvec)"
-    assert scalar.found.endswith("features kernel logs: scalar (libm)")
+    assert vector.found.startswith("EPYC, 2 cores; AVX2 yes; features kernel logs: AVX2 vector (libmvec); bf16 ")
+    assert "features kernel logs: scalar (libm); " in scalar.found
     env = {**os.environ, "TTHF_SCALAR_MATH": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "tthf.cli.doctor"], env=env, capture_output=True, text=True, timeout=120
     )
     assert "features kernel logs: scalar (libm)" in out.stdout
+
+
+#: /proc/cpuinfo of three CPUs, flags only: AVX2 alone (no VNNI), Cascade Lake (AVX512-VNNI, no bf16),
+#: Sapphire Rapids (AVX-512 BF16, VNNI, AMX)
+CPUINFO = {
+    "avx2": "model name\t: Old Xeon\nflags\t\t: fpu sse4_2 avx avx2 fma\n",
+    "cascade-lake": "model name\t: Xeon 8280\nflags\t\t: avx avx2 avx512f avx512_vnni\n",
+    "sapphire-rapids": "model name\t: Xeon 8480\nflags\t\t: avx2 avx512f avx512_bf16 avx512_vnni avx_vnni amx_bf16 amx_int8 amx_tile\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("cpu", "bf16", "int8"),
+    [
+        ("avx2", "not native (no AVX-512 BF16 or AMX", "not native (no VNNI or AMX"),
+        ("cascade-lake", "not native", "native (AVX512-VNNI)"),
+        ("sapphire-rapids", "native (AVX512-BF16, AMX-BF16)", "native (AVX512-VNNI, AVX-VNNI, AMX-INT8)"),
+    ],
+)
+def test_doctor_says_which_reduced_precisions_the_cpu_runs_natively(cpu: str, bf16: str, int8: str) -> None:
+    from tthf.engine.runtime.doctor import reduced_precisions
+    from tthf.engine.runtime.probes import cpu_info
+
+    facts = cpu_info(CPUINFO[cpu])
+    said = reduced_precisions(facts)
+    assert said["bf16"].startswith(bf16) and said["int8"].startswith(int8), said
+    assert "OpenVINO" not in said["bf16"]  # without openvino's capabilities, the flags alone
+    seen = reduced_precisions({**facts, "openvino": ["FP32", "INT8"]})
+    assert "OpenVINO lacks BF16" in seen["bf16"] and "OpenVINO lists INT8" in seen["int8"]

@@ -6,7 +6,8 @@
   provider present.
 - ``openvino`` (``openvino.py``): the exported fp32 ``model.onnx`` compiled by OpenVINO for
   the CPU; ``openvino-bf16``: the same with bf16 matmuls, on CPUs with native bf16 only
-  (explicit: ``auto`` never picks a reduced precision on the CPU).
+  (explicit: ``auto`` never picks a reduced precision on the CPU); ``openvino-int8``: the int8
+  IR that ``tthf-export --int8`` quantizes from it (explicit likewise).
 - ``tensorrt`` (``tensorrt.py``): the native fp16 engine for this host's GPU.
 - ``auto``: the fastest that can run here, in the order of the specs' ``auto_rank``
   (docs/export.md has the measurements behind it), and it says which; without an export,
@@ -30,7 +31,14 @@ from tthf.engine import artifacts
 from tthf.engine.runs import Run
 from tthf.engine.runtime.backends.base import Backend, BackendSpec, DeviceEngine, OpenOptions, Rebuild
 from tthf.engine.runtime.backends.onnxruntime import ONNXRUNTIME, OnnxRuntimeBackend
-from tthf.engine.runtime.backends.openvino import OPENVINO, OPENVINO_BF16, OpenVinoBackend, OpenVinoBf16Backend
+from tthf.engine.runtime.backends.openvino import (
+    OPENVINO,
+    OPENVINO_BF16,
+    OPENVINO_INT8,
+    OpenVinoBackend,
+    OpenVinoBf16Backend,
+    OpenVinoInt8Backend,
+)
 from tthf.engine.runtime.backends.tensorrt import TENSORRT, TensorRTBackend
 from tthf.engine.runtime.backends.torch import TORCH, TORCH_CUDA, TorchBackend, TorchCudaBackend
 from tthf.errors import BackendUnavailableError, UsageError
@@ -45,6 +53,7 @@ REGISTRY: dict[str, BackendSpec] = {
         ONNXRUNTIME,
         OPENVINO,
         OPENVINO_BF16,
+        OPENVINO_INT8,
         TORCH,
         TORCH_CUDA,
     )
@@ -60,6 +69,7 @@ __all__ = [
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
     "OpenVinoBf16Backend",
+    "OpenVinoInt8Backend",
     "TensorRTBackend",
     "TorchBackend",
     "TorchCudaBackend",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -167,6 +167,14 @@ class Backend(ABC):
     def from_onnx(cls, model: bytes) -> Backend:
         """This backend on ``model.onnx`` bytes, as export validates it (backends that run ONNX override it)."""
         raise NotImplementedError(f"the {cls.spec.name} backend does not run ONNX bytes")
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes]) -> Backend:
+        """This backend on the export's files in memory (name -> bytes), as export validates a variant:
+        by default ``from_onnx`` on the file its spec needs."""
+        artifact = cls.spec.needs.artifact
+        assert artifact is not None, f"{cls.spec.name} serves no exported file"
+        return cls.from_onnx(files[artifact])
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> Outputs:

@@ -8,7 +8,10 @@ in the manifest and in tthf-run's settings key, never silent):
   ``tthf-export`` accepted it at the bf16 bar (a rejected or never validated variant is a
   one-line error with the fix), and only on CPUs with native bf16 (AVX-512 BF16 or AMX):
   elsewhere OpenVINO would quietly run f32 under the bf16 name, so that is
-  ``BackendUnavailableError``.
+  ``BackendUnavailableError``;
+- ``openvino-int8``: the int8 IR that ``tthf-export --int8`` quantizes from ``model.onnx``
+  (``tthf.export.int8``: int8 matmuls, the rest fp32), an optional variant like bf16. It runs
+  on every CPU OpenVINO supports (VNNI or AMX make it fast; ``tthf-doctor`` says which).
 
 Configuration, by measurement on the project's shared 2-core machine (bench/tune_openvino.py,
 docs/export.md "OpenVINO"), the same shape as the ONNX Runtime backend's: data parallel.
@@ -24,13 +27,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from tthf.engine import artifacts
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import INPUT_NAME, Outputs, empty_outputs, predict_in_chunks
-from tthf.engine.runs import FP32_ONNX, Run
+from tthf.engine.runs import FP32_ONNX, INT8_BIN, INT8_XML, Run
 from tthf.engine.runtime.backends.base import (
     AutoRank,
     Backend,
@@ -43,7 +48,7 @@ from tthf.engine.runtime.backends.base import (
 from tthf.errors import BackendUnavailableError, UsageError
 
 #: tthf precision name -> OpenVINO's INFERENCE_PRECISION_HINT
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the IR's quantized ops, the rest f32
 #: windows per infer call for large batches (measured best of 64..1024, bench/tune_openvino.py)
 SUB_BATCH = 128
 
@@ -76,6 +81,7 @@ class OpenVinoBackend(Backend):
         self,
         model: bytes,
         *,
+        weights: bytes = b"",
         threads: int | None = None,
         hint: str = "THROUGHPUT",
         streams: int | None = None,
@@ -96,7 +102,7 @@ class OpenVinoBackend(Backend):
             "INFERENCE_PRECISION_HINT": PRECISIONS[self.precision],
         }
         self._ov = ov
-        self.compiled = core.compile_model(core.read_model(model, b""), "CPU", config)
+        self.compiled = core.compile_model(core.read_model(model, weights), "CPU", config)
         self._check_precision()
         self._ports = [self.compiled.output(name) for name in OUTPUT_NAMES]
         self.request = self.compiled.create_infer_request()
@@ -169,6 +175,23 @@ class OpenVinoBf16Backend(OpenVinoBackend):
     """The bf16 variant: optional (validated at the bf16 bar, served only when accepted), never picked by ``auto``."""
 
 
+class OpenVinoInt8Backend(OpenVinoBackend):
+    """The int8 variant: ``tthf-export --int8``'s IR (``model_int8.xml`` + ``.bin``), optional, never picked by ``auto``."""
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes]) -> OpenVinoInt8Backend:
+        return cls(files[INT8_XML], weights=files[INT8_BIN])
+
+    @classmethod
+    def from_run(cls, run: Run, **options: Any) -> OpenVinoInt8Backend:
+        """The run's exported int8 IR, after checking the export is fresh and accepted the variant."""
+        _import_openvino()
+        manifest = artifacts.open_fresh(run)
+        artifacts.check_variant(run, manifest, cls.spec.name)
+        files = {name: artifacts.read_artifact(run, manifest, name) for name in (INT8_XML, INT8_BIN)}
+        return cls(files[INT8_XML], weights=files[INT8_BIN], **options)
+
+
 OPENVINO = OpenVinoBackend.spec = BackendSpec(
     "openvino",
     OpenVinoBackend,
@@ -187,5 +210,14 @@ OPENVINO_BF16 = OpenVinoBf16Backend.spec = BackendSpec(
     device="cpu",
     needs=Needs(("openvino",), FP32_ONNX),
     optional=True,  # auto never picks a reduced precision on the CPU
+    options=("threads",),
+)
+OPENVINO_INT8 = OpenVinoInt8Backend.spec = BackendSpec(
+    "openvino-int8",
+    OpenVinoInt8Backend,
+    precision="int8",
+    device="cpu",
+    needs=Needs(("openvino",), INT8_XML),
+    optional=True,  # built only by tthf-export --int8; auto never picks a reduced precision on the CPU
     options=("threads",),
 )
