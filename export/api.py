@@ -26,7 +26,7 @@ from tthf.engine import runs
 from tthf.engine.artifacts import Manifest, read_artifact, source_hashes
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.model.interface import ROUNDING, InputSet, ModelIO, Outputs
-from tthf.engine.runtime.backends import REGISTRY, BackendSpec, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
+from tthf.engine.runtime.backends import REGISTRY, BackendSpec, TensorRTBackend
 from tthf.engine.runtime.backends.base import Backend
 from tthf.engine.runtime.backends.tensorrt import current_target, unavailable_reason
 from tthf.engine.store import Store, as_store
@@ -35,6 +35,7 @@ from tthf.export import inputs, int8, quality
 from tthf.export.config import ExportConfig
 from tthf.export.fp16 import IMPORTED_FP32_OPS, convert_to_fp16, precision_summary
 from tthf.export.onnx_export import export_onnx
+from tthf.export.reference import reference_backend
 from tthf.export.tensorrt_build import build_engine
 from tthf.export.validate import Comparison, bars, compare, enforce, failures, format_table, summarize
 
@@ -281,13 +282,8 @@ def validate_variant(
 
 
 def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]:
-    """The reference on every input set: the PyTorch network (fp32, CPU), or for an imported run its
-    validated graph through ONNX Runtime on the CPU (the import checked it against the user's model)."""
-    reference: Backend
-    if run.config.imported is not None:
-        reference = OnnxRuntimeBackend.from_onnx(run.read_bytes(runs.IMPORTED_MODEL))
-    else:
-        reference = TorchBackend(run.load_model(), device="cpu")
+    """The fp32 reference (``tthf.export.reference``) on every input set."""
+    reference = reference_backend(run)
     return {s.name: reference.predict(s.x) for s in sets}
 
 

@@ -32,9 +32,10 @@ from tthf.engine.evaluation.baselines import last_rv
 from tthf.engine.features import build_day
 from tthf.engine.model.interface import Outputs, predict_in_chunks
 from tthf.engine.model.network import vol_floor
-from tthf.engine.runtime.backends import Backend, TorchBackend
+from tthf.engine.runtime.backends import Backend
 from tthf.engine.store import Store, as_store
 from tthf.errors import DataError, StoreError
+from tthf.export.reference import reference_backend
 
 log = logging.getLogger("tthf.export")
 
@@ -169,7 +170,7 @@ class Judge:
         except (DataError, StoreError) as exc:
             log.warning("forecast quality not judged: %s", exc)
             return None, {}, str(exc)
-        fp32 = TorchBackend(self.run.load_model(), device="cpu")
+        fp32 = reference_backend(self.run)
         return qs, scores(predict_in_chunks(fp32.predict, qs.x, CHUNK), qs, self.run), ""
 
     def __call__(self, backend: Backend) -> dict[str, Any]:
