@@ -1,0 +1,108 @@
+"""The real-time day journal: every accepted batch of a day, durable before ``update`` returns.
+
+One Arrow IPC stream file per trading day (``<dir>/<day>.arrows``): each record batch is
+the rows one ``RealtimePredictor.update`` accepted, in the raw schema, with the minute the
+call closed in the batch's metadata (``close``: µs since the epoch; a close without rows is
+a batch without rows). Each batch is flushed and fsync'd before ``append`` returns, so a
+process killed at any point loses at most the call that had not returned. Reading keeps
+the batches written in full and drops a torn tail (the batch being written at the kill);
+reopening rewrites that prefix to a new file and renames it over the old one, so the file
+is always one valid stream that this process goes on appending to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+import pyarrow as pa
+
+_CLOSE = b"close"
+
+
+class Replay(NamedTuple):
+    """What a journal holds: the accepted rows in arrival order and the last minute closed (µs; None: none)."""
+
+    rows: pa.Table
+    close_us: int | None
+
+
+def journal_path(folder: str | os.PathLike[str], day: dt.date) -> Path:
+    return Path(folder) / f"{day.isoformat()}.arrows"
+
+
+def read_journal(path: Path, schema: pa.Schema) -> Replay:
+    """The batches of ``path`` written in full (a torn last batch is dropped); empty when it does not exist."""
+    batches: list[pa.RecordBatch] = []
+    close: int | None = None
+    if path.exists() and path.stat().st_size:
+        with pa.OSFile(str(path), "rb") as source:
+            try:
+                reader = pa.ipc.open_stream(source)
+                while True:
+                    batch, meta = reader.read_next_batch_with_custom_metadata()
+                    batches.append(batch)
+                    if meta is not None and _CLOSE in meta:
+                        close = max(close or 0, int(meta[_CLOSE]))
+            except (StopIteration, pa.ArrowInvalid, OSError):
+                pass  # the end, or the batch being written when the process died
+    table = pa.Table.from_batches(batches, schema) if batches else schema.empty_table()
+    return Replay(table, close)
+
+
+class DayJournal:
+    """The open journal of one day: rewritten from what it held, then appended to batch by batch."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self._file: BinaryIO | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def open(self, held: Replay) -> None:
+        """Start the file afresh with ``held`` (what the old file held in full), durably, then keep it open."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = self.path.with_suffix(".arrows.tmp")
+        self._file = open(fresh, "wb")  # noqa: SIM115 -- kept open for the day, closed by close()
+        self._writer = pa.ipc.new_stream(self._file, self.schema)
+        if held.rows.num_rows or held.close_us is not None:
+            self.append(held.rows, held.close_us)
+        else:
+            self._sync()
+        os.replace(fresh, self.path)
+        _sync_folder(self.path.parent)
+
+    def append(self, rows: pa.Table, close_us: int | None) -> None:
+        """Write ``rows`` (one batch) and the minute closed; on disk when this returns."""
+        assert self._writer is not None, "open() the journal first"
+        meta = {_CLOSE: str(close_us).encode()} if close_us is not None else None
+        batch = pa.RecordBatch.from_arrays(
+            [rows.column(i).combine_chunks() for i in range(rows.num_columns)], schema=self.schema
+        )
+        self._writer.write_batch(batch, custom_metadata=meta)
+        self._sync()
+
+    def _sync(self) -> None:
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """End the stream (a reader needs no end marker: a killed process leaves none)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._sync()
+            assert self._file is not None
+            self._file.close()
+        self._writer = self._file = None
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
