@@ -23,7 +23,12 @@ _CLOSE = b"close"
 
 
 class Replay(NamedTuple):
-    """What a journal holds: the accepted rows in arrival order and the last minute closed (µs; None: none)."""
+    """What a restart replays: the accepted rows in arrival order and the last minute closed (µs; None: none).
+
+    That is the journal up to the call that closed its last minute, not that call nor any
+    after it: their rows come again when the caller resends, and are processed as the first
+    time (a late row's revisions, lost with the process, are made again).
+    """
 
     rows: pa.Table
     close_us: int | None
@@ -34,9 +39,9 @@ def journal_path(folder: str | os.PathLike[str], day: dt.date) -> Path:
 
 
 def read_journal(path: Path, schema: pa.Schema) -> Replay:
-    """The batches of ``path`` written in full (a torn last batch is dropped); empty when it does not exist."""
+    """What ``path`` holds to replay (see ``Replay``); a torn last batch is dropped; empty when there is no file."""
     batches: list[pa.RecordBatch] = []
-    close: int | None = None
+    closes: list[int] = []  # the minute each batch's call had closed (-1: none yet)
     if path.exists() and path.stat().st_size:
         with pa.OSFile(str(path), "rb") as source:
             try:
@@ -44,12 +49,12 @@ def read_journal(path: Path, schema: pa.Schema) -> Replay:
                 while True:
                     batch, meta = reader.read_next_batch_with_custom_metadata()
                     batches.append(batch)
-                    if meta is not None and _CLOSE in meta:
-                        close = max(close or 0, int(meta[_CLOSE]))
+                    closes.append(int(meta[_CLOSE]) if meta is not None and _CLOSE in meta else -1)
             except (StopIteration, pa.ArrowInvalid, OSError):
                 pass  # the end, or the batch being written when the process died
-    table = pa.Table.from_batches(batches, schema) if batches else schema.empty_table()
-    return Replay(table, close)
+    keep = closes.index(closes[-1]) if closes else 0  # the first call that closed the last minute
+    table = pa.Table.from_batches(batches[:keep], schema) if keep else schema.empty_table()
+    return Replay(table, closes[keep - 1] if keep and closes[keep - 1] >= 0 else None)
 
 
 class DayJournal:

@@ -174,8 +174,9 @@ class RealtimePredictor:
     def reset(self, day: dt.date) -> dt.datetime | None:
         """Start ``day`` (windows never cross a day); with a journal, replay what it holds of ``day``.
 
-        Returns the last minute the journal holds closed (None: none). That minute is open
-        again: resend its rows and close it to have its predictions again.
+        Returns the last minute the replay holds closed (None: none): the journal up to the
+        call that closed its last minute (``journal.Replay``). Resend every call made after
+        the one that closed the minute returned; they are processed as the first time.
         """
         calendar = self.run.config.calendar
         if not is_trading_day(day, calendar):
@@ -198,10 +199,9 @@ class RealtimePredictor:
             self._add(_frame(held.rows))
         if held.close_us is None:
             return None
-        last = self._minute_index(held.close_us)
-        self.closed = last - 1
+        self.closed = self._minute_index(held.close_us)
         self._warm()
-        return self._instant(last)
+        return self._instant(self.closed)
 
     def close(self, minute: dt.datetime) -> Update:
         """Say that every minute up to ``minute`` is complete: predict those not predicted yet."""

@@ -268,15 +268,17 @@ def test_a_restart_replays_the_journal_and_resends_from_the_minute_it_holds(
     rt.update(_at(raw, 205).head(1).with_columns(pl.col("ask") * 1.5), close=_minute(210))
     rt.update(_at(raw, 205).head(1), close=_minute(210))
     again = RealtimePredictor.from_run(store, "jen", backend="torch", journal=tmp_path)
-    held = again.reset(DAY)
-    assert held == _minute(210) and again.closed == 209
+    held = again.reset(DAY)  # the calls from the one that closed 13:00 are not held: they are resent
+    assert held == _minute(209) and again.closed == 209
     rest, updates = _feed(again, _day(raw)[210:])
     assert updates[0].predictions.equals(_rows(batch, 210)) and updates[0].revisions.height == 0
     out = pl.concat([morning.filter(pl.col("ts") < _minute(210)), rest])
     assert out.equals(batch)
-    # a third start on a finished day: everything held, nothing more to do
+    # a third start on a finished day: all held but the last call, which closes the day again
     third = RealtimePredictor.from_run(store, "jen", backend="torch", journal=tmp_path)
-    assert third.reset(DAY) == _minute(389)
+    assert third.reset(DAY) == _minute(388)
+    last = third.update(_at(raw, 389), close=_minute(389))
+    assert last.day_closed and last.predictions.equals(_rows(batch, 389))
 
 
 def test_arrow_tables_and_empty_updates(setup: tuple[str, pl.DataFrame, pl.DataFrame]) -> None:
@@ -336,3 +338,22 @@ def test_null_quotes_and_a_symbol_without_quotes_equal_batch(setup: tuple[str, p
             assert got.equals(want), f"minute {t}"
         sizes.add(want.filter(pl.col("ts") == _minute(t)).height)
     assert {3, 4} <= sizes  # both cases were seen: a symbol masked by a null-quote gap, and none
+
+
+def test_a_wall_clock_closes_each_minute_a_grace_after_its_end(setup: tuple[str, pl.DataFrame, pl.DataFrame]) -> None:
+    store, raw, batch = setup
+    now = [_minute(40)]
+    grace = dt.timedelta(seconds=2)
+    rt = RealtimePredictor.from_run(store, "jen", backend="torch", clock=lambda: now[0], grace=grace)
+    rt.reset(DAY)
+    got = rt.update(raw.filter(pl.col("ts") <= _minute(40)))  # at 40:00 minute 40 is open, 39 not yet closed
+    assert got.closed == _minute(38) and got.predictions.equals(batch.filter(pl.col("ts") <= _minute(38)))
+    now[0] = _minute(41) + dt.timedelta(seconds=1)  # 39 closed; 40 within its grace; 41 the current minute
+    got = rt.update(pl.concat([_at(raw, 41), _at(raw, 42)]))
+    assert got.closed == _minute(39) and got.predictions.equals(_rows(batch, 39))
+    assert got.rejected["future"] == _at(raw, 42).height > 0  # stamped after the wall clock's minute
+    now[0] = _minute(42) + grace
+    got = rt.update(None)
+    assert got.closed == _minute(41) and got.predictions.equals(
+        batch.filter(pl.col("ts").is_between(_minute(40), _minute(41)))
+    )
