@@ -140,6 +140,7 @@ class RealtimePredictor:
         self.closed = -1  # the last minute closed (index into the session)
         self.seconds: dict[str, float] = {}  # where the last update's time went
         self._journal: DayJournal | None = None
+        self._day_us = (0, 0)  # the day's local midnights, µs since the epoch
         self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
         self._fixed: FixedBatch | None = None  # the backend's all-symbols batch, where it has one (TensorRT)
 
@@ -188,6 +189,8 @@ class RealtimePredictor:
             self._journal = None
         self.grid = DayGrid(day, calendar)
         self.closed = -1
+        midnight = dt.datetime.combine(day, dt.time(), self._tz)  # the local day, in µs since the epoch
+        self._day_us = (int(midnight.timestamp() * 1e6), int((midnight + dt.timedelta(days=1)).timestamp() * 1e6))
         if self.journal_dir is None:
             return None
         schema = marketdata.conform(marketdata.ARROW_SCHEMA.empty_table(), "journal").schema
@@ -293,9 +296,9 @@ class RealtimePredictor:
         """Which rows are of this day up to the open minute; the others counted by reason (``other_day``, ``future``)."""
         grid = self.grid
         assert grid is not None
-        local = pl.col("ts").dt.convert_time_zone(str(self._tz)).dt.date()
-        minute = (pl.col("ts").dt.epoch("us") - grid.session.start_us) // MINUTE_US
-        other_day = local.is_not_null() & (local != grid.day)
+        us = pl.col("ts").dt.epoch("us")
+        other_day = (us < self._day_us[0]) | (us >= self._day_us[1])
+        minute = (us - grid.session.start_us) // MINUTE_US
         future = ~other_day & (minute > self._open_minute(closed)) & (minute < grid.session.n_minutes)
         flags = frame.select(other_day.fill_null(False).alias("o"), future.fill_null(False).alias("f"))
         o, f = flags.get_column("o"), flags.get_column("f")
@@ -358,6 +361,8 @@ class RealtimePredictor:
         out = self._run(scaled, sym, (ends - start).astype(np.int32))
         n_new = len(new_s)
         new = self._table(new_s, new_t, {k: v[:n_new] for k, v in out.items()})
+        if not revise:
+            return new, predictions.empty(), t_features
         revised = self._table(rev_s[rev_ok], rev_t[rev_ok], {k: v[n_new:] for k, v in out.items()})
         withdrawn = self._table(rev_s[~rev_ok], rev_t[~rev_ok], None)
         return new, pl.concat([revised, withdrawn]).sort("ts", "symbol"), t_features
