@@ -228,8 +228,9 @@ class RealtimePredictor:
         if self.day_closed:
             return self._result(predictions.empty(), predictions.empty(), {}, {"day_closed": frame.height}, 0, {})
         before = self.closed
-        closed = max(before, self._close_index(close))
-        keep, rejected = self._screen(frame, closed)
+        now = self.clock() if self.clock is not None else None  # read once: one wall time per call
+        closed = max(before, self._close_index(close, now))
+        keep, rejected = self._screen(frame, self._open_minute(closed, now))
         accepted = frame.filter(keep)
         tid, sid, counts = self._add(accepted)
         rejected |= {"null_key": counts.get("null_key", 0), "off_session": counts.get("extended_hours", 0)}
@@ -259,7 +260,7 @@ class RealtimePredictor:
 
     # -- the clock ---------------------------------------------------------------------------
 
-    def _close_index(self, close: dt.datetime | None) -> int:
+    def _close_index(self, close: dt.datetime | None, now: dt.datetime | None) -> int:
         """The last minute closed by ``close`` (or by the wall clock), clamped to the session."""
         grid = self.grid
         assert grid is not None
@@ -269,18 +270,18 @@ class RealtimePredictor:
                     f"close={close.isoformat()} is not a minute of {grid.day}; call reset(day) at the start of each day"
                 )
             minute = self._minute_index(int(close.timestamp() * 1_000_000))
-        elif self.clock is not None:
-            now = self.clock() - self.grace
-            minute = self._minute_index(int(now.timestamp() * 1_000_000)) - 1  # the minute whose end is past
+        elif now is not None:
+            ended = now - self.grace
+            minute = self._minute_index(int(ended.timestamp() * 1_000_000)) - 1  # the minute whose end is past
         else:
             return self.closed
         return min(minute, grid.session.n_minutes - 1)
 
-    def _open_minute(self, closed: int) -> int:
+    def _open_minute(self, closed: int, now: dt.datetime | None) -> int:
         """The latest minute a row may be stamped with: the one after the last closed, or the wall clock's."""
-        if self.clock is None:
+        if now is None:
             return closed + 1
-        return self._minute_index(int(self.clock().timestamp() * 1_000_000))
+        return self._minute_index(int(now.timestamp() * 1_000_000))
 
     def _minute_index(self, us: int) -> int:
         assert self.grid is not None
@@ -292,14 +293,14 @@ class RealtimePredictor:
     def _instant(self, minute: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._close_us(minute) / 1e6, dt.timezone.utc)  # type: ignore[operator]
 
-    def _screen(self, frame: pl.DataFrame, closed: int) -> tuple[pl.Series, dict[str, int]]:
+    def _screen(self, frame: pl.DataFrame, open_minute: int) -> tuple[pl.Series, dict[str, int]]:
         """Which rows are of this day up to the open minute; the others counted by reason (``other_day``, ``future``)."""
         grid = self.grid
         assert grid is not None
         us = pl.col("ts").dt.epoch("us")
         other_day = (us < self._day_us[0]) | (us >= self._day_us[1])
         minute = (us - grid.session.start_us) // MINUTE_US
-        future = ~other_day & (minute > self._open_minute(closed)) & (minute < grid.session.n_minutes)
+        future = ~other_day & (minute > open_minute) & (minute < grid.session.n_minutes)
         flags = frame.select(other_day.fill_null(False).alias("o"), future.fill_null(False).alias("f"))
         o, f = flags.get_column("o"), flags.get_column("f")
         return ~(o | f), {"other_day": int(o.sum()), "future": int(f.sum())}
