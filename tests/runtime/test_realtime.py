@@ -207,6 +207,28 @@ def test_a_late_bar_is_applied_and_revises_the_minutes_it_changes(
     assert out.equals(batch)
 
 
+def test_a_correction_that_voids_windows_withdraws_their_rows(setup: tuple[str, pl.DataFrame, pl.DataFrame]) -> None:
+    """Corrected rows without quotes (8 minutes of one symbol) leave no valid window there: null-output revisions."""
+    store, raw, _ = setup
+    symbol = raw.get_column("symbol").min()
+    gap = (pl.col("symbol") == symbol) & pl.col("ts").is_between(_minute(100), _minute(107))
+    voided = raw.filter(gap).with_columns(
+        pl.lit(None, pl.Float64).alias(c) for c in ("bid", "ask", "bid_size", "ask_size")
+    )
+    final = pl.concat([raw.filter(~gap), voided])
+    batch = _batch(store, final)
+    rt = RealtimePredictor.from_run(store, "jen", backend="torch")
+    sends = _day(raw)
+    sends[120] = (pl.concat([_at(raw, 120), voided]), 120)
+    out, updates = _feed(rt, sends)
+    revised = updates[120].revisions
+    withdrawn = revised.filter(pl.col("ret_1h").is_null())
+    assert withdrawn.height > 0 and withdrawn.get_column("symbol").unique().to_list() == [symbol]
+    assert batch.join(withdrawn, on=["ts", "symbol"], how="semi").height == 0  # batch has no row there either
+    assert updates[120].late_rows == 8 and updates[120].counts["corrections"] == 8
+    assert out.equals(batch)
+
+
 def test_revisions_follow_the_look_back(setup: tuple[str, pl.DataFrame, pl.DataFrame]) -> None:
     """``revise=10`` re-predicts the last 10 closed minutes only; ``revise=0`` none, the row still applied."""
     store, raw, batch = setup
