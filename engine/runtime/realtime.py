@@ -352,10 +352,10 @@ class RealtimePredictor:
                                        labels=False, scale=self._scale, threads=self._threads)  # fmt: skip
         t_features = time.perf_counter()
         ok = self._window_ok(mask)
-        new_s, new_t = _cells(ok, range(len(grid.symbols)), max(first, self.seq_len - 1), last)
-        rev = [_cells(np.ones_like(ok), [s], t0, self.closed) for s, t0 in revise.items()]
-        rev_s = np.concatenate([c[0] for c in rev]) if rev else np.empty(0, dtype=np.int32)
-        rev_t = np.concatenate([c[1] for c in rev]) if rev else np.empty(0, dtype=np.int32)
+        new_s, new_t = _cells(ok, max(first, self.seq_len - 1), last)
+        spans = [np.arange(t0, self.closed + 1, dtype=np.int32) for t0 in revise.values()]  # every minute from t0
+        rev_s = np.repeat(np.fromiter(revise, dtype=np.int32, count=len(revise)), [len(t) for t in spans])
+        rev_t = np.concatenate(spans) if spans else np.empty(0, dtype=np.int32)
         rev_ok = ok[rev_s, rev_t]
         sym = np.concatenate([new_s, rev_s[rev_ok]])
         ends = np.concatenate([new_t, rev_t[rev_ok]])
@@ -418,15 +418,13 @@ class RealtimePredictor:
         return self._fixed
 
 
-def _cells(ok: np.ndarray, symbols: range | list[int], first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
-    """(symbol, minute) of the cells of ``symbols`` x minutes ``first..last`` where ``ok``, minute-major."""
+def _cells(ok: np.ndarray, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """(symbol, minute) of the cells of minutes ``first..last`` where ``ok``, minute-major."""
     if last < first:
         empty = np.empty(0, dtype=np.int32)
         return empty, empty
-    rows = np.asarray(symbols, dtype=np.int32)
-    sub = ok[rows, first : last + 1]
-    t, s = np.nonzero(sub.T)
-    return rows[s].astype(np.int32), (t + first).astype(np.int32)
+    t, s = np.nonzero(ok[:, first : last + 1].T)
+    return s.astype(np.int32), (t + first).astype(np.int32)
 
 
 def _arrow(rows: pl.DataFrame | pa.Table | None) -> pa.Table:
