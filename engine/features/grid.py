@@ -90,8 +90,8 @@ class DayGrid:
         if not names:
             counts = dict.fromkeys(COUNT_KEYS, 0)
             counts.update(rows_in=frame.height, null_key=frame.height)  # no keyed row: no repeat either
-            return Added(counts | {"corrections": corrections}, _NO_CELLS, _NO_CELLS)
-        clean = clean_rows(frame, self.day, names, source, calendar=self.calendar)
+            return Added(counts | {"corrections": corrections}, _NO_CELLS, _NO_CELLS, None)
+        clean = clean_rows(frame, self.day, names, source, calendar=self.calendar, by_minute=True)
         counts = clean.counts
         counts["rows_in"] += repeats + corrections
         counts["duplicate_rows"] += repeats
@@ -111,7 +111,7 @@ class DayGrid:
         self.filled[tid, sid] = True
         if len(tid):
             self.state.invalidate(int(tid.min()))  # a late row changes the day statistics from its minute on
-        return Added(counts, tid, sid)
+        return Added(counts, tid, sid, clean.by_minute)
 
     def _same(self, tid: np.ndarray, sid: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
         """Whether each clean row equals its cell's values (NaN equals NaN)."""
@@ -146,6 +146,7 @@ class Added(NamedTuple):
     counts: dict[str, int]
     tid: np.ndarray  # minute of each changed cell
     sid: np.ndarray  # symbol of each changed cell (its grid column)
+    by_minute: pl.DataFrame | None  # the counts of each minute with rows (``CleanRows.by_minute``)
 
 
 _NO_CELLS = np.empty(0, dtype=np.int64)

@@ -41,6 +41,7 @@ start, so the output for minute ``t`` is the batch output for minute ``t``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -83,7 +84,8 @@ class Update:
     ``revisions``: rows of minutes closed earlier, predicted again because late or corrected
     rows changed their windows (``ts`` is the minute revised); null outputs withdraw a row.
     ``counts``: the cleaning counts of this call's rows (features.clean.COUNT_KEYS, and
-    ``corrections``); ``rejected``: rows rejected, by reason (``REJECT_REASONS``);
+    ``corrections``); ``minute_counts``: per minute of its rows (``ts``), the rows used and the
+    counts of the value rules; ``rejected``: rows rejected, by reason (``REJECT_REASONS``);
     ``late_rows``: rows applied to minutes already closed; ``seconds``: where the time went.
     """
 
@@ -95,6 +97,7 @@ class Update:
     rejected: dict[str, int] = field(default_factory=dict)
     late_rows: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    minute_counts: pl.DataFrame | None = None
 
 
 def apply_update(published: pl.DataFrame, update: Update) -> pl.DataFrame:
@@ -232,7 +235,7 @@ class RealtimePredictor:
         closed = max(before, self._close_index(close, now))
         keep, rejected = self._screen(frame, self._open_minute(closed, now))
         accepted = frame.filter(keep)
-        tid, sid, counts = self._add(accepted)
+        tid, sid, counts, by_minute = self._add(accepted)
         rejected |= {"null_key": counts.get("null_key", 0), "off_session": counts.get("extended_hours", 0)}
         if self._journal is not None and (accepted.height or closed > before):
             self._journal.append(table.filter(keep.to_arrow()), self._close_us(closed))
@@ -243,7 +246,11 @@ class RealtimePredictor:
         self.closed = closed
         t3 = time.perf_counter()
         self.seconds = {"ingest": t1 - t0, "features": t2 - t1, "predict": t3 - t2, "total": t3 - t0}
-        return self._result(new, revised, counts, rejected, int(late.sum()), self.seconds)
+        result = self._result(new, revised, counts, rejected, int(late.sum()), self.seconds)
+        if by_minute is None:
+            return result
+        ts = pl.Series("ts", grid.minutes[by_minute.get_column("tid").to_numpy()]).dt.replace_time_zone("UTC")
+        return dataclasses.replace(result, minute_counts=by_minute.drop("tid").insert_column(0, ts))
 
     def _result(
         self,
@@ -307,14 +314,14 @@ class RealtimePredictor:
 
     # -- rows ------------------------------------------------------------------------------------
 
-    def _add(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        """Put ``frame`` into the grid: the (minute, symbol) cells it changed and its cleaning counts."""
+    def _add(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, int], pl.DataFrame | None]:
+        """Put ``frame`` into the grid: the (minute, symbol) cells it changed, its cleaning counts, by minute."""
         if frame.height == 0:
             empty = np.empty(0, dtype=np.int64)
-            return empty, empty, {}
+            return empty, empty, {}, None
         assert self.grid is not None
         added = self.grid.add(frame, f"realtime bars of {self.grid.day}")
-        return added.tid, added.sid, added.counts
+        return added.tid, added.sid, added.counts, added.by_minute
 
     def _revisions(self, tid: np.ndarray, sid: np.ndarray, before: int) -> dict[int, int]:
         """Symbol -> the first minute to predict again, from the late cells, within the look-back."""

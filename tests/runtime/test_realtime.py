@@ -275,6 +275,25 @@ def test_bad_rows_are_cleaned_or_rejected_alone_and_counted(setup: tuple[str, pl
     got = updates[90]
     assert got.counts["quote_nonfinite"] == 1 and got.counts["quote_crossed"] == 1
     assert got.rejected["null_key"] == 1 and got.rejected["off_session"] == 1
+    by_minute = got.minute_counts
+    assert by_minute is not None and by_minute.get_column("ts").to_list() == [_minute(90)]
+    assert by_minute.row(0, named=True) | {"ts": None} == {
+        "ts": None,
+        "rows_used": rows.height,
+        "quote_null": 0,
+        "quote_nonfinite": 1,
+        "quote_nonpositive": 0,
+        "quote_crossed": 1,
+        "trade_invalid": 0,
+    }
+    # a call of several minutes counts each minute
+    early = raw.filter(pl.col("ts").is_between(_minute(0), _minute(2)))
+    first = _at(raw, 1).head(1).with_columns((pl.col("ask") * 1.01).alias("bid"))
+    three = RealtimePredictor.from_run(store, "jen", backend="torch").update(
+        pl.concat([early, first]), close=_minute(2)
+    )
+    assert three.minute_counts is not None and three.minute_counts.get_column("quote_crossed").to_list() == [0, 1, 0]
+    assert three.minute_counts.get_column("rows_used").sum() == early.height and three.counts["corrections"] == 1
     assert got.predictions.height > 0
     assert out.equals(_batch(store, final))
 
