@@ -73,3 +73,47 @@ def tmp_store(tmp_store_uri: str):  # -> tthf.engine.store.Store
     from tthf.engine.store import open_store
 
     return open_store(tmp_store_uri)
+
+
+#: what the test cluster's workers see of the fake AWS account (``s3_env``'s, which they cannot inherit)
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One 2-CPU local Ray cluster for the session, in this process; returns its address. Every test that
+    runs ``--executor ray`` uses it (tthf keeps a process's existing connection): a second cluster started
+    in the same process after another was shut down lost its workers at start. Nothing is left in
+    ~/.ray or /tmp/ray."""
+    import logging
+    import os
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray", reason="pip install 'tthf[ray]' to test --executor ray")
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray would write a token to ~/.ray for a local cluster
+    temp = tempfile.mkdtemp(prefix="tthf-ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    context = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 2**20,
+        _temp_dir=temp,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": FAKE_AWS},
+    )
+    try:
+        yield context.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        if auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth

@@ -136,8 +136,7 @@ def test_the_torch_backends_refuse_an_imported_run_with_what_to_do(user: User, t
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_ray_executor_writes_the_local_executors_bytes(user: User, tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="pip install 'tthf[ray]' to test --executor ray")
+def test_the_ray_executor_writes_the_local_executors_bytes(user: User, tmp_path: Path, ray_cluster: str) -> None:
     from tthf.export.api import export_run
     from tthf.export.config import ExportConfig
     from tthf.export.importing import import_run, load_spec

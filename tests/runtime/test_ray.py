@@ -15,10 +15,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -43,39 +41,12 @@ pytestmark = pytest.mark.timeout(180)
 RUN_DIR = Path("demo/three_headed_transformer/jennifer")
 INFERENCE = RUN_DIR / "inference"
 SPEC = f"{DAYS[0]}:{DAYS[-1]}"
-# what the test cluster's workers see of the fake AWS account (tests/conftest.py's s3_env, which they cannot inherit)
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "NO_PROXY": "127.0.0.1,localhost",
-}
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """One 2-CPU local Ray cluster for the module; returns its address. Nothing is left in ~/.ray or /tmp/ray."""
-    auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray would write a token to ~/.ray for a local cluster
-    temp = tempfile.mkdtemp(prefix="tthf-ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    context = ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=100 * 2**20,
-        _temp_dir=temp,
-        logging_level=logging.WARNING,
-        runtime_env={"env_vars": FAKE_AWS},
-    )
-    try:
-        yield context.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        if auth is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = auth
+def cluster(ray_cluster: str) -> str:
+    """The session's 2-CPU local Ray cluster (tests/conftest.py); returns its address."""
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
