@@ -5,7 +5,7 @@ replayed minute by minute. The predictor rebuilds the day's features from its hi
 every minute, so latency grows through the day; the timed stretch is the session's last
 ``TIMED`` minutes (the longest history: the worst case), after one catch-up update with
 every earlier minute. Each round is one ``update`` with one minute of bars for every
-symbol; p50/p95/p99 of those rounds go into extra_info with the predictor's own per-stage
+symbol, closing that minute; p50/p95/p99 of those rounds go into extra_info with the predictor's own per-stage
 seconds. The last minute's predictions must equal the batch path's for that minute.
 """
 
@@ -35,7 +35,7 @@ def test_realtime_latency(benchmark, sizes, market, bench_run) -> None:
     predictor = realtime.RealtimePredictor.from_run(bench_run.store, bench_run.run.ref.run_id, backend="auto")
     predictor.reset(day)
     first_timed = session[len(session) - timed]
-    predictor.update(raw.filter(pl.col("ts") < first_timed))
+    predictor.update(raw.filter(pl.col("ts") < first_timed), close=session[len(session) - timed - 1])
     queue = [raw.filter(pl.col("ts") == m) for m in minutes if m >= first_timed and m <= session[-1]]
     latencies: list[float] = []
     stages: list[dict[str, float]] = []
@@ -46,7 +46,7 @@ def test_realtime_latency(benchmark, sizes, market, bench_run) -> None:
 
     def step(bars: pl.DataFrame) -> None:
         t0 = time.perf_counter()
-        last[:] = [predictor.update(bars)]
+        last[:] = [predictor.update(bars, close=bars.get_column("ts").max()).predictions]
         latencies.append(time.perf_counter() - t0)
         stages.append(dict(predictor.seconds))
 

@@ -213,3 +213,17 @@ class ScaledStandIn(Backend):
 
     def predict(self, batch: np.ndarray) -> Outputs:
         return {n: v * np.float32(self.scale) for n, v in self.inner.predict(batch).items()}
+
+
+def dense_batch(run: runs.Run, raw: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """What ``tthf-run --dense --backend torch`` writes for ``day`` from ``raw``, sorted by (ts, symbol):
+    the batch side of every real-time-equals-batch test."""
+    from tthf.engine.runtime.backends import open_backend
+    from tthf.engine.runtime.day import Day, DayHost, DayPredictor
+    from tthf.engine.store import open_store
+
+    features = DayHost(run, open_store(run.config.data_root)).features(Day(day, raw=raw))
+    frame = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512).predict(features).frame
+    if frame is None:
+        raise AssertionError(f"no predictions for {day}")
+    return frame.sort("ts", "symbol")

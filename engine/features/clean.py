@@ -72,6 +72,8 @@ class CleanRows(NamedTuple):
     symbols: list[str]
     n_minutes: int
     counts: dict[str, int]
+    #: with ``by_minute``: per minute (``tid``) with rows, its rows used and the value rules' counts
+    by_minute: pl.DataFrame | None = None
 
 
 def _check_columns(raw: pl.DataFrame, source: str) -> None:
@@ -215,8 +217,13 @@ def _resolve_duplicates(
     return unique
 
 
-def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]) -> pl.DataFrame:
-    """Null out unusable quotes (null, non-finite, non-positive, crossed) and invalid trade fields; count each rule."""
+def _flag_bad_values(
+    frame: pl.DataFrame, n_symbols: int, counts: dict[str, int], by_minute: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Null out unusable quotes (null, non-finite, non-positive, crossed) and invalid trade fields; count each rule.
+
+    With ``by_minute``, also each minute's counts (what real time reports for the minutes it closes).
+    """
     quote_null = pl.any_horizontal(*[pl.col(c).is_null() for c in QUOTE])
     quote_nonfinite = ~quote_null & ~pl.all_horizontal(*[_finite(c) for c in QUOTE])
     quote_nonpositive = (
@@ -236,11 +243,18 @@ def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]
         pl.any_horizontal(*bad_price, bad_volume, bad_count).alias("_ti"),
     )
     flags = frame.select(pl.col("_qn", "_qf", "_qp", "_qc", "_ti").sum()).row(0)
+    minutes = None
+    if by_minute:
+        sums = [
+            pl.col(flag).sum().cast(pl.Int64).alias(key)
+            for flag, key in zip(("_qn", "_qf", "_qp", "_qc", "_ti"), _FLAGS)
+        ]
+        minutes = frame.group_by("tid").agg(pl.len().cast(pl.Int64).alias("rows_used"), *sums).sort("tid")
     counts.update({key: int(value) for key, value in zip(_FLAGS, flags)})
     unusable = pl.col("_qn") | pl.col("_qf") | pl.col("_qp") | pl.col("_qc")
     # a symbol without one usable quote all day stays on the grid, fully masked: no prediction rows
     counts["symbols_no_quote"] = n_symbols - frame.select(pl.col("sid").filter(~unusable).n_unique()).item()
-    return frame.select(
+    clean = frame.select(
         "sid",
         "tid",
         *[pl.when(unusable).then(None).otherwise(pl.col(c)).alias(c) for c in QUOTE],
@@ -248,14 +262,22 @@ def _flag_bad_values(frame: pl.DataFrame, n_symbols: int, counts: dict[str, int]
         pl.when(_finite("volume") & (pl.col("volume") >= 0)).then(pl.col("volume")).otherwise(0.0).alias("volume"),
         pl.when(_finite("trade_count") & (pl.col("trade_count") >= 0)).then(pl.col("trade_count")).alias("trade_count"),
     )
+    return clean, minutes
 
 
 def clean_rows(
-    raw: pl.DataFrame, day: dt.date, symbols: list[str] | None, source: str, *, calendar: str = DEFAULT_CALENDAR
+    raw: pl.DataFrame,
+    day: dt.date,
+    symbols: list[str] | None,
+    source: str,
+    *,
+    calendar: str = DEFAULT_CALENDAR,
+    by_minute: bool = False,
 ) -> CleanRows:
     """Apply the cleaning rules; return rows keyed by (sid, tid), the symbols, the session length and the counts.
 
-    ``calendar`` (an exchange's ISO MIC code) gives the day's regular session.
+    ``calendar`` (an exchange's ISO MIC code) gives the day's regular session; ``by_minute``
+    adds the counts of each minute (``CleanRows.by_minute``).
     """
     if not is_trading_day(day, calendar):
         raise DataError(
@@ -276,4 +298,5 @@ def clean_rows(
     ).drop("symbol", "_off")
     frame = _resolve_duplicates(frame, symbols, session, source, counts)
     counts["rows_used"] = frame.height
-    return CleanRows(_flag_bad_values(frame, len(symbols), counts), symbols, session.n_minutes, counts)
+    clean, minutes = _flag_bad_values(frame, len(symbols), counts, by_minute)
+    return CleanRows(clean, symbols, session.n_minutes, counts, minutes)

@@ -341,7 +341,8 @@ def test_the_latest_minutes_alone_have_the_full_day_bits():
     """compute_grid(..., start) on the grid cut at t -- the real-time call -- in any symbol order."""
     raw = random_raw(DAY, n_sym=9, seed=4)
     base = build_day(raw, DAY)
-    rows, symbols, n_minutes, _ = clean_rows(raw, DAY, None, "test")
+    clean = clean_rows(raw, DAY, None, "test")
+    rows, symbols, n_minutes = clean.rows, clean.symbols, clean.n_minutes
     order = np.random.default_rng(2).permutation(len(symbols))
     grid = {k: np.ascontiguousarray(v[:, order]) for k, v in grid_arrays(rows, len(symbols), n_minutes).items()}
     for t, start in [(0, 0), (29, 0), (35, 6), (200, 171), (389, 360), (389, 389)]:

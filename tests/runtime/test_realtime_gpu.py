@@ -100,8 +100,8 @@ def _minute(t: int) -> dt.datetime:
 
 def _feed(predictor: RealtimePredictor, raw: pl.DataFrame, minutes: list[int]) -> list[pl.DataFrame]:
     predictor.reset(DAY)
-    predictor.update(raw.filter(pl.col("ts") < _minute(minutes[0])))
-    return [predictor.update(raw.filter(pl.col("ts") == _minute(t))) for t in minutes]
+    predictor.update(raw.filter(pl.col("ts") < _minute(minutes[0])), close=_minute(minutes[0] - 1))
+    return [predictor.update(raw.filter(pl.col("ts") == _minute(t)), close=_minute(t)).predictions for t in minutes]
 
 
 def _assert_same_rows(got: list[pl.DataFrame], want: list[pl.DataFrame], rtol: float, atol: float) -> None:
@@ -122,7 +122,7 @@ def test_the_predictor_runs_a_backends_fixed_batch(day) -> None:
     want = _feed(RealtimePredictor(run, reference), raw, minutes)
     _assert_same_rows(got, want, rtol=1e-5, atol=1e-6)  # the reference at two batch sizes
     assert len(fixed.made) == 1  # made once for the day's symbols, reused every minute
-    assert fixed.made[0].calls[1:] == [g.height for g in got]  # [0]: the catch-up update before minute 40
+    assert fixed.made[0].calls[-len(got) :] == [g.height for g in got]  # before: the catch-up to minute 39
 
 
 def test_the_fixed_batch_is_remade_only_when_the_symbols_outgrow_it(day) -> None:
@@ -132,12 +132,12 @@ def test_the_fixed_batch_is_remade_only_when_the_symbols_outgrow_it(day) -> None
     predictor = RealtimePredictor(run, fixed)
     symbols = sorted(raw.get_column("symbol").unique())
     predictor.reset(DAY)
-    predictor.update(raw.filter((pl.col("ts") <= _minute(40)) & pl.col("symbol").is_in(symbols[:2])))
+    predictor.update(raw.filter((pl.col("ts") <= _minute(40)) & pl.col("symbol").is_in(symbols[:2])), close=_minute(40))
     assert [b.capacity for b in fixed.made] == [2 + 2]
-    predictor.update(raw.filter((pl.col("ts") == _minute(41)) & pl.col("symbol").is_in(symbols[:2])))
+    predictor.update(raw.filter((pl.col("ts") == _minute(41)) & pl.col("symbol").is_in(symbols[:2])), close=_minute(41))
     assert len(fixed.made) == 1  # same symbols: the same batch
-    predictor.update(raw.filter((pl.col("ts") > _minute(41)) & (pl.col("ts") <= _minute(200))))
-    predictor.update(raw.filter(pl.col("ts") == _minute(201)))
+    predictor.update(raw.filter((pl.col("ts") > _minute(41)) & (pl.col("ts") <= _minute(200))), close=_minute(200))
+    predictor.update(raw.filter(pl.col("ts") == _minute(201)), close=_minute(201))
     assert len(predictor.grid.symbols) == len(symbols) == 5
     assert [b.capacity for b in fixed.made] == [4, 7]  # remade once, when 5 symbols outgrew 4 rows
 
