@@ -3,6 +3,7 @@ real time serve the run, and the predictions equal the user's own script's withi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -95,15 +96,17 @@ def test_each_format_imports_exports_runs_evaluates_and_serves_like_the_users_sc
     assert metrics["ret_conf"]["spearman_conf_vs_abs_err"] is not None  # still ranked
     assert metrics["vol_conf"]["kind"] == "band" and metrics["vol_conf"]["coverage"] is not None
     assert "ret_conf: a score states no probability" in run.read_text("evaluation/e/report.html")
-    # real time: the day's bars at once give the batch rows of the last minute
+    # real time: the day's bars at once, the day closed, give the batch rows of every minute
     rt = RealtimePredictor.from_run(str(store), "jennifer", backend="openvino")
+    from tthf.engine.data.calendar import session_minutes
     from tthf.engine.data.marketdata import read_day
 
-    rows = rt.update(read_day(str(user.data), day))
-    last = dense.filter(pl.col("ts") == dense["ts"].max()).sort("symbol")
-    assert rows.height == last.height > 0
+    close = session_minutes(day)[-1].astype("datetime64[us]").item().replace(tzinfo=dt.timezone.utc)
+    rows = rt.update(read_day(str(user.data), day), close=close).predictions.sort("ts", "symbol")
+    want = dense.sort("ts", "symbol")
+    assert rows.height == want.height > 0 and rows["symbol"].equals(want["symbol"])
     for n in OUTPUT_NAMES:
-        assert np.allclose(rows.sort("symbol")[n].to_numpy(), last[n].to_numpy(), rtol=0, atol=TOLERANCE[n])
+        assert np.allclose(rows[n].to_numpy(), want[n].to_numpy(), rtol=0, atol=TOLERANCE[n])
     assert run.config.seq_len == SEQ_LEN
 
 
