@@ -101,12 +101,13 @@ class Update:
 
 
 def apply_update(published: pl.DataFrame, update: Update) -> pl.DataFrame:
-    """The day's outputs after ``update``: its predictions added, its revisions replacing the rows they revise."""
-    revised = update.revisions
-    if revised.height:
-        published = published.join(revised.select("ts", "symbol"), on=["ts", "symbol"], how="anti")
-        revised = revised.filter(pl.col(OUTPUT_NAMES[0]).is_not_null())
-    return pl.concat([published, update.predictions, revised]).sort("ts", "symbol")
+    """The day's outputs after ``update``, keyed by (ts, symbol): its predictions and revisions replace
+    the rows of the same minute and symbol (a minute resent after a restart is published again), and a
+    revision with null outputs withdraws its row."""
+    fresh = pl.concat([update.predictions, update.revisions])
+    if fresh.height:
+        published = published.join(fresh.select("ts", "symbol"), on=["ts", "symbol"], how="anti")
+    return pl.concat([published, fresh.filter(pl.col(OUTPUT_NAMES[0]).is_not_null())]).sort("ts", "symbol")
 
 
 class RealtimePredictor:
@@ -180,7 +181,8 @@ class RealtimePredictor:
 
         Returns the last minute the replay holds closed (None: none): the journal up to the
         call that closed its last minute (``journal.Replay``). Resend every call made after
-        the one that closed the minute returned; they are processed as the first time.
+        the one that closed the minute returned; they are processed as the first time. The
+        replayed minutes' rows are ``replayed()``.
         """
         calendar = self.run.config.calendar
         if not is_trading_day(day, calendar):
@@ -208,6 +210,15 @@ class RealtimePredictor:
         self.closed = self._minute_index(held.close_us)
         self._warm()
         return self._instant(self.closed)
+
+    def replayed(self) -> pl.DataFrame:
+        """After ``reset`` replayed a journal: the rows of every minute it holds closed, with every
+        correction it holds applied. A restarted feed publishes them again as revisions
+        (``apply_update``), so that a reply the process computed but never delivered before it died
+        is not lost; those minutes are not resent."""
+        if self.grid is None or self.closed < 0:
+            return predictions.empty()
+        return self._predict(0, self.closed, {})[0]
 
     def close(self, minute: dt.datetime) -> Update:
         """Say that every minute up to ``minute`` is complete: predict those not predicted yet."""

@@ -5,7 +5,8 @@
 It replays the journal (``reset``), then sends every call after the one that closed the
 minute the journal holds: minute ``t``'s rows closing ``t``, and at ``WRONG_AT`` a wrong
 version of one earlier row, corrected at ``RIGHT_AT`` (late data, revisions). Each call's
-predictions and revisions go to OUT/RUN-t.parquet (written whole, then renamed).
+predictions and revisions go to OUT/RUN-t.parquet (written whole, then renamed), and after a
+restart what the journal holds (``replayed``) to OUT/RUN--replay.parquet, as revisions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tthf.engine import predictions
 from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.runtime.realtime import RealtimePredictor
@@ -45,18 +47,22 @@ def main(store: str, data: str, journal: str, out: str, day_: str, run: str) -> 
     minutes = [m.astype("datetime64[us]").item().replace(tzinfo=dt.timezone.utc) for m in session_minutes(day)]
     calls = sends(read_day(data, day), minutes)
     first = 0 if held is None else minutes.index(held) + 1
+    # what the journal holds is published again, as revisions: a reply computed before the kill
+    # but never written is not lost ("-" sorts before this run's minute files)
+    publish(Path(out) / f"{int(run):02d}--replay.parquet", predictions.empty(), rt.replayed())
     print("ready", first, flush=True)
     for t in range(first, len(minutes)):
         update = rt.update(calls[t], close=minutes[t])
-        frame = pl.concat(
-            [
-                update.predictions.with_columns(pl.lit(False).alias("revision")),
-                update.revisions.with_columns(pl.lit(True).alias("revision")),
-            ]
-        )
-        path = Path(out) / f"{int(run):02d}-{t:03d}.parquet"
-        frame.write_parquet(path.with_suffix(".tmp"))
-        os.replace(path.with_suffix(".tmp"), path)
+        publish(Path(out) / f"{int(run):02d}-{t:03d}.parquet", update.predictions, update.revisions)
+
+
+def publish(path: Path, new: pl.DataFrame, revised: pl.DataFrame) -> None:
+    """One call's predictions and revisions, written whole, then renamed."""
+    frame = pl.concat(
+        [new.with_columns(pl.lit(False).alias("revision")), revised.with_columns(pl.lit(True).alias("revision"))]
+    )
+    frame.write_parquet(path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 if __name__ == "__main__":

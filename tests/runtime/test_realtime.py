@@ -356,8 +356,7 @@ def test_null_quotes_and_a_symbol_without_quotes_equal_batch(setup: tuple[str, p
     """
     store, clean, _ = setup
     raw = with_null_quotes(clean)
-    run = runs.Run.open(runs.find_run(store, "jen"))
-    batch = _batch(run, raw)
+    batch = _batch(store, raw)
     assert NO_QUOTE_SYMBOL not in batch["symbol"].to_list() and batch["symbol"].n_unique() == 4
     rt = RealtimePredictor.from_run(store, "jen", backend="torch")
     fed, sizes = _minute(0) - dt.timedelta(hours=6), set()

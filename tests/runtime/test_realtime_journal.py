@@ -107,4 +107,4 @@ def test_kill_9_at_random_points_restart_and_resend_equals_batch(
             frame.filter(~pl.col("revision")).drop("revision"), frame.filter(pl.col("revision")).drop("revision"), None
         )
         published = apply_update(published, update)
-    assert published.equals(batch)
+    assert published.equals(batch), starts
