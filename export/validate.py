@@ -138,10 +138,18 @@ def compare(
 def _measure(
     ref: np.ndarray, out: np.ndarray, bar: Bar, artifact: str, backend: str, inputs: str, name: str, precision: str
 ) -> Comparison:
-    """The statistics of one output against its bar (float64 throughout)."""
+    """The statistics of one output against its bar (float64 throughout): an element bar's violations,
+    or a spread bar's floored spread and ratios."""
     diff = np.abs(out - ref)
-    spread = isinstance(bar, SpreadBar)
-    atol, rtol = (0.0, 0.0) if isinstance(bar, SpreadBar) else (bar.atol, bar.rtol)
+    if isinstance(bar, SpreadBar):
+        atol = rtol = max_rel = 0.0
+        violations = 0
+        spread = (max(float(ref.std()) if ref.size else 0.0, bar.floor), bar.q_ratio, bar.max_ratio)
+    else:
+        atol, rtol = bar.atol, bar.rtol
+        max_rel = float((diff / (np.abs(ref) + atol)).max(initial=0.0))
+        violations = int(np.count_nonzero(diff > atol + rtol * np.abs(ref)))
+        spread = (0.0, 0.0, 0.0)
     return Comparison(
         artifact=artifact,
         backend=backend,
@@ -150,14 +158,14 @@ def _measure(
         output=name,
         precision=precision,
         max_abs=float(diff.max(initial=0.0)),
-        max_rel=0.0 if spread else float((diff / (np.abs(ref) + atol)).max(initial=0.0)),
+        max_rel=max_rel,
         q_abs=float(np.percentile(diff, QUANTILE)) if diff.size else 0.0,
-        violations=0 if spread else int(np.count_nonzero(diff > atol + rtol * np.abs(ref))),
+        violations=violations,
         atol=atol,
         rtol=rtol,
-        spread=max(float(ref.std()) if ref.size else 0.0, bar.floor) if isinstance(bar, SpreadBar) else 0.0,
-        q_bar=bar.q_ratio if isinstance(bar, SpreadBar) else 0.0,
-        max_bar=bar.max_ratio if isinstance(bar, SpreadBar) else 0.0,
+        spread=spread[0],
+        q_bar=spread[1],
+        max_bar=spread[2],
     )
 
 
