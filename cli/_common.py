@@ -39,7 +39,8 @@ DEFAULT_STORE, DEFAULT_DATA = "./runs", "./data/market"
 #: the ``--dates`` grammar, the first paragraph of each epilog of a command that takes ``--dates``
 DATES_HELP = """\
 dates: a year (2024), a month (2024-03), a day (2024-03-05), an inclusive range of any of
-those (2024-01:2024-03) or a comma list (2024-03-05,2024-03-07)."""
+those (2024-01:2024-03) or a comma list (2024-03-05,2024-03-07); latest: the newest trading
+date with data."""
 
 
 def command_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -52,9 +53,19 @@ def command_parser(prog: str, description: str, epilog: str | None = None) -> ar
     )
 
 
-def add_dates_option(parser: argparse.ArgumentParser, verb: str) -> None:
+def add_dates_option(parser: argparse.ArgumentParser, verb: str, *, required: bool = True) -> None:
     """``--dates SPEC`` (the grammar is ``DATES_HELP``, in the epilog)."""
-    parser.add_argument("--dates", required=True, help=f"which dates to {verb} (see below)")
+    parser.add_argument("--dates", required=required, help=f"which dates to {verb} (see below)")
+
+
+def add_as_of_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--as-of``: the time that decides which sessions have closed (freshness, ``--dates new``)."""
+    parser.add_argument(
+        "--as-of",
+        default=None,
+        help="the time to judge freshness at: ISO, the exchange's local time unless it has an offset "
+        "(default: now; a session counts once its close has passed)",
+    )
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ import sys
 
 from tthf.cli._common import (
     DATES_HELP,
+    add_as_of_option,
     add_calendar_option,
     add_data_option,
     add_dates_option,
@@ -32,12 +33,17 @@ The same reading and cleaning code as tthf-train and tthf-run decides all of it
 
 {DATES_HELP}
 Trading days without data are listed as no_data.
+--freshness compares the newest trading date with data with the last session completed at
+--as-of (default now; a session is complete once its close has passed) and says "stale",
+naming the sessions without data, when more than --max-missing of them lack it (default 0).
+With --freshness, --dates is optional.
 Exit code: 0 when every date with data is readable, 3 when one is not (4 when reading the
-store failed), 2 on usage errors.
+store failed), 8 when --freshness finds the data stale, 2 on usage errors.
 
 example:
   tthf-check data/market --dates 2024-03
   tthf-check s3://bucket/market --dates 2024 --json > check.json
+  tthf-check s3://bucket/market --freshness --max-missing 1
 """
 
 #: the summary lists at most this many left-out symbols per date (--json has them all)
@@ -47,13 +53,24 @@ _SHOW_LEFT_OUT = 10
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("tthf-check", "Report what tthf-run would make of each date of a raw data root.", EPILOG)
     add_data_option(p, "data")
-    add_dates_option(p, "check")
+    add_dates_option(p, "check", required=False)
     p.add_argument(
         "--seq-len",
         type=int,
         default=SEQ_LEN,
         help="window length in minutes that a prediction needs (default: %(default)s, the model default)",
     )
+    fresh = p.add_argument_group("freshness")
+    fresh.add_argument(
+        "--freshness", action="store_true", help="check that every completed session has data (see below)"
+    )
+    fresh.add_argument(
+        "--max-missing",
+        type=int,
+        default=0,
+        help="completed sessions that may lack data before it is stale (default: %(default)s)",
+    )
+    add_as_of_option(fresh)
     add_json_option(p)
     add_calendar_option(p)
     add_endpoint_option(p)
@@ -105,17 +122,40 @@ def format_report(report: CheckReport) -> str:
 
 
 def body(args: argparse.Namespace) -> int:
+    from tthf.engine.data.freshness import check_freshness, parse_as_of
+    from tthf.engine.data.marketdata import list_dates
     from tthf.engine.features.check import check_data
+    from tthf.errors import StaleDataError, UsageError
 
-    report = check_data(
-        open_data_from_args(args),
-        args.dates,
-        seq_len=args.seq_len,
-        calendar=args.calendar,
-        wrap=lambda days: progress(days, "check", len(days), "date"),
-    )
-    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
-    return report.exit_code
+    if args.dates is None and not args.freshness:
+        raise UsageError("tthf-check needs --dates (which dates to check), --freshness, or both")
+    data = open_data_from_args(args)
+    out: dict = {}
+    codes = []
+    if args.freshness:
+        when = None if args.as_of is None else parse_as_of(args.as_of)
+        fresh = check_freshness(
+            list_dates(data), source=data.uri(), as_of=when, calendar=args.calendar, max_missing=args.max_missing
+        )
+        out["freshness"] = fresh.to_dict()
+        codes.append(StaleDataError.exit_code if fresh.stale else 0)
+        if not args.json:
+            print(fresh.message())
+    if args.dates is not None:
+        report = check_data(
+            data,
+            args.dates,
+            seq_len=args.seq_len,
+            calendar=args.calendar,
+            wrap=lambda days: progress(days, "check", len(days), "date"),
+        )
+        out.update(report.to_dict())
+        codes.append(report.exit_code)
+        if not args.json:
+            print(format_report(report))
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return max(codes)
 
 
 def main(argv: list[str] | None = None) -> int:

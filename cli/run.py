@@ -8,6 +8,7 @@ import sys
 from tthf.cli._common import (
     DATES_HELP,
     Progress,
+    add_as_of_option,
     add_data_option,
     add_dates_option,
     add_endpoint_option,
@@ -18,6 +19,7 @@ from tthf.cli._common import (
     run_cli,
 )
 from tthf.cli._report import print_summary, run_date_line
+from tthf.engine.data.freshness import parse_as_of
 from tthf.engine.predictions import FORMATS
 from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.batch import run_inference
@@ -28,8 +30,10 @@ from tthf.engine.runtime.runner import WINDOWING
 DEFAULTS = RunOptions(dates="")
 
 EPILOG = f"""\
-{DATES_HELP} Dates without data are
-reported and skipped. Outputs go to {{run}}/inference/YYYY-MM-DD.csv (or .parquet) with a
+{DATES_HELP} new: every completed session
+with data not yet predicted with the same settings (late-filled gaps and earlier failures
+included; a session still open waits for its close). latest and new warn when the data is
+stale (tthf-check --freshness). Dates without data are reported and skipped. Outputs go to {{run}}/inference/YYYY-MM-DD.csv (or .parquet) with a
 manifest; a rerun skips dates already done with the same model and settings.
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; --host-workers N reads and builds the features of N dates at once in N
@@ -49,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(p)
     add_dates_option(p, "predict")
     add_data_option(p, of_run=True)
+    add_as_of_option(p)
     _add_prediction_options(p.add_argument_group("what to predict and write"))
     _add_pipeline_options(p.add_argument_group("how the dates run"))
     _add_ray_options(p.add_argument_group("Ray cluster (--executor ray)"))
@@ -162,6 +167,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         host_workers=args.host_workers,
         host_mode=args.host_mode,
         ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
+        as_of=None if args.as_of is None else parse_as_of(args.as_of),
     )
 
 

@@ -142,3 +142,24 @@ def session_minutes(day: dt.date, calendar: str = DEFAULT_CALENDAR) -> np.ndarra
     n = int((end - start).total_seconds() // 60)
     base = np.datetime64(start.replace(tzinfo=None), "us")
     return base + np.arange(n, dtype=np.int64) * np.timedelta64(_MINUTE_US, "us")
+
+
+def last_completed_session(as_of: dt.datetime, calendar: str = DEFAULT_CALENDAR) -> dt.date | None:
+    """The latest session whose close has passed at ``as_of`` (an aware time), None before ``START``.
+
+    A session is complete at its close (the end of its last minute): at 16:00:00 New York a
+    normal XNYS day is complete, at 15:59:59 it is not; a half day is complete from 13:00.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    cal = sessions(calendar)
+    i = bisect_right(cal.ordered, as_of.astimezone(dt.timezone.utc).date() + dt.timedelta(days=1))
+    for j in range(i - 1, -1, -1):  # sessions close in order: the first closed one going back is the answer
+        if cal.bounds[cal.ordered[j]][1] <= as_of:
+            return cal.ordered[j]
+    return None
+
+
+def is_completed(day: dt.date, as_of: dt.datetime, calendar: str = DEFAULT_CALENDAR) -> bool:
+    """Whether trading day ``day``'s close has passed at ``as_of`` (an aware time)."""
+    return session_bounds(day, calendar)[1] <= as_of

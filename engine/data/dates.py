@@ -4,20 +4,34 @@
 ``2024-03-05:2024-04``, ``2023-12,2024-02-01:2024-02-15``. The result holds the dates that
 have data and, separately, the trading days the spec asked for that have none, which
 callers report without failing.
+
+Two specs are for schedules, where nobody writes the date: ``latest``, the newest trading
+date that has data, and ``new``, the trading dates with data whose session has closed and
+that a run has not done yet. Only a caller that knows a run can tell what it has done
+(tthf-run: predicted with the same settings; tthf-eval: scored in the rolling history), so
+``new`` is resolved there from ``completed_dates``; ``parse_dates`` resolves ``latest``.
 """
 
 from __future__ import annotations
 
 import calendar as _cal
 import datetime as dt
+import logging
 import re
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from tthf.engine.data.calendar import DEFAULT_CALENDAR, trading_days
+from tthf.engine.data.calendar import DEFAULT_CALENDAR, END, START, is_completed, is_trading_day, trading_days
 from tthf.errors import NoDataError, UsageError
 
-FORMS = "YYYY, YYYY-MM, YYYY-MM-DD, a range A:B of those (inclusive), or a comma list of any of these"
+log = logging.getLogger("tthf.dates")
+
+FORMS = (
+    "YYYY, YYYY-MM, YYYY-MM-DD, a range A:B of those (inclusive), a comma list of any of these, "
+    "latest or new (tthf-run, tthf-eval)"
+)
+#: the schedule specs (module doc)
+LATEST, NEW = "latest", "new"
 _TERM = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 
 
@@ -73,8 +87,15 @@ def parse_dates(
     """Select the available dates a spec covers; trading days it covers without data go to ``missing``.
 
     Raises ``NoDataError`` (naming the nearest dates that do have data) when nothing is selected.
-    Future days are never reported missing.
+    Future days are never reported missing. ``latest`` is resolved here (and logged); ``new`` needs
+    a run's record and is a ``UsageError`` (its callers resolve it with ``completed_dates``).
     """
+    if spec.strip() == LATEST:
+        return _latest(available, source, calendar)
+    if spec.strip() == NEW:
+        raise UsageError(
+            f"--dates new needs a run to compare with (tthf-run, tthf-eval); here use --dates {LATEST} or a date"
+        )
     intervals = parse_intervals(spec)
     have = sorted(set(available))
     chosen: set[dt.date] = set()
@@ -99,3 +120,25 @@ def _nearest(have: list[dt.date], intervals: list[tuple[dt.date, dt.date]]) -> s
         near.update(have[j] for j in (i - 1, i) if 0 <= j < len(have))
     listed = ", ".join(str(d) for d in sorted(near))
     return f"nearest dates with data: {listed}; data covers {have[0]}..{have[-1]} ({len(have)} dates)"
+
+
+def trading_dates(available: list[dt.date], calendar: str = DEFAULT_CALENDAR) -> list[dt.date]:
+    """The dates of ``available`` that are sessions of ``calendar``, ascending (a weekend partition is not)."""
+    return sorted(d for d in set(available) if START <= d <= END and is_trading_day(d, calendar))
+
+
+def _latest(available: list[dt.date], source: str, calendar: str) -> DateSelection:
+    days = trading_dates(available, calendar)
+    if not days:
+        raise NoDataError(f"--dates {LATEST}: {source} has no trading date ({calendar}) with data")
+    log.info("--dates %s: %s", LATEST, days[-1])
+    return DateSelection(LATEST, days[-1:], [])
+
+
+def completed_dates(available: list[dt.date], as_of: dt.datetime, calendar: str = DEFAULT_CALENDAR) -> list[dt.date]:
+    """The candidates of ``--dates new``: trading dates with data whose session has closed at ``as_of``.
+
+    A session still open is left out, so a half-written partition is not predicted and then
+    taken for done; the next call after the close picks it up.
+    """
+    return [d for d in trading_dates(available, calendar) if is_completed(d, as_of, calendar)]

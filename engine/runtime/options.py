@@ -6,6 +6,7 @@ executors' workers as they are.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from tthf.engine import predictions
@@ -71,6 +72,7 @@ class RunOptions:
     ray: RayConfig = RayConfig()  # --executor ray only
     host_workers: int = 1  # --executor local: dates whose read + features run at once
     host_mode: str = "threads"  # one of HOST_MODES: how host_workers > 1 runs
+    as_of: dt.datetime | None = None  # latest|new: when sessions closed (None: now; naive: exchange time)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

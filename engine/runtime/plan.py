@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ import polars as pl
 
 import tthf
 from tthf.engine.data import marketdata
-from tthf.engine.data.dates import parse_dates
+from tthf.engine.data.dates import LATEST, NEW, DateSelection, completed_dates, parse_dates
+from tthf.engine.data.freshness import check_freshness
 from tthf.engine.inference_manifest import DateResult, InferenceSettings, RunManifest
 from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, output_key
 from tthf.engine.runtime.backends import Backend, open_backend
@@ -32,6 +34,8 @@ from tthf.engine.runtime.options import RunOptions
 from tthf.engine.store import Store, StoreLocator, open_store
 
 __all__ = ["InferencePlan", "WorkerSpec", "plan_inference", "settings_key"]
+
+log = logging.getLogger("tthf.run")
 
 
 def settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
@@ -130,7 +134,7 @@ def plan_inference(
     opened = time.perf_counter() if opened is None else opened
     stride = options.stride(run)
     data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
-    selection = parse_dates(options.dates, marketdata.list_dates(data), calendar=run.config.calendar)
+    selection = _select(options, marketdata.list_dates(data), data.uri(), run.config.calendar)
     backend = open_backend(run, options.backend, rebuild=rebuild)
     settings = settings_key(run, options, stride, backend.name, data.uri())
     previous = RunManifest.load(run)
@@ -142,10 +146,12 @@ def plan_inference(
     todo, skipped = [], []
     for day in selection.dates:
         done = _already_done(run, dates.get(day.isoformat()), day, options, settings)
-        if done:
-            skipped.append(done)
-        else:
+        if not done:
             todo.append(day)
+        elif selection.spec != NEW:  # new: the dates done are not part of the call
+            skipped.append(done)
+    if selection.spec == NEW:
+        log.info("--dates %s: %s", NEW, ", ".join(str(d) for d in todo) or "nothing new")
     local = options.executor == "local"
     recorded = InferenceSettings(
         settings,
@@ -162,6 +168,22 @@ def plan_inference(
     return InferencePlan(
         run, options, stride, data, backend, settings, manifest, todo, skipped, missing, opened, rebuild
     )
+
+
+def _select(options: RunOptions, available: list[dt.date], source: str, calendar: str) -> DateSelection:
+    """The selected dates; ``latest`` and ``new`` also warn when the data is stale (tthf.engine.data.freshness).
+
+    ``new``'s candidates are every completed session with data; ``plan_inference`` keeps those not done.
+    """
+    spec = options.dates.strip()
+    if spec not in (LATEST, NEW):
+        return parse_dates(options.dates, available, source=source, calendar=calendar)
+    fresh = check_freshness(available, source=source, as_of=options.as_of, calendar=calendar)
+    if fresh.stale:
+        log.warning("%s", fresh.message())
+    if spec == LATEST:
+        return parse_dates(spec, available, source=source, calendar=calendar)
+    return DateSelection(NEW, completed_dates(available, fresh.as_of, calendar), [])
 
 
 def _already_done(

@@ -36,6 +36,12 @@ class NoDataError(DataError):
     """A requested date has no data under the data root."""
 
 
+class StaleDataError(TthfError):
+    """The data root lacks completed sessions (tthf-check --freshness, tthf-daily): the feed stopped or is late."""
+
+    exit_code = 8
+
+
 class StoreError(TthfError):
     """Reading or writing the run store or data root failed (local disk or S3)."""
 

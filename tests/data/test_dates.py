@@ -109,3 +109,26 @@ def test_bad_specs_list_the_accepted_forms(spec: str) -> None:
     message = str(info.value)
     assert repr(spec) in message
     assert "YYYY-MM-DD" in message or "earlier end first" in message
+
+
+def test_latest_is_the_newest_trading_date_with_data() -> None:
+    weekend = D(2024, 5, 4)  # a Saturday partition (a vendor's stray file) is not a trading date
+    sel = parse_dates("latest", [*AVAILABLE, weekend])
+    assert sel.dates == [D(2024, 4, 30)] and sel.missing == [] and sel.spec == "latest"
+    with pytest.raises(NoDataError, match="no trading date"):
+        parse_dates("latest", [weekend])
+
+
+def test_new_needs_a_run() -> None:
+    with pytest.raises(UsageError, match="--dates new needs a run"):
+        parse_dates("new", AVAILABLE)
+
+
+def test_completed_dates_leave_an_open_session_for_later() -> None:
+    from tthf.engine.data.calendar import NEW_YORK
+    from tthf.engine.data.dates import completed_dates
+
+    have = [D(2024, 4, 26), D(2024, 4, 27), D(2024, 4, 29), D(2024, 4, 30)]  # the 27th is a Saturday
+    before_close = dt.datetime(2024, 4, 30, 15, 59, tzinfo=NEW_YORK)
+    assert completed_dates(have, before_close) == [D(2024, 4, 26), D(2024, 4, 29)]
+    assert completed_dates(have, before_close + dt.timedelta(minutes=1))[-1] == D(2024, 4, 30)

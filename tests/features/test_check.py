@@ -221,3 +221,22 @@ def test_only_the_schema_columns_are_read(root: Path, tmp_path: Path) -> None:
     wide.write_parquet(tmp_path / "wide" / "date=2024-01-02" / "part-0.parquet")
     a, b = check_day(str(root), DAYS[0]), check_day(str(tmp_path / "wide"), DAYS[0])
     assert (a.counts, a.left_out, a.windows) == (b.counts, b.left_out, b.windows)
+
+
+def test_freshness_says_stale_names_the_sessions_and_exits_8(root: Path, capsys: pytest.CaptureFixture) -> None:
+    last = max(DAYS)  # a Thursday
+    assert main([str(root), "--freshness", "--as-of", f"{last}T16:30"]) == 0
+    assert capsys.readouterr().out.startswith(f"fresh: {root}: newest date with data {last}")
+    assert main([str(root), "--freshness", "--as-of", "2024-01-08T16:00"]) == 8  # Friday and Monday closed
+    out = capsys.readouterr().out
+    assert out.startswith("stale: ") and out.rstrip().endswith("without data: 2024-01-05, 2024-01-08")
+
+
+def test_freshness_with_dates_and_json(root: Path, capsys: pytest.CaptureFixture) -> None:
+    late = ["--freshness", "--max-missing", "2", "--as-of", "2024-01-08T16:00"]
+    assert main([str(root), *late, "--dates", "latest", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["freshness"]["missing"] == ["2024-01-05", "2024-01-08"] and not out["freshness"]["stale"]
+    assert [d["date"] for d in out["dates"]] == [str(max(DAYS))]
+    assert main([str(root)]) == 2
+    assert "needs --dates" in capsys.readouterr().err
