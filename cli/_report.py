@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tthf.engine.evaluation.evaluate import DateOutcome, EvalResult
+    from tthf.engine.evaluation.rolling import RollingResult
     from tthf.engine.inference_manifest import DateResult
     from tthf.engine.runtime.recorder import InferenceSummary
 
@@ -154,4 +155,24 @@ def format_summary(result: EvalResult) -> str:
         )
     lines += [f"FAILED {day}: {reason}" for day, reason in d["failed"].items()]
     lines.append(f"report: {result.uri}/report.html")
+    return "\n".join(lines)
+
+
+def format_rolling(result: RollingResult) -> str:
+    """The call's evaluation summary (when it scored something), what the history recorded, the alerts."""
+    lines = [format_summary(result.evaluation)] if result.evaluation else []
+    if not result.recorded:
+        lines.append(f"history {result.name}: nothing new to score")
+        return "\n".join(lines)
+    mine = result.history.filter(result.history["evaluation"] == result.name)["status"].to_list()
+    recorded = ", ".join(f"{day} {status}" for day, status in sorted(result.recorded.items()))
+    lines.append(
+        f"history {result.name}: recorded {recorded}; it holds {mine.count('scored')} scored and "
+        f"{mine.count('failed')} failed dates"
+    )
+    lines += [
+        f"ALERT {metric}: beyond its threshold on each of the last {len(days)} dates ({days[0]}..{days[-1]})"
+        for metric, days in result.alerts.items()
+    ]
+    lines += [f"history: {uri}" for uri in result.files]
     return "\n".join(lines)

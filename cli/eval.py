@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from tthf.cli._common import (
     DATES_HELP,
@@ -18,7 +19,13 @@ from tthf.cli._common import (
     open_run_from_args,
     run_cli,
 )
-from tthf.cli._report import eval_date_line, format_summary
+from tthf.cli._report import eval_date_line, format_rolling, format_summary
+from tthf.errors import UsageError
+
+if TYPE_CHECKING:
+    from tthf.engine.evaluation.history import Thresholds
+    from tthf.engine.runs import Run
+    from tthf.engine.store import Store
 
 EPILOG = f"""\
 {DATES_HELP}
@@ -28,6 +35,12 @@ Dates without a predictions file or without raw data are reported and skipped; s
 predictions are scored once per forecast, at their source_ts.
 Writes {{run}}/evaluation/<name>/: metrics.json, report.html (self-contained) and the figures
 as PNG files. docs/evaluation.md explains every number.
+--rolling also records each scored date in {{run}}/evaluation/history.parquet (one row per
+date and evaluation, replaced on rerun) and redraws evaluation/history.html and
+evaluation/metrics.prom (Prometheus text) from the whole record; the folder name defaults to
+"rolling". With --rolling, --dates new scores the dates predicted since the last call.
+The thresholds mark an alert when each of the last --alert-dates dates breaches them
+(docs/operations.md).
 Exit code: 0 when every date with predictions was scored, 1 if one failed, 2+ on usage,
 data or store errors (4: no predictions at all for the dates).
 """
@@ -48,9 +61,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)",
     )
+    _add_rolling_options(p.add_argument_group("rolling record (--rolling)"))
     add_endpoint_option(p)
     add_logging_option(p)
     return p
+
+
+def _add_rolling_options(p: argparse._ArgumentGroup) -> None:
+    """``--rolling`` and the alert thresholds it records (``tthf.engine.evaluation.history.Thresholds``)."""
+    p.add_argument("--rolling", action="store_true", help="add the scored dates to the run's rolling history")
+    p.add_argument("--min-ic", type=float, default=None, help="alert when the ret IC is below this (default: off)")
+    p.add_argument(
+        "--max-qlike-excess",
+        type=float,
+        default=None,
+        help="alert when the vol QLIKE exceeds the best baseline's by more than this (default: off)",
+    )
+    p.add_argument(
+        "--max-coverage-gap",
+        type=float,
+        default=None,
+        help="alert when |coverage - stated confidence| of either confidence exceeds this (default: off)",
+    )
+    p.add_argument(
+        "--alert-dates", type=int, default=5, help="dates in a row that must breach for an alert (default: %(default)s)"
+    )
+
+
+def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
+    """The alert levels of ``_add_rolling_options`` (tthf-daily takes the same options)."""
+    from tthf.engine.evaluation.history import Thresholds
+
+    return Thresholds(args.min_ic, args.max_qlike_excess, args.max_coverage_gap, args.alert_dates)
 
 
 def body(args: argparse.Namespace) -> int:
@@ -58,6 +100,10 @@ def body(args: argparse.Namespace) -> int:
 
     run = open_run_from_args(args)
     data = open_data_from_args(args, run)
+    if args.rolling:
+        return _rolling(args, run, data)
+    if args.dates.strip() == "new":
+        raise UsageError("--dates new scores the dates the rolling history lacks: add --rolling")
     with Progress(
         "dates",
         "date",
@@ -66,6 +112,25 @@ def body(args: argparse.Namespace) -> int:
     ) as bar:
         result = evaluate_run(run, args.dates, data=data, name=args.name, on_start=bar.start, on_date=bar.step)
     print(format_summary(result))
+    return result.exit_code
+
+
+def _rolling(args: argparse.Namespace, run: Run, data: Store) -> int:
+    from tthf.engine.evaluation.rolling import evaluate_rolling
+
+    with Progress(
+        "dates", "date", line=eval_date_line, notable=lambda o: o.status != "scored" or bool(o.warnings)
+    ) as bar:
+        result = evaluate_rolling(
+            run,
+            args.dates,
+            data=data,
+            name=args.name,
+            thresholds=thresholds_from_args(args),
+            on_start=bar.start,
+            on_date=bar.step,
+        )
+    print(format_rolling(result))
     return result.exit_code
 
 

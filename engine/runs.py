@@ -41,6 +41,10 @@ EVALUATION_DIR = "evaluation"
 EXPORT_MANIFEST = f"{EXPORT_DIR}/manifest.json"
 #: ``inference/manifest.json``: each predicted date's outcome (tthf.engine.inference_manifest)
 INFERENCE_MANIFEST = f"{INFERENCE_DIR}/manifest.json"
+#: the rolling record of tthf-eval --rolling (tthf.engine.evaluation.history), its page and its Prometheus file
+HISTORY = f"{EVALUATION_DIR}/history.parquet"
+HISTORY_PAGE = f"{EVALUATION_DIR}/history.html"
+HISTORY_METRICS = f"{EVALUATION_DIR}/metrics.prom"
 #: artifact names inside ``export/`` (the export manifest keys its artifacts by these)
 FP32_ONNX = "model.onnx"
 FP16_ONNX = "model_fp16.onnx"

@@ -102,9 +102,25 @@ def _date_row(panel: DatePanel, flat: dict[str, np.ndarray], series: dict[str, n
         "vol_coverage": array_scores.num(np.mean(vol_err <= bands.vol_band) if v.any() else math.nan),
         "vol_mean_conf": array_scores.num(flat["vol_conf"][v].mean() if v.any() else math.nan),
         "zero_vol_share": array_scores.num(zero_share),
+        "vol_qlike_paired": _paired_qlike(flat, v, bands.vol_floor),
     }
     row["warnings"] = _warnings(panel, row, zero_share)
     return row
+
+
+def _paired_qlike(flat: dict[str, np.ndarray], v: np.ndarray, floor: float) -> dict[str, dict[str, Any]]:
+    """Per vol baseline: model and baseline QLIKE on the cells where both and the label exist (the rolling
+    history's "against the best baseline"; a baseline has no cells on a date it cannot be computed)."""
+    out = {}
+    for key, name in list(VOL_FORECASTS.items())[1:]:
+        ok = v & np.isfinite(flat[name]) & np.isfinite(flat["vol_10m"])
+        y = flat["y_vol"][ok]
+        out[key] = {
+            "n": int(ok.sum()),
+            "model": array_scores.num(array_scores.qlike(y, flat["vol_10m"][ok], floor) if ok.any() else math.nan),
+            "baseline": array_scores.num(array_scores.qlike(y, flat[name][ok], floor) if ok.any() else math.nan),
+        }
+    return out
 
 
 def _warnings(panel: DatePanel, row: dict, zero_share: float) -> list[str]:
