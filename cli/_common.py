@@ -28,6 +28,7 @@ from tthf.engine.store import ENDPOINT_ENV, Store, open_store
 from tthf.errors import TthfError
 
 if TYPE_CHECKING:  # the run module pulls in numpy and the config; --help stays fast without it
+    from tthf.engine.evaluation.history import Thresholds
     from tthf.engine.runs import Run
 
 T = TypeVar("T")
@@ -125,6 +126,33 @@ def add_calendar_option(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CALENDAR,
         help="exchange calendar, an ISO MIC code from exchange_calendars such as XNYS or XLON (default: %(default)s)",
     )
+
+
+def add_alert_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The rolling record's alert thresholds (tthf-eval --rolling, tthf-daily; ``thresholds_from_args``)."""
+    parser.add_argument("--min-ic", type=float, default=None, help="alert when the ret IC is below this (default: off)")
+    parser.add_argument(
+        "--max-qlike-excess",
+        type=float,
+        default=None,
+        help="alert when the vol QLIKE exceeds the best baseline's by more than this (default: off)",
+    )
+    parser.add_argument(
+        "--max-coverage-gap",
+        type=float,
+        default=None,
+        help="alert when |coverage - stated confidence| of either confidence exceeds this (default: off)",
+    )
+    parser.add_argument(
+        "--alert-dates", type=int, default=5, help="dates in a row that must breach for an alert (default: %(default)s)"
+    )
+
+
+def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
+    """The alert levels of ``add_alert_options``."""
+    from tthf.engine.evaluation.history import Thresholds
+
+    return Thresholds(args.min_ic, args.max_qlike_excess, args.max_coverage_gap, args.alert_dates)
 
 
 def add_endpoint_option(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from tthf.cli._common import (
     DATES_HELP,
     Progress,
+    add_alert_options,
     add_data_option,
     add_dates_option,
     add_endpoint_option,
@@ -18,12 +19,12 @@ from tthf.cli._common import (
     open_data_from_args,
     open_run_from_args,
     run_cli,
+    thresholds_from_args,
 )
 from tthf.cli._report import eval_date_line, format_rolling, format_summary
 from tthf.errors import UsageError
 
 if TYPE_CHECKING:
-    from tthf.engine.evaluation.history import Thresholds
     from tthf.engine.runs import Run
     from tthf.engine.store import Store
 
@@ -68,31 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_rolling_options(p: argparse._ArgumentGroup) -> None:
-    """``--rolling`` and the alert thresholds it records (``tthf.engine.evaluation.history.Thresholds``)."""
+    """``--rolling`` and the alert thresholds it records."""
     p.add_argument("--rolling", action="store_true", help="add the scored dates to the run's rolling history")
-    p.add_argument("--min-ic", type=float, default=None, help="alert when the ret IC is below this (default: off)")
-    p.add_argument(
-        "--max-qlike-excess",
-        type=float,
-        default=None,
-        help="alert when the vol QLIKE exceeds the best baseline's by more than this (default: off)",
-    )
-    p.add_argument(
-        "--max-coverage-gap",
-        type=float,
-        default=None,
-        help="alert when |coverage - stated confidence| of either confidence exceeds this (default: off)",
-    )
-    p.add_argument(
-        "--alert-dates", type=int, default=5, help="dates in a row that must breach for an alert (default: %(default)s)"
-    )
-
-
-def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
-    """The alert levels of ``_add_rolling_options`` (tthf-daily takes the same options)."""
-    from tthf.engine.evaluation.history import Thresholds
-
-    return Thresholds(args.min_ic, args.max_qlike_excess, args.max_coverage_gap, args.alert_dates)
+    add_alert_options(p)
 
 
 def body(args: argparse.Namespace) -> int:
