@@ -198,6 +198,7 @@ def render_html(
 body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1050px; color: #222; }}
 img {{ max-width: 100%; display: block; margin: 1em 0; }}
 table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ccc; padding: 2px 6px; }}
+td:first-child {{ white-space: nowrap; }}
 .alert {{ background: #fbe3e0; border: 2px solid {ALERT_COLOR}; color: {ALERT_COLOR}; padding: 0.5em 1em; }}
 .ok {{ background: #e5f4e5; padding: 0.5em 1em; }} .note {{ color: #666; }}
 </style></head><body>

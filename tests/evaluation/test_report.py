@@ -7,7 +7,6 @@ screenshot in ``$TTHF_ARTIFACTS`` or ``./artifacts/`` (docs/evaluation.md, "Test
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -38,23 +37,11 @@ def test_page_is_self_contained(report: Path) -> None:
     assert "2024-01-02" in page and "without a predictions file" in page
 
 
-def _artifacts(tmp_path: Path) -> Path:
-    """``$TTHF_ARTIFACTS``, else ``./artifacts``; the test's tmp folder when neither can be created."""
-    for folder in (os.environ.get("TTHF_ARTIFACTS"), "artifacts"):
-        if folder:
-            try:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                return Path(folder)
-            except OSError:
-                continue
-    return tmp_path
-
-
 @pytest.mark.skipif(
     CHROMIUM is None,
     reason="no Chromium binary on PATH (chromium, chromium-browser, google-chrome); .ci/run installs Debian's chromium",
 )
-def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(report: Path, artifacts: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     problems: list[str] = []
@@ -79,7 +66,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
                 "els => els.map(e => ({file: e.dataset.file, ok: e.complete && e.naturalWidth > 0, "
                 "w: e.getBoundingClientRect().width, h: e.getBoundingClientRect().height}))",
             )
-            shot = _artifacts(tmp_path) / "tthf-eval-report.png"
+            shot = artifacts / "tthf-eval-report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
