@@ -158,6 +158,17 @@ def format_summary(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
+#: a summary names each date up to this many, and the range beyond
+LIST_DATES = 10
+
+
+def few_dates(days: list[str]) -> str:
+    """``days`` (ascending) named one by one, or as ``N dates FIRST..LAST`` when there are many."""
+    if len(days) <= LIST_DATES:
+        return ", ".join(days)
+    return f"{len(days)} dates {days[0]}..{days[-1]}"
+
+
 def format_rolling(result: RollingResult) -> str:
     """The call's evaluation summary (when it scored something), what the history recorded, the alerts."""
     lines = [format_summary(result.evaluation)] if result.evaluation else []
@@ -165,7 +176,12 @@ def format_rolling(result: RollingResult) -> str:
         lines.append(f"history {result.name}: nothing new to score")
         return "\n".join(lines)
     mine = result.history.filter(result.history["evaluation"] == result.name)["status"].to_list()
-    recorded = ", ".join(f"{day} {status}" for day, status in sorted(result.recorded.items()))
+    days = sorted(result.recorded.items())
+    if len(days) <= LIST_DATES:
+        recorded = ", ".join(f"{day} {status}" for day, status in days)
+    else:
+        failed = [day for day, status in days if status == "failed"]
+        recorded = f"{few_dates([d for d, _ in days])}, " + (f"failed: {', '.join(failed)}" if failed else "all scored")
     lines.append(
         f"history {result.name}: recorded {recorded}; it holds {mine.count('scored')} scored and "
         f"{mine.count('failed')} failed dates"

@@ -19,7 +19,7 @@ from tthf.cli._common import (
     run_cli,
     thresholds_from_args,
 )
-from tthf.cli._report import eval_date_line, format_rolling, run_date_line
+from tthf.cli._report import eval_date_line, few_dates, format_rolling, run_date_line
 
 if TYPE_CHECKING:
     from tthf.engine.daily import DailyResult
@@ -68,7 +68,7 @@ def format_daily(result: DailyResult) -> str:
     ok, failed, missing = (inf.by_status(s) for s in ("ok", "failed", "no_data"))
     lines = [
         result.freshness.message(),
-        f"predicted: {', '.join(result.predicted) or 'nothing new'}"
+        f"predicted: {few_dates(result.predicted) or 'nothing new'}"
         + (f"; {len(failed)} failed" if failed else "")
         + (f"; {len(missing)} without data" if missing else ""),
         format_rolling(result.rolling),
