@@ -20,6 +20,8 @@ from tthf.cli._common import (
     thresholds_from_args,
 )
 from tthf.cli._report import eval_date_line, few_dates, format_rolling, run_date_line
+from tthf.engine.predictions import FORMATS
+from tthf.engine.runtime.backends import BACKENDS
 
 if TYPE_CHECKING:
     from tthf.engine.daily import DailyResult
@@ -53,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="completed sessions that may lack data before it is stale (default: %(default)s)",
     )
-    p.add_argument("--backend", default="auto", help="inference backend, as tthf-run's (default: %(default)s)")
-    p.add_argument("--format", dest="fmt", default="csv", help="predictions format, as tthf-run's (default: csv)")
+    p.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="inference backend, as tthf-run's (default: %(default)s)"
+    )
+    p.add_argument(
+        "--format", dest="fmt", default="csv", choices=FORMATS, help="predictions format, as tthf-run's (default: csv)"
+    )
     p.add_argument("--dense", action="store_true", help="predict every minute, as tthf-run --dense")
     add_alert_options(p.add_argument_group("alerts of the rolling record"))
     add_endpoint_option(p)
