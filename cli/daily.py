@@ -98,6 +98,7 @@ def body(args: argparse.Namespace) -> int:
         dense=args.dense,
         data_root=args.data,
         as_of=None if args.as_of is None else parse_as_of(args.as_of),
+        max_missing=args.max_missing,
     )
     with (
         Progress("dates", "date", line=run_date_line) as predicted,
@@ -106,7 +107,6 @@ def body(args: argparse.Namespace) -> int:
         result = run_daily(
             open_run_from_args(args),
             options,
-            max_missing=args.max_missing,
             thresholds=thresholds_from_args(args),
             rebuild=rebuild_engine,
             endpoint_url=args.s3_endpoint_url,

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_dates_option(p, "predict")
     add_data_option(p, of_run=True)
     add_as_of_option(p)
+    p.add_argument(
+        "--max-missing",
+        type=int,
+        default=0,
+        help="--dates latest|new: completed sessions that may lack data before the warning (default: %(default)s)",
+    )
     _add_prediction_options(p.add_argument_group("what to predict and write"))
     _add_pipeline_options(p.add_argument_group("how the dates run"))
     _add_ray_options(p.add_argument_group("Ray cluster (--executor ray)"))
@@ -168,6 +174,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         host_mode=args.host_mode,
         ray=RayConfig(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker),
         as_of=None if args.as_of is None else parse_as_of(args.as_of),
+        max_missing=args.max_missing,
     )
 
 

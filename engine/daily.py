@@ -70,7 +70,6 @@ def run_daily(
     run: Run,
     options: RunOptions,
     *,
-    max_missing: int = 0,
     thresholds: Thresholds | None = None,
     name: str = ROLLING_NAME,
     rebuild: Rebuild | None = None,
@@ -80,7 +79,8 @@ def run_daily(
 ) -> DailyResult:
     """Freshness, predict the new dates, score them into the history (module doc).
 
-    ``options`` are tthf-run's (its ``dates`` is replaced by ``new``; ``as_of`` None is now);
+    ``options`` are tthf-run's (its ``dates`` is replaced by ``new``; ``as_of`` None is now;
+    ``max_missing`` sets when the data is stale);
     ``name`` is the evaluation the history records under; ``on_predicted`` / ``on_scored`` see
     each date as it is done.
     """
@@ -88,7 +88,7 @@ def run_daily(
     options = dataclasses.replace(options, dates=NEW, as_of=as_of)
     data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
     fresh = check_freshness(
-        list_dates(data), source=data.uri(), as_of=as_of, calendar=run.config.calendar, max_missing=max_missing
+        list_dates(data), source=data.uri(), as_of=as_of, calendar=run.config.calendar, max_missing=options.max_missing
     )
     summary = run_inference(run, options, rebuild=rebuild, endpoint_url=endpoint_url, on_date=on_predicted)
     failed = {r.date: r.reason for r in summary.by_status("failed")}

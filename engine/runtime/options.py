@@ -73,6 +73,7 @@ class RunOptions:
     host_workers: int = 1  # --executor local: dates whose read + features run at once
     host_mode: str = "threads"  # one of HOST_MODES: how host_workers > 1 runs
     as_of: dt.datetime | None = None  # latest|new: when sessions closed (None: now; naive: exchange time)
+    max_missing: int = 0  # latest|new: completed sessions without data before the warning says stale
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -93,6 +94,8 @@ class RunOptions:
             raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.windowing not in WINDOWING:
             raise UsageError(f"unknown --windowing {self.windowing!r}; use one of {', '.join(WINDOWING)}")
+        if self.max_missing < 0:
+            raise UsageError(f"--max-missing must be >= 0, got {self.max_missing}")
         if self.sample_every is not None and self.sample_every < 1:
             raise UsageError(f"--sample-every must be >= 1, got {self.sample_every}")
 

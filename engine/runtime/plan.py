@@ -178,7 +178,9 @@ def _select(options: RunOptions, available: list[dt.date], source: str, calendar
     spec = options.dates.strip()
     if spec not in (LATEST, NEW):
         return parse_dates(options.dates, available, source=source, calendar=calendar)
-    fresh = check_freshness(available, source=source, as_of=options.as_of, calendar=calendar)
+    fresh = check_freshness(
+        available, source=source, as_of=options.as_of, calendar=calendar, max_missing=options.max_missing
+    )
     if fresh.stale:
         log.warning("%s", fresh.message())
     if spec == LATEST:

@@ -69,7 +69,10 @@ def test_new_and_latest(market: tuple[Path, str], caplog: pytest.LogCaptureFixtu
     assert new("2024-07-05T16:00") == {"2024-07-02": "ok", "2024-07-03": "ok", "2024-07-05": "ok"}
     caplog.clear()
     assert new("2024-07-09T09:00") == {}  # nothing new; Monday the 8th has no data: stale, warned
-    assert "nothing new" in caplog.text and "without data: 2024-07-08" in caplog.text
+    assert "nothing new" in caplog.text and "stale: " in caplog.text and "without data: 2024-07-08" in caplog.text
+    caplog.clear()
+    assert new("2024-07-09T09:00", max_missing=1) == {}
+    assert "within --max-missing 1" not in caplog.text and "stale" not in caplog.text  # tolerated: no warning
     entries = json.loads(run.read_text(INFERENCE_MANIFEST))["dates"]
     assert sorted(entries) == [str(d) for d in JULY] and {e["status"] for e in entries.values()} == {"ok"}
     assert new("2024-07-09T09:00", sample_every=7) == dict.fromkeys(map(str, JULY), "ok")  # other settings: all
