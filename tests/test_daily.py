@@ -59,3 +59,23 @@ def test_daily(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     history = read_history(run)
     assert history["date"].to_list() == [*DAYS, FRIDAY] and set(history["status"]) == {"scored"}
     assert history.select("date", "evaluation").is_unique().all()
+
+
+@pytest.mark.s3
+def test_daily_with_s3_store_and_data(tmp_path: Path, s3_bucket: str, capsys: pytest.CaptureFixture) -> None:
+    from tthf.engine.store import open_store
+
+    local = make_data(tmp_path / "data")
+    market = open_store(f"{s3_bucket}/market")
+    for path in local.rglob("*.parquet"):
+        market.write_bytes(str(path.relative_to(local)), path.read_bytes())
+    make_run(s3_bucket, local)
+    argv = ["--store", s3_bucket, "--run", "jennifer", "--data", market.uri(), "--backend", "torch"]
+    assert main([*argv, "--as-of", "2024-01-04T17:00"]) == 0
+    out = capsys.readouterr().out
+    assert f"predicted: {', '.join(map(str, DAYS))}\n" in out and "history: s3://" in out
+    assert main([*argv, "--as-of", "2024-01-08T17:00"]) == 8  # Friday and Monday never arrived
+    out = capsys.readouterr().out
+    assert "predicted: nothing new" in out and "without data: 2024-01-05, 2024-01-08" in out
+    run = open_run(s3_bucket, "jennifer")
+    assert read_history(run)["date"].to_list() == DAYS
