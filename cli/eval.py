@@ -75,13 +75,14 @@ def _add_rolling_options(p: argparse._ArgumentGroup) -> None:
 
 
 def body(args: argparse.Namespace) -> int:
+    from tthf.engine.data.dates import NEW
     from tthf.engine.evaluation.evaluate import evaluate_run
 
     run = open_run_from_args(args)
     data = open_data_from_args(args, run)
     if args.rolling:
         return _rolling(args, run, data)
-    if args.dates.strip() == "new":
+    if args.dates.strip() == NEW:
         raise UsageError("--dates new scores the dates the rolling history lacks: add --rolling")
     with Progress(
         "dates",

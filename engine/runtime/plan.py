@@ -2,7 +2,9 @@
 
 ``plan_inference`` sorts the selected dates into those to compute, those already done with
 the same model and settings (``settings_key``: a rerun skips them, whichever executor did
-them) and those without data, and prepares the manifest they are recorded in.
+them) and those without data, and prepares the manifest they are recorded in. ``--dates
+new`` is resolved here, where the settings key is known: the completed sessions with data
+that are not done, nothing else; ``latest`` and ``new`` warn when the data is stale.
 
 A worker process that computes the plan's dates on its own (a host worker of ``--host-mode
 processes``, a Ray actor) gets the plan as a ``WorkerSpec``: plain values, the run and data
