@@ -116,13 +116,21 @@ def _ret_lines(ret: dict[str, Any]) -> list[str]:
     ]
 
 
-def _vol_line(vol: dict[str, Any]) -> str:
+def _vol_lines(vol: dict[str, Any]) -> list[str]:
     qlike = {k: _f(vol[k]["qlike"]) for k in ("model", "baseline_last_rv", "baseline_ewma_rv", "baseline_same_minute")}
+    won = {k: f"{b['model_lower']}/{b['dates']}" for k, b in vol["by_date"].items()}
     mz = vol["model"]["mz"]
-    return (
-        f"vol_10m  QLIKE {qlike['model']} vs last RV {qlike['baseline_last_rv']}, EWMA {qlike['baseline_ewma_rv']},"
-        f" same minute {qlike['baseline_same_minute']}  | MZ slope {_f(mz['slope'])} R2 {_f(mz['r2'])}"
-    )
+    return [
+        (
+            f"vol_10m  QLIKE pooled {qlike['model']} vs last RV {qlike['baseline_last_rv']}, EWMA "
+            f"{qlike['baseline_ewma_rv']}, same minute {qlike['baseline_same_minute']}  | MZ slope {_f(mz['slope'])}"
+            f" R2 {_f(mz['r2'])}"
+        ),
+        (
+            f"         dates the model's QLIKE is lower: vs last RV {won['baseline_last_rv']}, EWMA "
+            f"{won['baseline_ewma_rv']}, same minute {won['baseline_same_minute']}"
+        ),
+    ]
 
 
 def _conf_line(head: str, conf: dict[str, Any]) -> str:
@@ -143,7 +151,7 @@ def format_summary(result: EvalResult) -> str:
             f"{m['forecasts']:,} {m['mode']} forecasts in {result.seconds:.1f}s"
         ),
         *_ret_lines(m["ret_1h"]),
-        _vol_line(m["vol_10m"]),
+        *_vol_lines(m["vol_10m"]),
         _conf_line("ret_conf", m["ret_conf"]),
         _conf_line("vol_conf", m["vol_conf"]),
     ]

@@ -108,7 +108,7 @@ def figures(history: pl.DataFrame, name: str, warned: dict[str, list[dt.date]]) 
         top.plot(days, _col(scored, "model_qlike_paired"), "-o", color=MODEL_COLOR, ms=3, label="model")
         top.plot(days, _col(scored, "baseline_qlike"), "-s", color=BASE_COLORS[1], ms=3, label="best baseline")
         top.set_ylabel("QLIKE (lower is better)")
-        top.set_title("vol_10m: QLIKE against the best baseline on the same cells")
+        top.set_title("vol_10m: each date's QLIKE (mean over its cells) against the best baseline on the same cells")
         top.legend(loc="best", fontsize=8)
         excess = _col(scored, "qlike_excess")
         top_color = [ALERT_COLOR if x > 0 else MODEL_COLOR for x in np.nan_to_num(excess)]
@@ -211,7 +211,10 @@ td:first-child {{ white-space: nowrap; }}
 {figs}
 <h2>The last {TABLE_ROWS} dates</h2>
 <table><tr>{"".join(f"<th>{c}</th>" for c in head)}</tr>{body}</table>
-<p class="note">One row per date from evaluation/history.parquet; docs/operations.md explains the numbers.</p>
+<p class="note">One row per date from evaluation/history.parquet; docs/operations.md explains the numbers.
+QLIKE here is each date's own mean; tthf-eval's report.html pools the cells of all its dates into one mean, which a
+few floored forecasts can decide, and shows this date-by-date contest in its row "dates the model's QLIKE is
+lower".</p>
 </body></html>
 """
 

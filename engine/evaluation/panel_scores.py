@@ -168,7 +168,7 @@ def summarize(days: Sequence[DateScores], bands: Bands) -> dict[str, Any]:
         "rows": int(sum(d.row["rows"] for d in days)),
         "forecasts": len(flat["y_ret"]),
         "ret_1h": _ret_section(days, flat, step, n_minutes),
-        "vol_10m": _vol_section(flat, period, minute, step, n_minutes, bands),
+        "vol_10m": {**_vol_section(flat, period, minute, step, n_minutes, bands), "by_date": _qlike_by_date(days)},
         "ret_conf": _conf_section(flat["ret_conf"], flat["y_ret"], flat["ret_1h"], bands.ret_band, None),
         "vol_conf": _conf_section(flat["vol_conf"], flat["y_vol"], flat["vol_10m"], bands.vol_band, bands.vol_floor),
         "pooled": array_scores.heldout_metrics(
@@ -250,6 +250,29 @@ def _vol_section(
         }
     mz = array_scores.grouped_regression(y, flat["vol_10m"][common].astype(np.float64), mins, n_minutes)
     out["by_minute"].update({f"model_mz_{k}": array_scores.nums(mz[k]) for k in ("intercept", "slope", "r2")})
+    return out
+
+
+def _qlike_by_date(days: Sequence[DateScores]) -> dict[str, dict[str, Any]]:
+    """Per vol baseline, its date-by-date contest with the model (each date's ``vol_qlike_paired``, the
+    rolling history's numbers): on how many dates the model's QLIKE is lower, and each side's median.
+
+    The pooled ``qlike`` is a mean over every cell of every date (training's number), so a few cells where
+    a forecast sits at the floor and the price then moves (q in the tens of thousands) can decide it; a
+    date-by-date count cannot be carried by one date. The report shows both.
+    """
+    out = {}
+    for key in list(VOL_FORECASTS)[1:]:
+        pairs = [d.row["vol_qlike_paired"][key] for d in days]
+        pairs = [p for p in pairs if p["model"] is not None and p["baseline"] is not None]
+        model = np.array([p["model"] for p in pairs], np.float64)
+        base = np.array([p["baseline"] for p in pairs], np.float64)
+        out[key] = {
+            "dates": len(pairs),
+            "model_lower": int((model < base).sum()),
+            "model_median": array_scores.num(np.median(model) if pairs else math.nan),
+            "baseline_median": array_scores.num(np.median(base) if pairs else math.nan),
+        }
     return out
 
 

@@ -264,8 +264,15 @@ def _vol_table(m: dict[str, Any]) -> str:
     def mz(key: str, name: str) -> Any:
         return v[key]["mz"][name]
 
+    by_date = [v["by_date"][k] for k in keys[1:]]
     rows = [
-        ["QLIKE", *(v[k]["qlike"] for k in keys)],
+        ["QLIKE, pooled over all forecasts", *(v[k]["qlike"] for k in keys)],
+        ["dates the model's QLIKE is lower", None, *(f"{b['model_lower']} of {b['dates']}" for b in by_date)],
+        [
+            "median of the dates' QLIKE: baseline / model",
+            None,
+            *(f"{_fmt(b['baseline_median'], 3)} / {_fmt(b['model_median'], 3)}" for b in by_date),
+        ],
         ["MSE (vol)", *(v[k]["mse"] for k in keys)],
         ["MSE (variance)", *(v[k]["mse_var"] for k in keys)],
         ["MZ intercept", *(mz(k, "intercept") for k in keys)],
@@ -343,7 +350,7 @@ def _per_date_table(m: dict[str, Any]) -> str:
         "IC",
         "rank IC",
         "hit rate",
-        "QLIKE",
+        "model QLIKE",
         "ret cover",
         "vol cover",
         "zero vol",
@@ -413,7 +420,10 @@ labels; the naive one treats the minutes as independent. {m["ret_1h"]["n"]:,} fo
 <h2>Volatility head (vol_10m)</h2>
 <p>{v["n"]:,} forecasts where the realized value and every baseline exist. QLIKE is on variances with both sides
 floored at {_fmt(v["qlike_floor"])} (it is undefined at a realized volatility of 0; {_fmt(v["zero_realized_share"])}
-of these were 0). Mincer-Zarnowitz: realized on forecast, Driscoll-Kraay (HAC) errors with {v["hac_lags"]} lags.</p>
+of these were 0). The pooled QLIKE is the mean over all these forecasts of all dates (training's number): a few
+forecasts at the floor followed by a move can decide it. The next two rows score date by date instead, each date on
+the forecasts where the model and that baseline exist, as the rolling history (tthf-eval --rolling) does.
+Mincer-Zarnowitz: realized on forecast, Driscoll-Kraay (HAC) errors with {v["hac_lags"]} lags.</p>
 {_vol_table(m)}
 {img["vol_calibration.png"]}
 <h2>Confidence heads (ret_conf, vol_conf)</h2>

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,9 @@ def test_command_scores_and_prints_the_summary_and_the_report_path(tiny_run) -> 
     out = proc.stdout.splitlines()
     assert out[0].startswith("evaluation cli of demo/three_headed_transformer/jennifer: 2 dates scored, 1 without")
     assert any(line.startswith("ret_1h   IC ") for line in out) and any(
-        line.startswith("vol_10m  QLIKE") for line in out
+        line.startswith("vol_10m  QLIKE pooled ") for line in out
     )
+    assert any(re.match(r" +dates the model's QLIKE is lower: vs last RV [0-2]/2, EWMA [0-2]/2", line) for line in out)
     report = out[-1].removeprefix("report: ")
     assert report.endswith("jennifer/evaluation/cli/report.html") and Path(report).is_file()
 
