@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from tthf.engine.config import ModelConfig
-from tthf.engine.model.network import ThreeHeadedTransformer, load_checkpoint, save_checkpoint
+from tthf.engine.model.network import ThreeHeadedTransformer, load_checkpoint, recording_attention, save_checkpoint
 from tthf.errors import RunFormatError
 
 CFG = ModelConfig(
@@ -145,3 +145,45 @@ def test_onnx_export_opset17_matches_onnxruntime(tmp_path) -> None:
         want = model(x)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_recording_attention_returns_softmax_rows_and_changes_no_output() -> None:
+    model, x = make_model(), features(5)
+    with torch.no_grad():
+        plain = model(x)
+        with recording_attention(model) as records:
+            recorded = model(x)
+        after = model(x)
+    assert all(torch.equal(a, b) for a, b in zip(plain, recorded)) and all(
+        torch.equal(a, b) for a, b in zip(plain, after)
+    )
+    assert [len(r) for r in records] == [1] * CFG.n_layers
+    att = records[0][0]
+    assert att.shape == (5, CFG.n_heads, CFG.seq_len, CFG.seq_len)
+    torch.testing.assert_close(att.sum(-1), torch.ones(5, CFG.n_heads, CFG.seq_len))
+    assert all(layer.attention is None for layer in model.layers)  # off again outside the block
+
+
+def _onnx_bytes(model: ThreeHeadedTransformer, path) -> bytes:
+    torch.onnx.export(
+        model,
+        (features(4),),
+        str(path),
+        input_names=["features"],
+        output_names=["ret_1h", "vol_10m", "ret_conf", "vol_conf"],
+        dynamic_axes={"features": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return path.read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_attention_option_leaves_the_exported_graph_unchanged(tmp_path) -> None:
+    """The option lives outside the traced graph: the export after a recording is byte for byte the one before."""
+    pytest.importorskip("onnx")
+    model = make_model()
+    before = _onnx_bytes(model, tmp_path / "before.onnx")
+    with torch.no_grad(), recording_attention(model):
+        model(features(3))
+    assert _onnx_bytes(model, tmp_path / "after.onnx") == before
