@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tthf.cli._common import (
     DATES_HELP,
@@ -20,6 +22,10 @@ from tthf.cli._common import (
 )
 from tthf.cli._report import eval_date_line, format_summary
 
+if TYPE_CHECKING:
+    from tthf.engine.runs import Run
+    from tthf.engine.store import Store
+
 EPILOG = f"""\
 {DATES_HELP}
 The realized targets are computed from the raw data (--data, default: the run's training
@@ -28,6 +34,8 @@ Dates without a predictions file or without raw data are reported and skipped; s
 predictions are scored once per forecast, at their source_ts.
 Writes {{run}}/evaluation/<name>/: metrics.json, report.html (self-contained) and the figures
 as PNG files. docs/evaluation.md explains every number.
+--explain adds "What the model looks at" (permutation importance of features, families and
+lags, the network's attention) to both, on a sample of each date's forecasts.
 Exit code: 0 when every date with predictions was scored, 1 if one failed, 2+ on usage,
 data or store errors (4: no predictions at all for the dates).
 """
@@ -48,9 +56,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)",
     )
+    explain = p.add_argument_group("explanation (--explain)")
+    explain.add_argument(
+        "--explain", action="store_true", help="add feature, family and lag importance and attention to the report"
+    )
+    explain.add_argument(
+        "--explain-minute-step", type=int, default=10, metavar="N", help="use every N-th forecast minute (default 10)"
+    )
+    explain.add_argument(
+        "--explain-symbols", type=int, default=None, metavar="N", help="use a random N of the symbols (default: all)"
+    )
     add_endpoint_option(p)
     add_logging_option(p)
     return p
+
+
+def _explainer(args: argparse.Namespace, run: Run, data: Store) -> Callable[[list[str]], dict[str, Any]] | None:
+    """--explain's section of the evaluation, with its own progress bar (one step per permutation pass)."""
+    if not args.explain:
+        return None
+    from tthf.engine.explain.samples import Sampling
+    from tthf.engine.explain.section import ItemDone, explain_dates
+
+    sampling = Sampling(minute_step=args.explain_minute_step, max_symbols=args.explain_symbols)
+
+    def explain(dates: list[str]) -> dict[str, Any]:
+        with Progress[ItemDone]("explain", "pass", count=("windows", lambda done: done.windows)) as bar:
+            return explain_dates(run, data, dates, sampling, on_start=bar.start, on_step=bar.step)
+
+    return explain
 
 
 def body(args: argparse.Namespace) -> int:
@@ -64,7 +98,15 @@ def body(args: argparse.Namespace) -> int:
         line=eval_date_line,
         notable=lambda outcome: outcome.status != "scored" or bool(outcome.warnings),
     ) as bar:
-        result = evaluate_run(run, args.dates, data=data, name=args.name, on_start=bar.start, on_date=bar.step)
+        result = evaluate_run(
+            run,
+            args.dates,
+            data=data,
+            name=args.name,
+            on_start=bar.start,
+            on_date=bar.step,
+            explain=_explainer(args, run, data),
+        )
     print(format_summary(result))
     return result.exit_code
 

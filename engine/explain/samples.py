@@ -19,7 +19,7 @@ from tthf.engine.explain.importance import Sample
 from tthf.engine.runs import Run
 from tthf.engine.runtime.day import DayHost
 from tthf.engine.store import Store
-from tthf.errors import DataError
+from tthf.errors import DataError, UsageError
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,13 @@ class Sampling:
     minute_step: int = 10  # every minute_step-th minute of the session that has a window
     max_symbols: int | None = None  # None: every symbol
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.minute_step < 1 or (self.max_symbols is not None and self.max_symbols < 3):
+            raise UsageError(
+                f"explanation sampling: the minute step must be at least 1 (got {self.minute_step}) and the "
+                f"symbols at least 3, enough for a cross-sectional IC (got {self.max_symbols})"
+            )
 
     def describe(self) -> str:
         symbols = (

@@ -9,7 +9,9 @@ cores. A random-weights twin on the same data is the sanity check's model.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     days = [dt.date.fromisoformat(d) for d in (*run.config.splits.train, *run.config.splits.test)]
     random = make_random_run(str(root / "runs"), data, days, "random", seed=0, **TINY)
     return Trained(run, random, data, list(run.config.splits.test))
+
+
+def _section(run: Run, dates: list[str]) -> dict[str, Any]:
+    from tthf.engine.explain.samples import Sampling
+    from tthf.engine.explain.section import explain_dates
+    from tthf.engine.store import open_store
+
+    return explain_dates(run, open_store(run.config.data_root), dates, Sampling(minute_step=30))
+
+
+@pytest.fixture(scope="session")
+def section() -> Callable[[Run, list[str]], dict[str, Any]]:
+    """tthf-eval --explain's section of a run on some dates, every 30th minute (about 500 windows a date)."""
+    return _section
+
+
+@pytest.fixture(scope="session")
+def trained_section(trained: Trained) -> dict[str, Any]:
+    """The trained run's section on its held-out dates."""
+    return _section(trained.run, trained.test)

@@ -7,23 +7,8 @@ from typing import Any
 import pytest
 
 from tthf.engine.explain.importance import ranking
-from tthf.engine.explain.samples import Sampling
-from tthf.engine.explain.section import ItemDone, explain_dates
-from tthf.engine.runs import Run
-from tthf.engine.store import open_store
 
 pytestmark = pytest.mark.slow
-
-
-def section(run: Run, dates: list[str], steps: list[ItemDone] | None = None) -> dict[str, Any]:
-    return explain_dates(
-        run, open_store(run.config.data_root), dates, Sampling(minute_step=30), on_step=steps.append if steps else None
-    )
-
-
-@pytest.fixture(scope="module")
-def trained_section(trained) -> dict[str, Any]:
-    return section(trained.run, trained.test)
 
 
 def test_imbalance_drives_ret_1h_and_the_latest_minute_matters_most(trained_section: dict[str, Any]) -> None:
@@ -48,7 +33,7 @@ def test_attention_is_reported_per_layer_head_and_lag(trained, trained_section: 
         assert all(sum(head) == pytest.approx(1.0) for layer in att[view] for head in layer)  # softmax rows
 
 
-def test_a_random_model_does_not_show_the_ranking(trained, trained_section: dict[str, Any]) -> None:
+def test_a_random_model_does_not_show_the_ranking(trained, trained_section: dict[str, Any], section) -> None:
     """The model randomization test (Adebayo et al., 2018): the importance comes from learning, not from the data.
 
     The ordering alone is not the test: a random network's forecast is a random mix of the
