@@ -1,7 +1,7 @@
 """``tthf-eval --explain``'s section of metrics.json: permutation importance and attention on the evaluated dates.
 
 For each scored date: sample its forecasts (``samples``), score them through the run's
-fastest validated backend (``open_backend(run, "auto")``, what tthf-run uses), then once per
+fastest validated backend (``backend.serving_backend``, what tthf-run uses), then once per
 removed feature, family and lag (``importance``); tthf's own network also gives its mean
 attention on the same windows (``attention``). The cost is one pass over the sampled
 windows per item (about 95 for the 60 built-in features), so sampling is the knob.
@@ -19,10 +19,11 @@ import numpy as np
 
 from tthf.engine.explain import importance
 from tthf.engine.explain.attention import mean_attention
+from tthf.engine.explain.backend import serving_backend
 from tthf.engine.explain.samples import Sampling, sample_date
 from tthf.engine.model.network import vol_floor
 from tthf.engine.runs import Run
-from tthf.engine.runtime.backends import Backend, open_backend
+from tthf.engine.runtime.backends import Backend
 from tthf.engine.store import Store
 
 
@@ -52,7 +53,7 @@ def explain_dates(
     """
     started = time.perf_counter()
     sampling = sampling or Sampling()
-    backend = backend or open_backend(run, "auto")
+    backend = backend or serving_backend(run)
     cfg = run.config
     all_items = importance.items(cfg.feature_names, cfg.model.seq_len)
     if on_start:

@@ -23,6 +23,7 @@ OF_RUN = {
     "run": ["--run", "x", "--dates", "2024"],
     "export": ["--run", "x"],
     "eval": ["--run", "x", "--dates", "2024"],
+    "explain": ["--run", "x", "--date", "2024-01-02", "--symbol", "A", "--minute", "10:00"],
 }
 
 
