@@ -3,7 +3,7 @@
 The section (``explain_dates``) on the session's market and run (``TTHF_BENCH_SYMBOLS``
 symbols, default 1000, ``TTHF_BENCH_DATES`` dates; the default model, exported, through
 the backend tthf-run would pick): sample each date (every 10th forecast minute, every
-symbol), run the model once unpermuted and once per feature, family and lag (96 passes
+symbol), run the model once unpermuted and once per feature, family and lag (95 passes
 with the built-in features), score each pass. Smoke mode runs one date at every 60th minute.
 
 results.json: one benchmark in section ``explain`` whose extra_info has ``seconds_per_date``,

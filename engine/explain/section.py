@@ -4,7 +4,7 @@ For each scored date: sample its forecasts (``samples``), score them through the
 fastest validated backend (``backend.serving_backend``, what tthf-run uses), then once per
 removed feature, family and lag (``importance``); tthf's own network also gives its mean
 attention on the same windows (``attention``). The cost is one pass over the sampled
-windows per item (about 95 for the 60 built-in features), so sampling is the knob.
+windows per item (95 with the 59 built-in features), so sampling is the knob.
 """
 
 from __future__ import annotations

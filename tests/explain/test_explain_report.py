@@ -61,3 +61,17 @@ def test_report_with_explanations_renders_in_headless_chromium(evaluated: EvalRe
     assert sorted(i["file"] for i in images) == sorted(names)
     for image in images:
         assert image["ok"] and image["w"] > 500 and image["h"] > 150, image
+
+
+def test_tthf_eval_explain_samples_as_told(trained, evaluated: EvalResult) -> None:
+    """The command on the dates ``evaluated`` predicted."""
+    from tthf.cli import eval as eval_cli
+
+    store = str(Path(trained.run.ref.uri).parents[2])
+    spec = f"{trained.test[-1]}:{trained.test[-1]}"
+    argv = ["--run", "jennifer", "--store", store, "--dates", spec, "--name", "cli", "--explain"]
+    assert eval_cli.main([*argv, "--explain-minute-step", "60", "--explain-symbols", "12"]) == 0
+    saved = json.loads((Path(trained.run.ref.uri) / "evaluation" / "cli" / "metrics.json").read_text())["explain"]
+    assert saved["sampling"]["text"] == "every 60th forecast minute, at most 12 symbols (seed 0)"
+    assert saved["sampling"]["windows_per_date"][0] <= 12 * 7
+    assert eval_cli.main([*argv, "--explain-symbols", "2"]) == 2  # too few for a cross-sectional IC
