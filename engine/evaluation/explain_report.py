@@ -71,7 +71,7 @@ def _lags(m: dict[str, Any]) -> Callable[[Figure], None]:
             ax.set_title("attention of the forecast minute")
         else:
             ax.text(0.5, 0.5, "attention not available", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("lag (minutes back); one line per layer (colour) and head")
+        ax.set_xlabel("lag; a line per layer (colour) and head")
 
     return draw
 
