@@ -15,7 +15,9 @@ What it reads besides pytest-benchmark's own fields (``extra_info``):
   the best round as ``core_seconds``;
 - host stages (section ``host_stages``, bench_host_stages.py): ``workers`` and
   ``core_seconds_per_day_by_workers`` (threads), ``processes`` and
-  ``core_seconds_per_day_processes``, each a map from the worker count to its median.
+  ``core_seconds_per_day_processes``, each a map from the worker count to its median;
+- explain (section ``explain``, bench_explain.py): ``seconds_per_date``, ``symbols``,
+  ``sampling``, ``windows_per_date``, ``passes``, ``backend``.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def render(doc: dict) -> str:
     lines += _realtime(by["realtime"])
     lines += _end_to_end(by["end_to_end"])
     lines += _host_section(host)
+    lines += _explain(by["explain"])
     lines += _gpu_on_paper(inf, _features_core_seconds(by["features"]), host)
     head = ["## Targets", "", "| target | goal | measured | |", "| --- | --- | --- | --- |"]
     head += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _targets(by, inf, refs, host, t.get("symbols"))] + [""]
@@ -468,6 +471,20 @@ def _host_section(host: HostRows) -> list[str]:
         how = "this thread" if workers == 1 else mode
         lines.append(f"| {workers} | {how} | {r['rate']:.3g} | {vs} | {core} |")
     return [*lines, ""]
+
+
+def _explain(entries: list[dict]) -> list[str]:
+    """tthf-eval --explain's cost (section ``explain``, bench_explain.py): seconds per evaluated date."""
+    if not entries:
+        return []
+    e = entries[0]["extra_info"]
+    return [
+        "## Explanations (tthf-eval --explain)",
+        "",
+        f"{e['seconds_per_date']:.3g} s per evaluated date: {e['symbols']} symbols, {e['sampling']} "
+        f"({', '.join(map(str, e['windows_per_date']))} windows per date), {e['passes']} passes, {e['backend']}.",
+        "",
+    ]
 
 
 def _verdict(value: float | None, goal: float, text: str, at_least: bool = True) -> tuple[str, str]:

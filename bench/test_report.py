@@ -115,3 +115,22 @@ def test_the_roofline_is_the_higher_of_the_stated_peak_and_the_measured_gemm() -
     assert avx2["int8"]["flops"] is None and "avx512_vnni" in avx2["int8"]["why"]
     assert roofline_reference("int8", {}, avx2) is None
     assert [precision_of(v) for v in ("openvino-int8", "openvino-bf16", "openvino-fp32")] == ["int8", "bf16", "fp32"]
+
+
+def test_the_explain_cost_is_reported_from_its_entry() -> None:
+    entry = _bench(
+        "explain",
+        "default",
+        30.0,
+        2,
+        symbols=1000,
+        sampling="every 10th forecast minute, every symbol",
+        seconds_per_date=14.5,
+        windows_per_date=[36000, 36000],
+        passes=96,
+        backend="openvino (CPU)",
+    )
+    text = report.render(_doc([*FULL, entry]))
+    assert "## Explanations (tthf-eval --explain)" in text
+    assert "14.5 s per evaluated date: 1000 symbols, every 10th forecast minute" in text
+    assert "## Explanations" not in report.render(_doc(FULL))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tthf.cli._common import (
     DATES_HELP,
@@ -42,6 +43,8 @@ evaluation/metrics.prom (Prometheus text) from the whole record; the folder name
 "rolling". With --rolling, --dates new scores the dates predicted since the last call.
 The thresholds mark an alert when each of the last --alert-dates dates breaches them
 (docs/operations.md).
+--explain adds "What the model looks at" (permutation importance of features, families and
+lags, the network's attention) to both, on a sample of each date's forecasts.
 Exit code: 0 when every date with predictions was scored, 1 if one failed, 2+ on usage,
 data or store errors (4: no predictions at all for the dates).
 """
@@ -63,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)",
     )
     _add_rolling_options(p.add_argument_group("rolling record (--rolling)"))
+    explain = p.add_argument_group("explanation (--explain)")
+    explain.add_argument(
+        "--explain", action="store_true", help="add feature, family and lag importance and attention to the report"
+    )
+    explain.add_argument(
+        "--explain-minute-step", type=int, default=10, metavar="N", help="use every N-th forecast minute (default 10)"
+    )
+    explain.add_argument(
+        "--explain-symbols", type=int, default=None, metavar="N", help="use a random N of the symbols (default: all)"
+    )
     add_endpoint_option(p)
     add_logging_option(p)
     return p
@@ -74,6 +87,22 @@ def _add_rolling_options(p: argparse._ArgumentGroup) -> None:
     add_alert_options(p)
 
 
+def _explainer(args: argparse.Namespace, run: Run, data: Store) -> Callable[[list[str]], dict[str, Any]] | None:
+    """--explain's section of the evaluation, with its own progress bar (one step per permutation pass)."""
+    if not args.explain:
+        return None
+    from tthf.engine.explain.samples import Sampling
+    from tthf.engine.explain.section import ItemDone, explain_dates
+
+    sampling = Sampling(minute_step=args.explain_minute_step, max_symbols=args.explain_symbols)
+
+    def explain(dates: list[str]) -> dict[str, Any]:
+        with Progress[ItemDone]("explain", "pass", count=("windows", lambda done: done.windows)) as bar:
+            return explain_dates(run, data, dates, sampling, on_start=bar.start, on_step=bar.step)
+
+    return explain
+
+
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.dates import NEW
     from tthf.engine.evaluation.evaluate import evaluate_run
@@ -81,6 +110,8 @@ def body(args: argparse.Namespace) -> int:
     run = open_run_from_args(args)
     data = open_data_from_args(args, run)
     if args.rolling:
+        if args.explain:
+            raise UsageError("--explain writes a report of its own: run it without --rolling")
         return _rolling(args, run, data)
     if args.dates.strip() == NEW:
         raise UsageError("--dates new scores the dates the rolling history lacks: add --rolling")
@@ -90,7 +121,15 @@ def body(args: argparse.Namespace) -> int:
         line=eval_date_line,
         notable=lambda outcome: outcome.status != "scored" or bool(outcome.warnings),
     ) as bar:
-        result = evaluate_run(run, args.dates, data=data, name=args.name, on_start=bar.start, on_date=bar.step)
+        result = evaluate_run(
+            run,
+            args.dates,
+            data=data,
+            name=args.name,
+            on_start=bar.start,
+            on_date=bar.step,
+            explain=_explainer(args, run, data),
+        )
     print(format_summary(result))
     return result.exit_code
 

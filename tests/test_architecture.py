@@ -38,6 +38,7 @@ RANKS = (
     ("tthf.engine.evaluation", 8),
     ("tthf.engine.training", 9),
     ("tthf.engine.runtime", 9),
+    ("tthf.engine.explain", 10),
     ("tthf.engine.testing", 10),
     ("tthf.engine.daily", 10),  # tthf-daily: freshness, runtime and evaluation in one call
     ("tthf.engine", 10),

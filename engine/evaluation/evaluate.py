@@ -28,7 +28,7 @@ import polars as pl
 import tthf
 from tthf.engine.data.dates import parse_dates
 from tthf.engine.data.marketdata import list_dates
-from tthf.engine.evaluation import report
+from tthf.engine.evaluation import explain_report, report
 from tthf.engine.evaluation.baselines import SAME_MINUTE_DAYS
 from tthf.engine.evaluation.panel import build_panel
 from tthf.engine.evaluation.panel_scores import (
@@ -180,13 +180,15 @@ def evaluate_run(
     endpoint_url: str | None = None,
     on_start: Callable[[int], None] | None = None,
     on_date: Callable[[DateOutcome], None] | None = None,
+    explain: Callable[[list[str]], dict[str, Any]] | None = None,
 ) -> EvalResult:
     """Score the run's predictions of ``dates`` (a ``--dates`` spec) and write ``{run}/evaluation/<name>/``.
 
     ``data`` is the raw-data root, opened (tthf-eval opens it) or a URI opened with
     ``endpoint_url`` (default: the run's training data root); ``name`` the folder (default:
     from the spec). ``on_start(n)`` gets the number of requested dates,
-    ``on_date`` each date's outcome as soon as it is known. Raises ``StoreError`` when no
+    ``on_date`` each date's outcome as soon as it is known. ``explain`` (``tthf-eval --explain``:
+    ``tthf.engine.explain.section``) maps the scored dates to metrics.json's ``explain`` section. Raises ``StoreError`` when no
     selected date has a predictions file.
     """
     started = time.perf_counter()
@@ -221,6 +223,8 @@ def evaluate_run(
         )
     outcomes.sort(key=lambda o: o.date)
     metrics = _metrics(run, name, dates, root, outcomes, days, bands)
+    if explain is not None:
+        metrics["explain"] = explain(metrics["dates"]["scored"])
     metrics["seconds"] = round(time.perf_counter() - started, 2)  # reading and scoring; the report is drawn next
     folder = run.store.child(f"{EVALUATION_DIR}/{name}")
     written = _write(folder, metrics)
@@ -283,10 +287,10 @@ def _metrics(
 
 def _write(folder: Store, metrics: dict[str, Any]) -> list[str]:
     """Figures, the page and metrics.json into the evaluation folder; files of an earlier one are removed."""
-    pngs = report.figures(metrics)
+    pngs = {**report.figures(metrics), **explain_report.figures(metrics)}
     outputs = {
         **pngs,
-        "report.html": report.render_html(metrics, pngs).encode("utf-8"),
+        "report.html": report.render_html(metrics, pngs, explain_report.section(metrics, pngs)).encode("utf-8"),
         "metrics.json": (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode("utf-8"),
     }
     for key, data in outputs.items():

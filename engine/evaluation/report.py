@@ -391,8 +391,8 @@ figcaption { color: #666; font-size: 0.85rem; }
 """
 
 
-def render_html(metrics: dict[str, Any], pngs: dict[str, bytes]) -> str:
-    """The report page, every figure embedded."""
+def render_html(metrics: dict[str, Any], pngs: dict[str, bytes], extra: str = "") -> str:
+    """The report page, every figure embedded; ``extra`` is a section's HTML placed before the per-date table."""
     m = metrics
     img = {name: _img(name, title, pngs[name]) for name, title, _ in FIGURES}
     v = m["vol_10m"]
@@ -436,6 +436,7 @@ Mincer-Zarnowitz: realized on forecast, Driscoll-Kraay (HAC) errors with {v["hac
 {img["risk_coverage.png"]}
 <h2>Agreement with training's held-out metrics</h2>
 {_training_section(m)}
+{extra}
 <h2>Per date</h2>
 {_per_date_table(m)}
 <p class="meta">metrics.json beside this page holds every number shown here; docs/evaluation.md defines them.</p>

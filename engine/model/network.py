@@ -9,7 +9,9 @@ scaled features straight to forecasts in natural units (docs/model.md).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple, cast
 
 import torch
 from safetensors import SafetensorError
@@ -60,6 +62,8 @@ class EncoderLayer(nn.Module):
         self.ff1 = nn.Linear(d_model, d_ff)
         self.ff2 = nn.Linear(d_ff, d_model)
         self.drop = nn.Dropout(dropout)
+        # None except inside ``recording_attention``: the traced and exported graph never sees it
+        self.attention: list[Tensor] | None = None
 
     def _heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -70,6 +74,8 @@ class EncoderLayer(nn.Module):
         h = self.ln1(x)
         q, k, v = self._heads(self.q(h)), self._heads(self.k(h)), self._heads(self.v(h))
         att = torch.softmax(q @ k.transpose(-2, -1) * (1.0 / math.sqrt(self.d_head)), dim=-1)
+        if self.attention is not None:
+            self.attention.append(att.detach())
         h = (att @ v).transpose(1, 2).reshape(b, t, d)  # no dropout on (B, H, T, T): costly on CPU
         x = x + self.drop(self.out(h))
         h = self.ff2(self.drop(nn.functional.gelu(self.ff1(self.ln2(x)))))
@@ -123,6 +129,25 @@ class ThreeHeadedTransformer(nn.Module):
         ret_conf = torch.erf(cfg.ret_band / (cfg.ret_scale * math.sqrt(2.0)) * torch.exp(-out.ret_log_sigma))
         vol_conf = torch.erf(cfg.vol_band / math.sqrt(2.0) * torch.exp(-out.vol_log_sigma))
         return ret_1h, vol_10m, ret_conf, vol_conf
+
+
+@contextmanager
+def recording_attention(model: ThreeHeadedTransformer) -> Iterator[list[list[Tensor]]]:
+    """Inside the block every forward pass also records each layer's attention weights.
+
+    Yields one list per layer, which receives a (B, heads, T, T) tensor (query, key) per
+    forward pass. Outside the block the layers record nothing, so the model, its outputs
+    and its exported graph are exactly those without this option.
+    """
+    layers = [cast(EncoderLayer, layer) for layer in model.layers]
+    records: list[list[Tensor]] = [[] for _ in layers]
+    for layer, record in zip(layers, records, strict=True):
+        layer.attention = record
+    try:
+        yield records
+    finally:
+        for layer in layers:
+            layer.attention = None
 
 
 def save_checkpoint(model: ThreeHeadedTransformer) -> bytes:

@@ -24,6 +24,7 @@ OF_RUN = {
     "export": ["--run", "x"],
     "eval": ["--run", "x", "--dates", "2024"],
     "daily": ["--run", "x"],
+    "explain": ["--run", "x", "--date", "2024-01-02", "--symbol", "A", "--minute", "10:00"],
 }
 
 

@@ -39,17 +39,3 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     summary = run_inference(open_run(store, "jennifer"), RunOptions(dates=predicted, dense=True, backend="torch"))
     assert [r.status for r in summary.results] == ["ok", "ok"]
     return TinyRun(store, data, "jennifer", predicted)
-
-
-@pytest.fixture()
-def artifacts(tmp_path: Path) -> Path:
-    """Where a browser test keeps its screenshot: ``$TTHF_ARTIFACTS``, else ``./artifacts``; the test's tmp
-    folder when neither can be created."""
-    for folder in (os.environ.get("TTHF_ARTIFACTS"), "artifacts"):
-        if folder:
-            try:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                return Path(folder)
-            except OSError:
-                continue
-    return tmp_path

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from browser import artifacts, needs_chromium, render
 
 from tthf.engine.data.calendar import trading_days
 from tthf.engine.evaluation import array_scores
 from tthf.engine.evaluation.history import Thresholds, alerts, empty, failed_row, merge, scored_row
 from tthf.engine.evaluation.history_report import figures, hac_lags, prometheus_text, render_html, rolling_ic
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 LEVELS = Thresholds(min_ic=0.01, max_qlike_excess=0.0, max_coverage_gap=0.08, dates=4)
 DATES = trading_days(dt.date(2024, 2, 1), dt.date(2024, 3, 14))[:30]
 FAILED = DATES[12]
@@ -111,31 +110,11 @@ def test_prometheus_text_has_the_latest_numbers() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH; .ci/run installs Debian's chromium")
-def test_history_page_renders_in_headless_chromium(page: Path, artifacts: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
-    problems: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            view = browser.new_page(viewport={"width": 1200, "height": 900})
-            view.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
-            view.on("pageerror", lambda e: problems.append(str(e)))
-            view.on(
-                "request",
-                lambda r: None if r.url == page.as_uri() or r.url.startswith("data:") else problems.append(r.url),
-            )
-            view.goto(page.as_uri(), wait_until="load")
-            images = view.eval_on_selector_all(
-                "img",
-                "els => els.map(e => ({ok: e.complete && e.naturalWidth > 0, w: e.getBoundingClientRect().width}))",
-            )
-            banner = view.eval_on_selector(".alert", "e => getComputedStyle(e).borderColor")
-            shot = artifacts / "tthf-eval-history.png"
-            view.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+@needs_chromium
+def test_history_page_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None:
+    shot = artifacts(tmp_path) / "tthf-eval-history.png"
+    banner_colour = "getComputedStyle(document.querySelector('.alert')).borderColor"
+    problems, images, banner = render(page, shot, probe=banner_colour)
     assert problems == []
     assert len(images) == 3 and all(i["ok"] and i["w"] > 500 for i in images), images
     assert banner == "rgb(192, 57, 43)"

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from tthf.engine.config import ModelConfig
-from tthf.engine.model.network import ThreeHeadedTransformer, load_checkpoint, save_checkpoint
+from tthf.engine.model.network import ThreeHeadedTransformer, load_checkpoint, recording_attention, save_checkpoint
 from tthf.errors import RunFormatError
 
 CFG = ModelConfig(
@@ -119,12 +119,8 @@ def test_checkpoint_dtype_mismatch_and_garbage() -> None:
         load_checkpoint(b"\x80\x04not a checkpoint", CFG, source="run/checkpoint.safetensors")
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_onnx_export_opset17_matches_onnxruntime(tmp_path) -> None:
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    model = make_model()
-    path = tmp_path / "model.onnx"
+def _export(model: ThreeHeadedTransformer, path) -> None:
+    """The legacy (TorchScript) exporter at opset 17, batch axis dynamic."""
     torch.onnx.export(
         model,
         (features(4),),
@@ -135,6 +131,15 @@ def test_onnx_export_opset17_matches_onnxruntime(tmp_path) -> None:
         opset_version=17,
         dynamo=False,
     )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_export_opset17_matches_onnxruntime(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = make_model()
+    path = tmp_path / "model.onnx"
+    _export(model, path)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     assert {op.domain: op.version for op in proto.opset_import}[""] == 17
@@ -145,3 +150,32 @@ def test_onnx_export_opset17_matches_onnxruntime(tmp_path) -> None:
         want = model(x)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_recording_attention_returns_softmax_rows_and_changes_no_output() -> None:
+    model, x = make_model(), features(5)
+    with torch.no_grad():
+        plain = model(x)
+        with recording_attention(model) as records:
+            recorded = model(x)
+        after = model(x)
+    assert all(torch.equal(a, b) for a, b in zip(plain, recorded)) and all(
+        torch.equal(a, b) for a, b in zip(plain, after)
+    )
+    assert [len(r) for r in records] == [1] * CFG.n_layers
+    att = records[0][0]
+    assert att.shape == (5, CFG.n_heads, CFG.seq_len, CFG.seq_len)
+    torch.testing.assert_close(att.sum(-1), torch.ones(5, CFG.n_heads, CFG.seq_len))
+    assert all(layer.attention is None for layer in model.layers)  # off again outside the block
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_attention_option_leaves_the_exported_graph_unchanged(tmp_path) -> None:
+    """The option lives outside the traced graph: the export after a recording is byte for byte the one before."""
+    pytest.importorskip("onnx")
+    model = make_model()
+    _export(model, tmp_path / "before.onnx")
+    with torch.no_grad(), recording_attention(model):
+        model(features(3))
+    _export(model, tmp_path / "after.onnx")
+    assert (tmp_path / "after.onnx").read_bytes() == (tmp_path / "before.onnx").read_bytes()
