@@ -25,7 +25,7 @@ import numpy as np
 from tthf.engine import runs
 from tthf.engine.config import ImportInfo, ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.data.marketdata import list_dates
+from tthf.engine.data.featurefiles import input_dates
 from tthf.engine.features import Scalers
 from tthf.engine.model.interface import InputSet, ModelIO
 from tthf.engine.runtime.backends import OnnxRuntimeBackend
@@ -107,12 +107,13 @@ def run_config(spec: ImportSpec, outputs: dict[str, OutputMap], source: Source) 
         vol_band=band.get("vol_conf", defaults.vol_band),
     )
     train, heldout = _dates(spec)
+    files = spec.feature_files
     return RunConfig(
         model=model,
         feature_names=list(spec.feature_names),
         splits=Splits(train=train, val=[], test=heldout),
         train=TrainConfig(),
-        data_root=spec.raw_root or "",
+        data_root=spec.raw_root or (spec.feature_files.root if spec.feature_files else ""),
         sample_every=spec.sample_every,
         calendar=spec.calendar,
         model_type=spec.model_type,
@@ -120,21 +121,28 @@ def run_config(spec: ImportSpec, outputs: dict[str, OutputMap], source: Source) 
         imported=ImportInfo(
             format=source.format,
             confidence={name: c.kind for name, c in spec.confidence.items()},
-            computed=list(spec.feature_names),
+            computed=spec.computed,
         ),
+        feature_files=files,
     )
 
 
 def _dates(spec: ImportSpec) -> tuple[list[str], list[str]]:
-    """``[data]``'s training and held-out dates, selected among the dates the raw root has."""
-    if spec.raw_root is None:
+    """``[data]``'s training and held-out dates, selected among the dates the run has inputs for."""
+    files, computed = spec.feature_files, spec.computed
+    if spec.raw_root is None and files is not None and computed:
+        raise ModelImportError(f"{spec.source}: features {computed} are computed from raw bars: give [data] raw_root")
+    if spec.raw_root is None and files is None:
         if spec.train_dates or spec.heldout_dates:
             raise ModelImportError(f"{spec.source}: data.train_dates/heldout_dates need data.raw_root")
         return [], []
-    available = list_dates(open_store(spec.raw_root))
+    root = spec.raw_root or (files.root if files else "")
+    if not (spec.train_dates or spec.heldout_dates):
+        return [], []
+    available = input_dates(open_store(root), files, computed=bool(computed))
     picked = []
     for text in (spec.train_dates, spec.heldout_dates):
-        days = parse_dates(text, available, source=spec.raw_root, calendar=spec.calendar).dates if text else []
+        days = parse_dates(text, available, source=root, calendar=spec.calendar).dates if text else []
         picked.append([d.isoformat() for d in days])
     overlap = sorted(set(picked[0]) & set(picked[1]))
     if overlap:

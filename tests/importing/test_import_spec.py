@@ -34,8 +34,16 @@ def test_the_users_spec_parses_with_paths_from_its_folder(user: User, tmp_path: 
         ("seq_len = 30", "seq_len = 30\nepochs = 3", r"\[model\] unknown key\(s\) \['epochs'\]"),
         ('path = "model.pt2"', 'path = "model.ts"', "unknown extension '.ts'"),
         ('path = "model.pt2"', 'path = "model.safetensors"', "is a state dict; name the class"),
-        ("[features]", "[labels]\nret_1h = 'x'\n\n[features]", r"\[labels\] comes with the next tthf-import issue"),
-        ('names = ["', 'names = ["my_feature", "', r"\['my_feature'\] are not features tthf computes"),
+        (
+            "[features]",
+            "[labels]\nret_1h = 'x'\n\n[features]",
+            r"\[labels\] are columns of the feature files: add \[features.columns\]",
+        ),
+        (
+            'names = ["',
+            'names = ["my_feature", "',
+            r"computed \['my_feature'\] are not features tthf computes.*\[features.columns\]",
+        ),
         ('space = "log"', 'space = "linear"', "tthf scores vol_conf's band in 'log' space"),
         ('column = 0, scaler = "target_scaler"', 'column = 0, scale = 2.0, scaler = "target_scaler"', "not both"),
         ('ret_conf = { output = "confidence", column = 0 }\n', "", r"\[outputs\] missing key\(s\) \['ret_conf'\]"),
