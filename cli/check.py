@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from tthf.cli._common import (
+    DATA_ENV,
     DATES_HELP,
+    DEFAULT_DATA,
     add_calendar_option,
     add_data_option,
     add_dates_option,
     add_endpoint_option,
     add_json_option,
     add_logging_option,
+    add_store_option,
     command_parser,
     open_data_from_args,
+    open_run_from_args,
     progress,
     run_cli,
 )
@@ -30,6 +35,11 @@ prediction, with the reason, and warnings (bars that look stamped with their min
 The same reading and cleaning code as tthf-train and tthf-run decides all of it
 (docs/data.md, "Checking a data root").
 
+With --run NAME (and --store), the dates are checked as that run reads them: its window
+length and calendar, and for an imported run with feature files its own sources (the
+feature files, and raw bars for its computed features): rows, symbols, coverage (the share
+of session cells with a row), null values per column and the windows after its fill rule.
+
 {DATES_HELP}
 Trading days without data are listed as no_data.
 Exit code: 0 when every date with data is readable, 3 when one is not (4 when reading the
@@ -38,6 +48,7 @@ store failed), 2 on usage errors.
 example:
   tthf-check data/market --dates 2024-03
   tthf-check s3://bucket/market --dates 2024 --json > check.json
+  tthf-check --run jennifer --store s3://bucket/runs --dates 2024-03
 """
 
 #: the summary lists at most this many left-out symbols per date (--json has them all)
@@ -54,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=SEQ_LEN,
         help="window length in minutes that a prediction needs (default: %(default)s, the model default)",
     )
+    p.add_argument("--run", default=None, help="check the dates as this run reads them (its own sources)")
+    add_store_option(p)
+    p.add_argument("--experiment", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model-type", default=None, help=argparse.SUPPRESS)
     add_json_option(p)
     add_calendar_option(p)
     add_endpoint_option(p)
@@ -101,12 +116,30 @@ def format_report(report: CheckReport) -> str:
     ]
     lines += [f"UNREADABLE {d.date}: {d.reason}" for d in failed]
     lines += [f"WARNING {d.date}: {w}" for d in ok for w in d.warnings]
+    nulls = {k: sum(d.nulls.get(k, 0) for d in ok) for d in ok for k in d.nulls}
+    if any(nulls.values()):
+        lines += ["", "null values per feature-file column, all readable dates:"]
+        lines += [f"  {k:<24} {v:>12,}" for k, v in nulls.items() if v]
     return "\n".join(lines)
 
 
 def body(args: argparse.Namespace) -> int:
-    from tthf.engine.features.check import check_data
+    from tthf.engine.features.check import check_data, check_run
+    from tthf.engine.store import open_store
 
+    if args.run is not None:
+        run = open_run_from_args(args)
+        given = args.data != os.environ.get(DATA_ENV, DEFAULT_DATA)  # else the run's own raw root
+        data = args.data if given else None
+        report = check_run(
+            run.config,
+            open_store(data or run.config.data_root, endpoint_url=args.s3_endpoint_url),
+            args.dates,
+            wrap=lambda days: progress(days, "check", len(days), "date"),
+            endpoint_url=args.s3_endpoint_url,
+        )
+        print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+        return report.exit_code
     report = check_data(
         open_data_from_args(args),
         args.dates,

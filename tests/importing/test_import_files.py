@@ -27,6 +27,8 @@ from user_pipeline import (
     write_golden,
 )
 
+from tthf.cli import check as check_cli
+from tthf.cli import eval as eval_cli
 from tthf.cli import import_run as import_cli
 from tthf.cli import run as run_cli
 from tthf.engine.config import OUTPUT_NAMES, FeatureFiles
@@ -109,6 +111,31 @@ def test_feature_files_import_with_a_golden_check_and_run_dense_and_sparse_like_
     got = pl.read_csv(run.store.uri(f"inference/{CLEAN_DAY}.csv"), try_parse_dates=True)
     diff = same_keys(got.drop("source_ts"), pl.read_csv(files.sparse / f"{CLEAN_DAY}.csv"))
     assert max(diff.values()) <= TOLERANCE, diff
+    # tthf-eval scores against the label columns of the files (no raw bars are read)
+    assert eval_cli.main(["--run", "jennifer", "--store", str(store), "--dates", str(CLEAN_DAY), "--name", "e"]) == 0
+    metrics = json.loads(run.read_text("evaluation/e/metrics.json"))
+    assert metrics["data_root"] == str(files.root) and metrics["dates"]["scored"] == [str(CLEAN_DAY)]
+    labels = feature_frame(user, CLEAN_DAY, holes=False).filter(pl.col("fwd_ret_60m").is_not_null())
+    assert 0 < metrics["pooled"]["ret_1h"]["n"] <= labels.height
+
+
+def test_check_reads_the_runs_feature_files(
+    user: User, files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    import_run(load_spec(write(user, "check.toml", files_spec(user, files.root))), str(store))
+    dates = f"{DAYS[0]}:{DAYS[-1]}"
+    assert check_cli.main(["--run", "jennifer", "--store", str(store), "--dates", dates, "--json"]) == 0
+    report = {d["date"]: d for d in json.loads(capsys.readouterr().out)["dates"]}
+    holey, clean = report[str(HOLEY_DAY)], report[str(CLEAN_DAY)]
+    full = clean["symbols"] * clean["minutes"]
+    assert clean["rows"] == full and clean["coverage"] == 1.0
+    assert holey["rows"] == full - LATE_START - 1 and holey["coverage"] < 1.0
+    assert holey["windows"] == clean["windows"] == clean["symbols"] * (clean["minutes"] - SEQ_LEN + 1)
+    nulls = feature_frame(user, CLEAN_DAY, holes=False).null_count()
+    assert clean["nulls"][FILE_NAMES[3]] == nulls[FILE_NAMES[3]].item() > 0 and clean["nulls"][FILE_NAMES[0]] == 0
+    assert check_cli.main(["--run", "jennifer", "--store", str(store), "--dates", dates]) == 0
+    assert "null values per feature-file column" in capsys.readouterr().out
 
 
 @pytest.mark.slow
