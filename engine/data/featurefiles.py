@@ -127,29 +127,40 @@ def _read_file(data: bytes, source: str, files: FeatureFiles, columns: Sequence[
         names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{source}: not a readable feature file ({exc}); re-write or delete it") from exc
-    keys = {"symbol": files.symbol, "ts": files.ts}
-    for role, name in keys.items():
-        if name not in names:
-            raise DataError(
-                f"{source}: the {role} column {name!r} is missing; the file has {names[:12]}"
-                f"{'...' if len(names) > 12 else ''}; set [features.columns] {role} = the file's {role} column "
-                "and re-import"
-            )
-    absent = [c for c in columns if c not in names]
-    if absent:
-        raise DataError(
-            f"{source}: column(s) {absent} named by the run are missing; the file has {len(names)} columns "
-            f"{names[:12]}{'...' if len(names) > 12 else ''}; write them to the file {_FIX_SPEC}"
-        )
+    _check_names(names, source, files, columns)
     wanted = list(dict.fromkeys([files.symbol, files.ts, *columns]))
     try:
         table = parquet.read(columns=wanted)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{source}: not a readable feature file ({exc}); re-write or delete it") from exc
+    return conform_features(table, source, files, columns)
+
+
+def conform_features(table: pa.Table, source: str, files: FeatureFiles, columns: Sequence[str]) -> pl.DataFrame:
+    """Feature rows (a file's, or rows given to the real-time predictor) as ``symbol``, ``ts`` (UTC) and
+    ``columns`` (Float64), checked: what every reader of feature rows returns."""
+    _check_names(table.column_names, source, files, columns)
     out = [_symbol(table.column(files.symbol), source, files.symbol), _ts(table.column(files.ts), source, files)]
     for name in columns:
         out.append(_number(table.column(name), source, name))
     return pl.DataFrame(out)
+
+
+def _check_names(names: list[str], source: str, files: FeatureFiles, columns: Sequence[str]) -> None:
+    """The key columns and ``columns`` are all there (names are case-sensitive)."""
+    shown = f"{names[:12]}{'...' if len(names) > 12 else ''}"
+    for role, name in {"symbol": files.symbol, "ts": files.ts}.items():
+        if name not in names:
+            raise DataError(
+                f"{source}: the {role} column {name!r} is missing; the file has {shown}; set [features.columns] "
+                f"{role} = the file's {role} column and re-import"
+            )
+    absent = [c for c in columns if c not in names]
+    if absent:
+        raise DataError(
+            f"{source}: column(s) {absent} named by the run are missing; the file has {len(names)} columns "
+            f"{shown}; write them to the file {_FIX_SPEC}"
+        )
 
 
 def _symbol(array: pa.ChunkedArray, source: str, name: str) -> pl.Series:

@@ -127,7 +127,7 @@ def scaled_with_files(
         part, mask, _ = compute_grid(grid.columns, clean.n_minutes, labels=False, scale=scale)
         symbols, counts = grid.symbols, _counts(clean, grid, mask)
     fgrid = file_grid(files.rows, day, files.names, symbols=symbols, calendar=calendar)
-    values, file_mask = fill(fgrid.values, files.fill)
+    values, file_mask = fill(fgrid.values, files.fill, fgrid.present)
     scaled_files = scalers.subset(files.names).transform(values, files.names, files.names)
     np.nan_to_num(scaled_files, copy=False, nan=0.0)  # fill "none": those minutes are masked, no window holds them
     scaled = np.empty((len(fgrid.symbols), len(fgrid.minutes), len(feature_names)), dtype=np.float32)

@@ -225,7 +225,7 @@ def _evaluate_files(day: dt.date, cfg: RunConfig, file_store: Store, raw_store: 
             exit_code=exc.exit_code,
             seconds=round(time.perf_counter() - started, 4),
         )
-    _, mask = fill(grid.values, files.fill)
+    _, mask = fill(grid.values, files.fill, grid.present)
     if feats is not None:
         mask &= feats.mask
     sym, _ = window_positions(mask, cfg.seq_len, 1)

@@ -2,7 +2,8 @@
 
 The grid is tthf's: every regular-session minute of the day for every symbol, so windows
 count session minutes whatever the source (design.md: a window ending at ``t`` holds
-``t-seq_len+1 .. t``). A minute with no row is a missing value, like a null in a row;
+``t-seq_len+1 .. t``). A symbol's day starts at its first row; after it, a minute with no
+row is a missing value, like a null in a row;
 ``fill`` then fills per symbol along the day, before scaling: ``ffill_then_zero`` carries
 the last value forward and puts 0 where nothing came before, ``zero`` puts 0, ``none``
 leaves it missing and masks the minute (no window holds it). Rows outside the session are
@@ -72,15 +73,19 @@ def file_grid(
     return FileGrid(names_s, session_minutes(day, calendar), values, present, counts)
 
 
-def fill(values: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+def fill(values: np.ndarray, rule: str, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(``values`` filled by ``rule`` per symbol along the day, as float32; the (S, M) mask of usable minutes).
 
-    ``ffill_then_zero`` and ``zero`` leave nothing missing: every minute is usable. ``none``
-    masks each minute with a missing value (its NaNs stay, and no window holds them).
+    A symbol's day starts at its first row (``present``): the minutes before it are masked,
+    as nothing was known of the symbol yet (real time cannot predict a symbol before its
+    first row, so batch does not either). From there ``ffill_then_zero`` and ``zero`` leave
+    nothing missing; ``none`` masks each minute with a missing value (its NaNs stay, and no
+    window holds them).
     """
     if rule not in FILLS:
         raise ValueError(f"fill {rule!r}; use one of {FILLS}")
     out = values.copy()
+    started = np.logical_or.accumulate(present, axis=1) if present.size else present.copy()
     if rule == "ffill_then_zero" and out.size:
         m = out.shape[1]
         last = np.where(np.isnan(out), 0, np.arange(m)[None, :, None])
@@ -88,6 +93,6 @@ def fill(values: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
         out = np.take_along_axis(out, last, axis=1)
     missing = np.isnan(out)
     if rule == "none":
-        return out.astype(np.float32), ~missing.any(axis=2)
+        return out.astype(np.float32), started & ~missing.any(axis=2)
     out[missing] = 0.0
-    return out.astype(np.float32), np.ones(out.shape[:2], dtype=np.bool_)
+    return out.astype(np.float32), started

@@ -30,6 +30,10 @@ The rules (docs/running.md, "Real time"):
   ``reset`` replays it in one catch-up and returns the last minute it holds closed. That
   minute is reopened: resend from it and its predictions come again.
 
+An imported run whose inputs all come from the user's feature files takes rows in the files'
+schema instead (``symbol``, ``ts`` and its feature columns, as ``[features.columns]`` names
+them) and builds each closed minute's inputs with batch's own grid, fill and scaling.
+
 Exactness: the predictor keeps the day's clean grid in a ``features.DayGrid`` and calls
 ``features.compute_grid`` -- the function batch calls -- from ``seq_len`` minutes before
 the first minute to predict; the day statistics live in a ``features.DayState`` that
@@ -58,8 +62,10 @@ from tthf.engine import predictions, windows
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.data import marketdata
 from tthf.engine.data.calendar import is_trading_day, timezone
+from tthf.engine.data.featurefiles import conform_features
 from tthf.engine.features import FEATURE_NAMES, DayGrid, compute_grid
 from tthf.engine.features.clean import MINUTE_US
+from tthf.engine.features.files import file_grid, fill
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.base import FixedBatch
@@ -129,8 +135,21 @@ class RealtimePredictor:
         self.seq_len = cfg.model.seq_len
         self.feature_names = list(cfg.feature_names)
         self.scalers = run.load_scalers()
+        #: an imported run that reads every input from feature files takes feature rows (``_update_files``)
+        self.files = cfg.feature_files
+        if self.files is not None and (cfg.computed_names or journal is not None):
+            raise UsageError(
+                f"run {run.ref.name} reads {cfg.computed_names or 'no'} computed features beside its feature files"
+                f"{' and a journal was asked for' if journal is not None else ''}: real time takes feature rows for "
+                "runs whose inputs all come from feature files, without a journal; predict this run in batch (tthf-run)"
+            )
         #: the kernel writes the run's scaled inputs directly (Scalers.transform's bits)
-        self._scale = self.scalers.kernel_scale(FEATURE_NAMES, self.feature_names, what="the run's features")
+        self._scale = (
+            None
+            if self.files is not None
+            else self.scalers.kernel_scale(FEATURE_NAMES, self.feature_names, what="the run's features")
+        )
+        self._rows = pl.DataFrame()  # a feature-file run's rows of the day so far (one per symbol and minute)
         self._tz = timezone(cfg.calendar)  # the exchange's local time: what "a trading day" means
         #: a minute's features are latency-bound: every core this process may use (same bits as one)
         self._threads = len(os.sched_getaffinity(0))
@@ -193,6 +212,7 @@ class RealtimePredictor:
             self._journal.close()
             self._journal = None
         self.grid = DayGrid(day, calendar)
+        self._rows = pl.DataFrame()
         self.closed = -1
         midnight = dt.datetime.combine(day, dt.time(), self._tz)  # the local day, in µs since the epoch
         self._day_us = (int(midnight.timestamp() * 1e6), int((midnight + dt.timedelta(days=1)).timestamp() * 1e6))
@@ -229,6 +249,8 @@ class RealtimePredictor:
 
         Without ``close``, minutes close by the wall ``clock`` when there is one, else none.
         """
+        if self.files is not None:
+            return self._update_files(rows, close)
         t0 = time.perf_counter()
         table = marketdata.conform(_arrow(rows), "realtime bars")
         frame = _frame(table)
@@ -262,6 +284,59 @@ class RealtimePredictor:
             return result
         ts = pl.Series("ts", grid.minutes[by_minute.get_column("tid").to_numpy()]).dt.replace_time_zone("UTC")
         return dataclasses.replace(result, minute_counts=by_minute.drop("tid").insert_column(0, ts))
+
+    def _update_files(self, rows: pl.DataFrame | pa.Table | None, close: dt.datetime | None) -> Update:
+        """``update`` of a run whose inputs all come from feature files: ``rows`` in the files' schema.
+
+        The day's rows so far go through batch's own functions (``file_grid``, ``fill``,
+        ``Scalers.transform``): a minute's filled values depend only on rows at or before it,
+        so each closed minute gets the batch inputs and outputs. A later row for a (symbol,
+        minute) replaces the earlier one; rows for minutes already closed are kept for the
+        minutes after them and counted as ``late_rows`` (their own minutes are not revised).
+        """
+        files = self.files
+        assert files is not None
+        t0 = time.perf_counter()
+        frame = pl.DataFrame() if rows is None else _frame(_arrow(rows))
+        if frame.height or frame.width:
+            frame = conform_features(frame.to_arrow(), "realtime feature rows", files, files.columns)
+        else:
+            frame = pl.DataFrame({"symbol": [], "ts": []}, schema={"symbol": pl.String, "ts": pl.Datetime("us", "UTC")})
+        if self.grid is None:
+            first = close if close is not None else frame.get_column("ts").min()
+            if first is None:
+                return self._result(predictions.empty(), predictions.empty(), {}, {}, 0, {})
+            self.reset(first.astimezone(self._tz).date())  # type: ignore[union-attr]
+        grid = self.grid
+        assert grid is not None
+        if self.day_closed:
+            return self._result(predictions.empty(), predictions.empty(), {}, {"day_closed": frame.height}, 0, {})
+        before = self.closed
+        now = self.clock() if self.clock is not None else None
+        closed = max(before, self._close_index(close, now))
+        keep, rejected = self._screen(frame, self._open_minute(closed, now))
+        accepted = frame.filter(keep & frame["symbol"].is_not_null() & frame["ts"].is_not_null())
+        rejected["null_key"] = int(keep.sum()) - accepted.height
+        if accepted.height:
+            minute = pl.col("ts").dt.truncate("1m")
+            joined = pl.concat([self._rows, accepted]) if self._rows.width else accepted
+            self._rows = joined.unique(subset=["symbol", minute], keep="last", maintain_order=True)
+        late = int((accepted["ts"].dt.epoch("us") < self._close_us(before + 1)).sum()) if accepted.height else 0
+        t1 = time.perf_counter()
+        new = predictions.empty()
+        if self._rows.height and closed >= max(before + 1, self.seq_len - 1):
+            fgrid = file_grid(self._rows, grid.day, files.columns, calendar=grid.calendar)
+            grid.symbols = fgrid.symbols  # the day's symbols: those with feature rows so far, sorted as in batch
+            values, mask = fill(fgrid.values, files.fill, fgrid.present)
+            scaled = self.scalers.transform(values, files.columns, self.feature_names)
+            np.nan_to_num(scaled, copy=False, nan=0.0)  # fill "none": masked minutes, in no window
+            sym, ends = _cells(self._window_ok(mask), max(before + 1, self.seq_len - 1), closed)
+            new = self._table(sym, ends, self._run(scaled, sym, ends))
+        t2 = time.perf_counter()
+        self.closed = closed
+        self.seconds = {"ingest": t1 - t0, "features": 0.0, "predict": t2 - t1, "total": t2 - t0}
+        counts = {"rows_in": frame.height, "rows_used": accepted.height}
+        return self._result(new, predictions.empty(), counts, rejected, late, self.seconds)
 
     def _result(
         self,

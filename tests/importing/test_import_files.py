@@ -131,7 +131,8 @@ def test_check_reads_the_runs_feature_files(
     full = clean["symbols"] * clean["minutes"]
     assert clean["rows"] == full and clean["coverage"] == 1.0
     assert holey["rows"] == full - LATE_START - 1 and holey["coverage"] < 1.0
-    assert holey["windows"] == clean["windows"] == clean["symbols"] * (clean["minutes"] - SEQ_LEN + 1)
+    assert clean["windows"] == clean["symbols"] * (clean["minutes"] - SEQ_LEN + 1)
+    assert holey["windows"] == clean["windows"] - LATE_START  # the late symbol's windows start at its first row
     nulls = feature_frame(user, CLEAN_DAY, holes=False).null_count()
     assert clean["nulls"][FILE_NAMES[3]] == nulls[FILE_NAMES[3]].item() > 0 and clean["nulls"][FILE_NAMES[0]] == 0
     assert check_cli.main(["--run", "jennifer", "--store", str(store), "--dates", dates]) == 0
@@ -168,9 +169,9 @@ def test_the_golden_check_reports_exactly_the_rows_where_windows_of_rows_and_of_
     def at(symbol: int, minute: int) -> tuple[str, dt.datetime]:
         return symbols[symbol], minutes[minute].item().replace(tzinfo=dt.timezone.utc)
 
-    # tthf's windows count minutes: a late symbol's first windows hold filled minutes, the gap minute has one
-    extra = {at(1, m) for m in range(SEQ_LEN - 1, LATE_START + SEQ_LEN - 1)} | {at(2, GAP_MINUTE)}
-    assert day.missing == 0 and set(day.extra_rows.iter_rows()) == extra
+    # tthf's windows count minutes: the gap minute has a window (the script has no row there); a symbol's day
+    # starts at its first row in both, so the late symbol agrees
+    assert day.missing == 0 and set(day.extra_rows.iter_rows()) == {at(2, GAP_MINUTE)}
     # windows over the gap hold 30 minutes in tthf (the gap filled from the minute before), 31 in the script:
     # they differ where the script's window still starts a minute earlier; from GAP+SEQ_LEN-1 on both hold
     # the same values again (the filled gap minute equals the minute before it)
@@ -252,3 +253,38 @@ def test_date_folders_naive_local_stamps_and_rows_outside_the_session(user: User
     grid = file_grid(rows, CLEAN_DAY, files.columns)
     assert grid.counts["file_outside_session"] == 2 and grid.present.all()
     assert np.array_equal(grid.values[0, :, 0], frame.filter(pl.col("symbol") == grid.symbols[0])[FILE_NAMES[0]])
+
+
+@pytest.mark.slow
+def test_real_time_from_feature_rows_equals_batch(user: User, files: Files, tmp_path: Path) -> None:
+    from tthf.engine.runtime.realtime import RealtimePredictor, apply_update
+
+    store = tmp_path / "store"
+    run = import_run(load_spec(write(user, "rt.toml", files_spec(user, files.root))), str(store)).run
+    export_run(run, ExportConfig(real_windows=0, random_batches=(1,)))
+    common = ["--run", "jennifer", "--store", str(store), "--dates", str(HOLEY_DAY), "--backend", "onnxruntime"]
+    assert run_cli.main([*common, "--dense"]) == 0
+    batch = pl.read_csv(run.store.uri(f"inference/{HOLEY_DAY}.csv"), try_parse_dates=True).sort("ts", "symbol")
+    rows = feature_frame(user, HOLEY_DAY, holes=True).sort("ts", "symbol")
+    minutes = session_minutes(HOLEY_DAY).astype("datetime64[us]")
+
+    def instant(m: int) -> dt.datetime:
+        return minutes[m].item().replace(tzinfo=dt.timezone.utc)
+
+    rt = RealtimePredictor.from_run(str(store), "jennifer", backend="onnxruntime")
+    published = pl.DataFrame()
+    for m in range(SEQ_LEN + 5):  # minute by minute, then the rest of the day at once
+        update = rt.update(rows.filter(pl.col("ts") == instant(m)), close=instant(m))
+        published = update.predictions if published.is_empty() else apply_update(published, update)
+    update = rt.update(rows.filter(pl.col("ts") > instant(SEQ_LEN + 4)), close=instant(len(minutes) - 1))
+    published = apply_update(published, update).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    assert update.day_closed and published.height == batch.height
+    assert (
+        published["symbol"].equals(batch["symbol"])
+        and (published["ts"] == batch["ts"].cast(published["ts"].dtype)).all()
+    )
+    for n in OUTPUT_NAMES:  # the same inputs; the outputs to the batch file's float32 digits
+        assert np.allclose(published[n].to_numpy(), batch[n].to_numpy(), rtol=1e-6, atol=0), n
+    with pytest.raises(DataError, match=r"column\(s\) \['my_spread_bps'\] named by the run are missing"):
+        rt.reset(HOLEY_DAY)
+        rt.update(rows.drop("my_spread_bps").head(3), close=instant(3))
