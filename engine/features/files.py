@@ -59,8 +59,7 @@ def file_grid(
     sid = np.array([sid_of[s] for s in listed["symbol"].to_list()], dtype=np.int64)
     tid = listed["_tid"].to_numpy().astype(np.int64)
     values = np.full((len(names_s), n, len(names)), np.nan)
-    for f, name in enumerate(names):
-        values[sid, tid, f] = listed[name].fill_null(np.nan).to_numpy()
+    values[sid, tid] = listed.select(pl.col(list(names)).fill_null(np.nan)).to_numpy() if names else 0.0
     present = np.zeros((len(names_s), n), dtype=np.bool_)
     present[sid, tid] = True
     counts = {
