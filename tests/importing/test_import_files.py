@@ -37,10 +37,10 @@ from tthf.engine.data.featurefiles import list_feature_dates, read_feature_day
 from tthf.engine.runs import open_run
 from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS
-from tthf.errors import DataError, ValidationError
+from tthf.errors import DataError
 from tthf.export.api import export_run
 from tthf.export.config import ExportConfig
-from tthf.export.importing import import_run, load_spec, recheck_golden
+from tthf.export.importing import import_run, load_spec
 from tthf.export.importing.golden import differing_keys
 
 #: the fp32 bar against the user's script, in output units (as tests/importing/test_import.py)
@@ -60,6 +60,16 @@ def files(user: User, tmp_path_factory: pytest.TempPathFactory) -> Files:
     folder = tmp_path_factory.mktemp("files")
     root = write_feature_root(user, folder / "features")
     return Files(root, write_golden(user, root, folder / "dense"), write_golden(user, root, folder / "sparse", 10))
+
+
+@pytest.fixture(scope="module")
+def imported(user: User, files: Files, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding the user's run imported from their feature files (no golden) and exported: shared by the
+    tests that only read it."""
+    store = tmp_path_factory.mktemp("imported") / "store"
+    run = import_run(load_spec(write(user, "plain.toml", files_spec(user, files.root))), str(store)).run
+    export_run(run, ExportConfig(real_windows=0, random_batches=(1,)))
+    return store
 
 
 def golden(folder: Path, dates: list[dt.date], mode: str = "dense") -> str:
@@ -117,13 +127,18 @@ def test_feature_files_import_with_a_golden_check_and_run_dense_and_sparse_like_
     assert metrics["data_root"] == str(files.root) and metrics["dates"]["scored"] == [str(CLEAN_DAY)]
     labels = feature_frame(user, CLEAN_DAY, holes=False).filter(pl.col("fwd_ret_60m").is_not_null())
     assert 0 < metrics["pooled"]["ret_1h"]["n"] <= labels.height
+    # a date that fails is named, not "no predictions to score ... write them first"
+    config = json.loads(run.read_text("config.json"))
+    config["feature_files"]["labels"] = {"ret_1h": "fwd_nope"}
+    run.write_text("config.json", json.dumps(config))
+    assert eval_cli.main(["--run", "jennifer", "--store", str(store), "--dates", str(CLEAN_DAY), "--name", "f"]) == 4
+    err = capsys.readouterr().err
+    assert "could be scored: 1 failed" in err and "['fwd_nope'] named by the run are missing" in err
+    assert "write them first" not in err
 
 
-def test_check_reads_the_runs_feature_files(
-    user: User, files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    store = tmp_path / "store"
-    import_run(load_spec(write(user, "check.toml", files_spec(user, files.root))), str(store))
+def test_check_reads_the_runs_feature_files(user: User, imported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = imported
     dates = f"{DAYS[0]}:{DAYS[-1]}"
     assert check_cli.main(["--run", "jennifer", "--store", str(store), "--dates", dates, "--json"]) == 0
     report = {d["date"]: d for d in json.loads(capsys.readouterr().out)["dates"]}
@@ -141,22 +156,19 @@ def test_check_reads_the_runs_feature_files(
 
 @pytest.mark.slow
 def test_the_golden_check_reports_exactly_the_rows_where_windows_of_rows_and_of_minutes_differ(
-    user: User, files: Files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    user: User, files: Files, imported: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "store"
-    import_run(load_spec(write(user, "plain.toml", files_spec(user, files.root))), str(store))
-    spec = write(user, "holey.toml", files_spec(user, files.root, golden=golden(files.dense, [CLEAN_DAY, HOLEY_DAY])))
-    with pytest.raises(ValidationError, match="golden check failed") as failed:
-        recheck_golden(load_spec(spec), str(store))
-    assert import_cli.main(["--spec", str(spec), "--store", str(store), "--check-golden"]) == 5
-    assert "extra rows of 2024-01-04" in capsys.readouterr().err
-    assert f"extra rows of {HOLEY_DAY}" in str(failed.value)
+    from tthf.engine.runtime.backends import OnnxRuntimeBackend
     from tthf.export.importing.golden import check_golden
 
-    run = open_run(str(store), "jennifer")
-    from tthf.engine.runtime.backends import OnnxRuntimeBackend
-
-    spec_golden = load_spec(spec).golden
+    spec = write(user, "holey.toml", files_spec(user, files.root, golden=golden(files.dense, [HOLEY_DAY])))
+    assert import_cli.main(["--spec", str(spec), "--store", str(imported), "--check-golden"]) == 5
+    err = capsys.readouterr().err
+    assert "golden check failed" in err and f"extra rows of {HOLEY_DAY}" in err and "rows beyond the bar" in err
+    run = open_run(str(imported), "jennifer")
+    spec_golden = load_spec(
+        write(user, "both.toml", files_spec(user, files.root, golden=golden(files.dense, [CLEAN_DAY, HOLEY_DAY])))
+    ).golden
     assert spec_golden is not None
     backend = OnnxRuntimeBackend.from_onnx(run.read_bytes("model.onnx"))
     report = check_golden(spec_golden, run.config, run.load_scalers(), backend, open_store(run.config.data_root))
@@ -256,12 +268,11 @@ def test_date_folders_naive_local_stamps_and_rows_outside_the_session(user: User
 
 
 @pytest.mark.slow
-def test_real_time_from_feature_rows_equals_batch(user: User, files: Files, tmp_path: Path) -> None:
+def test_real_time_from_feature_rows_equals_batch(user: User, imported: Path) -> None:
     from tthf.engine.runtime.realtime import RealtimePredictor, apply_update
 
-    store = tmp_path / "store"
-    run = import_run(load_spec(write(user, "rt.toml", files_spec(user, files.root))), str(store)).run
-    export_run(run, ExportConfig(real_windows=0, random_batches=(1,)))
+    store = imported
+    run = open_run(str(store), "jennifer")
     common = ["--run", "jennifer", "--store", str(store), "--dates", str(HOLEY_DAY), "--backend", "onnxruntime"]
     assert run_cli.main([*common, "--dense"]) == 0
     batch = pl.read_csv(run.store.uri(f"inference/{HOLEY_DAY}.csv"), try_parse_dates=True).sort("ts", "symbol")
