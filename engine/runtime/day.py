@@ -83,7 +83,9 @@ class DayHost:
         self.feature_names = list(cfg.feature_names)
         self.calendar = cfg.calendar
         self.files = cfg.feature_files
-        self.file_store = open_store(self.files.root) if self.files else None
+        # the data root's S3 endpoint reaches the feature root too (a worker's environment may not name it)
+        endpoint = data.locator().endpoint_url
+        self.file_store = open_store(self.files.root, endpoint_url=endpoint) if self.files else None
         self.computed = cfg.computed_names
 
     def read(self, date: dt.date) -> Day:

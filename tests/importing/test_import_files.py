@@ -299,3 +299,19 @@ def test_real_time_from_feature_rows_equals_batch(user: User, imported: Path) ->
     with pytest.raises(DataError, match=r"column\(s\) \['my_spread_bps'\] named by the run are missing"):
         rt.reset(HOLEY_DAY)
         rt.update(rows.drop("my_spread_bps").head(3), close=instant(3))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_and_resume_read_the_feature_files_like_the_local_executor(
+    imported: Path, ray_cluster: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = open_run(str(imported), "jennifer")
+    common = ["--run", "jennifer", "--store", str(imported), "--dates", str(DAYS[0]), "--backend", "onnxruntime"]
+    assert run_cli.main([*common, "--overwrite"]) == 0
+    local = run.read_bytes(f"inference/{DAYS[0]}.csv")
+    capsys.readouterr()
+    assert run_cli.main(common) == 0  # resume: the same settings, nothing redone
+    assert "1 skipped" in capsys.readouterr().out
+    assert run_cli.main([*common, "--overwrite", "--executor", "ray"]) == 0
+    assert run.read_bytes(f"inference/{DAYS[0]}.csv") == local
