@@ -130,6 +130,17 @@ def _left_out(
     return dict(sorted(reasons.items()))
 
 
+def _failed(day: dt.date, exc: DataError | StoreError, started: float) -> DateCheck:
+    """A date that would fail in tthf-run: the error, on one line, is its reason."""
+    return DateCheck(
+        day.isoformat(),
+        "failed",
+        reason=" ".join(str(exc).split()),
+        exit_code=exc.exit_code,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
 def _evaluate(
     day: dt.date, read: Callable[[], tuple[pl.DataFrame, dict[str, int]]], source: str, seq_len: int, calendar: str
 ) -> DateCheck:
@@ -139,13 +150,7 @@ def _evaluate(
         raw, counts = read()
         feats = build_day(raw, day, source=source, calendar=calendar)
     except (DataError, StoreError) as exc:
-        return DateCheck(
-            day.isoformat(),
-            "failed",
-            reason=" ".join(str(exc).split()),
-            exit_code=exc.exit_code,
-            seconds=round(time.perf_counter() - started, 4),
-        )
+        return _failed(day, exc, started)
     sym, _ = window_positions(feats.mask, seq_len, 1)
     per_symbol = np.bincount(sym, minlength=len(feats.symbols))
     return DateCheck(
@@ -218,13 +223,7 @@ def _evaluate_files(day: dt.date, cfg: RunConfig, file_store: Store, raw_store: 
             counts |= raw_counts | feats.counts
         grid = file_grid(rows, day, files.columns, symbols=feats.symbols if feats else None, calendar=cfg.calendar)
     except (DataError, StoreError) as exc:
-        return DateCheck(
-            day.isoformat(),
-            "failed",
-            reason=" ".join(str(exc).split()),
-            exit_code=exc.exit_code,
-            seconds=round(time.perf_counter() - started, 4),
-        )
+        return _failed(day, exc, started)
     _, mask = fill(grid.values, files.fill, grid.present)
     if feats is not None:
         mask &= feats.mask

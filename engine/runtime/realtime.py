@@ -249,11 +249,12 @@ class RealtimePredictor:
 
         Without ``close``, minutes close by the wall ``clock`` when there is one, else none.
         """
-        if self.files is not None:
-            return self._update_files(rows, close)
         t0 = time.perf_counter()
-        table = marketdata.conform(_arrow(rows), "realtime bars")
-        frame = _frame(table)
+        if self.files is not None:
+            table, frame = None, self._feature_rows(rows)
+        else:
+            table = marketdata.conform(_arrow(rows), "realtime bars")
+            frame = _frame(table)
         if self.grid is None:
             first = close if close is not None else frame.get_column("ts").min()
             if first is None:
@@ -268,6 +269,8 @@ class RealtimePredictor:
         closed = max(before, self._close_index(close, now))
         keep, rejected = self._screen(frame, self._open_minute(closed, now))
         accepted = frame.filter(keep)
+        if table is None:
+            return self._update_files(frame.height, accepted, before, closed, rejected, t0)
         tid, sid, counts, by_minute = self._add(accepted)
         rejected |= {"null_key": counts.get("null_key", 0), "off_session": counts.get("extended_hours", 0)}
         if self._journal is not None and (accepted.height or closed > before):
@@ -285,8 +288,19 @@ class RealtimePredictor:
         ts = pl.Series("ts", grid.minutes[by_minute.get_column("tid").to_numpy()]).dt.replace_time_zone("UTC")
         return dataclasses.replace(result, minute_counts=by_minute.drop("tid").insert_column(0, ts))
 
-    def _update_files(self, rows: pl.DataFrame | pa.Table | None, close: dt.datetime | None) -> Update:
-        """``update`` of a run whose inputs all come from feature files: ``rows`` in the files' schema.
+    def _feature_rows(self, rows: pl.DataFrame | pa.Table | None) -> pl.DataFrame:
+        """Rows in the feature files' schema as every reader of feature rows returns them (``conform_features``)."""
+        files = self.files
+        assert files is not None
+        if rows is None:
+            keys: dict[str, pl.DataType] = {"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")}
+            return pl.DataFrame(schema={**keys, **{name: pl.Float64() for name in files.columns}})
+        return conform_features(_arrow(rows), "realtime feature rows", files, files.columns)
+
+    def _update_files(
+        self, n_rows: int, frame: pl.DataFrame, before: int, closed: int, rejected: dict[str, int], t0: float
+    ) -> Update:
+        """``update``'s rest for a run whose inputs all come from feature files: the screened rows ``frame``.
 
         The day's rows so far go through batch's own functions (``file_grid``, ``fill``,
         ``Scalers.transform``): a minute's filled values depend only on rows at or before it,
@@ -294,29 +308,10 @@ class RealtimePredictor:
         minute) replaces the earlier one; rows for minutes already closed are kept for the
         minutes after them and counted as ``late_rows`` (their own minutes are not revised).
         """
-        files = self.files
-        assert files is not None
-        t0 = time.perf_counter()
-        frame = pl.DataFrame() if rows is None else _frame(_arrow(rows))
-        if frame.height or frame.width:
-            frame = conform_features(frame.to_arrow(), "realtime feature rows", files, files.columns)
-        else:
-            frame = pl.DataFrame({"symbol": [], "ts": []}, schema={"symbol": pl.String, "ts": pl.Datetime("us", "UTC")})
-        if self.grid is None:
-            first = close if close is not None else frame.get_column("ts").min()
-            if first is None:
-                return self._result(predictions.empty(), predictions.empty(), {}, {}, 0, {})
-            self.reset(first.astimezone(self._tz).date())  # type: ignore[union-attr]
-        grid = self.grid
-        assert grid is not None
-        if self.day_closed:
-            return self._result(predictions.empty(), predictions.empty(), {}, {"day_closed": frame.height}, 0, {})
-        before = self.closed
-        now = self.clock() if self.clock is not None else None
-        closed = max(before, self._close_index(close, now))
-        keep, rejected = self._screen(frame, self._open_minute(closed, now))
-        accepted = frame.filter(keep & frame["symbol"].is_not_null() & frame["ts"].is_not_null())
-        rejected["null_key"] = int(keep.sum()) - accepted.height
+        files, grid = self.files, self.grid
+        assert files is not None and grid is not None
+        accepted = frame.filter(pl.col("symbol").is_not_null() & pl.col("ts").is_not_null())
+        rejected["null_key"] = frame.height - accepted.height
         if accepted.height:
             minute = pl.col("ts").dt.truncate("1m")
             joined = pl.concat([self._rows, accepted]) if self._rows.width else accepted
@@ -335,7 +330,7 @@ class RealtimePredictor:
         t2 = time.perf_counter()
         self.closed = closed
         self.seconds = {"ingest": t1 - t0, "features": 0.0, "predict": t2 - t1, "total": t2 - t0}
-        counts = {"rows_in": frame.height, "rows_used": accepted.height}
+        counts = {"rows_in": n_rows, "rows_used": accepted.height}
         return self._result(new, predictions.empty(), counts, rejected, late, self.seconds)
 
     def _result(
