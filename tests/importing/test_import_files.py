@@ -189,6 +189,13 @@ def test_the_golden_check_reports_exactly_the_rows_where_windows_of_rows_and_of_
     # the same values again (the filled gap minute equals the minute before it)
     assert differing_keys(day) == {at(2, m) for m in range(GAP_MINUTE + 1, GAP_MINUTE + SEQ_LEN - 1)}
     assert not day.passed and "beyond" in report.table()
+    # sparse: tthf's every-10th windows forward-filled against the user's sparse file
+    sparse = load_spec(
+        write(user, "sparse.toml", files_spec(user, files.root, golden=golden(files.sparse, [CLEAN_DAY], "sparse")))
+    )
+    assert sparse.golden is not None
+    report = check_golden(sparse.golden, run.config, run.load_scalers(), backend, open_store(run.config.data_root))
+    assert report.passed and report.days[0].matched == by_date[str(CLEAN_DAY)].matched
 
 
 def test_mixed_sources_equal_the_script_on_tthfs_own_computed_values(user: User, files: Files, tmp_path: Path) -> None:
