@@ -20,7 +20,7 @@ import polars as pl
 from tthf.engine.data.calendar import DEFAULT_CALENDAR
 from tthf.engine.features.clean import CleanRows, clean_rows, end_stamp_warning
 from tthf.engine.features.day import DayFeatures, ScaledDayFeatures
-from tthf.engine.features.files import file_grid, fill
+from tthf.engine.features.files import file_grid, in_model_order, scaled_files
 from tthf.engine.features.formulas import FEATURE_NAMES, compute_grid
 from tthf.engine.features.grid import DayGrid
 from tthf.engine.features.scalers import Scalers
@@ -127,15 +127,12 @@ def scaled_with_files(
         part, mask, _ = compute_grid(grid.columns, clean.n_minutes, labels=False, scale=scale)
         symbols, counts = grid.symbols, _counts(clean, grid, mask)
     fgrid = file_grid(files.rows, day, files.names, symbols=symbols, calendar=calendar)
-    values, file_mask = fill(fgrid.values, files.fill, fgrid.present)
-    scaled_files = scalers.subset(files.names).transform(values, files.names, files.names)
-    np.nan_to_num(scaled_files, copy=False, nan=0.0)  # fill "none": those minutes are masked, no window holds them
-    scaled = np.empty((len(fgrid.symbols), len(fgrid.minutes), len(feature_names)), dtype=np.float32)
-    at = {n: i for i, n in enumerate(feature_names)}
-    scaled[..., [at[n] for n in files.names]] = scaled_files
+    from_files, file_mask = scaled_files(fgrid, files.fill, scalers, files.names)
+    parts = [(files.names, from_files)]
     if computed:
-        scaled[..., [at[n] for n in computed]] = part
+        parts.append((computed, part))
         file_mask &= mask
+    scaled = in_model_order(feature_names, *parts)
     return ScaledDayFeatures(
         date=day,
         symbols=fgrid.symbols,

@@ -22,6 +22,7 @@ import polars as pl
 from tthf.engine.config import DEFAULT_CALENDAR, FILLS
 from tthf.engine.data.calendar import session_minutes
 from tthf.engine.features.clean import Session
+from tthf.engine.features.scalers import Scalers
 
 
 @dataclass
@@ -95,3 +96,25 @@ def fill(values: np.ndarray, rule: str, present: np.ndarray) -> tuple[np.ndarray
         return out.astype(np.float32), started & ~missing.any(axis=2)
     out[missing] = 0.0
     return out.astype(np.float32), started
+
+
+def scaled_files(grid: FileGrid, rule: str, scalers: Scalers, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the grid's columns filled by ``rule`` and scaled, (S, M, F) float32; the mask): what batch and real time feed.
+
+    Scaling is ``Scalers.transform``'s float32 operations; under ``none`` the masked minutes'
+    NaNs become 0 (no window holds them).
+    """
+    values, mask = fill(grid.values, rule, grid.present)
+    scaled = scalers.subset(names).transform(values, names, names)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    return scaled, mask
+
+
+def in_model_order(feature_names: Sequence[str], *parts: tuple[Sequence[str], np.ndarray]) -> np.ndarray:
+    """(S, M, F) float32: each part's columns (``(names, (S, M, k) array)``) at their place in the run's order."""
+    first = parts[0][1]
+    out = np.empty((*first.shape[:2], len(feature_names)), dtype=np.float32)
+    at = {n: i for i, n in enumerate(feature_names)}
+    for names, values in parts:
+        out[..., [at[n] for n in names]] = values
+    return out

@@ -228,6 +228,21 @@ def test_mixed_sources_equal_the_script_on_tthfs_own_computed_values(user: User,
     assert joined.height == got.height == want.height, "the same keys (the computed features mask nothing here)"
     worst = max(float((joined[n] - joined[GOLDEN_COLUMNS[n]]).abs().max()) for n in OUTPUT_NAMES)
     assert worst <= TOLERANCE
+    # real time: raw bars as rows, the feature rows beside them, minute by minute and then the rest at once
+    from tthf.engine.runtime.realtime import RealtimePredictor, apply_update
+
+    raw = read_day(str(user.data), CLEAN_DAY)
+    minutes = session_minutes(CLEAN_DAY).astype("datetime64[us]")
+    rt = RealtimePredictor(run, backend)
+    published = pl.DataFrame()
+    for m in (SEQ_LEN - 2, SEQ_LEN, SEQ_LEN + 1, len(minutes) - 1):
+        close = minutes[m].item().replace(tzinfo=dt.timezone.utc)
+        new = (pl.col("ts") <= close) & (pl.col("ts") > published["ts"].max() if published.height else pl.lit(True))
+        update = rt.update(raw.filter(new), close=close, features=file.filter(new))
+        published = update.predictions if published.is_empty() else apply_update(published, update)
+    assert published.height == frame.height and published["symbol"].equals(frame["symbol"])
+    for n in OUTPUT_NAMES:
+        assert np.allclose(published[n].to_numpy(), frame[n].to_numpy(), rtol=1e-6, atol=0), n
 
 
 def bad_root(tmp_path: Path, frame: pl.DataFrame, name: str = "{date}.parquet") -> FeatureFiles:
