@@ -173,7 +173,10 @@ class RunConfig:
         return [n for n in self.feature_names if n not in files]
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        doc = dataclasses.asdict(self)
+        if doc["feature_files"] is None:  # a run without feature files writes the config.json it always did
+            del doc["feature_files"]
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> RunConfig:
