@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterable
 
 from tthf.cli._common import (
+    DATA_ENV,
     DATES_HELP,
+    DEFAULT_DATA,
     add_as_of_option,
     add_calendar_option,
     add_data_option,
@@ -15,8 +19,10 @@ from tthf.cli._common import (
     add_endpoint_option,
     add_json_option,
     add_logging_option,
+    add_store_option,
     command_parser,
     open_data_from_args,
+    open_run_from_args,
     progress,
     run_cli,
 )
@@ -31,6 +37,11 @@ prediction, with the reason, and warnings (bars that look stamped with their min
 The same reading and cleaning code as tthf-train and tthf-run decides all of it
 (docs/data.md, "Checking a data root").
 
+With --run NAME (and --store), the dates are checked as that run reads them: its window
+length and calendar, and for an imported run with feature files its own sources (the
+feature files, and raw bars for its computed features): rows, symbols, coverage (the share
+of session cells with a row), null values per column and the windows after its fill rule.
+
 {DATES_HELP}
 Trading days without data are listed as no_data.
 --freshness compares the newest trading date with data with the last session completed at
@@ -44,6 +55,7 @@ example:
   tthf-check data/market --dates 2024-03
   tthf-check s3://bucket/market --dates 2024 --json > check.json
   tthf-check s3://bucket/market --freshness --max-missing 1
+  tthf-check --run jennifer --store s3://bucket/runs --dates 2024-03
 """
 
 #: the summary lists at most this many left-out symbols per date (--json has them all)
@@ -71,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="completed sessions that may lack data before it is stale (default: %(default)s)",
     )
     add_as_of_option(fresh)
+    p.add_argument("--run", default=None, help="check the dates as this run reads them (its own sources)")
+    add_store_option(p)
+    p.add_argument("--experiment", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model-type", default=None, help=argparse.SUPPRESS)
     add_json_option(p)
     add_calendar_option(p)
     add_endpoint_option(p)
@@ -118,21 +134,24 @@ def format_report(report: CheckReport) -> str:
     ]
     lines += [f"UNREADABLE {d.date}: {d.reason}" for d in failed]
     lines += [f"WARNING {d.date}: {w}" for d in ok for w in d.warnings]
+    nulls = {k: sum(d.nulls.get(k, 0) for d in ok) for d in ok for k in d.nulls}
+    if any(nulls.values()):
+        lines += ["", "null values per feature-file column, all readable dates:"]
+        lines += [f"  {k:<24} {v:>12,}" for k, v in nulls.items() if v]
     return "\n".join(lines)
 
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.freshness import check_freshness, parse_as_of
     from tthf.engine.data.marketdata import list_dates
-    from tthf.engine.features.check import check_data
     from tthf.errors import StaleDataError, UsageError
 
     if args.dates is None and not args.freshness:
         raise UsageError("tthf-check needs --dates (which dates to check), --freshness, or both")
-    data = open_data_from_args(args)
     out: dict = {}
     codes = []
     if args.freshness:
+        data = open_data_from_args(args)
         when = None if args.as_of is None else parse_as_of(args.as_of)
         fresh = check_freshness(
             list_dates(data), source=data.uri(), as_of=when, calendar=args.calendar, max_missing=args.max_missing
@@ -142,13 +161,7 @@ def body(args: argparse.Namespace) -> int:
         if not args.json:
             print(fresh.message())
     if args.dates is not None:
-        report = check_data(
-            data,
-            args.dates,
-            seq_len=args.seq_len,
-            calendar=args.calendar,
-            wrap=lambda days: progress(days, "check", len(days), "date"),
-        )
+        report = _check_dates(args)
         out.update(report.to_dict())
         codes.append(report.exit_code)
         if not args.json:
@@ -156,6 +169,25 @@ def body(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
     return max(codes)
+
+
+def _check_dates(args: argparse.Namespace) -> CheckReport:
+    """The dates as a run reads them (``--run``: its own sources) or as a data root holds them."""
+    from tthf.engine.features.check import check_data, check_run
+    from tthf.engine.store import open_store
+
+    def wrap(days: list) -> Iterable:
+        return progress(days, "check", len(days), "date")
+
+    if args.run is None:
+        return check_data(
+            open_data_from_args(args), args.dates, seq_len=args.seq_len, calendar=args.calendar, wrap=wrap
+        )
+    run = open_run_from_args(args)
+    given = args.data != os.environ.get(DATA_ENV, DEFAULT_DATA)  # else the run's own raw root
+    data = args.data if given else None
+    store = open_store(data or run.config.data_root, endpoint_url=args.s3_endpoint_url)
+    return check_run(run.config, store, args.dates, wrap=wrap, endpoint_url=args.s3_endpoint_url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow joblib/pickle scalers (unpickling runs code from the file: only for files you trust)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a run of the same name")
+    parser.add_argument(
+        "--check-golden",
+        action="store_true",
+        help="only re-run the golden check of the spec's [golden] dates against the run already imported "
+        "(tthf's predictions vs the user's, same keys; exit 5 with the table when they differ)",
+    )
     add_endpoint_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -37,12 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.store import open_store
-    from tthf.export.importing import import_run, load_spec, max_abs
+    from tthf.export.importing import import_run, load_spec, max_abs, recheck_golden
 
     spec = load_spec(args.spec)
     store = open_store(args.store, endpoint_url=args.s3_endpoint_url)
+    if args.check_golden:
+        report = recheck_golden(spec, store)
+        print(report.table())
+        print(f"golden check passed: {len(report.days)} date(s) of run {spec.run_id} reproduce the user's predictions")
+        return 0
     result = import_run(spec, store, trust_pickle=args.trust_pickle, overwrite=args.overwrite)
     print(result.table)
+    if result.golden is not None:
+        print(result.golden.table())
     for note in result.notes:
         print(f"note: {note}")
     worst = ", ".join(f"{k} {v:.2e}" for k, v in sorted(max_abs(result.results).items()))

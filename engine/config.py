@@ -101,6 +101,31 @@ class ImportInfo:
     computed: list[str]
 
 
+#: how file columns' missing values are filled, per symbol and day, before scaling (design.md, "Importing a run")
+FILLS = ("ffill_then_zero", "zero", "none")
+
+
+@dataclass(frozen=True)
+class FeatureFiles:
+    """The user's pre-computed feature files: a source of model inputs beside tthf's computed features.
+
+    ``root`` (a local folder or ``s3://``) holds one day per ``path`` (``{date}.parquet`` or
+    ``date={date}/*.parquet``); rows are keyed by ``symbol`` and ``ts`` (naive stamps are read
+    in ``timezone``). ``columns``: the run's feature names read from the files (the others are
+    computed from raw bars); ``fill`` fills their missing values per symbol and day before
+    scaling; ``labels``: realized values per output name, columns of the same files.
+    """
+
+    root: str
+    columns: list[str]
+    path: str = "{date}.parquet"
+    symbol: str = "symbol"
+    ts: str = "ts"
+    timezone: str = "UTC"
+    fill: str = "ffill_then_zero"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """``config.json`` of a run; ``source`` is ``train`` (tthf-train) or ``import`` (tthf-import, with ``imported``)."""
@@ -118,6 +143,7 @@ class RunConfig:
     tthf_version: str = ""
     source: str = "train"
     imported: ImportInfo | None = None
+    feature_files: FeatureFiles | None = None  # an imported run's file columns (None: every feature is computed)
 
     def __post_init__(self) -> None:
         if self.source not in ("train", "import") or (self.source == "import") != (self.imported is not None):
@@ -140,8 +166,17 @@ class RunConfig:
                 "use the tthf version that trained the run (config.json 'tthf_version') or retrain it"
             )
 
+    @property
+    def computed_names(self) -> list[str]:
+        """The feature names tthf computes from raw bars: all but those the run reads from feature files."""
+        files = set(self.feature_files.columns) if self.feature_files else set()
+        return [n for n in self.feature_names if n not in files]
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        doc = dataclasses.asdict(self)
+        if doc["feature_files"] is None:  # a run without feature files writes the config.json it always did
+            del doc["feature_files"]
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> RunConfig:
@@ -158,7 +193,13 @@ class RunConfig:
         return cfg
 
 
-_NESTED = {"model": ModelConfig, "splits": Splits, "train": TrainConfig, "imported": ImportInfo}
+_NESTED = {
+    "model": ModelConfig,
+    "splits": Splits,
+    "train": TrainConfig,
+    "imported": ImportInfo,
+    "feature_files": FeatureFiles,
+}
 
 
 def from_dict(cls: type[T], raw: Any, source: str) -> T:

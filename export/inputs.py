@@ -15,9 +15,9 @@ import numpy as np
 
 from tthf.engine import runs, windows
 from tthf.engine.config import RunConfig
-from tthf.engine.data.marketdata import read_day
-from tthf.engine.features import Scalers, build_scaled_day
+from tthf.engine.features import Scalers
 from tthf.engine.model.interface import InputSet
+from tthf.engine.runtime.day import DayHost
 from tthf.engine.store import Store, as_store
 from tthf.errors import DataError, StoreError
 
@@ -89,13 +89,12 @@ def sample_windows(
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = []
     have = 0
+    host = DayHost.from_config(cfg, scalers, data)
     for iso in cfg.splits.test if dates is None else dates:
         if have >= n:
             break
         day = dt.date.fromisoformat(iso)
-        feats = build_scaled_day(
-            read_day(data, day, calendar=cfg.calendar), day, scalers, cfg.feature_names, calendar=cfg.calendar
-        )
+        feats = host.build(day)
         scaled = feats.scaled
         sym, minute = windows.window_positions(feats.mask, seq_len, 1)
         take = np.sort(rng.choice(len(sym), size=min(n - have, per_date or n, len(sym)), replace=False))

@@ -26,7 +26,9 @@ from typing import Any
 import polars as pl
 
 import tthf
+from tthf.engine.config import FeatureFiles
 from tthf.engine.data.dates import parse_dates
+from tthf.engine.data.featurefiles import list_feature_dates
 from tthf.engine.data.marketdata import list_dates
 from tthf.engine.evaluation import explain_report, report
 from tthf.engine.evaluation.baselines import SAME_MINUTE_DAYS
@@ -39,7 +41,7 @@ from tthf.engine.evaluation.panel_scores import (
     score_date,
     summarize,
 )
-from tthf.engine.evaluation.realized import RealizedDay, realized_day
+from tthf.engine.evaluation.realized import RealizedDay, realized_day, realized_from_files
 from tthf.engine.inference_manifest import RunManifest
 from tthf.engine.model.network import vol_floor
 from tthf.engine.predictions import FORMATS, decode
@@ -123,16 +125,22 @@ def prediction_formats(run: Run) -> dict[dt.date, str]:
 class _Realized:
     """Realized days by date, built once; keeps the last ``SAME_MINUTE_DAYS`` for the same-minute baseline."""
 
-    def __init__(self, root: Store, available: list[dt.date], calendar: str) -> None:
+    def __init__(self, root: Store, available: list[dt.date], calendar: str, files: FeatureFiles | None) -> None:
         self.root = root
         self.calendar = calendar
+        self.files = files  # labels from these feature files, else from the raw bars under root
         self.available = sorted(available)
         self.cache: dict[dt.date, RealizedDay | None] = {}
 
     def day(self, day: dt.date) -> RealizedDay:
         if self.cache.get(day) is None:
-            self.cache[day] = realized_day(self.root, day, self.calendar)
+            self.cache[day] = self._load(day)
         return self.cache[day]  # type: ignore[return-value]
+
+    def _load(self, day: dt.date) -> RealizedDay:
+        if self.files is not None:
+            return realized_from_files(self.files, self.root, day, self.calendar)
+        return realized_day(self.root, day, self.calendar)
 
     def history(self, day: dt.date) -> list[tuple[list[str], Any]]:
         """``(symbols, vol_10m labels)`` of the previous dates with data; unreadable ones are skipped."""
@@ -143,7 +151,7 @@ class _Realized:
         for prev in before:
             if prev not in self.cache:
                 try:
-                    self.cache[prev] = realized_day(self.root, prev, self.calendar)
+                    self.cache[prev] = self._load(prev)
                 except DataError as exc:
                     log.warning("%s: not used for the same-minute baseline: %s", prev, exc)
                     self.cache[prev] = None
@@ -194,7 +202,10 @@ def evaluate_run(
     started = time.perf_counter()
     name = _check_name(name or default_name(dates))
     root = data if isinstance(data, Store) else open_store(data or run.config.data_root, endpoint_url=endpoint_url)
-    available = list_dates(root)
+    files = run.config.feature_files if run.config.feature_files and run.config.feature_files.labels else None
+    if files is not None:  # labels from the feature files ([labels] of the import spec)
+        root = open_store(files.root, endpoint_url=endpoint_url)
+    available = list_feature_dates(root, files) if files else list_dates(root)
     selection = parse_dates(dates, available, source=root.uri(), calendar=run.config.calendar)
     formats = prediction_formats(run)
     cfg = run.config.model
@@ -207,7 +218,7 @@ def evaluate_run(
     for outcome in outcomes:
         if on_date:
             on_date(outcome)
-    realized = _Realized(root, available, run.config.calendar)
+    realized = _Realized(root, available, run.config.calendar, files)
     days: list[DateScores] = []
     for day in selection.dates:
         outcome, scored = _score_day(run, day, formats.get(day), realized, bands)
@@ -216,6 +227,12 @@ def evaluate_run(
         outcomes.append(outcome)
         if on_date:
             on_date(outcome)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not days and failed:
+        raise StoreError(
+            f"no date of --dates {dates!r} could be scored: {len(failed)} failed, e.g. {failed[0].date}: "
+            f"{failed[0].reason}"
+        )
     if not days:
         raise StoreError(
             f"no predictions to score for --dates {dates!r} in {run.store.uri(INFERENCE_DIR)}; "

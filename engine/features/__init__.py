@@ -2,13 +2,14 @@
 
 The pipeline, one module each: ``clean`` (polars: session filter, rules, counts,
 duplicates) -> ``grid`` (the (minutes, symbols) grid, whole or minute by minute) ->
+``files`` (the user's feature-file columns on the same grid, filled) ->
 ``state`` (resumable day statistics) -> ``formulas``
 (the 59 features as data, ``compute_grid`` on the C++ kernel) and ``labels`` -> ``build`` (``build_day``,
 ``DayFeatures`` in ``day``); ``scalers`` are fitted on training days and applied by name.
 docs/features.md is the reference for every definition.
 """
 
-from tthf.engine.features.build import build_day, build_scaled_day
+from tthf.engine.features.build import FileInputs, build_day, build_scaled_day
 from tthf.engine.features.clean import COUNT_KEYS, CleanRows, clean_rows, end_stamp_warning
 from tthf.engine.features.day import DayFeatures, ScaledDayFeatures
 from tthf.engine.features.formulas import (
@@ -38,6 +39,7 @@ __all__ = [
     "DayGrid",
     "DayState",
     "Feature",
+    "FileInputs",
     "ScaledDayFeatures",
     "Scalers",
     "build_day",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -19,6 +20,7 @@ import polars as pl
 from tthf.engine.data.calendar import DEFAULT_CALENDAR
 from tthf.engine.features.clean import CleanRows, clean_rows, end_stamp_warning
 from tthf.engine.features.day import DayFeatures, ScaledDayFeatures
+from tthf.engine.features.files import file_grid, in_model_order, scaled_files
 from tthf.engine.features.formulas import FEATURE_NAMES, compute_grid
 from tthf.engine.features.grid import DayGrid
 from tthf.engine.features.scalers import Scalers
@@ -57,11 +59,12 @@ def build_day(
 
 
 def build_scaled_day(
-    raw: pl.DataFrame,
+    raw: pl.DataFrame | None,
     day: dt.date,
     scalers: Scalers,
     feature_names: Sequence[str],
     *,
+    files: FileInputs | None = None,
     source: str = "",
     calendar: str = DEFAULT_CALENDAR,
 ) -> ScaledDayFeatures:
@@ -69,7 +72,11 @@ def build_scaled_day(
 
     Bit for bit ``scalers.transform_day(build_day(...), feature_names)``: the kernel applies
     the scaling as it writes (``Scalers.kernel_scale``), so the unscaled grid is never made.
+    With ``files``, its names come from the user's feature rows instead (``scaled_with_files``).
     """
+    if files is not None:
+        return scaled_with_files(raw, day, scalers, feature_names, files, source=source, calendar=calendar)
+    assert raw is not None, "a day without feature files is built from its raw bars"
     clean, grid = _grid(raw, day, None, source, calendar)
     scale = scalers.kernel_scale(FEATURE_NAMES, feature_names, what=f"features of {day}")
     scaled, mask, _ = compute_grid(grid.columns, clean.n_minutes, labels=False, scale=scale)
@@ -81,6 +88,59 @@ def build_scaled_day(
         scaled=scaled,
         mask=mask,
         counts=_counts(clean, grid, mask),
+    )
+
+
+@dataclass
+class FileInputs:
+    """A day's feature-file rows (``read_feature_day``), the run's names they hold, and their fill rule."""
+
+    rows: pl.DataFrame
+    names: list[str]
+    fill: str
+
+
+def scaled_with_files(
+    raw: pl.DataFrame | None,
+    day: dt.date,
+    scalers: Scalers,
+    feature_names: Sequence[str],
+    files: FileInputs,
+    *,
+    source: str = "",
+    calendar: str = DEFAULT_CALENDAR,
+) -> ScaledDayFeatures:
+    """The model inputs of a run that reads ``files.names`` from feature files and computes the rest from ``raw``.
+
+    Both sources land on one (symbol, minute) session grid before scaling: the computed
+    names from the kernel (its own missing-value rules, its mask; the raw bars' symbols),
+    the file names filled by ``files.fill`` and scaled with ``Scalers.transform``'s float32
+    operations; a minute is usable when both sources' masks say so.
+    """
+    computed = [n for n in feature_names if n not in files.names]
+    counts: dict[str, int] = {}
+    symbols: list[str] | None = None
+    if computed:
+        assert raw is not None, "computed features need the day's raw bars"
+        clean, grid = _grid(raw, day, None, source, calendar)
+        scale = scalers.subset(computed).kernel_scale(FEATURE_NAMES, computed, what=f"features of {day}")
+        part, mask, _ = compute_grid(grid.columns, clean.n_minutes, labels=False, scale=scale)
+        symbols, counts = grid.symbols, _counts(clean, grid, mask)
+    fgrid = file_grid(files.rows, day, files.names, symbols=symbols, calendar=calendar)
+    from_files, file_mask = scaled_files(fgrid, files.fill, scalers, files.names)
+    parts = [(files.names, from_files)]
+    if computed:
+        parts.append((computed, part))
+        file_mask &= mask
+    scaled = in_model_order(feature_names, *parts)
+    return ScaledDayFeatures(
+        date=day,
+        symbols=fgrid.symbols,
+        minutes=fgrid.minutes,
+        feature_names=list(feature_names),
+        scaled=scaled,
+        mask=file_mask,
+        counts=counts | fgrid.counts,
     )
 
 

@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from tthf.engine.config import DEFAULT_CALENDAR, SEQ_LEN
+from tthf.engine.config import DEFAULT_CALENDAR, SEQ_LEN, RunConfig
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.features import build_day, clean_rows, end_stamp_warning
+from tthf.engine.data.featurefiles import input_dates, read_feature_day
+from tthf.engine.features.build import build_day
+from tthf.engine.features.clean import clean_rows, end_stamp_warning
 from tthf.engine.features.day import DayFeatures
-from tthf.engine.store import Store, as_store
+from tthf.engine.features.files import file_grid, fill
+from tthf.engine.store import Store, as_store, open_store
 from tthf.engine.windows import window_positions
 from tthf.errors import DataError, StoreError, UsageError
 
@@ -57,6 +60,7 @@ class DateCheck:
     left_out: dict[str, str] = field(default_factory=dict)  # symbol -> why it gets no prediction
     warnings: list[str] = field(default_factory=list)  # what the build warns about (tthf-run logs the same)
     seconds: float = 0.0
+    nulls: dict[str, int] = field(default_factory=dict)  # a run's feature files: null values per column read
 
 
 @dataclass
@@ -126,6 +130,17 @@ def _left_out(
     return dict(sorted(reasons.items()))
 
 
+def _failed(day: dt.date, exc: DataError | StoreError, started: float) -> DateCheck:
+    """A date that would fail in tthf-run: the error, on one line, is its reason."""
+    return DateCheck(
+        day.isoformat(),
+        "failed",
+        reason=" ".join(str(exc).split()),
+        exit_code=exc.exit_code,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
 def _evaluate(
     day: dt.date, read: Callable[[], tuple[pl.DataFrame, dict[str, int]]], source: str, seq_len: int, calendar: str
 ) -> DateCheck:
@@ -135,13 +150,7 @@ def _evaluate(
         raw, counts = read()
         feats = build_day(raw, day, source=source, calendar=calendar)
     except (DataError, StoreError) as exc:
-        return DateCheck(
-            day.isoformat(),
-            "failed",
-            reason=" ".join(str(exc).split()),
-            exit_code=exc.exit_code,
-            seconds=round(time.perf_counter() - started, 4),
-        )
+        return _failed(day, exc, started)
     sym, _ = window_positions(feats.mask, seq_len, 1)
     per_symbol = np.bincount(sym, minlength=len(feats.symbols))
     return DateCheck(
@@ -165,6 +174,74 @@ def check_day(
     """What tthf-run would make of ``day`` under ``root`` (a date without files is a failed ``NoDataError``)."""
     store = as_store(root)
     return _evaluate(day, lambda: _read(store, day, calendar), store.uri(marketdata.partition(day)), seq_len, calendar)
+
+
+def check_run(
+    cfg: RunConfig, data: Store | str, spec: str, *, wrap: Wrap | None = None, endpoint_url: str | None = None
+) -> CheckReport:
+    """``tthf-check --run``: each date of ``spec`` as the run would read it, from the run's own sources.
+
+    A run without feature files is ``check_data`` of its raw root at its window length and
+    calendar. A run with them reads each date's feature files (and raw bars for its computed
+    names) through the run's readers, and reports rows, symbols, coverage (the share of
+    session cells with a file row), the null values of each column read and the dense
+    windows after ``fill``: the windows ``tthf-run --dense`` would predict.
+    """
+    store = as_store(data)
+    files = cfg.feature_files
+    if files is None:
+        return check_data(store, spec, seq_len=cfg.seq_len, wrap=wrap, calendar=cfg.calendar)
+    started = time.perf_counter()
+    file_store = open_store(files.root, endpoint_url=endpoint_url)
+    computed = bool(cfg.computed_names)
+    available = input_dates(store, files, computed=computed)
+    selection = parse_dates(spec, available, source=file_store.uri(), calendar=cfg.calendar)
+    results = [
+        DateCheck(d.isoformat(), "no_data", reason=f"no feature file matches {file_store.uri(files.path)}")
+        for d in selection.missing
+    ]
+    for day in wrap(selection.dates) if wrap else selection.dates:
+        results.append(_evaluate_files(day, cfg, file_store, store if computed else None))
+    results.sort(key=lambda d: d.date)
+    where = file_store.uri(files.path) + (f" + raw bars {store.uri()}" if computed else "")
+    return CheckReport(where, spec, cfg.seq_len, results, time.perf_counter() - started)
+
+
+def _evaluate_files(day: dt.date, cfg: RunConfig, file_store: Store, raw_store: Store | None) -> DateCheck:
+    """One date of a run with feature files: read as the run reads it, filled as it fills, its windows counted."""
+    files = cfg.feature_files
+    assert files is not None
+    started = time.perf_counter()
+    counts: dict[str, int] = {}
+    columns = list(dict.fromkeys([*files.columns, *files.labels.values()]))
+    try:
+        rows = read_feature_day(file_store, files, day, columns, counts=counts)
+        feats = None
+        if raw_store is not None:
+            raw, raw_counts = _read(raw_store, day, cfg.calendar)
+            feats = build_day(raw, day, source=raw_store.uri(marketdata.partition(day)), calendar=cfg.calendar)
+            counts |= raw_counts | feats.counts
+        grid = file_grid(rows, day, files.columns, symbols=feats.symbols if feats else None, calendar=cfg.calendar)
+    except (DataError, StoreError) as exc:
+        return _failed(day, exc, started)
+    _, mask = fill(grid.values, files.fill, grid.present)
+    if feats is not None:
+        mask &= feats.mask
+    sym, _ = window_positions(mask, cfg.seq_len, 1)
+    per_symbol = np.bincount(sym, minlength=len(grid.symbols))
+    return DateCheck(
+        day.isoformat(),
+        "ok",
+        rows=rows.height,
+        symbols=len(grid.symbols),
+        minutes=len(grid.minutes),
+        coverage=round(float(grid.present.mean()) if grid.present.size else 0.0, 6),
+        windows=int(per_symbol.sum()),
+        counts=counts | grid.counts,
+        left_out={s: "no full window" for s, n in zip(grid.symbols, per_symbol) if not n},
+        seconds=round(time.perf_counter() - started, 4),
+        nulls={name: rows[name].null_count() for name in columns},
+    )
 
 
 def check_data(

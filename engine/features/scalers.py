@@ -111,6 +111,12 @@ class Scalers:
         inv_std = (1.0 / self.std[params]).astype(np.float32)
         return cols, mean, inv_std, min(float(self.clip), _NO_CLIP)
 
+    def subset(self, names: Sequence[str]) -> Scalers:
+        """The scalers of ``names`` only (a run that reads some inputs from files scales each source apart)."""
+        _check_cover(self.names, tuple(names), "scalers.json", subset=True)
+        index = np.array([self.names.index(n) for n in names], dtype=np.intp)
+        return Scalers(tuple(names), self.mean[index], self.std[index], self.count, self.clip)
+
     def transform_day(self, day: DayFeatures, expected_names: Sequence[str]) -> np.ndarray:
         """The day's features scaled, as ``(S, M, F)`` float32 in ``expected_names`` order."""
         return self.transform(day.features, day.feature_names, expected_names, what=f"features of {day.date}")

@@ -20,14 +20,16 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from tthf.engine import predictions, windows
+from tthf.engine.config import RunConfig
 from tthf.engine.data import marketdata
-from tthf.engine.features import ScaledDayFeatures, build_scaled_day
+from tthf.engine.data.featurefiles import read_feature_day
+from tthf.engine.features import FileInputs, ScaledDayFeatures, Scalers, build_scaled_day
 from tthf.engine.inference_manifest import DateResult
 from tthf.engine.runs import Run, output_key
 from tthf.engine.runtime.backends import Backend
 from tthf.engine.runtime.runner import DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Stage
-from tthf.engine.store import Store
+from tthf.engine.store import Store, open_store
 from tthf.errors import DataError, StoreError
 
 log = logging.getLogger("tthf.run")
@@ -41,7 +43,8 @@ class Day:
 
     date: dt.date
     counts: dict[str, int] = field(default_factory=dict)  # cleaning counts: the reader's, then the features'
-    raw: pl.DataFrame | None = None  # read
+    raw: pl.DataFrame | None = None  # read: the raw bars (a run with computed features)
+    file_rows: pl.DataFrame | None = None  # read: the feature files' rows (a run that reads some from files)
     features: ScaledDayFeatures | None = None  # features: the scaled grid and where each cell is
     frame: pl.DataFrame | None = None  # predict: the predictions table
     outputs: DayOutputs | None = None  # predict: the windows' outputs and where the time went
@@ -50,29 +53,63 @@ class Day:
 
 
 class DayHost:
-    """A date's host side for one run and data root: read its raw bars, build its features scaled in the run's order."""
+    """A date's host side for one run and data root: read its raw bars and/or its feature files, build its features
+    scaled in the run's order.
+
+    A run with ``feature_files`` reads those names from the user's files (opened from the
+    run's config) and computes the others from the raw bars of ``data``; it reads no raw
+    bars when it computes nothing.
+    """
 
     def __init__(self, run: Run, data: Store) -> None:
-        cfg = run.config
+        self._setup(run.config, run.load_scalers(), data)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, scalers: Scalers, data: Store) -> DayHost:
+        """The host side before a run exists (``tthf-import`` validates on real days before it writes the run)."""
+        host = cls.__new__(cls)
+        host._setup(cfg, scalers, data)
+        return host
+
+    def build(self, date: dt.date) -> ScaledDayFeatures:
+        """Read and build one date in this process: its scaled grid."""
+        feats = self.features(self.read(date)).features
+        assert feats is not None
+        return feats
+
+    def _setup(self, cfg: RunConfig, scalers: Scalers, data: Store) -> None:
         self.data = data
-        self.scalers = run.load_scalers()
+        self.scalers = scalers
         self.feature_names = list(cfg.feature_names)
         self.calendar = cfg.calendar
+        self.files = cfg.feature_files
+        # the data root's S3 endpoint reaches the feature root too (a worker's environment may not name it)
+        endpoint = data.locator().endpoint_url
+        self.file_store = open_store(self.files.root, endpoint_url=endpoint) if self.files else None
+        self.computed = cfg.computed_names
 
     def read(self, date: dt.date) -> Day:
-        """The read stage: the date's raw rows and the reader's counts."""
+        """The read stage: the date's raw rows and/or feature-file rows, and the readers' counts."""
         day = Day(date)
-        day.raw = marketdata.read_day(self.data, date, counts=day.counts, calendar=self.calendar)
+        if self.computed:
+            day.raw = marketdata.read_day(self.data, date, counts=day.counts, calendar=self.calendar)
+        if self.files is not None:
+            assert self.file_store is not None
+            day.file_rows = read_feature_day(self.file_store, self.files, date, self.files.columns, counts=day.counts)
         return day
 
     def features(self, day: Day) -> Day:
         """The features stage: the scaled grid, exactly as training built it; its counts follow the reader's."""
-        assert day.raw is not None, "features before read"
+        assert day.raw is not None or day.file_rows is not None, "features before read"
         source = self.data.uri(marketdata.partition(day.date))
+        files = None
+        if self.files is not None:
+            assert day.file_rows is not None
+            files = FileInputs(day.file_rows, list(self.files.columns), self.files.fill)
         feats = build_scaled_day(
-            day.raw, day.date, self.scalers, self.feature_names, source=source, calendar=self.calendar
+            day.raw, day.date, self.scalers, self.feature_names, files=files, source=source, calendar=self.calendar
         )
-        day.features, day.raw = feats, None
+        day.features, day.raw, day.file_rows = feats, None, None
         day.counts.update(feats.counts)
         return day
 
@@ -84,8 +121,10 @@ class DayHost:
 class DayPredictor:
     """A day's scaled features to its predictions table: windows, the backend, the table; built once per run."""
 
-    def __init__(self, run: Run, backend: Backend, *, stride: int, batch_size: int, windowing: str = "auto") -> None:
-        cfg = run.config
+    def __init__(
+        self, run: Run | RunConfig, backend: Backend, *, stride: int, batch_size: int, windowing: str = "auto"
+    ) -> None:
+        cfg = run if isinstance(run, RunConfig) else run.config  # a config: tthf-import's golden check
         self.seq_len = cfg.model.seq_len
         self.stride = stride
         self.runner = make_runner(

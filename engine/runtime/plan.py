@@ -27,6 +27,7 @@ import polars as pl
 import tthf
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import LATEST, NEW, DateSelection, completed_dates, parse_dates
+from tthf.engine.data.featurefiles import input_dates
 from tthf.engine.data.freshness import check_freshness
 from tthf.engine.inference_manifest import DateResult, InferenceSettings, RunManifest
 from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, output_key
@@ -136,7 +137,9 @@ def plan_inference(
     opened = time.perf_counter() if opened is None else opened
     stride = options.stride(run)
     data = open_store(options.data_root or run.config.data_root, endpoint_url=endpoint_url)
-    selection = _select(options, marketdata.list_dates(data), data.uri(), run.config.calendar)
+    cfg = run.config
+    available = input_dates(data, cfg.feature_files, computed=bool(cfg.computed_names))
+    selection = _select(options, available, data.uri(), cfg.calendar)
     backend = open_backend(run, options.backend, rebuild=rebuild)
     settings = settings_key(run, options, stride, backend.name, data.uri())
     previous = RunManifest.load(run)

@@ -30,6 +30,11 @@ The rules (docs/running.md, "Real time"):
   ``reset`` replays it in one catch-up and returns the last minute it holds closed. That
   minute is reopened: resend from it and its predictions come again.
 
+An imported run whose inputs all come from the user's feature files takes rows in the files'
+schema instead (``symbol``, ``ts`` and its feature columns, as ``[features.columns]`` names
+them) and builds each closed minute's inputs with batch's own grid, fill and scaling; one that
+computes some features takes raw bars as ``rows`` and its feature rows as ``features=``.
+
 Exactness: the predictor keeps the day's clean grid in a ``features.DayGrid`` and calls
 ``features.compute_grid`` -- the function batch calls -- from ``seq_len`` minutes before
 the first minute to predict; the day statistics live in a ``features.DayState`` that
@@ -58,8 +63,10 @@ from tthf.engine import predictions, windows
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.data import marketdata
 from tthf.engine.data.calendar import is_trading_day, timezone
+from tthf.engine.data.featurefiles import conform_features
 from tthf.engine.features import FEATURE_NAMES, DayGrid, compute_grid
 from tthf.engine.features.clean import MINUTE_US
+from tthf.engine.features.files import file_grid, in_model_order, scaled_files
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.base import FixedBatch
@@ -129,8 +136,21 @@ class RealtimePredictor:
         self.seq_len = cfg.model.seq_len
         self.feature_names = list(cfg.feature_names)
         self.scalers = run.load_scalers()
-        #: the kernel writes the run's scaled inputs directly (Scalers.transform's bits)
-        self._scale = self.scalers.kernel_scale(FEATURE_NAMES, self.feature_names, what="the run's features")
+        #: an imported run with feature files takes feature rows: as ``rows`` when every input comes from
+        #: them (``_update_files``), as ``features=`` beside the raw bars when it computes some too
+        self.files = cfg.feature_files
+        self.computed = cfg.computed_names
+        if self.files is not None and journal is not None:
+            raise UsageError(
+                f"run {run.ref.name} reads feature files: real time keeps no journal of feature rows yet; "
+                "leave journal unset (resend the day's rows after a restart)"
+            )
+        #: the kernel writes the run's scaled inputs (of the computed names) directly (Scalers.transform's bits)
+        computing = self.scalers if self.files is None else self.scalers.subset(self.computed)
+        self._scale = (
+            computing.kernel_scale(FEATURE_NAMES, self.computed, what="the run's features") if self.computed else None
+        )
+        self._rows = pl.DataFrame()  # a feature-file run's rows of the day so far (one per symbol and minute)
         self._tz = timezone(cfg.calendar)  # the exchange's local time: what "a trading day" means
         #: a minute's features are latency-bound: every core this process may use (same bits as one)
         self._threads = len(os.sched_getaffinity(0))
@@ -193,6 +213,7 @@ class RealtimePredictor:
             self._journal.close()
             self._journal = None
         self.grid = DayGrid(day, calendar)
+        self._rows = self._feature_rows(None) if self.files is not None else pl.DataFrame()
         self.closed = -1
         midnight = dt.datetime.combine(day, dt.time(), self._tz)  # the local day, in µs since the epoch
         self._day_us = (int(midnight.timestamp() * 1e6), int((midnight + dt.timedelta(days=1)).timestamp() * 1e6))
@@ -224,14 +245,30 @@ class RealtimePredictor:
         """Say that every minute up to ``minute`` is complete: predict those not predicted yet."""
         return self.update(None, close=minute)
 
-    def update(self, rows: pl.DataFrame | pa.Table | None, *, close: dt.datetime | None = None) -> Update:
+    def update(
+        self,
+        rows: pl.DataFrame | pa.Table | None,
+        *,
+        close: dt.datetime | None = None,
+        features: pl.DataFrame | pa.Table | None = None,
+    ) -> Update:
         """Apply ``rows`` (raw schema; any minutes of the day) and predict the minutes closed by ``close``.
 
-        Without ``close``, minutes close by the wall ``clock`` when there is one, else none.
+        Without ``close``, minutes close by the wall ``clock`` when there is one, else none. A run
+        whose inputs all come from feature files takes ``rows`` in the files' schema; one that
+        also computes features takes the raw bars as ``rows`` and its feature rows as ``features``.
         """
         t0 = time.perf_counter()
-        table = marketdata.conform(_arrow(rows), "realtime bars")
-        frame = _frame(table)
+        if features is not None and not (self.files is not None and self.computed):
+            raise UsageError(
+                f"run {self.run.ref.name} takes no features= rows: give them as rows when every input comes "
+                "from feature files; a run without feature files takes raw bars only"
+            )
+        if self.files is not None and not self.computed:
+            table, frame = None, self._feature_rows(rows)
+        else:
+            table = marketdata.conform(_arrow(rows), "realtime bars")
+            frame = _frame(table)
         if self.grid is None:
             first = close if close is not None else frame.get_column("ts").min()
             if first is None:
@@ -246,6 +283,12 @@ class RealtimePredictor:
         closed = max(before, self._close_index(close, now))
         keep, rejected = self._screen(frame, self._open_minute(closed, now))
         accepted = frame.filter(keep)
+        if table is None:
+            return self._update_files(frame.height, accepted, before, closed, rejected, t0)
+        if features is not None:  # a mixed run's feature rows: screened by the same clock
+            feature_rows = self._feature_rows(features)
+            fkeep, _ = self._screen(feature_rows, self._open_minute(closed, now))
+            self._keep_rows(feature_rows.filter(fkeep))
         tid, sid, counts, by_minute = self._add(accepted)
         rejected |= {"null_key": counts.get("null_key", 0), "off_session": counts.get("extended_hours", 0)}
         if self._journal is not None and (accepted.height or closed > before):
@@ -262,6 +305,66 @@ class RealtimePredictor:
             return result
         ts = pl.Series("ts", grid.minutes[by_minute.get_column("tid").to_numpy()]).dt.replace_time_zone("UTC")
         return dataclasses.replace(result, minute_counts=by_minute.drop("tid").insert_column(0, ts))
+
+    def _feature_rows(self, rows: pl.DataFrame | pa.Table | None) -> pl.DataFrame:
+        """Rows in the feature files' schema as every reader of feature rows returns them (``conform_features``)."""
+        files = self.files
+        assert files is not None
+        if rows is None:
+            keys: dict[str, pl.DataType] = {"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")}
+            return pl.DataFrame(schema={**keys, **{name: pl.Float64() for name in files.columns}})
+        return conform_features(_arrow(rows), "realtime feature rows", files, files.columns)
+
+    def _update_files(
+        self, n_rows: int, frame: pl.DataFrame, before: int, closed: int, rejected: dict[str, int], t0: float
+    ) -> Update:
+        """``update``'s rest for a run whose inputs all come from feature files: the screened rows ``frame``.
+
+        The day's rows so far go through batch's own functions (``file_grid``, ``fill``,
+        ``Scalers.transform``): a minute's filled values depend only on rows at or before it,
+        so each closed minute gets the batch inputs and outputs. A later row for a (symbol,
+        minute) replaces the earlier one; rows for minutes already closed are kept for the
+        minutes after them and counted as ``late_rows`` (their own minutes are not revised).
+        """
+        files, grid = self.files, self.grid
+        assert files is not None and grid is not None
+        accepted = self._keep_rows(frame)
+        rejected["null_key"] = frame.height - accepted.height
+        late = int((accepted["ts"].dt.epoch("us") < self._close_us(before + 1)).sum()) if accepted.height else 0
+        t1 = time.perf_counter()
+        new = predictions.empty()
+        if self._rows.height and closed >= max(before + 1, self.seq_len - 1):
+            fgrid = file_grid(self._rows, grid.day, files.columns, calendar=grid.calendar)
+            grid.symbols = fgrid.symbols  # the day's symbols: those with feature rows so far, sorted as in batch
+            scaled, mask = scaled_files(fgrid, files.fill, self.scalers, files.columns)
+            scaled = in_model_order(self.feature_names, (files.columns, scaled))
+            sym, ends = _cells(self._window_ok(mask), max(before + 1, self.seq_len - 1), closed)
+            new = self._table(sym, ends, self._run(scaled, sym, ends))
+        t2 = time.perf_counter()
+        self.closed = closed
+        self.seconds = {"ingest": t1 - t0, "features": 0.0, "predict": t2 - t1, "total": t2 - t0}
+        counts = {"rows_in": n_rows, "rows_used": accepted.height}
+        return self._result(new, predictions.empty(), counts, rejected, late, self.seconds)
+
+    def _keep_rows(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Add keyed feature rows to the day's (a later row for a (symbol, minute) replaces the earlier); returns them."""
+        keyed = frame.filter(pl.col("symbol").is_not_null() & pl.col("ts").is_not_null())
+        if keyed.height:
+            minute = pl.col("ts").dt.truncate("1m")
+            joined = pl.concat([self._rows, keyed])
+            self._rows = joined.unique(subset=["symbol", minute], keep="last", maintain_order=True)
+        return keyed
+
+    def _with_files(self, part: np.ndarray, mask: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """A mixed run's inputs: the kernel's computed columns ``part`` (minutes ``start..``) and the file columns
+        of the same symbols and minutes, in the run's order; a minute is usable when both sources say so."""
+        files, grid = self.files, self.grid
+        assert files is not None and grid is not None
+        fgrid = file_grid(self._rows, grid.day, files.columns, symbols=grid.symbols, calendar=grid.calendar)
+        scaled, file_mask = scaled_files(fgrid, files.fill, self.scalers, files.columns)
+        top = mask.shape[1]
+        inputs = in_model_order(self.feature_names, (self.computed, part), (files.columns, scaled[:, start:top]))
+        return inputs, mask & file_mask[:, :top]
 
     def _result(
         self,
@@ -368,6 +471,8 @@ class RealtimePredictor:
         start = lo - self.seq_len + 1
         scaled, mask, _ = compute_grid(grid.so_far(top), grid.session.n_minutes, start=start, state=grid.state,
                                        labels=False, scale=self._scale, threads=self._threads)  # fmt: skip
+        if self.files is not None:
+            scaled, mask = self._with_files(scaled, mask, start)
         t_features = time.perf_counter()
         ok = self._window_ok(mask)
         new_s, new_t = _cells(ok, max(first, self.seq_len - 1), last)

@@ -25,20 +25,21 @@ import numpy as np
 from tthf.engine import runs
 from tthf.engine.config import ImportInfo, ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.data.marketdata import list_dates
+from tthf.engine.data.featurefiles import input_dates
 from tthf.engine.features import Scalers
 from tthf.engine.model.interface import InputSet, ModelIO
 from tthf.engine.runtime.backends import OnnxRuntimeBackend
 from tthf.engine.store import Store, as_store, open_store
-from tthf.errors import DataError, ModelImportError, StoreError
+from tthf.errors import DataError, ModelImportError, StoreError, ValidationError
 from tthf.export import inputs
+from tthf.export.importing.golden import GoldenReport, check_golden
 from tthf.export.importing.graph import check_outputs, mapped, raw_onnx, source_outputs, wrap
 from tthf.export.importing.scalers import load_scalers
 from tthf.export.importing.sources import Source, open_source, read_uri
 from tthf.export.importing.spec import ImportSpec, OutputMap, load_spec
 from tthf.export.validate import Comparison, compare, enforce, format_table, tolerances
 
-__all__ = ["ImportResult", "import_run", "load_spec"]
+__all__ = ["ImportResult", "import_run", "load_spec", "recheck_golden"]
 
 log = logging.getLogger("tthf.import")
 
@@ -55,6 +56,7 @@ class ImportResult:
     table: str
     notes: list[str]
     seconds: float
+    golden: GoldenReport | None = None
 
 
 def import_run(
@@ -83,14 +85,45 @@ def import_run(
     sets, notes = validation_sets(spec, config, scalers, seed)
     results = validate(source, served_bytes, outputs, sets, config.model)
     enforce(results)
+    golden = None
+    if spec.golden is not None:
+        backend = OnnxRuntimeBackend.from_onnx(served_bytes)
+        golden = check_golden(spec.golden, config, scalers, backend, as_store(config.data_root))
+        enforce_golden(spec, golden)
     ref = runs.create_run(root, spec.experiment, spec.model_type, spec.run_id, overwrite=overwrite)
     ref.store.write_text(runs.SCALERS, scalers.to_json())
     ref.store.write_bytes(runs.IMPORTED_MODEL, served_bytes)
     run = runs.Run.new(ref, config)
     seconds = time.perf_counter() - t0
     record = import_record(spec, source, scaler_keys, outputs, results, notes, served_bytes, seconds)
+    record["golden"] = golden.to_dict() if golden else None
     run.write_text(runs.IMPORT_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return ImportResult(run, results, format_table(results), notes, seconds)
+    return ImportResult(run, results, format_table(results), notes, seconds, golden)
+
+
+def recheck_golden(spec: ImportSpec, store: Store | str) -> GoldenReport:
+    """``tthf-import --check-golden``: the spec's ``[golden]`` dates against the imported run as it is now.
+
+    The run's served graph (ONNX Runtime, CPU), config and scalers predict each date through
+    ``tthf-run``'s code path; a miss raises ``ValidationError`` with the table.
+    """
+    if spec.golden is None:
+        raise ModelImportError(f"{spec.source}: --check-golden needs a [golden] section naming the user's predictions")
+    run = runs.open_run(as_store(store), spec.run_id, experiment=spec.experiment, model_type=spec.model_type)
+    backend = OnnxRuntimeBackend.from_onnx(run.read_bytes(runs.IMPORTED_MODEL))
+    report = check_golden(spec.golden, run.config, run.load_scalers(), backend, as_store(run.config.data_root))
+    enforce_golden(spec, report)
+    return report
+
+
+def enforce_golden(spec: ImportSpec, report: GoldenReport) -> None:
+    """The golden check's verdict: a miss is a ``ValidationError`` carrying the whole table."""
+    if not report.passed:
+        raise ValidationError(
+            f"{spec.source}: the golden check failed: tthf's {report.mode} predictions differ from the user's "
+            "(missing or extra rows, or values beyond the fp32 bar); docs/import.md, 'Windows count session "
+            f"minutes', says where a script that counts rows differs\n{report.table()}"
+        )
 
 
 def run_config(spec: ImportSpec, outputs: dict[str, OutputMap], source: Source) -> RunConfig:
@@ -107,12 +140,13 @@ def run_config(spec: ImportSpec, outputs: dict[str, OutputMap], source: Source) 
         vol_band=band.get("vol_conf", defaults.vol_band),
     )
     train, heldout = _dates(spec)
+    files = spec.feature_files
     return RunConfig(
         model=model,
         feature_names=list(spec.feature_names),
         splits=Splits(train=train, val=[], test=heldout),
         train=TrainConfig(),
-        data_root=spec.raw_root or "",
+        data_root=spec.raw_root or (spec.feature_files.root if spec.feature_files else ""),
         sample_every=spec.sample_every,
         calendar=spec.calendar,
         model_type=spec.model_type,
@@ -120,21 +154,28 @@ def run_config(spec: ImportSpec, outputs: dict[str, OutputMap], source: Source) 
         imported=ImportInfo(
             format=source.format,
             confidence={name: c.kind for name, c in spec.confidence.items()},
-            computed=list(spec.feature_names),
+            computed=spec.computed,
         ),
+        feature_files=files,
     )
 
 
 def _dates(spec: ImportSpec) -> tuple[list[str], list[str]]:
-    """``[data]``'s training and held-out dates, selected among the dates the raw root has."""
-    if spec.raw_root is None:
+    """``[data]``'s training and held-out dates, selected among the dates the run has inputs for."""
+    files, computed = spec.feature_files, spec.computed
+    if spec.raw_root is None and files is not None and computed:
+        raise ModelImportError(f"{spec.source}: features {computed} are computed from raw bars: give [data] raw_root")
+    if spec.raw_root is None and files is None:
         if spec.train_dates or spec.heldout_dates:
             raise ModelImportError(f"{spec.source}: data.train_dates/heldout_dates need data.raw_root")
         return [], []
-    available = list_dates(open_store(spec.raw_root))
+    root = spec.raw_root or (files.root if files else "")
+    if not (spec.train_dates or spec.heldout_dates):
+        return [], []
+    available = input_dates(open_store(root), files, computed=bool(computed))
     picked = []
     for text in (spec.train_dates, spec.heldout_dates):
-        days = parse_dates(text, available, source=spec.raw_root, calendar=spec.calendar).dates if text else []
+        days = parse_dates(text, available, source=root, calendar=spec.calendar).dates if text else []
         picked.append([d.isoformat() for d in days])
     overlap = sorted(set(picked[0]) & set(picked[1]))
     if overlap:

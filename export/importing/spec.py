@@ -3,23 +3,27 @@
 The sections and keys are the contract of design.md, "Importing a run"; docs/import.md
 documents each. Paths are relative to the spec's folder, absolute, or ``s3://``. An
 unknown key, a missing one or a value of the wrong kind is a ``ModelImportError`` that
-names the section and key. Feature files as a source (``[features.columns]``), ``[labels]``
-and ``[golden]`` come with the next import issue and are refused here by name.
+names the section and key. ``[features.columns]`` makes the user's feature files a source of
+the names not listed in ``features.computed``; ``[labels]`` reads realized values from them;
+``[golden]`` names the user's own predictions, which the import reproduces.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from tthf.engine.config import DEFAULT_CALENDAR, OUTPUT_NAMES, SEQ_LEN
+from tthf.engine.config import DEFAULT_CALENDAR, FILLS, OUTPUT_NAMES, SEQ_LEN, FeatureFiles
+from tthf.engine.data.featurefiles import check_template
 from tthf.engine.features import FEATURE_NAMES
-from tthf.errors import ModelImportError
+from tthf.errors import DataError, ModelImportError
 
 MODEL_FORMATS = {
     ".onnx": "onnx",
@@ -32,7 +36,21 @@ SCALER_FORMATS = {".json": "json", ".skops": "skops", ".joblib": "pickle", ".pkl
 CONFIDENCE_KINDS = ("band", "score")
 #: the space each confidence's band is stated in, as tthf's evaluation scores it (docs/model.md)
 BAND_SPACES = {"ret_conf": "linear", "vol_conf": "log"}
-_LATER = "comes with the next tthf-import issue (feature files as a source); this tthf computes every feature itself"
+GOLDEN_MODES = ("dense", "sparse")
+#: the outputs whose realized values ``[labels]`` may give
+LABELS = ("ret_1h", "vol_10m")
+
+
+@dataclass(frozen=True)
+class Golden:
+    """``[golden]``: the user's predictions per date (``path`` with ``{date}``), to reproduce at import."""
+
+    path: str
+    dates: tuple[str, ...]
+    columns: dict[str, str]  # tthf output -> the file's column
+    mode: str = "dense"
+    symbol: str = "symbol"
+    ts: str = "ts"
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,14 @@ class ImportSpec:
     train_dates: str | None = None
     heldout_dates: str | None = None
     calendar: str = DEFAULT_CALENDAR
+    feature_files: FeatureFiles | None = None  # [features.columns] with fill and [labels]
+    golden: Golden | None = None
+
+    @property
+    def computed(self) -> list[str]:
+        """The names tthf computes from raw bars (the others come from the feature files)."""
+        files = set(self.feature_files.columns) if self.feature_files else set()
+        return [n for n in self.feature_names if n not in files]
 
 
 def load_spec(path: str | os.PathLike[str]) -> ImportSpec:
@@ -100,9 +126,6 @@ def parse_spec(doc: dict[str, Any], where: str, base: Path) -> ImportSpec:
     _keys(
         doc, where, "", {"run", "model", "outputs", "features", "scalers"}, {"confidence", "data", "labels", "golden"}
     )
-    for later in ("labels", "golden"):
-        if later in doc:
-            raise ModelImportError(f"{where}: [{later}] {_LATER}; remove the section")
     run = _section(doc, where, "run", {"experiment", "model_type", "run_id"}, set())
     model = _section(
         doc, where, "model", {"path"}, {"class", "code_path", "kwargs", "state_dict_key", "seq_len", "sample_every"}
@@ -122,6 +145,9 @@ def parse_spec(doc: dict[str, Any], where: str, base: Path) -> ImportSpec:
         raise ModelImportError(f"{where}: model.class is only for state dicts; a {model_format} model needs no code")
     code_path = _opt_str(model, where, "model.code_path")
     names = _names(features, where)
+    files = _feature_files(features, doc.get("labels"), names, where, base)
+    if files is None and "golden" in doc:
+        raise ModelImportError(f"{where}: [golden] needs [features.columns] (the user's predictions of their files)")
     return ImportSpec(
         source=where,
         experiment=_str(run, where, "run.experiment"),
@@ -145,6 +171,8 @@ def parse_spec(doc: dict[str, Any], where: str, base: Path) -> ImportSpec:
         train_dates=_opt_str(data, where, "data.train_dates"),
         heldout_dates=_opt_str(data, where, "data.heldout_dates"),
         calendar=_opt_str(data, where, "data.calendar") or DEFAULT_CALENDAR,
+        feature_files=files,
+        golden=_golden(doc["golden"], where, base) if "golden" in doc else None,
     )
 
 
@@ -162,18 +190,107 @@ def _names(features: dict[str, Any], where: str) -> tuple[str, ...]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ModelImportError(f"{where}: features.names lists {dup} more than once")
-    if "columns" in features:
-        raise ModelImportError(f"{where}: [features.columns] {_LATER}; remove it")
-    unknown = [n for n in names if n not in FEATURE_NAMES]
+    computed = features.get("computed", [] if "columns" in features else names)
+    if not isinstance(computed, list) or not all(isinstance(n, str) for n in computed):
+        raise ModelImportError(f"{where}: features.computed must be a list of feature names")
+    stray = [n for n in computed if n not in names]
+    if stray:
+        raise ModelImportError(f"{where}: features.computed {stray} are not in features.names; list them there too")
+    unknown = [n for n in computed if n not in FEATURE_NAMES]
     if unknown:
         raise ModelImportError(
-            f"{where}: features.names {unknown} are not features tthf computes ({_LATER}); "
-            "docs/features.md lists the 59 names"
+            f"{where}: features.computed {unknown} are not features tthf computes; docs/features.md lists the 59 "
+            "names (read the others from feature files: [features.columns])"
         )
-    computed = features.get("computed", names)
-    if not isinstance(computed, list) or sorted(computed) != sorted(names):
-        raise ModelImportError(f"{where}: features.computed must list every name of features.names ({_LATER})")
+    if "columns" not in features and len(computed) != len(names):
+        rest = [n for n in names if n not in computed]
+        raise ModelImportError(
+            f"{where}: features.names {rest} are neither computed by tthf nor read from files; add "
+            "[features.columns] (the feature files) or list them in features.computed"
+        )
     return tuple(names)
+
+
+def computed_names(features: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The names tthf computes: ``features.computed``, by default all of them unless feature files are the source."""
+    return list(features.get("computed", [] if "columns" in features else names))
+
+
+def _feature_files(
+    features: dict[str, Any], labels: Any, names: tuple[str, ...], where: str, base: Path
+) -> FeatureFiles | None:
+    """``[features.columns]``, ``fill`` and ``[labels]`` as the run's ``FeatureFiles`` (None without columns)."""
+    fill = features.get("fill", "ffill_then_zero")
+    if fill not in FILLS:
+        raise ModelImportError(f"{where}: features.fill {fill!r}; use one of {FILLS}")
+    if "columns" not in features:
+        if labels is not None:
+            raise ModelImportError(f"{where}: [labels] are columns of the feature files: add [features.columns]")
+        return None
+    cols = _section(features, where, "columns", {"root"}, {"path", "symbol", "ts", "timezone"}, "features.columns")
+    computed = set(computed_names(features, names))
+    timezone = _opt_str(cols, where, "features.columns.timezone") or "UTC"
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ModelImportError(
+            f"{where}: features.columns.timezone {timezone!r} is not a time zone; use an IANA name such as "
+            '"UTC" or "America/New_York"'
+        ) from exc
+    path = _opt_str(cols, where, "features.columns.path") or "{date}.parquet"
+    try:
+        check_template(path)
+    except DataError as exc:
+        raise ModelImportError(f"{where}: {exc}") from exc
+    return FeatureFiles(
+        root=resolve(_str(cols, where, "features.columns.root"), base),
+        columns=[n for n in names if n not in computed],
+        path=path,
+        symbol=_opt_str(cols, where, "features.columns.symbol") or "symbol",
+        ts=_opt_str(cols, where, "features.columns.ts") or "ts",
+        timezone=timezone,
+        fill=fill,
+        labels=_labels(labels, where),
+    )
+
+
+def _labels(raw: Any, where: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ModelImportError(f"{where}: [labels] must be a table")
+    _keys(raw, where, "labels", set(), set(LABELS))
+    return {name: _str(raw, where, f"labels.{name}") for name in LABELS if name in raw}
+
+
+def _golden(raw: Any, where: str, base: Path) -> Golden:
+    item = _section({"golden": raw}, where, "golden", {"path", "dates", "columns"}, {"mode", "symbol", "ts"})
+    path = _str(item, where, "golden.path")
+    if "{date}" not in path:
+        raise ModelImportError(f'{where}: golden.path {path!r} needs {{date}}, e.g. "inference/{{date}}.csv"')
+    dates = item["dates"]
+    if not isinstance(dates, list) or not dates or not all(isinstance(d, str) for d in dates):
+        raise ModelImportError(f'{where}: golden.dates must be a non-empty list of dates, e.g. ["2024-03-06"]')
+    for text in dates:
+        try:
+            dt.date.fromisoformat(text)
+        except ValueError as exc:
+            raise ModelImportError(f"{where}: golden.dates {text!r} is not a date (YYYY-MM-DD)") from exc
+    columns = item["columns"]
+    if not isinstance(columns, dict) or not columns:
+        raise ModelImportError(f"{where}: golden.columns must map tthf outputs to the file's columns")
+    _keys(columns, where, "golden.columns", set(), set(OUTPUT_NAMES))
+    mode = item.get("mode", "dense")
+    if mode not in GOLDEN_MODES:
+        raise ModelImportError(f"{where}: golden.mode {mode!r}; use one of {GOLDEN_MODES}")
+    return Golden(
+        path=resolve(path, base),
+        dates=tuple(dates),
+        columns={name: _str(columns, where, f"golden.columns.{name}") for name in OUTPUT_NAMES if name in columns},
+        mode=mode,
+        symbol=_opt_str(item, where, "golden.symbol") or "symbol",
+        ts=_opt_str(item, where, "golden.ts") or "ts",
+    )
 
 
 def _outputs(raw: Any, where: str) -> dict[str, OutputMap]:

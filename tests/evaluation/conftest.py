@@ -7,7 +7,6 @@ has raw data but no predictions file.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from tthf.engine import windows
@@ -173,3 +174,129 @@ def reference(user: User, day: dt.date, stride: int = 1, *, swap: bool = False) 
 
 def load_bytes(path: Path) -> io.BytesIO:
     return io.BytesIO(path.read_bytes())
+
+
+#: the user's own names in their feature files: 10 of their own (``my_...``), 10 named as tthf's, in the model's order
+FILE_NAMES = [f"my_{n}" if i < 10 else n for i, n in enumerate(USER_FEATURES)]
+#: the two columns with about 2% nulls on every date
+NULL_COLUMNS = (FILE_NAMES[3], FILE_NAMES[15])
+#: the date whose files hold a late-starting symbol and a missing minute (every other date is complete)
+HOLEY_DAY = DAYS[2]
+LATE_START = 45  # the second symbol's first row is at this session minute of HOLEY_DAY
+GAP_MINUTE = 100  # the third symbol has no row at this session minute of HOLEY_DAY
+LABEL_COLUMNS = {"ret_1h": "fwd_ret_60m", "vol_10m": "fwd_vol_10m"}
+GOLDEN_COLUMNS = {
+    "ret_1h": "pred_return",
+    "vol_10m": "pred_volatility",
+    "ret_conf": "return_confidence",
+    "vol_conf": "volatility_confidence",
+}
+
+
+def feature_frame(user: User, day: dt.date, *, holes: bool) -> pl.DataFrame:
+    """The user's feature file of ``day``: symbol, ts (UTC), FILE_NAMES (tthf's values of USER_FEATURES, as the
+    user's pipeline would have them), two label columns; nulls in NULL_COLUMNS, and with ``holes`` a symbol
+    that starts late and a missing minute."""
+    feats = build_day(read_day(str(user.data), day), day)
+    s, m = len(feats.symbols), len(feats.minutes)
+    cols = [feats.feature_names.index(n) for n in USER_FEATURES]
+    values = feats.features[..., cols].reshape(s * m, -1)
+    rng = np.random.default_rng(day.toordinal())
+    data = {name: values[:, i].astype(np.float64) for i, name in enumerate(FILE_NAMES)}
+    for name in NULL_COLUMNS:
+        data[name] = np.where(rng.random(s * m) < 0.02, np.nan, data[name])
+    frame = pl.DataFrame(
+        {
+            "symbol": np.repeat(feats.symbols, m),
+            "ts": pl.Series(np.tile(feats.minutes, s)).dt.replace_time_zone("UTC"),
+            **data,
+            "fwd_ret_60m": feats.labels[..., 0].reshape(-1).astype(np.float64),
+            "fwd_vol_10m": feats.labels[..., 1].reshape(-1).astype(np.float64),
+        }
+    ).with_columns(pl.col(n).fill_nan(None) for n in [*NULL_COLUMNS, "fwd_ret_60m", "fwd_vol_10m"])
+    if holes:
+        minute = pl.int_range(pl.len()).over("symbol")
+        late = (pl.col("symbol") == feats.symbols[1]) & (minute < LATE_START)
+        gap = (pl.col("symbol") == feats.symbols[2]) & (minute == GAP_MINUTE)
+        frame = frame.filter(~(late | gap))
+    return frame
+
+
+def write_feature_root(user: User, root: Path, *, layout: str = "{date}.parquet") -> Path:
+    """The user's daily feature files of DAYS under ``root`` (HOLEY_DAY with its holes)."""
+    for day in DAYS:
+        path = root / layout.replace("{date}", day.isoformat()).replace("*", "part-0")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        feature_frame(user, day, holes=day == HOLEY_DAY).write_parquet(path)
+    return root
+
+
+def user_predict(user: User, frame: pl.DataFrame, stride: int = 1) -> pl.DataFrame:
+    """The user's own inference script on one feature file: it counts rows, not minutes.
+
+    Sort by symbol and ts, forward-fill per symbol then 0, their scaler, windows of SEQ_LEN
+    rows per symbol (dense: every row from the SEQ_LEN-th; sparse: every ``stride``-th row
+    from there, forward-filled to every row), their model, the target scaler's inverse.
+    """
+    import torch
+
+    frame = frame.sort("symbol", "ts").with_columns(pl.col(FILE_NAMES).forward_fill().over("symbol").fill_null(0.0))
+    scaled = user.feature_scaler.transform(frame.select(FILE_NAMES).to_numpy()).astype(np.float32)
+    row = frame.select(pl.int_range(pl.len()).over("symbol").alias("r"))["r"].to_numpy()
+    ends = np.flatnonzero(row >= SEQ_LEN - 1)
+    sampled = ends[(row[ends] - (SEQ_LEN - 1)) % stride == 0]
+    x = np.stack([scaled[e - SEQ_LEN + 1 : e + 1] for e in sampled])
+    with torch.inference_mode():
+        out = user.model(torch.from_numpy(x))
+    targets = user.target_scaler.inverse_transform(
+        np.concatenate([out["returns"].numpy(), out["volatility"].numpy()], axis=1).astype(np.float64)
+    )
+    conf = out["confidence"].numpy()
+    values = {"ret_1h": targets[:, 0], "vol_10m": targets[:, 1], "ret_conf": conf[:, 0], "vol_conf": conf[:, 1]}
+    source = np.full(len(row), -1)
+    source[sampled] = np.arange(len(sampled))
+    source = np.maximum.accumulate(source)  # the last sampled row at or before each row
+    keep = row >= SEQ_LEN - 1  # a symbol's first window is sampled: its rows are filled from its own
+    return pl.DataFrame(
+        {
+            "symbol": frame["symbol"].to_numpy()[keep],
+            "ts": frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_numpy()[keep],
+            **{GOLDEN_COLUMNS[n]: v[source[keep]] for n, v in values.items()},
+        }
+    )
+
+
+def write_golden(user: User, features: Path, folder: Path, stride: int = 1) -> Path:
+    """The user's predictions of every date, ``folder/{date}.csv``, as their script writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for day in DAYS:
+        frame = pl.read_parquet(features / f"{day}.parquet")
+        user_predict(user, frame, stride).write_csv(folder / f"{day}.csv")
+    return folder
+
+
+def files_spec(
+    user: User, features: Path, *, computed: list[str] | None = None, golden: str = "", extra: str = ""
+) -> str:
+    """A spec whose inputs come from the user's feature files (``computed``: names tthf computes instead)."""
+    names = USER_FEATURES[:10] + FILE_NAMES[10:] if computed else FILE_NAMES
+    text = user_spec(user).replace(f"names = {USER_FEATURES!r}".replace("'", '"'), f"names = {names!r}")
+    assert "my_" in text or computed
+    text = text.replace("'", '"').replace("[data]", "[data]" if computed else "[data]\n# raw bars unused")
+    if not computed:
+        text = text.replace(f'raw_root = "{user.data}"\n', "")
+    table = f"""
+[features.columns]
+root = "{features}"
+path = "{{date}}.parquet"
+symbol = "symbol"
+ts = "ts"
+timezone = "UTC"
+
+[labels]
+ret_1h = "fwd_ret_60m"
+vol_10m = "fwd_vol_10m"
+"""
+    features_extra = f"computed = {computed!r}\n".replace("'", '"') if computed else ""
+    text = text.replace("\n[scalers]", f'fill = "ffill_then_zero"\n{features_extra}{table}\n[scalers]')
+    return text + golden + extra
