@@ -38,6 +38,7 @@ RANKS = (
     ("tthf.engine.evaluation", 8),
     ("tthf.engine.training", 9),
     ("tthf.engine.runtime", 9),
+    ("tthf.engine.serving", 10),  # the live service over the real-time predictor
     ("tthf.engine.testing", 10),
     ("tthf.engine", 10),
     ("tthf.export", 11),
