@@ -14,6 +14,7 @@ call that closed that minute). ``busy`` and ``token`` refusals end the feed with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -175,9 +176,12 @@ class Feeder:
         try:
             self.send_error = None
             writer.begin(protocol.FEED_SCHEMA)
-            self.report.connects += 1
             hello = reader.read_chunk()
+            self.report.connects += 1  # a connection the server took (a refusal comes instead of the hello)
             first = self._hello(protocol.decode(hello.app_metadata), protocol.reply_frame(hello.data))
+            self.answered.update(c.seq for c in self.calls[:first])  # the server holds them
+            if first == len(self.calls):
+                return True  # nothing to send: closing the call ends it on the server too
             sender = threading.Thread(target=self._send, args=(writer, first, stop), daemon=True)
             sender.start()
             while True:
@@ -194,6 +198,7 @@ class Feeder:
             stop.set()
             with self.cond:
                 self.cond.notify_all()
+            _close(writer)
             client.close()
 
     def _hello(self, meta: dict[str, Any], snapshot: pl.DataFrame) -> int:
@@ -255,6 +260,12 @@ def _received(frame: pl.DataFrame, kind: str, reply: int) -> pl.DataFrame:
     return frame.select(predictions.COLUMNS).with_columns(
         pl.lit(kind, pl.String).alias("kind"), pl.lit(reply, pl.Int64).alias("reply")
     )
+
+
+def _close(writer: Any) -> None:
+    """Close the stream, quietly when it is broken already (its error was handled where it was read)."""
+    with contextlib.suppress(fl.FlightError, pa.ArrowException, OSError):
+        writer.close()
 
 
 def _first_line(exc: BaseException) -> str:
