@@ -327,6 +327,7 @@ class Service:
         server_ms = round((time.perf_counter() - t0) * 1e3, 3)
         for reply in replies:
             reply.meta["server_ms"] = server_ms
+        replies[-1].meta["last"] = True  # a client reading in step knows the call is answered
         return replies
 
     def _deliver(self, replies: list[Reply], calls: list[Call]) -> None:
