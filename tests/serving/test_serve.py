@@ -7,6 +7,7 @@ version: ``protocol.final_outputs``) with the batch file of the same final data,
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import signal
 import subprocess
@@ -16,12 +17,12 @@ from pathlib import Path
 import polars as pl
 import pyarrow.flight as fl
 import pytest
-from servers import WAIT, Market, env, feed_cmd
+from servers import WAIT, Market, Server, env, feed_cmd
 
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.serving import protocol
 from tthf.engine.serving.client import Feeder, day_sends, feed_day, plan
-from tthf.engine.testing import DAYS
+from tthf.engine.testing import DAYS, make_data, make_run
 from tthf.errors import ServiceError
 
 pytestmark = pytest.mark.slow
@@ -159,3 +160,26 @@ def test_a_second_feeder_and_a_wrong_token_are_refused(market: Market, server_fa
     assert protocol.final_outputs(report.received).equals(batch.filter(pl.col("ts") <= calls[-1].minute))
     output = server.signal(signal.SIGTERM)
     assert "s3cret" not in output
+
+
+@pytest.mark.skipif(
+    os.environ.get("TTHF_SERVE_FULL_DAY") != "1",
+    reason="1000 symbols x 390 minutes takes minutes on 2 cores; set TTHF_SERVE_FULL_DAY=1 (the 6-symbol day above "
+    "runs the same path in CI)",
+)
+def test_a_thousand_symbols_day_through_the_service_equals_batch(tmp_path: Path) -> None:
+    """The issue's demo day: 1000 symbols x 390 minutes, tthf-serve and tthf-feed at full speed, equal to batch."""
+    data = make_data(tmp_path / "data", n_symbols=1000)
+    make_run(str(tmp_path / "runs"), data)
+    big = Market(tmp_path, data, tmp_path / "runs")
+    server = Server(big, tmp_path / "journal").start()
+    try:
+        out = tmp_path / "out.parquet"
+        run = subprocess.run(
+            feed_cmd(big, server, DAYS[1], out), env=env(), capture_output=True, text=True, timeout=1800
+        )
+        assert run.returncode == 0 and "390 minutes answered" in run.stdout, run.stderr[-3000:]
+    finally:
+        server.stop()
+    got = protocol.final_outputs(pl.read_parquet(out))
+    assert got.height > 300_000 and got.equals(big.batch(DAYS[1]))
