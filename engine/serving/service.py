@@ -287,7 +287,7 @@ class Service:
             log.warning("calls %s failed: %s", seqs, exc)
             self._deliver([Reply(ACK, predictions.empty(), {"seqs": seqs, "error": str(exc)})], calls)
             return
-        if not calls and update.closed is not None and self.rt.closed == before:
+        if not calls and self.rt.closed == before:
             return  # a clock tick that closed nothing
         replies = self._replies(update, before, calls, t0)
         self._deliver(replies, calls)
@@ -380,8 +380,10 @@ class Service:
     # -- health, the page, the end -----------------------------------------------------------------
 
     def live(self) -> bool:
-        """False when the loop has not come round for ``stall_s`` (stuck in a call, or dead)."""
-        return (self.thread.is_alive() and time.monotonic() - self.heartbeat < self.stall_s) or not self.ready.is_set()
+        """False when the loop has not come round for ``stall_s`` (stuck in a call, or dead); starting is alive."""
+        if not self.ready.is_set() and not self.stopping.is_set():
+            return True
+        return self.thread.is_alive() and time.monotonic() - self.heartbeat < self.stall_s
 
     def status(self, top: int = 8) -> dict[str, Any]:
         """What the live page shows: the latest minute's extremes, latency and the feed's health."""
@@ -414,10 +416,10 @@ class Service:
             "input_age_s": None if age is None else round(age, 1),
             "queue": self.queue.qsize(),
             "bound": self.bound,
-            "rows": int(m.rows._value.get()),
-            "late_rows": int(m.late._value.get()),
-            "revision_rows": int(m.revisions._value.get()),
-            "rejected": {s.labels["reason"]: int(s.value) for s in _samples(m.rejected) if s.name.endswith("_total")},
+            "rows": sum(int(s.value) for s in _totals(m.rows)),
+            "late_rows": sum(int(s.value) for s in _totals(m.late)),
+            "revision_rows": sum(int(s.value) for s in _totals(m.revisions)),
+            "rejected": {s.labels["reason"]: int(s.value) for s in _totals(m.rejected)},
         }
 
     def stop(self, drain_s: float) -> bool:
@@ -435,5 +437,6 @@ class Service:
         return drained
 
 
-def _samples(metric: Any) -> list[Any]:
-    return [s for family in metric.collect() for s in family.samples]
+def _totals(counter: Any) -> list[Any]:
+    """A counter's ``_total`` samples (one per label set), read through the public ``collect``."""
+    return [s for family in counter.collect() for s in family.samples if s.name.endswith("_total")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
+import time
 
 import polars as pl
 import pytest
@@ -81,3 +82,20 @@ def test_a_full_queue_refuses_with_a_retry_status(service: Service, market: Mark
             for call in calls:
                 service.submit(box, call.rows, call.minute, call.seq)
         assert service.queue.qsize() <= 16
+
+
+def test_live_fails_while_the_loop_is_stuck_and_recovers(service: Service, market: Market) -> None:
+    service.grace = None
+    service.start(DAY)
+    service.stall_s = 0.5
+    box = service.connect_feeder(DAY, "c")
+    call = plan(day_sends(read_day(str(market.data), DAY), DAY)[:1])[0]
+    assert service.live()
+    with service.work:  # the predictor call cannot start: the loop is stuck in it
+        service.submit(box, call.rows, call.minute, call.seq)
+        deadline = time.monotonic() + 10
+        while service.live() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not service.live()
+    _replies(box, 2)  # the hello, then the call's minute
+    assert service.live()
