@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -106,7 +107,7 @@ class FlightService(fl.FlightServerBase):
                 return
             try:
                 item = box.queue.get(timeout=POLL)
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 continue
             if item is None:
                 return
@@ -129,7 +130,7 @@ class FlightService(fl.FlightServerBase):
             while not context.is_cancelled():
                 try:
                     item = box.queue.get(timeout=POLL)
-                except Exception:  # queue.Empty
+                except queue.Empty:
                     if self.service.stopping.is_set():
                         return
                     continue
