@@ -107,6 +107,19 @@ def make_run(store: str, data_root: Path, run_id: str = "jennifer", seed: int = 
     )
 
 
+def artifacts_dir(fallback: Path) -> Path:
+    """Where a browser test saves its screenshots: ``$TTHF_ARTIFACTS``, else ``./artifacts``; ``fallback``
+    (the test's tmp folder) when neither can be created."""
+    for folder in (os.environ.get("TTHF_ARTIFACTS"), "artifacts"):
+        if folder:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                return Path(folder)
+            except OSError:
+                continue
+    return fallback
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface (for test servers)."""
     import socket

@@ -7,7 +7,6 @@ screenshot in ``$TTHF_ARTIFACTS`` or ``./artifacts/`` (docs/evaluation.md, "Test
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from tthf.engine.evaluation.evaluate import evaluate
 from tthf.engine.evaluation.report import FIGURES
+from tthf.engine.testing import artifacts_dir
 
 pytestmark = pytest.mark.slow
 
@@ -36,18 +36,6 @@ def test_page_is_self_contained(report: Path) -> None:
     for name, title, _ in FIGURES:
         assert f'data-file="{name}"' in page and (report.parent / name).stat().st_size > 5_000, title
     assert "2024-01-02" in page and "without a predictions file" in page
-
-
-def _artifacts(tmp_path: Path) -> Path:
-    """``$TTHF_ARTIFACTS``, else ``./artifacts``; the test's tmp folder when neither can be created."""
-    for folder in (os.environ.get("TTHF_ARTIFACTS"), "artifacts"):
-        if folder:
-            try:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                return Path(folder)
-            except OSError:
-                continue
-    return tmp_path
 
 
 @pytest.mark.skipif(
@@ -79,7 +67,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
                 "els => els.map(e => ({file: e.dataset.file, ok: e.complete && e.naturalWidth > 0, "
                 "w: e.getBoundingClientRect().width, h: e.getBoundingClientRect().height}))",
             )
-            shot = _artifacts(tmp_path) / "tthf-eval-report.png"
+            shot = artifacts_dir(tmp_path) / "tthf-eval-report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()

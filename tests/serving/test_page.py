@@ -6,7 +6,6 @@ Needs Debian's ``chromium`` (``.ci/run`` installs it) and Playwright; the screen
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -15,23 +14,12 @@ import pytest
 from servers import Market
 
 from tthf.engine.serving.client import Feeder, feed_day
-from tthf.engine.testing import DAYS
+from tthf.engine.testing import DAYS, artifacts_dir
 from tthf.errors import ServiceError
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-
-def _artifacts(tmp_path: Path) -> Path:
-    for folder in (os.environ.get("TTHF_ARTIFACTS"), "artifacts"):
-        if folder:
-            try:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                return Path(folder)
-            except OSError:
-                continue
-    return tmp_path
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH; .ci/run installs Debian's chromium")
@@ -58,7 +46,7 @@ def test_the_live_page_renders_and_updates_in_place(market: Market, server_facto
     thread = threading.Thread(target=feed, daemon=True)
     thread.start()
     problems: list[str] = []
-    folder = _artifacts(tmp_path)
+    folder = artifacts_dir(tmp_path)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
