@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +20,8 @@ from tthf.engine import runs
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.testing import DAYS, dense_batch, free_port
 
+#: the tests' HTTPS probes trust the server's self-signed certificate (the Flight client checks it)
+_UNVERIFIED = ssl._create_unverified_context()
 #: seconds any wait of these tests may take before it fails
 WAIT = 60.0
 
@@ -46,7 +49,9 @@ def env() -> dict[str, str]:
 class Server:
     """``tthf-serve`` as a child process on free loopback ports (backend torch: what ``dense_batch`` runs)."""
 
-    def __init__(self, market: Market, journal: Path, *args: str, day=DAYS[1], token: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, market: Market, journal: Path, *args: str, day=DAYS[1], token: str | None = None, tls: bool = False
+    ) -> None:  # type: ignore[no-untyped-def]
         self.port, self.http_port = free_port(), free_port()
         self.cmd = [
             sys.executable, "-m", "tthf.cli.serve", "--run", "jen", "--store", str(market.store),
@@ -55,12 +60,13 @@ class Server:
         ]  # fmt: skip
         self.env = env() | ({"TTHF_SERVE_TOKEN": token} if token else {})
         self.token = token
+        self.scheme = ("grpc+tls", "https") if tls else ("grpc", "http")
         self.proc: subprocess.Popen[str] | None = None
         self.first_ready: int | None = None  # the first /v2/health/ready status seen after a start
 
     @property
     def address(self) -> str:
-        return f"grpc://127.0.0.1:{self.port}"
+        return f"{self.scheme[0]}://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
         self.proc = subprocess.Popen(
@@ -81,11 +87,11 @@ class Server:
 
     def http(self, path: str, token: str | None = None) -> tuple[int, bytes]:
         """(status, body) of a GET on the HTTP port; (0, b"") when nothing answers."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        request = urllib.request.Request(f"{self.scheme[1]}://127.0.0.1:{self.http_port}{path}")
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=_UNVERIFIED) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

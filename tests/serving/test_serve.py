@@ -7,6 +7,7 @@ version: ``protocol.final_outputs``) with the batch file of the same final data,
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 import signal
@@ -184,3 +185,42 @@ def test_a_thousand_symbols_day_through_the_service_equals_batch(tmp_path: Path)
         server.stop()
     got = protocol.final_outputs(pl.read_parquet(out))
     assert got.height > 300_000 and got.equals(big.batch(DAYS[1]))
+
+
+def test_tls_on_both_ports(market: Market, server_factory, tmp_path: Path) -> None:
+    """--tls-cert/--tls-key: Flight over grpc+tls and HTTPS; a client that does not trust the certificate fails."""
+    cert, key = _self_signed(tmp_path)
+    server = server_factory("--tls-cert", str(cert), "--tls-key", str(key), tls=True)
+    assert server.address.startswith("grpc+tls://")
+    calls = feed_day(str(market.data), DAYS[1])[:35]
+    report = Feeder(server.address, DAYS[1], calls, tls_root=cert.read_bytes(), reconnect_s=10).run()
+    assert len(report.round_trip_ms) == 35 and report.received.height
+    with pytest.raises(ServiceError):  # no trusted root: the handshake fails, never a plaintext fallback
+        Feeder(server.address, DAYS[1], calls, reconnect_s=1).run()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM), made with ``cryptography``."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (folder / "key.pem").write_bytes(pem)
+    return folder / "cert.pem", folder / "key.pem"
