@@ -10,12 +10,13 @@ difference, the transport both ways (Arrow IPC over gRPC on loopback, and the cl
 decoding). Then the server is killed (SIGKILL) and restarted on the day's full journal:
 restart to ready is the time from the new process's start to ``/v2/health/ready`` = 200
 (Python imports, the run and backend opened, the journal replayed, the replay's predictions
-recomputed, the warm-up).
+recomputed, the warm-up); ``replay_s`` is the part from the replay on (the server's log).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ def test_serving_latency(benchmark, sizes, market, bench_run, tmp_path) -> None:
     server = np.array([report.server_ms[s] for s in report.round_trip_ms])
     stages = [m["stages_ms"] for m in report.replies if m.get("kind") == "minute" and "stages_ms" in m]
     backend = next((line.split("(")[1].split(")")[0] for line in out.splitlines() if "served" in line), "?")
+    replay = re.search(r"journal's replay \(([\d.]+) s\)", out)  # the restarted server's log: replay + warm-up
     benchmark.group = "serving"
     benchmark.extra_info.update(
         section="serving",
@@ -92,4 +94,5 @@ def test_serving_latency(benchmark, sizes, market, bench_run, tmp_path) -> None:
         stage_ms_median={k: float(np.median([s[k] for s in stages])) for k in stages[0]},
         first_ready_s=first_ready_s,
         restart_to_ready_s=restart_s,
+        replay_s=float(replay.group(1)) if replay else None,
     )

@@ -413,11 +413,16 @@ def _serving(benches: list[dict]) -> list[str]:
         lines.append(
             f"| {e['variant']} | {e['units']} | {e['minutes']} | {s['p50']:.1f} / {s['p95']:.1f} / {s['p99']:.1f} "
             f"| {r['p50']:.1f} / {r['p95']:.1f} / {r['p99']:.1f} | {t['p50']:.2f} "
-            f"({e['transport_share_median']:.0%}) | {e['restart_to_ready_s']:.2f} |"
+            f"({e['transport_share_median']:.0%}) | {e['restart_to_ready_s']:.2f}{_replay(e)} |"
         )
     stages = benches[-1]["extra_info"]["stage_ms_median"]
     lines += ["", "Median per stage, last row (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()), ""]
     return lines
+
+
+def _replay(e: dict) -> str:
+    """`` (replay + warm-up X)`` when the bench read it from the server's log."""
+    return f" (replay + warm-up {e['replay_s']:.2f})" if e.get("replay_s") is not None else ""
 
 
 def _end_to_end(benches: list[dict]) -> list[str]:

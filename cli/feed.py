@@ -21,7 +21,8 @@ reply (the minutes, the revisions, the hello's outputs after a reconnect) goes t
 each (ts, symbol)'s last row there (tthf.engine.serving.protocol.final_outputs).
 A broken connection or a `retry` refusal is reopened for up to --reconnect seconds and the
 feed resumes from the minute the server holds. Token: --token-file or ${TOKEN_ENV}.
-Exit code: 0 when every minute was answered, 8 when the server refused or was unreachable.
+Exit code: 0 when every minute was answered, 1 when the server could not apply a call (its error is
+printed), 8 when the server refused or was unreachable.
 """
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             report.received.write_parquet(args.out)
         summary = report.summary() | {"rows_received": report.received.height, "seconds": round(report.seconds, 2)}
         print(json.dumps(summary) if args.json else _lines(summary), flush=True)
-        return 0
+        return 1 if summary["errors"] else 0
 
     return run_cli("tthf-feed", body, build_parser(), argv)
 
@@ -88,6 +89,7 @@ def _lines(summary: dict) -> str:
     out = [f"tthf-feed: {summary['calls']} minutes answered in {summary['seconds']} s, "
            f"{summary['rows_received']} rows received, {summary['connects']} connection(s), "
            f"{summary['refusals']} refusal(s)"]  # fmt: skip
+    out += [f"  call failed: {error}" for error in summary["errors"]]
     for name in ("round_trip_ms", "server_ms", "transport_ms"):
         if name in summary:
             q = summary[name]

@@ -98,6 +98,7 @@ class FeedReport:
         rtt = np.array([self.round_trip_ms[s] for s in seqs]) if seqs else np.zeros(0)
         server = np.array([self.server_ms[s] for s in seqs]) if seqs else np.zeros(0)
         out: dict[str, Any] = {"calls": len(seqs), "connects": self.connects, "refusals": len(self.refusals)}
+        out["errors"] = [m["error"] for m in self.replies if "error" in m]  # calls the server could not apply
         for name, values in (("round_trip_ms", rtt), ("server_ms", server), ("transport_ms", rtt - server)):
             if len(values):
                 out[name] = {q: round(float(np.percentile(values, p)), 3) for q, p in _QUANTILES} | {

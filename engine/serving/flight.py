@@ -18,7 +18,6 @@ from typing import Any, NoReturn
 import pyarrow as pa
 import pyarrow.flight as fl
 
-from tthf.engine.data import marketdata
 from tthf.engine.serving import protocol
 from tthf.engine.serving.service import Outbox, Refused, Reply, Service
 from tthf.errors import ServiceError
@@ -89,8 +88,10 @@ class FlightService(fl.FlightServerBase):
                 if chunk.data is not None and chunk.data.num_rows:
                     parts.append(chunk.data)
                 if final:
-                    rows = pa.Table.from_batches(parts, chunk.data.schema if chunk.data is not None else None)
-                    self.service.submit(box, _conform(rows), minute, seq)
+                    # as the client sent them: the predictor's update checks the schema (raw, or the
+                    # feature schema of a run that reads feature files) and rejects rows, never the call
+                    rows = pa.Table.from_batches(parts, schema=reader.schema)
+                    self.service.submit(box, rows, minute, seq)
                     parts = []
         except Refused as exc:
             box.put(exc)
@@ -149,13 +150,6 @@ def _meta(reply: Reply) -> dict[str, Any]:
 
 def _message(reply: Reply) -> tuple[pa.RecordBatch, bytes]:
     return protocol.reply_batch(reply.frame), protocol.encode(_meta(reply))
-
-
-def _conform(rows: pa.Table) -> pa.Table:
-    """The client's rows in the raw schema (a column missing or of another type is the client's error)."""
-    if rows.num_rows == 0:
-        return protocol.FEED_SCHEMA.empty_table()
-    return marketdata.conform(rows, "the feed")
 
 
 def _raise(exc: ServiceError) -> NoReturn:

@@ -275,14 +275,14 @@ class Service:
 
     def _process(self, calls: list[Call]) -> None:
         t0 = time.perf_counter()
-        rows = pa.concat_tables([c.rows for c in calls]) if calls else None
         close = max(c.close for c in calls) if calls else None
         seqs = [c.seq for c in calls]
         try:
+            rows = pa.concat_tables([c.rows for c in calls]) if calls else None  # one stream: one schema
             with self.work:
                 before = self.rt.closed
                 update = self.rt.update(rows, close=close)
-        except TthfError as exc:  # a close on another day, a batch not of the raw schema: that call fails
+        except (TthfError, pa.ArrowException) as exc:  # a close on another day, a batch of another schema
             self.metrics.errors.inc()
             log.warning("calls %s failed: %s", seqs, exc)
             self._deliver([Reply(ACK, predictions.empty(), {"seqs": seqs, "error": str(exc)})], calls)

@@ -7,6 +7,7 @@ import queue
 import time
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from servers import Market
 
@@ -99,3 +100,18 @@ def test_live_fails_while_the_loop_is_stuck_and_recovers(service: Service, marke
         assert not service.live()
     _replies(box, 2)  # the hello, then the call's minute
     assert service.live()
+
+
+def test_a_call_the_predictor_cannot_apply_is_answered_with_its_error_and_the_loop_goes_on(
+    service: Service, market: Market
+) -> None:
+    service.grace = None
+    service.start(DAY)
+    box = service.connect_feeder(DAY, "c")
+    _replies(box, 1)
+    call = plan(day_sends(read_day(str(market.data), DAY), DAY)[:1])[0]
+    service.submit(box, pa.table({"symbol": ["A"], "price": [1.0]}), call.minute, 0)  # not the raw schema
+    error = _replies(box, 1)[0]
+    assert error.kind == protocol.ACK and "ts" in error.meta["error"] and error.meta["seqs"] == [0]
+    service.submit(box, call.rows, call.minute, 1)
+    assert _replies(box, 1)[0].meta["minute"] == call.minute
