@@ -101,6 +101,7 @@ def render(doc: dict) -> str:
     for model, table in inf.items():
         lines += _inference(model, table, refs, peaks)
     lines += _realtime(by["realtime"])
+    lines += _serving(by["serving"])
     lines += _end_to_end(by["end_to_end"])
     lines += _host_section(host)
     lines += _explain(by["explain"])
@@ -392,6 +393,39 @@ def _realtime(benches: list[dict]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _serving(benches: list[dict]) -> list[str]:
+    """bench_serving.py: one row per symbol count (TTHF_BENCH_SYMBOLS), server side, round trip, restart."""
+    if not benches:
+        return []
+    lines = [
+        "## Serving (tthf-serve + tthf-feed on loopback, a whole day, lockstep)",
+        "",
+        "Per minute: server = queue + predictor call + replies (the reply's metadata); round trip = the client's, "
+        "call written to reply read; transport = their difference (both ways). Restart = a new process to "
+        "ready with the day's full journal.",
+        "",
+        "| variant | symbols | minutes | server p50 / p95 / p99 ms | round trip p50 / p95 / p99 ms "
+        "| transport p50 ms (share) | restart to ready s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for b in sorted(benches, key=lambda b: b["extra_info"]["units"]):
+        e = b["extra_info"]
+        s, r, t = e["server_ms"], e["round_trip_ms"], e["transport_ms"]
+        lines.append(
+            f"| {e['variant']} | {e['units']} | {e['minutes']} | {s['p50']:.1f} / {s['p95']:.1f} / {s['p99']:.1f} "
+            f"| {r['p50']:.1f} / {r['p95']:.1f} / {r['p99']:.1f} | {t['p50']:.2f} "
+            f"({e['transport_share_median']:.0%}) | {e['restart_to_ready_s']:.2f}{_replay(e)} |"
+        )
+    stages = benches[-1]["extra_info"]["stage_ms_median"]
+    lines += ["", "Median per stage, last row (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()), ""]
+    return lines
+
+
+def _replay(e: dict) -> str:
+    """`` (replay + warm-up X)`` when the bench read it from the server's log."""
+    return f" (replay + warm-up {e['replay_s']:.2f})" if e.get("replay_s") is not None else ""
 
 
 def _end_to_end(benches: list[dict]) -> list[str]:

@@ -39,6 +39,7 @@ RANKS = (
     ("tthf.engine.training", 9),
     ("tthf.engine.runtime", 9),
     ("tthf.engine.explain", 10),
+    ("tthf.engine.serving", 10),  # the live service over the real-time predictor
     ("tthf.engine.testing", 10),
     ("tthf.engine.daily", 10),  # tthf-daily: freshness, runtime and evaluation in one call
     ("tthf.engine", 10),

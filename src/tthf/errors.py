@@ -106,3 +106,9 @@ class ExecutorError(TthfError):
     """The requested executor cannot run here: Ray missing, its cluster unreachable, or too small for the workers."""
 
     exit_code = 6
+
+
+class ServiceError(TthfError):
+    """The live service (tthf-serve) refused a call or could not be reached: busy, overloaded, wrong token."""
+
+    exit_code = 9
