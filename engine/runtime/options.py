@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tthf.engine import predictions
 from tthf.engine.config import DENSE_BATCH
-from tthf.engine.runs import Run
+from tthf.engine.runs import DEFAULT_PREDICTIONS, Run, check_predictions
 from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.runner import WINDOWING
 from tthf.errors import UsageError
@@ -71,8 +71,10 @@ class RunOptions:
     ray: RayConfig = RayConfig()  # --executor ray only
     host_workers: int = 1  # --executor local: dates whose read + features run at once
     host_mode: str = "threads"  # one of HOST_MODES: how host_workers > 1 runs
+    predictions: str = DEFAULT_PREDICTIONS  # the prediction set: inference/ (default) or inference/NAME/
 
     def __post_init__(self) -> None:
+        check_predictions(self.predictions)
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown --executor {self.executor!r}; use one of {', '.join(EXECUTORS)}")
         if self.executor != "ray" and self.ray != RayConfig():
