@@ -18,7 +18,8 @@ from tthf.cli._common import (
     open_run_from_args,
     run_cli,
 )
-from tthf.cli._report import eval_date_line, format_summary
+from tthf.cli._report import eval_date_line, format_comparison, format_summary
+from tthf.engine.runs import DEFAULT_PREDICTIONS
 
 EPILOG = f"""\
 {DATES_HELP}
@@ -28,6 +29,9 @@ Dates without a predictions file or without raw data are reported and skipped; s
 predictions are scored once per forecast, at their source_ts.
 Writes {{run}}/evaluation/<name>/: metrics.json, report.html (self-contained) and the figures
 as PNG files. docs/evaluation.md explains every number.
+--predictions NAME scores the prediction set tthf-run --predictions NAME wrote; --compare OTHER
+also scores set OTHER on the same dates and writes their comparison (every score's difference,
+per-output max and p99 row differences, rows in one set only) to <name>_vs_OTHER/.
 Exit code: 0 when every date with predictions was scored, 1 if one failed, 2+ on usage,
 data or store errors (4: no predictions at all for the dates).
 """
@@ -48,12 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluation folder name under {run}/evaluation/ (default: from --dates, e.g. 2024-02_to_2024-03)",
     )
+    p.add_argument(
+        "--predictions",
+        default=DEFAULT_PREDICTIONS,
+        metavar="NAME",
+        help="the prediction set to score (tthf-run --predictions NAME; default: %(default)s, inference/ itself)",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="OTHER",
+        help="also score prediction set OTHER on the same dates and write both side by side "
+        "(docs/evaluation.md, 'Comparing prediction sets')",
+    )
     add_endpoint_option(p)
     add_logging_option(p)
     return p
 
 
 def body(args: argparse.Namespace) -> int:
+    from tthf.engine.evaluation.compare import compare_run
     from tthf.engine.evaluation.evaluate import evaluate_run
 
     run = open_run_from_args(args)
@@ -64,9 +82,15 @@ def body(args: argparse.Namespace) -> int:
         line=eval_date_line,
         notable=lambda outcome: outcome.status != "scored" or bool(outcome.warnings),
     ) as bar:
-        result = evaluate_run(run, args.dates, data=data, name=args.name, on_start=bar.start, on_date=bar.step)
-    print(format_summary(result))
-    return result.exit_code
+        common = {"data": data, "name": args.name, "on_start": bar.start, "on_date": bar.step}
+        if args.compare is not None:
+            compared = compare_run(run, args.dates, args.predictions, args.compare, **common)
+            summary, code = format_comparison(compared), compared.exit_code
+        else:
+            result = evaluate_run(run, args.dates, predictions=args.predictions, **common)
+            summary, code = format_summary(result), result.exit_code
+    print(summary)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
