@@ -33,7 +33,7 @@ reported and skipped. Outputs go to {{run}}/inference/YYYY-MM-DD.csv (or .parque
 manifest (--predictions NAME: the named set {{run}}/inference/NAME/); a rerun skips dates
 already done with the same model and settings. A set holds one precision: a backend of
 another precision (openvino-bf16, openvino-int8) is refused on a set that holds fp32 files;
-give it its own set, e.g. --predictions int8 (docs/running.md, "Prediction sets").
+give it its own set, e.g. --predictions int8 (docs/running.md, "Prediction sets and precision").
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; --host-workers N reads and builds the features of N dates at once in N
 threads (--host-mode processes: worker processes); predict takes them in date order. A
