@@ -7,6 +7,10 @@ every minute, so latency grows through the day; the timed stretch is the session
 every earlier minute. Each round is one ``update`` with one minute of bars for every
 symbol, closing that minute; p50/p95/p99 of those rounds go into extra_info with the predictor's own per-stage
 seconds. The last minute's predictions must equal the batch path's for that minute.
+
+Cases: the default model with ``auto``, and the production-size model at each CPU precision
+(``openvino`` fp32, ``openvino-bf16``, ``openvino-int8``; a precision the CPU has no instruction
+for is skipped, and report.py writes its row as "not run" with the reason).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import numpy as np
 import polars as pl
 import pytest
-from benchlib import day_windows
+from benchlib import CPU_PRECISIONS, NATIVE, day_windows, served_anyway
 
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.data.calendar import session_minutes
@@ -26,13 +30,26 @@ from tthf.engine.windows import gather_windows
 realtime = pytest.importorskip("tthf.engine.runtime.realtime", reason="engine/runtime/realtime.py is not there")
 
 
-def test_realtime_latency(benchmark, sizes, market, bench_run) -> None:
+CASES = [("default", "auto", ""), *(("production", backend, p) for p, backend in sorted(CPU_PRECISIONS.items()))]
+
+
+@pytest.mark.parametrize(("model", "backend", "precision"), CASES, ids=[f"{m}-{p or b}" for m, b, p in CASES])
+def test_realtime_latency(benchmark, request, sizes, market, model: str, backend: str, precision: str) -> None:
+    if precision and not NATIVE[precision]():
+        pytest.skip(f"this CPU has no native {precision} instruction (report.py writes the row)")
+    bench_run = request.getfixturevalue("bench_run" if model == "default" else "production_run")
+    with served_anyway(bench_run.run, backend) as verdict:
+        predictor = realtime.RealtimePredictor.from_run(bench_run.store, bench_run.run.ref.run_id, backend=backend)
+    _measure(benchmark, sizes, market, bench_run, predictor)
+    benchmark.extra_info.update(model=model, precision=predictor.backend.precision, export_verdict=verdict)
+
+
+def _measure(benchmark, sizes, market, bench_run, predictor) -> None:
     timed = 5 if sizes.smoke else 40
     day = market.dates[-1]
     raw = read_day(str(market.root), day).sort("ts")
     minutes = raw.get_column("ts").unique().sort()
     session = pl.Series(session_minutes(day)).dt.replace_time_zone("UTC")
-    predictor = realtime.RealtimePredictor.from_run(bench_run.store, bench_run.run.ref.run_id, backend="auto")
     predictor.reset(day)
     first_timed = session[len(session) - timed]
     predictor.update(raw.filter(pl.col("ts") < first_timed), close=session[len(session) - timed - 1])

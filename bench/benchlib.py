@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: the CPU precisions the end-to-end and real-time rows measure on the production model: precision -> tthf backend
+CPU_PRECISIONS = {"fp32": "openvino", "bf16": "openvino-bf16", "int8": "openvino-int8"}
 
 
 def cpu_flags() -> set[str]:
@@ -26,6 +31,28 @@ def cpu_has_bf16() -> bool:
 def cpu_has_vnni() -> bool:
     """Native int8 dot products: AVX512-VNNI, AVX-VNNI or AMX-INT8."""
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+#: whether this CPU runs each of ``CPU_PRECISIONS`` natively
+NATIVE: dict[str, Callable[[], bool]] = {"fp32": lambda: True, "bf16": cpu_has_bf16, "int8": cpu_has_vnni}
+
+
+@contextlib.contextmanager
+def served_anyway(run: Any, backend: str) -> Iterator[str]:
+    """Serve ``backend`` through tthf-run even where export rejected it (a benchmark measures speed; accuracy
+    is the inference section's), restoring the export manifest after; yields the export's verdict."""
+    from tthf.engine.artifacts import Manifest
+
+    original = Manifest.read(run)
+    verdict = str(original.variants.get(backend, {"status": "accepted (fp32 gate)"})["status"])
+    if verdict == "rejected":
+        manifest = Manifest.read(run)
+        manifest.variants[backend] = {**manifest.variants[backend], "status": "accepted"}
+        manifest.write(run)
+    try:
+        yield verdict
+    finally:
+        original.write(run)
 
 
 #: multiply-add results per cycle per core of each precision's widest native instruction, times 2

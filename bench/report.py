@@ -53,6 +53,7 @@ TARGETS = {
     "e2e_vs_baseline": 4.0,
     "realtime_p99_ms": 75.0,
     "production_roofline": 0.60,  # best backend, production model, batch 1000
+    "e2e_int8_vs_fp32": 2.0,  # issue 26: tthf-run --dense, production model, openvino-int8 vs openvino (fp32)
 }
 NOT_MEASURED = ("not measured", "-")
 
@@ -100,9 +101,9 @@ def render(doc: dict) -> str:
     lines += _matmul(by["matmul"])
     for model, table in inf.items():
         lines += _inference(model, table, refs, peaks)
-    lines += _realtime(by["realtime"])
+    lines += _realtime(by["realtime"], peaks)
     lines += _serving(by["serving"])
-    lines += _end_to_end(by["end_to_end"])
+    lines += _end_to_end(by["end_to_end"], peaks)
     lines += _host_section(host)
     lines += _explain(by["explain"])
     lines += _gpu_on_paper(inf, _features_core_seconds(by["features"]), host)
@@ -375,24 +376,43 @@ def _accuracy(model: str, table: dict[int, dict[str, dict]]) -> list[str]:
     return [*lines, ""]
 
 
-def _realtime(benches: list[dict]) -> list[str]:
-    lines: list[str] = []
+def _not_run(peaks: dict[str, dict], ran: set[str]) -> dict[str, str]:
+    """The reduced precisions not measured because this CPU has no instruction for them: precision -> why."""
+    return {p: info["why"] for p, info in peaks.items() if p != "fp32" and info.get("flops") is None and p not in ran}
+
+
+def _production(benches: list[dict]) -> dict[str, dict]:
+    """The production-model entries of a section, by precision."""
+    return {b["extra_info"]["precision"]: b for b in benches if b["extra_info"].get("model") == "production"}
+
+
+def _default_realtime(benches: list[dict]) -> dict:
+    """The real-time entry of the default model (issue 14's p99 target), {} when absent."""
+    return next((b["extra_info"] for b in benches if b["extra_info"].get("model", "default") == "default"), {})
+
+
+def _realtime(benches: list[dict], peaks: dict[str, dict] | None = None) -> list[str]:
+    if not benches:
+        return []
+    lines = [
+        "## Real-time latency (all symbols, one minute)",
+        "",
+        "Each row: one `RealtimePredictor.update` per minute for every symbol, the session's last minutes timed "
+        "(the longest history, the worst case). The production model runs at each CPU precision.",
+        "",
+        "| model | predictor | symbols | minutes | p50 ms | p95 ms | p99 ms | max ms | median per stage (ms) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for b in benches:
         e = b["extra_info"]
-        lines += [
-            "## Real-time latency (all symbols, one minute)",
-            "",
-            f"{e['variant']}, {e['units']} symbols, {e['rounds']} minutes timed (the session's last minutes: the "
-            "longest history, the worst case).",
-            "",
-            "| p50 ms | p95 ms | p99 ms | max ms |",
-            "| ---: | ---: | ---: | ---: |",
-            f"| {e['p50_ms']:.1f} | {e['p95_ms']:.1f} | {e['p99_ms']:.1f} | {e['max_ms']:.1f} |",
-            "",
-            "Median per stage (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in e["stage_ms_median"].items()),
-            "",
-        ]
-    return lines
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in e["stage_ms_median"].items())
+        lines.append(
+            f"| {e.get('model', 'default')} | {e['variant']} | {e['units']} | {e['rounds']} | {e['p50_ms']:.1f} | "
+            f"{e['p95_ms']:.1f} | {e['p99_ms']:.1f} | {e['max_ms']:.1f} | {stages} |"
+        )
+    for p, why in _not_run(peaks or {}, set(_production(benches))).items():
+        lines.append(f"| production | {p} | - | - | not run: {why} | - | - | - | - |")
+    return [*lines, ""]
 
 
 def _serving(benches: list[dict]) -> list[str]:
@@ -428,7 +448,7 @@ def _replay(e: dict) -> str:
     return f" (replay + warm-up {e['replay_s']:.2f})" if e.get("replay_s") is not None else ""
 
 
-def _end_to_end(benches: list[dict]) -> list[str]:
+def _end_to_end(benches: list[dict], peaks: dict[str, dict] | None = None) -> list[str]:
     e2e = {b["extra_info"]["variant"]: b for b in benches}
     if not e2e:
         return []
@@ -445,6 +465,9 @@ def _end_to_end(benches: list[dict]) -> list[str]:
             f"| {v} | {e['backend']} | {e['dates']} | {e['units']:,} | {b['stats']['min']:.1f} | "
             f"{_fmt(_rate(b))} | {st} |"
         )
+    prod = _production(benches)
+    for p, why in _not_run(peaks or {}, set(prod)).items():
+        lines.append(f"| tthf-run-dense-production-{p} | - | - | - | - | not run: {why} | - |")
     if {"tthf-run-dense", "baseline"} <= e2e.keys():
         r = _rate(e2e["tthf-run-dense"]) / _rate(e2e["baseline"])
         agree = e2e["baseline"]["extra_info"].get("rows_agreeing")
@@ -453,7 +476,20 @@ def _end_to_end(benches: list[dict]) -> list[str]:
             f"tthf-run --dense / baseline: **{r:.2f}x**"
             + (f"; {100 * agree:.1f}% of rows agree within tolerance" if agree is not None else ""),
         ]
+    if "fp32" in prod and len(prod) > 1:
+        ratios = [
+            f"{p} **{_rate(b) / _rate(prod['fp32']):.2f}x** (export: {b['extra_info'].get('export_verdict', '?')})"
+            for p, b in sorted(prod.items())
+            if p != "fp32"
+        ]
+        lines += ["", "Production model, `tthf-run --dense` windows/s against fp32 (openvino): " + ", ".join(ratios)]
     return [*lines, ""]
+
+
+def _e2e_int8(by: dict[str, list[dict]]) -> float | None:
+    """Issue 26's end-to-end ratio: production model, openvino-int8 / openvino fp32 windows/s (None: not both)."""
+    prod = _production(by["end_to_end"])
+    return _rate(prod["int8"]) / _rate(prod["fp32"]) if {"int8", "fp32"} <= prod.keys() else None
 
 
 HostRows = dict[tuple[int, str], dict]  # _host_stages' rows
@@ -552,7 +588,7 @@ def _targets(
     dense = (
         _rate(e2e["tthf-run-dense"]) / _rate(e2e["baseline"]) if {"tthf-run-dense", "baseline"} <= e2e.keys() else None
     )
-    realtime = by["realtime"][0]["extra_info"] if by["realtime"] else {}
+    realtime = _default_realtime(by["realtime"])
     p99 = realtime.get("p99_ms")
     prod = [r for b in inf.get("production", {}).get(batch, {}).values() if (r := _roofline(b, refs)) is not None]
     roof = max(prod) if prod else None
@@ -575,6 +611,13 @@ def _targets(
             TARGETS["production_roofline"],
             roof,
             "%",
+            True,
+        ),
+        (
+            "`tthf-run --dense`, production model, int8 vs fp32 (openvino)",
+            TARGETS["e2e_int8_vs_fp32"],
+            _e2e_int8(by),
+            "x",
             True,
         ),
     ]

@@ -85,7 +85,7 @@ def test_absent_measurements_say_so_and_invent_nothing() -> None:
     got = _targets(FULL[:4])
     assert got["best fp32 CPU backend vs torch eager, batch 1000"] == ("3.00x", "met")
     absent = [k for k in got if k != "best fp32 CPU backend vs torch eager, batch 1000"]
-    assert len(absent) == 7 and all(got[k] == ("not measured", "-") for k in absent)
+    assert len(absent) == 8 and all(got[k] == ("not measured", "-") for k in absent)
 
 
 def test_fastest_per_batch_and_host_year() -> None:
@@ -134,3 +134,37 @@ def test_the_explain_cost_is_reported_from_its_entry() -> None:
     assert "## Explanations (tthf-eval --explain)" in text
     assert "14.5 s per evaluated date: 1000 symbols, every 10th forecast minute" in text
     assert "## Explanations" not in report.render(_doc(FULL))
+
+
+def _realtime(model: str, variant: str, p99: float, precision: str = "fp32") -> dict:
+    return _bench(
+        "realtime", variant, 1.0, 1000, rounds=9, p50_ms=p99 / 2, p95_ms=p99 * 0.9, p99_ms=p99, max_ms=p99 * 1.1,
+        stage_ms_median={}, model=model, precision=precision,
+    )  # fmt: skip
+
+
+def _e2e(precision: str, seconds: float) -> dict:
+    return _bench(
+        "end_to_end", f"tthf-run-dense-production-{precision}", seconds, 1e6, backend=f"openvino-{precision}",
+        dates=2, stages={}, model="production", precision=precision, export_verdict="accepted",
+    )  # fmt: skip
+
+
+def test_precision_rows_end_to_end_and_real_time_and_what_this_cpu_lacks() -> None:
+    """Issue 26: the production model per precision; a precision without an instruction says so, no number."""
+    from benchlib import cpu_peaks
+
+    e2e = [_e2e("fp32", 100.0), _e2e("int8", 55.0)]  # int8 1.82x: misses >= 2x
+    realtime = [_realtime("production", "RealtimePredictor (openvino-int8)", 200.0, "int8"), FULL[-1]]
+    doc = _doc([*FULL[:-1], *e2e, *realtime])
+    doc["machine_info"]["tthf"]["cpu_peaks"] = cpu_peaks(2, {"avx2", "avx512f", "avx512_vnni"}, mhz=2000.0)
+    text = report.render(doc)
+    assert "int8 **1.82x** (export: accepted)" in text
+    assert "| tthf-run-dense-production-bf16 | - | - | - | - | not run: no native bf16 instruction" in text
+    assert "| production | bf16 | - | - | not run: no native bf16 instruction" in text
+    assert "| production | RealtimePredictor (openvino-int8) | 1000 | 9 | 100.0 | 180.0 | 200.0 |" in text
+    rows = text.split("## Targets", 1)[1].split("## Machine", 1)[0]
+    assert "| `tthf-run --dense`, production model, int8 vs fp32 (openvino) | >= 2x | 1.82x | **missed** |" in rows
+    assert "| real-time p99, 1000 symbols | <= 75 ms | 80 ms | **missed** |" in rows  # the default model's row
+    lacking = report.render({**doc, "benchmarks": [*FULL[:-1], e2e[0], FULL[-1]]})
+    assert "| tthf-run-dense-production-int8 |" not in lacking  # this CPU has VNNI: absent, not "not run"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tthf.engine.evaluation.compare import CompareResult
     from tthf.engine.evaluation.evaluate import DateOutcome, EvalResult
     from tthf.engine.evaluation.rolling import RollingResult
     from tthf.engine.inference_manifest import DateResult
@@ -72,7 +73,7 @@ def print_summary(summary: InferenceSummary) -> None:
     skipped, missing = summary.by_status("skipped"), summary.by_status("no_data")
     stages = summary.stage_seconds()
     rate = summary.windows / summary.seconds if summary.seconds else 0.0
-    print(f"\nrun {summary.run}  backend {summary.backend}  stride {summary.stride}")
+    print(f"\nrun {summary.run}  backend {summary.backend} ({summary.precision})  stride {summary.stride}")
     print(
         f"dates: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped (already done), {len(missing)} without data"
     )
@@ -199,4 +200,34 @@ def format_rolling(result: RollingResult) -> str:
         for metric, days in result.alerts.items()
     ]
     lines += [f"history: {uri}" for uri in result.files]
+    return "\n".join(lines)
+
+
+#: the scores a comparison's summary prints (every score is in its report)
+HEADLINE_SCORES = ("ret_1h.model.ic.mean", "ret_1h.model.rank_ic.mean", "vol_10m.model.qlike", "ret_conf.coverage")
+
+
+def format_comparison(result: CompareResult) -> str:
+    """Two prediction sets: each one's summary, the row-level differences, the headline scores' differences,
+    the comparison's report."""
+    c = result.comparison
+    base, other, rows = c["base"]["predictions"], c["other"]["predictions"], c["rows"]
+    lines = [
+        format_summary(result.base),
+        format_summary(result.other),
+        f"comparison {result.name}: {other} against {base} on {len(c['dates']['both'])} date(s); "
+        f"{rows['matched_rows']:,} rows matched, {rows['only_base_rows']:,} only in {base}, "
+        f"{rows['only_other_rows']:,} only in {other}",
+        *(
+            f"  {name:<8} max |diff| {_f(v['max_abs'])}  p99 |diff| {_f(v['p99_abs'])}"
+            for name, v in rows["outputs"].items()
+        ),
+    ]
+    scores = {r["score"]: r for r in c["scores"]}
+    lines += [
+        f"  {key}: {_f(scores[key]['base'])} -> {_f(scores[key]['other'])} ({_f(scores[key]['difference'], 2)})"
+        for key in HEADLINE_SCORES
+        if key in scores
+    ]
+    lines.append(f"report: {result.uri}/report.html")
     return "\n".join(lines)

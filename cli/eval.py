@@ -22,7 +22,8 @@ from tthf.cli._common import (
     run_cli,
     thresholds_from_args,
 )
-from tthf.cli._report import eval_date_line, format_rolling, format_summary
+from tthf.cli._report import eval_date_line, format_comparison, format_rolling, format_summary
+from tthf.engine.runs import DEFAULT_PREDICTIONS
 from tthf.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ The thresholds mark an alert when each of the last --alert-dates dates breaches 
 (docs/operations.md).
 --explain adds "What the model looks at" (permutation importance of features, families and
 lags, the network's attention) to both, on a sample of each date's forecasts.
+--predictions NAME scores the prediction set tthf-run --predictions NAME wrote; --compare OTHER
+also scores set OTHER on the same dates and writes their comparison (every score's difference,
+per-output max and p99 row differences, rows in one set only) to <name>_vs_OTHER/.
 Exit code: 0 when every date with predictions was scored, 1 if one failed, 2+ on usage,
 data or store errors (4: no predictions at all for the dates).
 """
@@ -76,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--explain-symbols", type=int, default=None, metavar="N", help="use a random N of the symbols (default: all)"
     )
+    p.add_argument(
+        "--predictions",
+        default=DEFAULT_PREDICTIONS,
+        metavar="NAME",
+        help="the prediction set to score (tthf-run --predictions NAME; default: %(default)s, inference/ itself)",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="OTHER",
+        help="also score prediction set OTHER on the same dates and write both side by side "
+        "(docs/evaluation.md, 'Comparing prediction sets')",
+    )
     add_endpoint_option(p)
     add_logging_option(p)
     return p
@@ -103,15 +120,26 @@ def _explainer(args: argparse.Namespace, run: Run, data: Store) -> Callable[[lis
     return explain
 
 
+def _refuse_combinations(args: argparse.Namespace) -> None:
+    """The options that write different things: --rolling (the default set's history), --compare, --explain."""
+    if args.rolling and (args.explain or args.compare is not None or args.predictions != DEFAULT_PREDICTIONS):
+        raise UsageError(
+            "--rolling records the default prediction set's history on its own: run --explain, --compare "
+            "and --predictions in a separate tthf-eval call"
+        )
+    if args.explain and args.compare is not None:
+        raise UsageError("--explain explains one prediction set: run it without --compare")
+
+
 def body(args: argparse.Namespace) -> int:
     from tthf.engine.data.dates import NEW
+    from tthf.engine.evaluation.compare import compare_run
     from tthf.engine.evaluation.evaluate import evaluate_run
 
+    _refuse_combinations(args)
     run = open_run_from_args(args)
     data = open_data_from_args(args, run)
     if args.rolling:
-        if args.explain:
-            raise UsageError("--explain writes a report of its own: run it without --rolling")
         return _rolling(args, run, data)
     if args.dates.strip() == NEW:
         raise UsageError("--dates new scores the dates the rolling history lacks: add --rolling")
@@ -121,17 +149,16 @@ def body(args: argparse.Namespace) -> int:
         line=eval_date_line,
         notable=lambda outcome: outcome.status != "scored" or bool(outcome.warnings),
     ) as bar:
-        result = evaluate_run(
-            run,
-            args.dates,
-            data=data,
-            name=args.name,
-            on_start=bar.start,
-            on_date=bar.step,
-            explain=_explainer(args, run, data),
-        )
-    print(format_summary(result))
-    return result.exit_code
+        common = {"data": data, "name": args.name, "on_start": bar.start, "on_date": bar.step}
+        if args.compare is not None:
+            compared = compare_run(run, args.dates, args.predictions, args.compare, **common)
+            summary, code = format_comparison(compared), compared.exit_code
+        else:
+            explain = _explainer(args, run, data)
+            result = evaluate_run(run, args.dates, predictions=args.predictions, explain=explain, **common)
+            summary, code = format_summary(result), result.exit_code
+    print(summary)
+    return code
 
 
 def _rolling(args: argparse.Namespace, run: Run, data: Store) -> int:

@@ -15,7 +15,7 @@ from tthf.cli._common import (
     open_run_from_args,
     run_cli,
 )
-from tthf.export.config import EXPORTERS, ExportConfig
+from tthf.export.config import AUTO_PRECISIONS, EXPORTERS, ExportConfig
 
 DESCRIPTION = (
     "Export a run's checkpoint to ONNX (fp32 model.onnx and mixed-precision model_fp16.onnx) and, "
@@ -54,6 +54,13 @@ def _add_variant_options(group: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="also quantize model.onnx to int8 (NNCF, OpenVINO IR) on windows of the run's training dates, "
         "validate it and record it as the optional variant openvino-int8 (a rejected variant never fails the export)",
+    )
+    group.add_argument(
+        "--auto-precision",
+        choices=AUTO_PRECISIONS,
+        default=DEFAULTS.auto_precision,
+        help="what tthf-run --backend auto serves on CPU hosts: fp32 (default), or opt in to an accepted reduced "
+        "precision (bf16, or int8 with --int8); recorded in the export manifest (docs/export.md, 'What auto serves')",
     )
     group.add_argument(
         "--calibration-windows",
@@ -136,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         int8=args.int8,
         calibration_windows=args.calibration_windows,
         quality_windows=args.quality_windows,
+        auto_precision=args.auto_precision,
     )
 
 

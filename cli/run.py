@@ -33,8 +33,12 @@ EPILOG = f"""\
 {DATES_HELP} new: every completed session
 with data not yet predicted with the same settings (late-filled gaps and earlier failures
 included; a session still open waits for its close). latest and new warn when the data is
-stale (tthf-check --freshness). Dates without data are reported and skipped. Outputs go to {{run}}/inference/YYYY-MM-DD.csv (or .parquet) with a
-manifest; a rerun skips dates already done with the same model and settings.
+stale (tthf-check --freshness). Dates without data are reported and skipped. Outputs go to
+{{run}}/inference/YYYY-MM-DD.csv (or .parquet) with a manifest (--predictions NAME: the named
+set {{run}}/inference/NAME/); a rerun skips dates already done with the same model and
+settings. A set holds one precision: a backend of another precision (openvino-bf16,
+openvino-int8) is refused on a set that holds fp32 files; give it its own set, e.g.
+--predictions int8 (docs/running.md, "Prediction sets and precision").
 Dates run as overlapping stages (read, features, predict, encode, write), a few dates in
 flight at once; --host-workers N reads and builds the features of N dates at once in N
 threads (--host-mode processes: worker processes); predict takes them in date order. A
@@ -89,6 +93,13 @@ def _add_prediction_options(p: argparse._ArgumentGroup) -> None:
     )
     p.add_argument(
         "--format", dest="fmt", default=DEFAULTS.fmt, choices=FORMATS, help="output format (default: %(default)s)"
+    )
+    p.add_argument(
+        "--predictions",
+        default=DEFAULTS.predictions,
+        metavar="NAME",
+        help="the prediction set to write: inference/NAME/ with its own manifest (default: %(default)s, "
+        "inference/ itself); tthf-eval --predictions NAME scores it, --compare NAME compares two",
     )
     p.add_argument("--overwrite", action="store_true", help="redo dates that are already done")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed date")
@@ -165,6 +176,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         batch_size=args.batch_size,
         fmt=args.fmt,
         overwrite=args.overwrite,
+        predictions=args.predictions,
         data_root=args.data,
         fail_fast=args.fail_fast,
         overlap=args.overlap,

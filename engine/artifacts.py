@@ -61,6 +61,10 @@ class Manifest:
     #: optional variants by backend name: {"status": accepted|rejected|unavailable, "reason", "precision", "worst"}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: what ``--backend auto`` serves on a host without CUDA: "fp32" (the default), or the precision of an
+    #: optional variant the export opted into (``tthf-export --auto-precision bf16|int8``); auto serves it
+    #: only while that variant is accepted and runs here, else fp32 as without the opt-in
+    auto_precision: str = "fp32"
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     format: int = FORMAT
     digest: str = ""  # sha256 of the manifest's canonical JSON without this field (``canonical_digest``)

@@ -1,5 +1,7 @@
 """``inference/manifest.json``: each predicted date's outcome and the settings of the latest call, typed.
 
+Each prediction set has its own manifest (``inference/manifest.json`` for the default set,
+``inference/NAME/manifest.json`` for ``--predictions NAME``: ``tthf.engine.runs.inference_manifest_key``).
 tthf-run rewrites it (atomically) after every date, so a killed run loses at most the dates in
 flight; a rerun skips the dates whose entry is ``ok`` with the same settings key and whose file
 exists. Every executor's dates reach it through the runtime's ``Recorder``; tthf-eval reads the
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tthf.engine.predictions import FORMATS
-from tthf.engine.runs import INFERENCE_MANIFEST, Run
+from tthf.engine.runs import DEFAULT_PREDICTIONS, INFERENCE_MANIFEST, Run, inference_manifest_key
 from tthf.errors import KeyNotFoundError, RunFormatError
 
 log = logging.getLogger("tthf.run")
@@ -53,6 +55,7 @@ class DateResult:
     windowing: str = ""  # "host" or "device": where the windows were cut
     executor: str = ""  # "local" or "ray" (tthf.engine.runtime.options.EXECUTORS)
     worker: str = ""  # the process that computed the date: host (local) or host:pid (a Ray actor)
+    precision: str | None = None  # the backend's arithmetic (BackendSpec.precision); None: written before it was
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -80,9 +83,11 @@ class InferenceSettings:
     """What the latest tthf-run call resolved; only ``key`` decides whether a rerun may skip a date.
 
     ``key`` is the hash of what determines a date's file (checkpoint, scalers, stride, format,
-    backend, data root: ``tthf.engine.runtime.plan.settings_key``). The fields that default to
-    None are written only when set: ``host_workers`` and ``host_mode`` by ``--executor local``,
-    ``ray`` by ``--executor ray`` once its workers are sized.
+    backend and its precision, the served variant's files, data root:
+    ``tthf.engine.runtime.plan.settings_key``). The fields that default to None are written only
+    when set: ``host_workers`` and ``host_mode`` by ``--executor local``, ``ray`` by ``--executor
+    ray`` once its workers are sized; ``predictions`` (the set's name) and ``precision`` (the
+    set's one precision) by every tthf since prediction sets, absent from older manifests.
     """
 
     key: str
@@ -95,6 +100,8 @@ class InferenceSettings:
     host_workers: int | None = None
     host_mode: str | None = None
     ray: RaySettings | None = None
+    predictions: str | None = None  # the prediction set (tthf.engine.runs.DEFAULT_PREDICTIONS: inference/)
+    precision: str | None = None  # the backend's arithmetic: every ok date of a set has this one
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -120,11 +127,22 @@ class RunManifest:
     def __post_init__(self) -> None:
         _check_types(self)
 
+    @property
+    def predictions(self) -> str:
+        """The prediction set this manifest describes."""
+        return self.settings.predictions or DEFAULT_PREDICTIONS
+
+    def done(self, key: str) -> dict[str, DateResult]:
+        """The dates predicted successfully with settings ``key`` (their files' existence is the caller's check)."""
+        return {day: r for day, r in self.dates.items() if r.status == "ok" and r.settings == key}
+
     @classmethod
-    def load(cls, run: Run) -> RunManifest | None:
-        """The run's manifest; None when it has none or it does not load (logged: its dates are redone)."""
+    def load(cls, run: Run, predictions: str = DEFAULT_PREDICTIONS) -> RunManifest | None:
+        """The manifest of the run's prediction set ``predictions``; None when it has none or it does not
+        load (logged: its dates are redone)."""
+        key = inference_manifest_key(predictions)
         try:
-            return cls.from_json(run.read_text(INFERENCE_MANIFEST), source=run.store.uri(INFERENCE_MANIFEST))
+            return cls.from_json(run.read_text(key), source=run.store.uri(key))
         except KeyNotFoundError:
             return None
         except RunFormatError as exc:
@@ -159,7 +177,7 @@ class RunManifest:
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
     def write(self, run: Run) -> None:
-        run.write_text(INFERENCE_MANIFEST, self.to_json())
+        run.write_text(inference_manifest_key(self.predictions), self.to_json())
 
 
 @dataclass(frozen=True)

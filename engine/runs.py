@@ -39,6 +39,9 @@ INFERENCE_DIR = "inference"
 EVALUATION_DIR = "evaluation"
 #: ``export/manifest.json``: what was exported from what (tthf.engine.artifacts reads it)
 EXPORT_MANIFEST = f"{EXPORT_DIR}/manifest.json"
+#: the prediction set ``tthf-run`` writes without ``--predictions``: ``inference/`` itself; a named
+#: set NAME (``--predictions NAME``) is the folder ``inference/NAME/``, with its own files and manifest
+DEFAULT_PREDICTIONS = "default"
 #: ``inference/manifest.json``: each predicted date's outcome (tthf.engine.inference_manifest)
 INFERENCE_MANIFEST = f"{INFERENCE_DIR}/manifest.json"
 #: the rolling record of tthf-eval --rolling (tthf.engine.evaluation.history), its page and its Prometheus file
@@ -72,21 +75,48 @@ def is_timing_cache(name: str) -> bool:
     return name.startswith("timing.")
 
 
-def output_key(day: dt.date, fmt: str) -> str:
-    """The predictions file of one date."""
-    return f"{INFERENCE_DIR}/{day.isoformat()}.{fmt}"
+_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-_OUTPUT_KEY = re.compile(rf"^{INFERENCE_DIR}/(\d{{4}}-\d{{2}}-\d{{2}})\.(\w+)$")
+def check_predictions(name: str) -> str:
+    """A prediction set's name is one folder name under ``inference/`` (no dots: never a file's name)."""
+    if not _SET_NAME.match(name):
+        raise UsageError(
+            f"invalid prediction set {name!r}: use up to 64 letters, digits, '_' or '-', starting with a letter "
+            f"or digit ({DEFAULT_PREDICTIONS!r} is {INFERENCE_DIR}/ itself)"
+        )
+    return name
 
 
-def parse_output_key(key: str) -> tuple[dt.date, str] | None:
-    """``output_key``'s inverse: the date and format of a predictions file's key, None for any other key.
+def predictions_dir(predictions: str = DEFAULT_PREDICTIONS) -> str:
+    """The folder of a prediction set: ``inference/`` for the default, ``inference/NAME`` for a named one."""
+    if check_predictions(predictions) == DEFAULT_PREDICTIONS:
+        return INFERENCE_DIR
+    return f"{INFERENCE_DIR}/{predictions}"
+
+
+def inference_manifest_key(predictions: str = DEFAULT_PREDICTIONS) -> str:
+    """The manifest of a prediction set (``INFERENCE_MANIFEST`` for the default one)."""
+    return f"{predictions_dir(predictions)}/manifest.json"
+
+
+def output_key(day: dt.date, fmt: str, predictions: str = DEFAULT_PREDICTIONS) -> str:
+    """The predictions file of one date in a prediction set."""
+    return f"{predictions_dir(predictions)}/{day.isoformat()}.{fmt}"
+
+
+_OUTPUT_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(\w+)$")
+
+
+def parse_output_key(key: str, predictions: str = DEFAULT_PREDICTIONS) -> tuple[dt.date, str] | None:
+    """``output_key``'s inverse: the date and format of a predictions file's key in the set ``predictions``,
+    None for any other key (another set's files included).
 
     The format is the file's extension, whichever it is: ``tthf.engine.predictions.FORMATS`` says
     which ones this tthf reads.
     """
-    match = _OUTPUT_KEY.match(key)
+    folder, _, name = key.rpartition("/")
+    match = _OUTPUT_FILE.match(name) if folder == predictions_dir(predictions) else None
     if match is None:
         return None
     try:

@@ -27,7 +27,7 @@ from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import build_day
 from tthf.engine.features.scalers import Scalers
 from tthf.engine.model.interface import Outputs
-from tthf.engine.runtime.backends.base import Backend
+from tthf.engine.runtime.backends.base import Backend, exported_onnx
 from tthf.engine.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from tthf.engine.store import LocalStore, Store, StoreLocator
 
@@ -210,6 +210,11 @@ class ScaledStandIn(Backend):
     @classmethod
     def from_onnx(cls, model: bytes) -> Backend:
         return cls(model)
+
+    @classmethod
+    def from_run(cls, run: runs.Run, **options: Any) -> Backend:
+        """The run's exported ``model.onnx``, served as an optional variant is (only when export accepted it)."""
+        return cls(exported_onnx(run, variant=cls.spec.name if cls.spec.optional else None))
 
     def predict(self, batch: np.ndarray) -> Outputs:
         return {n: v * np.float32(self.scale) for n, v in self.inner.predict(batch).items()}

@@ -281,6 +281,21 @@ def validate_variant(
     return record, results
 
 
+def auto_note(manifest: Manifest) -> str:
+    """What ``--backend auto`` will serve on a CPU host after an opt-in (``--auto-precision``); '' without one."""
+    if manifest.auto_precision == "fp32":
+        return ""
+    precision = manifest.auto_precision
+    accepted = [
+        name
+        for name, v in sorted(manifest.variants.items())
+        if v["precision"] == precision and v["status"] == "accepted"
+    ]
+    if accepted:
+        return f"--backend auto serves {precision} ({', '.join(accepted)}) on CPU hosts that run it (--auto-precision)"
+    return f"--auto-precision {precision}: no {precision} variant was accepted, so --backend auto serves fp32"
+
+
 def reference_outputs(run: runs.Run, sets: list[InputSet]) -> dict[str, Outputs]:
     """The fp32 reference (``tthf.export.reference``) on every input set."""
     reference = reference_backend(run)
@@ -358,6 +373,7 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
     manifest = Manifest(
         run=run.ref.name, sources=source_hashes(run), export_config=cfg.to_dict(), versions=tool_versions(), notes=notes
     )
+    manifest.auto_precision = cfg.auto_precision
     unbuilt = {"int8": add_int8(run, cfg, built, store, notes)} if cfg.int8 else {}
     judge = quality.Judge(run, cfg.quality_windows, store, seed=cfg.seed)
     for spec in variants():
@@ -365,6 +381,8 @@ def export_run(run: runs.Run, cfg: ExportConfig, *, data: Store | str | None = N
             spec, run, built.files, sets, reference, judge, unbuilt.get(spec.precision, "")
         )
         results += variant_results
+    if opt_in := auto_note(manifest):
+        notes.append(opt_in)
     if missing_engine:
         engine_message = (
             f"TensorRT engine not built: {missing_engine}.\nBuild it on a GPU host with:\n  {build_command(run)}"

@@ -17,6 +17,8 @@ from tthf.engine.config import DENSE_BATCH, REALTIME_BATCH, from_dict
 from tthf.errors import UsageError
 
 EXPORTERS = ("dynamo", "torchscript")
+#: what ``tthf-run --backend auto`` may serve on a CPU host: fp32, or a reduced precision opted into
+AUTO_PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class ExportConfig:
     # Forecast quality of every optional variant: scored against fp32 on up to this many windows
     # of the held-out dates (0: not judged).
     quality_windows: int = 20000
+    # What ``tthf-run --backend auto`` serves on a CPU host (``tthf-export --auto-precision``): fp32, or an
+    # optional variant's precision, opted into here and recorded in the manifest's ``auto_precision``.
+    auto_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "opt_batches", tuple(int(b) for b in self.opt_batches))
@@ -66,6 +71,12 @@ class ExportConfig:
             raise UsageError("validation batch sizes must be >= 1 and --real-windows >= 0")
         if self.workspace_mib < 1:
             raise UsageError("--workspace-mib must be >= 1")
+        if self.auto_precision not in AUTO_PRECISIONS:
+            raise UsageError(
+                f"unknown --auto-precision {self.auto_precision!r}; use one of {', '.join(AUTO_PRECISIONS)}"
+            )
+        if self.auto_precision == "int8" and not self.int8:
+            raise UsageError("--auto-precision int8 needs --int8 (the int8 variant is built only when asked)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

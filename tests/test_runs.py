@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 
+from tthf.engine import runs as runs_module
 from tthf.engine.config import ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.runs import CONFIG, Run, RunRef, create_run, find_run, list_runs, output_key, parse_output_key
 from tthf.engine.store import Store
@@ -181,3 +182,20 @@ def test_parse_output_key_inverts_output_key(fmt: str) -> None:
 )
 def test_parse_output_key_refuses_any_other_key(key: str) -> None:
     assert parse_output_key(key) is None
+
+
+def test_a_named_prediction_set_is_its_own_folder_with_its_own_manifest() -> None:
+    day = dt.date(2024, 2, 29)
+    assert output_key(day, "csv", "default") == output_key(day, "csv") == "inference/2024-02-29.csv"
+    assert output_key(day, "csv", "int8") == "inference/int8/2024-02-29.csv"
+    assert runs_module.inference_manifest_key("int8") == "inference/int8/manifest.json"
+    assert runs_module.inference_manifest_key() == runs_module.INFERENCE_MANIFEST
+    assert parse_output_key("inference/int8/2024-02-29.csv", "int8") == (day, "csv")
+    assert parse_output_key("inference/int8/2024-02-29.csv") is None  # another set's file is not the default's
+    assert parse_output_key("inference/2024-02-29.csv", "int8") is None
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "../x", "a/b", "-x", "x" * 65])
+def test_a_prediction_set_name_is_one_plain_folder_name(name: str) -> None:
+    with pytest.raises(UsageError, match="invalid prediction set"):
+        runs_module.check_predictions(name)

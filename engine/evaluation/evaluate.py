@@ -1,6 +1,7 @@
 """``tthf-eval``'s library function: score a run's prediction files against what happened.
 
-Per selected date (in date order): read ``{run}/inference/YYYY-MM-DD.csv|parquet``,
+Per selected date (in date order): read ``{run}/inference/YYYY-MM-DD.csv|parquet`` (or those of a
+named prediction set, ``inference/NAME/``),
 compute the realized targets from the raw data with training's label code
 (``realized``), put forecasts, targets and baselines on one grid (``panel``) and reduce
 it to its scores (``panel_scores``). A date without a predictions file, or without raw data,
@@ -46,13 +47,14 @@ from tthf.engine.inference_manifest import RunManifest
 from tthf.engine.model.network import vol_floor
 from tthf.engine.predictions import FORMATS, decode
 from tthf.engine.runs import (
+    DEFAULT_PREDICTIONS,
     EVALUATION_DIR,
-    INFERENCE_DIR,
     METRICS,
     Run,
     open_run,
     output_key,
     parse_output_key,
+    predictions_dir,
 )
 from tthf.engine.store import Store, open_store
 from tthf.errors import DataError, KeyNotFoundError, StoreError, UsageError
@@ -93,9 +95,11 @@ class EvalResult:
         return 1 if self.by_status("failed") else 0
 
 
-def default_name(dates: str) -> str:
-    """The evaluation's folder name from its dates spec: ``2024-02-07:2024-02-13`` -> ``2024-02-07_to_2024-02-13``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", dates.strip().replace(":", "_to_")).strip("_.-") or "eval"
+def default_name(dates: str, predictions: str = DEFAULT_PREDICTIONS) -> str:
+    """The evaluation's folder name from its dates spec: ``2024-02-07:2024-02-13`` -> ``2024-02-07_to_2024-02-13``,
+    with ``_NAME`` after it for a named prediction set."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", dates.strip().replace(":", "_to_")).strip("_.-") or "eval"
+    return name if predictions == DEFAULT_PREDICTIONS else f"{name}_{predictions}"
 
 
 def _check_name(name: str) -> str:
@@ -106,18 +110,18 @@ def _check_name(name: str) -> str:
     return name
 
 
-def prediction_formats(run: Run) -> dict[dt.date, str]:
-    """The format of each date's predictions file in the run's ``inference/``; with both, the last one written.
+def prediction_formats(run: Run, predictions: str = DEFAULT_PREDICTIONS) -> dict[dt.date, str]:
+    """The format of each date's predictions file in the run's prediction set; with both, the last one written.
 
-    tthf-run records its latest format in ``inference/manifest.json``; without a manifest CSV wins.
-    The file is ``runs.output_key(day, fmt)``.
+    tthf-run records its latest format in the set's manifest; without a manifest CSV wins.
+    The file is ``runs.output_key(day, fmt, predictions)``.
     """
     found: dict[dt.date, list[str]] = {}
-    for key in run.store.list(INFERENCE_DIR):
-        parsed = parse_output_key(key)
+    for key in run.store.list(predictions_dir(predictions)):
+        parsed = parse_output_key(key, predictions)
         if parsed is not None and parsed[1] in FORMATS:
             found.setdefault(parsed[0], []).append(parsed[1])
-    manifest = RunManifest.load(run)
+    manifest = RunManifest.load(run, predictions)
     latest = manifest.settings.format if manifest else "csv"
     return {day: latest if latest in fmts else fmts[0] for day, fmts in found.items()}
 
@@ -170,13 +174,23 @@ def evaluate(
     model_type: str | None = None,
     data: str | None = None,
     name: str | None = None,
+    predictions: str = DEFAULT_PREDICTIONS,
     endpoint_url: str | None = None,
     on_start: Callable[[int], None] | None = None,
     on_date: Callable[[DateOutcome], None] | None = None,
 ) -> EvalResult:
     """Find the run ``run_name`` in ``store`` (a unique prefix is enough) and evaluate it (``evaluate_run``)."""
     run = open_run(store, run_name, experiment=experiment, model_type=model_type, endpoint_url=endpoint_url)
-    return evaluate_run(run, dates, data=data, name=name, endpoint_url=endpoint_url, on_start=on_start, on_date=on_date)
+    return evaluate_run(
+        run,
+        dates,
+        data=data,
+        name=name,
+        predictions=predictions,
+        endpoint_url=endpoint_url,
+        on_start=on_start,
+        on_date=on_date,
+    )
 
 
 def evaluate_run(
@@ -185,6 +199,7 @@ def evaluate_run(
     *,
     data: Store | str | None = None,
     name: str | None = None,
+    predictions: str = DEFAULT_PREDICTIONS,
     endpoint_url: str | None = None,
     on_start: Callable[[int], None] | None = None,
     on_date: Callable[[DateOutcome], None] | None = None,
@@ -194,20 +209,21 @@ def evaluate_run(
 
     ``data`` is the raw-data root, opened (tthf-eval opens it) or a URI opened with
     ``endpoint_url`` (default: the run's training data root); ``name`` the folder (default:
-    from the spec). ``on_start(n)`` gets the number of requested dates,
-    ``on_date`` each date's outcome as soon as it is known. ``explain`` (``tthf-eval --explain``:
-    ``tthf.engine.explain.section``) maps the scored dates to metrics.json's ``explain`` section. Raises ``StoreError`` when no
+    from the spec and the set); ``predictions`` the prediction set scored. ``on_start(n)`` gets the number
+    of requested dates, ``on_date`` each date's outcome as soon as it is known. ``explain`` (``tthf-eval
+    --explain``: ``tthf.engine.explain.section``) maps the scored dates to metrics.json's ``explain`` section.
+    Raises ``StoreError`` when no
     selected date has a predictions file.
     """
     started = time.perf_counter()
-    name = _check_name(name or default_name(dates))
+    name = _check_name(name or default_name(dates, predictions))
     root = data if isinstance(data, Store) else open_store(data or run.config.data_root, endpoint_url=endpoint_url)
     files = run.config.feature_files if run.config.feature_files and run.config.feature_files.labels else None
     if files is not None:  # labels from the feature files ([labels] of the import spec)
         root = open_store(files.root, endpoint_url=endpoint_url)
     available = list_feature_dates(root, files) if files else list_dates(root)
     selection = parse_dates(dates, available, source=root.uri(), calendar=run.config.calendar)
-    formats = prediction_formats(run)
+    formats = prediction_formats(run, predictions)
     cfg = run.config.model
     bands = Bands(cfg.ret_band, cfg.vol_band, vol_floor(cfg))
     if on_start:
@@ -221,7 +237,7 @@ def evaluate_run(
     realized = _Realized(root, available, run.config.calendar, files)
     days: list[DateScores] = []
     for day in selection.dates:
-        outcome, scored = _score_day(run, day, formats.get(day), realized, bands)
+        outcome, scored = _score_day(run, day, formats.get(day), realized, bands, predictions)
         if scored is not None:
             days.append(scored)
         outcomes.append(outcome)
@@ -235,11 +251,11 @@ def evaluate_run(
         )
     if not days:
         raise StoreError(
-            f"no predictions to score for --dates {dates!r} in {run.store.uri(INFERENCE_DIR)}; "
-            f"write them first with tthf-run --run {run.ref.run_id} --dates {dates}"
+            f"no predictions to score for --dates {dates!r} in {run.store.uri(predictions_dir(predictions))}; "
+            f"write them first with tthf-run --run {run.ref.run_id} --dates {dates} --predictions {predictions}"
         )
     outcomes.sort(key=lambda o: o.date)
-    metrics = _metrics(run, name, dates, root, outcomes, days, bands)
+    metrics = {**_metrics(run, name, dates, root, outcomes, days, bands), "predictions": predictions}
     if explain is not None:
         metrics["explain"] = explain(metrics["dates"]["scored"])
     metrics["seconds"] = round(time.perf_counter() - started, 2)  # reading and scoring; the report is drawn next
@@ -249,12 +265,13 @@ def evaluate_run(
 
 
 def _score_day(
-    run: Run, day: dt.date, fmt: str | None, realized: _Realized, bands: Bands
+    run: Run, day: dt.date, fmt: str | None, realized: _Realized, bands: Bands, predictions: str
 ) -> tuple[DateOutcome, DateScores | None]:
     iso = day.isoformat()
     if fmt is None:
-        return DateOutcome(iso, "no_predictions", reason=f"no predictions file in {run.store.uri(INFERENCE_DIR)}"), None
-    key = output_key(day, fmt)
+        where = run.store.uri(predictions_dir(predictions))
+        return DateOutcome(iso, "no_predictions", reason=f"no predictions file in {where}"), None
+    key = output_key(day, fmt, predictions)
     try:
         frame = decode(run.read_bytes(key), fmt)
         real = realized.day(day)

@@ -26,7 +26,8 @@ from tthf.engine.data.featurefiles import read_feature_day
 from tthf.engine.features import FileInputs, ScaledDayFeatures, Scalers, build_scaled_day
 from tthf.engine.inference_manifest import DateResult
 from tthf.engine.runs import Run, output_key
-from tthf.engine.runtime.backends import Backend
+from tthf.engine.runtime.backends import REGISTRY, Backend
+from tthf.engine.runtime.options import RunOptions
 from tthf.engine.runtime.runner import DayOutputs, make_runner
 from tthf.engine.runtime.stages import Item, Stage
 from tthf.engine.store import Store, open_store
@@ -164,13 +165,16 @@ def day_stages(host: list[Stage], predictor: DayPredictor, fmt: str) -> list[Sta
     return [*host, ("predict", lambda _, day: predictor.predict(day)), ("encode", lambda _, day: encode(day, fmt))]
 
 
-def finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, executor: str, worker: str) -> DateResult:
-    """Write a date's file (atomic) and turn its pipeline item into the manifest entry.
+def finish(
+    run: Run, item: Item, options: RunOptions, settings: str, backend: str, *, executor: str, worker: str
+) -> DateResult:
+    """Write a date's file (atomic) into ``options``' prediction set and turn its pipeline item into the
+    manifest entry.
 
     ``executor`` and ``worker`` say where the date ran (recorded, not part of the settings key).
     """
     date: dt.date = item.key
-    key = output_key(date, fmt)
+    key = output_key(date, options.fmt, options.predictions)
     error = item.error
     if error is None:
         day: Day = item.payload
@@ -193,6 +197,7 @@ def finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, execu
             backend=backend,
             executor=executor,
             worker=worker,
+            precision=REGISTRY[backend].precision,
         )
     outputs = day.outputs
     assert outputs is not None, "finish before predict"
@@ -213,4 +218,5 @@ def finish(run: Run, item: Item, fmt: str, settings: str, backend: str, *, execu
         windowing=outputs.windowing,
         executor=executor,
         worker=worker,
+        precision=REGISTRY[backend].precision,
     )

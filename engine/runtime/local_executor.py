@@ -45,7 +45,7 @@ def execute(plan: InferencePlan, *, on_date: Callable[[DateResult], None] | None
         pipeline = Pipeline(stages, overlap=options.overlap, workers=_stage_workers(stages, n))
         items = stack.enter_context(contextlib.closing(pipeline.run(plan.todo)))
         for item in items:
-            result = finish(run, item, options.fmt, plan.settings, plan.backend.name, executor="local", worker=worker)
+            result = finish(run, item, options, plan.settings, plan.backend.name, executor="local", worker=worker)
             recorder.arrived(result)
             if result.status == "failed" and options.fail_fast:
                 stopped = True

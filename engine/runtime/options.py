@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tthf.engine import predictions
 from tthf.engine.config import DENSE_BATCH
-from tthf.engine.runs import Run
+from tthf.engine.runs import DEFAULT_PREDICTIONS, Run, check_predictions
 from tthf.engine.runtime.backends import BACKENDS
 from tthf.engine.runtime.runner import WINDOWING
 from tthf.errors import UsageError
@@ -74,8 +74,10 @@ class RunOptions:
     host_mode: str = "threads"  # one of HOST_MODES: how host_workers > 1 runs
     as_of: dt.datetime | None = None  # latest|new: when sessions closed (None: now; naive: exchange time)
     max_missing: int = 0  # latest|new: completed sessions without data before the warning says stale
+    predictions: str = DEFAULT_PREDICTIONS  # the prediction set: inference/ (default) or inference/NAME/
 
     def __post_init__(self) -> None:
+        check_predictions(self.predictions)
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown --executor {self.executor!r}; use one of {', '.join(EXECUTORS)}")
         if self.executor != "ray" and self.ray != RayConfig():

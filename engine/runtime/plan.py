@@ -6,6 +6,12 @@ them) and those without data, and prepares the manifest they are recorded in. ``
 new`` is resolved here, where the settings key is known: the completed sessions with data
 that are not done, nothing else; ``latest`` and ``new`` warn when the data is stale.
 
+The dates go to one prediction set (``--predictions NAME``: ``inference/NAME/``, default
+``inference/``), and a set holds one precision: a call whose backend computes at another
+precision than the files the set already holds is refused before any date is computed
+(``MixedPrecisionError``, naming the set to write instead), so fp32 and bf16 or int8 files never
+sit side by side in one set and a rerun never resumes another precision's files.
+
 A worker process that computes the plan's dates on its own (a host worker of ``--host-mode
 processes``, a Ray actor) gets the plan as a ``WorkerSpec``: plain values, the run and data
 root as locators that it opens itself.
@@ -25,36 +31,85 @@ import numpy as np
 import polars as pl
 
 import tthf
+from tthf.engine import artifacts
 from tthf.engine.data import marketdata
 from tthf.engine.data.dates import LATEST, NEW, DateSelection, completed_dates, parse_dates
 from tthf.engine.data.featurefiles import input_dates
 from tthf.engine.data.freshness import check_freshness
 from tthf.engine.inference_manifest import DateResult, InferenceSettings, RunManifest
-from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, output_key
-from tthf.engine.runtime.backends import Backend, open_backend
+from tthf.engine.runs import CHECKPOINT, SCALERS, Run, RunLocator, output_key, parse_output_key, predictions_dir
+from tthf.engine.runtime.backends import REGISTRY, Backend, BackendSpec, open_backend
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.options import RunOptions
 from tthf.engine.store import Store, StoreLocator, open_store
+from tthf.errors import MixedPrecisionError
 
-__all__ = ["InferencePlan", "WorkerSpec", "plan_inference", "settings_key"]
+__all__ = ["InferencePlan", "WorkerSpec", "check_one_precision", "plan_inference", "settings_key"]
 
 log = logging.getLogger("tthf.run")
 
 
-def settings_key(run: Run, options: RunOptions, stride: int, backend: str, data_root: str) -> str:
-    """Identifies a date's output: same key means a rerun may skip it."""
-    payload = json.dumps(
-        {
-            "checkpoint": run.sha256(CHECKPOINT),
-            "scalers": run.sha256(SCALERS),
-            "stride": stride,
-            "format": options.fmt,
-            "backend": backend,
-            "data_root": data_root,
-        },
-        sort_keys=True,
-    )
+def settings_key(run: Run, options: RunOptions, stride: int, backend: BackendSpec, data_root: str) -> str:
+    """Identifies a date's output: same key means a rerun may skip it.
+
+    A reduced-precision variant (an optional backend: openvino-bf16, openvino-int8) adds its
+    precision and the sha256 of the exported files it serves, so a re-export that changes them
+    (int8 calibrated again) redoes the dates. The other backends' keys are what they were before
+    (their name fixes their precision; their files follow the checkpoint), so an upgrade does not
+    redo a run's dates. The prediction set is not in the key: each set has its own manifest.
+    """
+    fields: dict[str, object] = {
+        "checkpoint": run.sha256(CHECKPOINT),
+        "scalers": run.sha256(SCALERS),
+        "stride": stride,
+        "format": options.fmt,
+        "backend": backend.name,
+        "data_root": data_root,
+    }
+    if backend.optional:
+        fields["precision"] = backend.precision
+        fields["served"] = _served(run, backend)
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _served(run: Run, backend: BackendSpec) -> dict[str, str]:
+    """sha256 of the exported files a variant serves: the file it needs and those built at its precision."""
+    manifest = artifacts.Manifest.read(run)
+    return {
+        name: str(info["sha256"])
+        for name, info in manifest.artifacts.items()
+        if name == backend.needs.artifact or info.get("precision") == backend.precision
+    }
+
+
+def check_one_precision(run: Run, manifest: RunManifest | None, backend: BackendSpec, predictions: str) -> None:
+    """Refuse to write ``backend``'s precision into a set whose existing files were computed at another one.
+
+    The precision of a date is its manifest entry's (or, in a manifest written before it was
+    recorded, its backend's); only ok dates whose file is still in the set count.
+    """
+    if manifest is None:
+        return
+    files = {
+        parsed[0].isoformat()
+        for key in run.store.list(predictions_dir(predictions))
+        if (parsed := parse_output_key(key, predictions))
+    }
+    held: dict[str, list[str]] = {}
+    for day, result in sorted(manifest.dates.items()):
+        precision = result.precision or (REGISTRY[result.backend].precision if result.backend in REGISTRY else None)
+        if result.status == "ok" and day in files and precision not in (None, backend.precision):
+            held.setdefault(precision, []).append(day)
+    if held:
+        where = run.store.uri(predictions_dir(predictions))
+        what = "; ".join(f"{p} for {len(days)} date(s) ({days[0]}..{days[-1]})" for p, days in held.items())
+        raise MixedPrecisionError(
+            f"prediction set {predictions!r} ({where}) holds predictions at {what}; --backend {backend.name} "
+            f"computes at {backend.precision}, and a set never mixes precisions. Write them to their own set "
+            f"with --predictions NAME (for example --predictions {backend.precision}), or delete {where} to "
+            "replace the set"
+        )
 
 
 def _versions(backend: Backend) -> dict[str, str]:
@@ -141,8 +196,9 @@ def plan_inference(
     available = input_dates(data, cfg.feature_files, computed=bool(cfg.computed_names))
     selection = _select(options, available, data.uri(), cfg.calendar)
     backend = open_backend(run, options.backend, rebuild=rebuild)
-    settings = settings_key(run, options, stride, backend.name, data.uri())
-    previous = RunManifest.load(run)
+    settings = settings_key(run, options, stride, backend.spec, data.uri())
+    previous = RunManifest.load(run, options.predictions)
+    check_one_precision(run, previous, backend.spec, options.predictions)
     dates = dict(previous.dates) if previous else {}
     missing = [
         DateResult(day.isoformat(), "no_data", reason=f"no data under {data.uri(marketdata.partition(day))}")
@@ -168,6 +224,8 @@ def plan_inference(
         options.executor,
         host_workers=options.host_workers_for(len(todo)) if local else None,
         host_mode=options.host_mode if local else None,
+        predictions=options.predictions,
+        precision=backend.precision,
     )
     manifest = RunManifest(run.ref.name, recorded, _versions(backend), dates)
     return InferencePlan(
@@ -196,7 +254,7 @@ def _select(options: RunOptions, available: list[dt.date], source: str, calendar
 def _already_done(
     run: Run, previous: DateResult | None, day: dt.date, options: RunOptions, settings: str
 ) -> DateResult | None:
-    key = output_key(day, options.fmt)
+    key = output_key(day, options.fmt, options.predictions)
     if (
         options.overwrite
         or previous is None
@@ -215,5 +273,6 @@ def _already_done(
         backend=previous.backend,
         executor=previous.executor,
         worker=previous.worker,
+        precision=previous.precision,
         reason="already done with the same model and settings",
     )

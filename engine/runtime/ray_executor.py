@@ -252,7 +252,7 @@ class DateWorker:
         run, stages = self._opened
         (item,) = Pipeline(stages, overlap=False).run([dt.date.fromisoformat(iso)])
         spec = self.spec
-        return finish(run, item, spec.options.fmt, spec.settings, spec.backend, executor=EXECUTOR, worker=self.name)
+        return finish(run, item, spec.options, spec.settings, spec.backend, executor=EXECUTOR, worker=self.name)
 
 
 @dataclass

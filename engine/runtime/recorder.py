@@ -31,6 +31,7 @@ class InferenceSummary:
     pipeline_seconds: float = 0.0  # wall time of the dates that were computed
     executor: str = "local"
     workers: int = 1  # processes that computed dates (Ray actors; 1 for the local executor)
+    precision: str = ""  # the backend's arithmetic (fp32, bf16, int8, fp16)
 
     def stage_seconds(self) -> dict[str, float]:
         """Busy seconds per stage over the dates computed in this call (read, features, ...)."""
@@ -114,4 +115,5 @@ class Recorder:
             pipeline_seconds=wall,
             executor=executor,
             workers=workers,
+            precision=plan.backend.precision,
         )

@@ -64,6 +64,10 @@ class RunFormatError(StoreError):
     """A run folder is incomplete or its files do not parse (config, checkpoint, scalers)."""
 
 
+class MixedPrecisionError(StoreError):
+    """A prediction set holds files of another precision than the backend asked for (sets never mix them)."""
+
+
 class ExportError(TthfError):
     """Exporting a checkpoint to ONNX or TensorRT failed."""
 

@@ -150,9 +150,10 @@ def test_tthf_run_agrees_with_torch(exported_run: tuple[Path, runs.Run], tmp_pat
     base, run = exported_run
     copy = _copy(base, run, tmp_path)
     day = DAYS[-1].isoformat()
-    out = tmp_path / "store" / runs.DEFAULT_EXPERIMENT / runs.DEFAULT_MODEL_TYPE / run.ref.run_id / "inference"
+    inference = tmp_path / "store" / runs.DEFAULT_EXPERIMENT / runs.DEFAULT_MODEL_TYPE / run.ref.run_id / "inference"
     frames = {}
     for backend in ("torch", name):
+        out = inference / backend  # each its own prediction set: a set never mixes precisions
         argv = [
             "--run",
             "jen",
@@ -165,6 +166,8 @@ def test_tthf_run_agrees_with_torch(exported_run: tuple[Path, runs.Run], tmp_pat
             backend,
             "--format",
             "parquet",
+            "--predictions",
+            backend,
         ]
         assert run_main(argv) == 0
         frames[backend] = pl.read_parquet(out / f"{day}.parquet")

@@ -12,7 +12,11 @@
 - ``auto``: the fastest that can run here, in the order of the specs' ``auto_rank``
   (docs/export.md has the measurements behind it), and it says which; without an export,
   or when none of those can run, the backend that needs no export on this host's device
-  (torch-cuda on a GPU host, else torch).
+  (torch-cuda on a GPU host, else torch). ``auto`` computes at fp32 on a CPU host unless the
+  run's export opted in to a reduced precision (``tthf-export --auto-precision bf16|int8``,
+  recorded as the export manifest's ``auto_precision``): then, on a host without CUDA, it tries
+  the accepted variants of that precision first, and falls back to the fp32 order when none
+  is accepted or runs here (saying why).
 
 Every exported artifact is checked against ``export/manifest.json`` first: an export
 made from another checkpoint, config or scalers, or an artifact whose bytes changed, is
@@ -41,7 +45,7 @@ from tthf.engine.runtime.backends.openvino import (
 )
 from tthf.engine.runtime.backends.tensorrt import TENSORRT, TensorRTBackend
 from tthf.engine.runtime.backends.torch import TORCH, TORCH_CUDA, TorchBackend, TorchCudaBackend
-from tthf.errors import BackendUnavailableError, UsageError
+from tthf.errors import BackendUnavailableError, RejectedVariantError, UsageError
 
 log = logging.getLogger("tthf")
 
@@ -76,6 +80,7 @@ __all__ = [
     "auto_order",
     "fallback",
     "open_backend",
+    "opted_in",
 ]
 
 
@@ -83,6 +88,15 @@ def auto_order(cuda: bool) -> list[BackendSpec]:
     """What ``auto`` tries before its fallback, fastest first, on a host with (``cuda``) or without CUDA."""
     ranked = [(rank.on(cuda), spec) for spec in REGISTRY.values() if (rank := spec.auto_rank) is not None]
     return [spec for _, spec in sorted(ranked, key=lambda pair: pair[0])]
+
+
+def opted_in(run: Run, cuda: bool) -> list[BackendSpec]:
+    """The optional variants ``auto`` tries before ``auto_order``: on a host without CUDA, those of the
+    precision the run's export opted into (its manifest's ``auto_precision``); none otherwise."""
+    precision = artifacts.Manifest.read(run).auto_precision
+    if cuda or precision == "fp32":
+        return []
+    return [spec for spec in REGISTRY.values() if spec.optional and spec.precision == precision]
 
 
 def fallback(cuda: bool) -> BackendSpec:
@@ -119,10 +133,11 @@ def open_backend(run: Run, name: str, *, threads: int | None = None, rebuild: Re
     import torch
 
     skipped = []
-    for spec in auto_order(torch.cuda.is_available()):
+    cuda = torch.cuda.is_available()
+    for spec in [*opted_in(run, cuda), *auto_order(cuda)]:
         try:
             backend = spec.open(run, options)
-        except BackendUnavailableError as exc:  # stale exports are not skipped: they are errors
+        except (BackendUnavailableError, RejectedVariantError) as exc:  # stale exports are errors, not skipped
             skipped.append(f"{spec.name}: {exc}")
             continue
         log.info(
