@@ -112,13 +112,27 @@ def _ret_lines(ret: dict[str, Any]) -> list[str]:
         ),
         (
             f"         MSE {_f(model['mse'])} vs zero {_f(ret['baseline_zero']['mse'])} (skill {_f(ret['mse_skill'])})"
-            f"  | reversal IC {_f(ret['baseline_reversal']['ic']['mean'])}"
+            f"  | reversal IC {_baseline(ret['baseline_reversal'], ret['baseline_reversal']['ic']['mean'])}"
         ),
     ]
 
 
+def _baseline(section: dict[str, Any], value: Any) -> str:
+    """A baseline's number, or ``absent`` when it could not be computed (never a made-up 0; the reason follows)."""
+    return "absent" if section.get("absent") else _f(value)
+
+
+def _absent_lines(m: dict[str, Any]) -> list[str]:
+    """One line per reason a baseline could not be computed, naming the baselines."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in m.get("baselines_absent", {}).items():
+        by_reason.setdefault(why, []).append(key.removeprefix("baseline_"))
+    return [f"baselines absent ({', '.join(names)}): {why}" for why, names in by_reason.items()]
+
+
 def _vol_lines(vol: dict[str, Any]) -> list[str]:
-    qlike = {k: _f(vol[k]["qlike"]) for k in ("model", "baseline_last_rv", "baseline_ewma_rv", "baseline_same_minute")}
+    keys = ("model", "baseline_last_rv", "baseline_ewma_rv", "baseline_same_minute")
+    qlike = {k: _baseline(vol[k], vol[k]["qlike"]) for k in keys}
     won = {k: f"{b['model_lower']}/{b['dates']}" for k, b in vol["by_date"].items()}
     mz = vol["model"]["mz"]
     return [
@@ -153,6 +167,7 @@ def format_summary(result: EvalResult) -> str:
         ),
         *_ret_lines(m["ret_1h"]),
         *_vol_lines(m["vol_10m"]),
+        *_absent_lines(m),
         _conf_line("ret_conf", m["ret_conf"]),
         _conf_line("vol_conf", m["vol_conf"]),
     ]

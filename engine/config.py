@@ -94,11 +94,13 @@ class ImportInfo:
     ``model.onnx``. ``confidence``: ``band`` (the model's ``ret_band``/``vol_band`` hold the
     bands) or ``score`` (a ranking only: tthf-eval does not calibrate it), per confidence
     output. ``computed``: the feature names tthf computes from raw bars for the model.
+    ``groups``: the spec's ``features.groups`` (feature name -> family), the explanations' families.
     """
 
     format: str
     confidence: dict[str, str]
     computed: list[str]
+    groups: dict[str, str] = field(default_factory=dict)
 
 
 #: how file columns' missing values are filled, per symbol and day, before scaling (design.md, "Importing a run")

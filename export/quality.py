@@ -2,7 +2,8 @@
 
 The spread bars (``tthf.engine.model.interface``) say a variant's outputs are close to fp32's;
 users care whether its forecasts are as good. At export, on up to ``ExportConfig.quality_windows``
-windows of the run's held-out (test) dates with their labels, the fp32 reference and the variant
+windows of the run's held-out (test) dates with their labels (an imported run's ``[labels]`` from
+its feature files when it has them, as tthf-eval reads them), the fp32 reference and the variant
 are scored by the same function as training's metrics.json and tthf-eval's pooled block
 (``tthf.engine.evaluation.array_scores.heldout_metrics``), and the differences are held to
 ``QUALITY_BARS`` (docs/export.md, "Forecast quality"):
@@ -29,10 +30,12 @@ from tthf.engine import runs, windows
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.evaluation.array_scores import heldout_metrics
 from tthf.engine.evaluation.baselines import last_rv
+from tthf.engine.evaluation.realized import label_source, realized
 from tthf.engine.features import build_day
 from tthf.engine.model.interface import Outputs, predict_in_chunks
 from tthf.engine.model.network import vol_floor
 from tthf.engine.runtime.backends import Backend
+from tthf.engine.runtime.day import DayHost
 from tthf.engine.store import Store, as_store
 from tthf.errors import DataError, StoreError
 from tthf.export.reference import reference_backend
@@ -88,26 +91,43 @@ def quality_set(run: runs.Run, n: int, data: Store | None = None, *, seed: int =
     if not cfg.splits.test:
         raise DataError(f"run {run.ref.name} has no test dates in config.json; re-create it with tthf-train")
     data = data or as_store(cfg.data_root)
-    scalers = run.load_scalers()
     rng = np.random.default_rng(seed)
     per_date = -(-n // len(cfg.splits.test))
     xs, ys, rvs = [], [], []
     for iso in cfg.splits.test:
-        date = dt.date.fromisoformat(iso)
-        day = build_day(read_day(data, date, calendar=cfg.calendar), date, calendar=cfg.calendar)
-        scaled = scalers.transform_day(day, cfg.feature_names)
-        sym, minute = windows.window_positions(day.mask, cfg.model.seq_len, 1)
+        scaled, mask, labels = _labelled_day(run, data, dt.date.fromisoformat(iso))
+        sym, minute = windows.window_positions(mask, cfg.model.seq_len, 1)
         take = np.sort(rng.choice(len(sym), size=min(per_date, len(sym)), replace=False))
         x = np.empty((len(take), cfg.model.seq_len, scaled.shape[2]), dtype=np.float32)
         windows.gather_windows(scaled, sym[take], minute[take], x, seq_len=cfg.model.seq_len)
         xs.append(x)
-        ys.append(day.labels[sym[take], minute[take]])
-        rvs.append(last_rv(day.labels[:, :, 1])[sym[take], minute[take]])
+        ys.append(labels[sym[take], minute[take]])
+        rvs.append(last_rv(labels[:, :, 1])[sym[take], minute[take]])
     if not sum(len(x) for x in xs):
         raise DataError(f"the test dates of run {run.ref.name} have no valid window under {data.uri()}")
     out = QualitySet(np.concatenate(xs)[:n], np.concatenate(ys)[:n], np.concatenate(rvs)[:n], list(cfg.splits.test))
     log.info("forecast quality: %d held-out windows from %d dates", len(out), len(out.dates))
     return out
+
+
+def _labelled_day(run: runs.Run, data: Store, date: dt.date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scaled (S, M, F), mask (S, M), labels (S, M, 2)) of one test date on the run's input grid.
+
+    A run without feature files builds both from the raw bars in one pass (training's code); a
+    run with them builds its inputs as tthf-run does (``DayHost``) and reads its realized values
+    where tthf-eval does (``realized``: the files' ``[labels]``, else the raw bars), on the
+    same symbols.
+    """
+    cfg = run.config
+    if cfg.feature_files is None:
+        day = build_day(read_day(data, date, calendar=cfg.calendar), date, calendar=cfg.calendar)
+        return run.load_scalers().transform_day(day, cfg.feature_names), day.mask, day.labels
+    feats = DayHost(run, data).build(date)
+    store, files = label_source(cfg, data)
+    real = realized(store, date, cfg.calendar, files, symbols=feats.symbols)
+    if real.symbols != feats.symbols:
+        raise DataError(f"{data.uri()}: {date} gives different symbols for inputs and labels; rebuild the data")
+    return feats.scaled, feats.mask, real.labels
 
 
 def scores(pred: Outputs, qs: QualitySet, run: runs.Run) -> dict[str, float | None]:

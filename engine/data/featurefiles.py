@@ -163,6 +163,45 @@ def _check_names(names: list[str], source: str, files: FeatureFiles, columns: Se
         )
 
 
+def check_label_columns(store: Store, files: FeatureFiles, days: Sequence[dt.date]) -> None:
+    """Each ``[labels]`` column is in every file of ``days`` and holds numbers, from the files' Parquet
+    schemas (no column is decoded); a ``DataError`` names the file, the label, the column and the fix.
+
+    ``tthf-import`` checks this so that a typo in ``[labels]`` fails at import, not at tthf-eval.
+    """
+    for day in days:
+        for key in day_keys(store, files, day):
+            try:
+                schema = pq.read_schema(io.BytesIO(store.read_bytes(key)))
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(
+                    f"{store.uri(key)}: not a readable feature file ({exc}); re-write or delete it"
+                ) from exc
+            for output, column in files.labels.items():
+                _check_label(schema, store.uri(key), output, column)
+
+
+def _check_label(schema: pa.Schema, source: str, output: str, column: str) -> None:
+    names = schema.names
+    if column not in names:
+        shown = f"{names[:12]}{'...' if len(names) > 12 else ''}"
+        raise DataError(
+            f"{source}: [labels] {output} = {column!r} is not a column of the file (it has {len(names)}: {shown}); "
+            f"set [labels] {output} to the file's column of realized {output}, or write that column, and re-import"
+        )
+    kind = schema.field(column).type
+    if not _is_number(kind):
+        raise DataError(
+            f"{source}: [labels] {output} = {column!r} has type {kind}, expected a number (float or integer); "
+            f"write realized {output} as a number, or name a numeric column in [labels] {output}, and re-import"
+        )
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    """What a feature or label column may hold: floats, integers, or only nulls."""
+    return bool(pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind))
+
+
 def _symbol(array: pa.ChunkedArray, source: str, name: str) -> pl.Series:
     kind = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
@@ -188,7 +227,7 @@ def _ts(array: pa.ChunkedArray, source: str, files: FeatureFiles) -> pl.Series:
 
 def _number(array: pa.ChunkedArray, source: str, name: str) -> pl.Series:
     kind = array.type
-    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)):
+    if not _is_number(kind):
         raise DataError(
             f"{source}: column {name!r} has type {kind}, expected a number (float or integer); "
             "write it as a number, or drop it from features.names / [labels]"

@@ -42,7 +42,7 @@ from tthf.engine.evaluation.panel_scores import (
     score_date,
     summarize,
 )
-from tthf.engine.evaluation.realized import RealizedDay, realized_day, realized_from_files
+from tthf.engine.evaluation.realized import RealizedDay, label_source, realized
 from tthf.engine.inference_manifest import RunManifest
 from tthf.engine.model.network import vol_floor
 from tthf.engine.predictions import FORMATS, decode
@@ -142,9 +142,7 @@ class _Realized:
         return self.cache[day]  # type: ignore[return-value]
 
     def _load(self, day: dt.date) -> RealizedDay:
-        if self.files is not None:
-            return realized_from_files(self.files, self.root, day, self.calendar)
-        return realized_day(self.root, day, self.calendar)
+        return realized(self.root, day, self.calendar, self.files)
 
     def history(self, day: dt.date) -> list[tuple[list[str], Any]]:
         """``(symbols, vol_10m labels)`` of the previous dates with data; unreadable ones are skipped."""
@@ -218,9 +216,7 @@ def evaluate_run(
     started = time.perf_counter()
     name = _check_name(name or default_name(dates, predictions))
     root = data if isinstance(data, Store) else open_store(data or run.config.data_root, endpoint_url=endpoint_url)
-    files = run.config.feature_files if run.config.feature_files and run.config.feature_files.labels else None
-    if files is not None:  # labels from the feature files ([labels] of the import spec)
-        root = open_store(files.root, endpoint_url=endpoint_url)
+    root, files = label_source(run.config, root)  # labels from the feature files ([labels]) or the raw bars
     available = list_feature_dates(root, files) if files else list_dates(root)
     selection = parse_dates(dates, available, source=root.uri(), calendar=run.config.calendar)
     formats = prediction_formats(run, predictions)

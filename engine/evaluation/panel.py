@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -40,6 +40,7 @@ class DatePanel:
     forecasts: int  # distinct (symbol, source_ts), i.e. windows that were scored
     unmatched: int  # forecasts whose symbol or minute is not on the day's grid
     step: int  # smallest spacing in minutes between a symbol's forecasts (1 when dense)
+    absent: dict[str, str] = field(default_factory=dict)  # baselines the realized day cannot give, and why
 
     @property
     def sparse(self) -> bool:
@@ -101,4 +102,5 @@ def build_panel(frame: pl.DataFrame, real: RealizedDay, history: Sequence[tuple[
         forecasts=forecasts.height,
         unmatched=int((~on_grid).sum()),
         step=_step(minute, sid),
+        absent=dict(real.absent),
     )

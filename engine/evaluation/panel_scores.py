@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ class DateScores:
     deciles: dict[str, np.ndarray]
     step: int
     sparse: bool
+    absent: dict[str, str] = field(default_factory=dict)  # baselines that cannot be computed, and why
 
 
 def score_date(panel: DatePanel, bands: Bands) -> DateScores:
@@ -75,6 +76,7 @@ def score_date(panel: DatePanel, bands: Bands) -> DateScores:
         deciles,
         panel.step,
         panel.sparse,
+        panel.absent,
     )
 
 
@@ -92,7 +94,9 @@ def _date_row(panel: DatePanel, flat: dict[str, np.ndarray], series: dict[str, n
         "n_vol": int(v.sum()),
         "ic": array_scores.num(_nanmean(series["model_ic"])),
         "rank_ic": array_scores.num(_nanmean(series["model_rank_ic"])),
-        "reversal_ic": array_scores.num(_nanmean(series["baseline_reversal_ic"])),
+        "reversal_ic": None
+        if "baseline_reversal" in panel.absent
+        else array_scores.num(_nanmean(series["baseline_reversal_ic"])),
         "hit_rate": array_scores.num(array_scores.hit_rate(y_ret[r], flat["ret_1h"][r])),
         "ret_mse": array_scores.num(array_scores.mse(y_ret[r], flat["ret_1h"][r])),
         "vol_qlike": array_scores.num(array_scores.qlike(y_vol[v], flat["vol_10m"][v], bands.vol_floor)),
@@ -162,7 +166,8 @@ def summarize(days: Sequence[DateScores], bands: Bands) -> dict[str, Any]:
     minute = np.concatenate([d.minute for d in days])
     pred = np.stack([flat[n] for n in ("ret_1h", "vol_10m", "ret_conf", "vol_conf")], axis=1)
     labels = np.stack([flat["y_ret"], flat["y_vol"]], axis=1)
-    return {
+    absent = {key: why for d in days for key, why in d.absent.items()}
+    out: dict[str, Any] = {
         "mode": "sparse" if any(d.sparse for d in days) else "dense",
         "step_minutes": step,
         "rows": int(sum(d.row["rows"] for d in days)),
@@ -175,7 +180,21 @@ def summarize(days: Sequence[DateScores], bands: Bands) -> dict[str, Any]:
             pred, labels, flat["last_rv"], floor=bands.vol_floor, ret_band=bands.ret_band, vol_band=bands.vol_band
         ),
         "per_date": [d.row for d in days],
+        "baselines_absent": absent,
     }
+    for section in ("ret_1h", "vol_10m"):
+        for key in absent.keys() & out[section].keys():
+            out[section][key] = {**_blank(out[section][key]), "absent": absent[key]}
+    return out
+
+
+def _blank(tree: Any) -> Any:
+    """``tree`` with every number replaced by null (its shape kept for readers): an absent baseline's section."""
+    if isinstance(tree, dict):
+        return {k: _blank(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_blank(v) for v in tree]
+    return None if isinstance(tree, (int, float)) and not isinstance(tree, bool) else tree
 
 
 def _ret_section(days: Sequence[DateScores], flat: dict[str, np.ndarray], step: int, n_minutes: int) -> dict:

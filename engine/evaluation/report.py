@@ -31,6 +31,22 @@ def _session_axis(ax: Axes, n_minutes: int) -> None:
     ax.set_xlim(0, n_minutes)
 
 
+def _absent(m: dict[str, Any], key: str) -> str:
+    """Why baseline ``key`` could not be computed ('' when it was): metrics.json ``baselines_absent``."""
+    return str(m.get("baselines_absent", {}).get(key, ""))
+
+
+def _absent_note(m: dict[str, Any], section: str) -> str:
+    """The page's statement of the section's baselines that could not be computed, and why."""
+    absent = {k: why for k, why in m.get("baselines_absent", {}).items() if k in m[section]}
+    if not absent:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(k.removeprefix('baseline_'))}: {html.escape(why)}</li>" for k, why in absent.items()
+    )
+    return f"<p><b>Baselines absent</b> (shown as —, not as 0):</p><ul>{items}</ul>"
+
+
 def _values(xs: list[float | None]) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in xs], dtype=np.float64)
 
@@ -51,7 +67,8 @@ def _ic_by_minute(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax = fig.subplots()
         ax.plot(by["minute"], _values(by["model_ic"]), color=MODEL_COLOR, label="model IC")
         ax.plot(by["minute"], _values(by["model_rank_ic"]), color=MODEL_COLOR, ls="--", label="model rank IC")
-        ax.plot(by["minute"], _values(by["baseline_reversal_ic"]), color=BASE_COLORS[0], label="reversal IC")
+        if not _absent(m, "baseline_reversal"):
+            ax.plot(by["minute"], _values(by["baseline_reversal_ic"]), color=BASE_COLORS[0], label="reversal IC")
         ax.axhline(0, color="0.5", lw=0.8)
         _session_axis(ax, len(by["minute"]))
         ax.set_ylabel("cross-sectional IC, mean over dates")
@@ -68,7 +85,8 @@ def _ic_by_date(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax = fig.subplots()
         x = np.arange(len(rows))
         ax.bar(x - 0.2, _values([r["ic"] for r in rows]), 0.4, color=MODEL_COLOR, label="model IC")
-        ax.bar(x + 0.2, _values([r["reversal_ic"] for r in rows]), 0.4, color=BASE_COLORS[0], label="reversal IC")
+        if not _absent(m, "baseline_reversal"):
+            ax.bar(x + 0.2, _values([r["reversal_ic"] for r in rows]), 0.4, color=BASE_COLORS[0], label="reversal IC")
         ax.axhline(0, color="0.5", lw=0.8)
         step = max(1, len(rows) // 15)
         ax.set_xticks(x[::step], [r["date"] for r in rows][::step], rotation=30, ha="right")
@@ -87,13 +105,14 @@ def _deciles(m: dict[str, Any]) -> Callable[[Figure], None]:
         ax = fig.subplots()
         x = np.arange(1, 11)
         ax.bar(x - 0.2, _values(ret["model"]["deciles"]) * 1e4, 0.4, color=MODEL_COLOR, label="model forecast deciles")
-        ax.bar(
-            x + 0.2,
-            _values(ret["baseline_reversal"]["deciles"]) * 1e4,
-            0.4,
-            color=BASE_COLORS[0],
-            label="reversal deciles",
-        )
+        if not _absent(m, "baseline_reversal"):
+            ax.bar(
+                x + 0.2,
+                _values(ret["baseline_reversal"]["deciles"]) * 1e4,
+                0.4,
+                color=BASE_COLORS[0],
+                label="reversal deciles",
+            )
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xticks(x)
         ax.set_xlabel("forecast decile within each minute (1 = lowest)")
@@ -414,6 +433,7 @@ def render_html(metrics: dict[str, Any], pngs: dict[str, bytes], extra: str = ""
 t-statistics use Newey-West errors with {m["ret_1h"]["hac_lags"]} lags, which cover the overlap of the 60-minute
 labels; the naive one treats the minutes as independent. {m["ret_1h"]["n"]:,} forecasts with a realized return.</p>
 {_ret_table(m)}
+{_absent_note(m, "ret_1h")}
 {img["ic_by_minute.png"]}
 {img["ic_by_date.png"]}
 {img["decile_returns.png"]}
@@ -425,6 +445,7 @@ forecasts at the floor followed by a move can decide it. The next two rows score
 the forecasts where the model and that baseline exist, as the rolling history (tthf-eval --rolling) does.
 Mincer-Zarnowitz: realized on forecast, Driscoll-Kraay (HAC) errors with {v["hac_lags"]} lags.</p>
 {_vol_table(m)}
+{_absent_note(m, "vol_10m")}
 {img["vol_calibration.png"]}
 <h2>Confidence heads (ret_conf, vol_conf)</h2>
 <p>Each confidence is the model's probability that the realized value lands within the band of its forecast

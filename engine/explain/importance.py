@@ -19,7 +19,7 @@ a mean and a 95% t-interval.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +31,8 @@ from tthf.engine.model.interface import Outputs
 
 #: the three skill measures, each signed so that a positive importance is lost skill
 MEASURES = ("ret_ic_drop", "ret_rank_ic_drop", "vol_qlike_rise")
-#: the family of the features tthf does not compute (an imported model's own)
-OTHER_FAMILY = "features"
+#: the family of the features tthf does not compute and an import's ``features.groups`` does not name
+OTHER_FAMILY = "other"
 
 Predict = Callable[[np.ndarray], Outputs]
 
@@ -64,23 +64,28 @@ class Item:
     lags: tuple[int, ...]
 
 
-def families(feature_names: Sequence[str]) -> dict[str, list[str]]:
-    """The feature families of docs/features.md (price, volume, ...), in first-appearance order;
-    features tthf does not compute form one family, ``OTHER_FAMILY``."""
+def families(feature_names: Sequence[str], groups: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """The feature families, in first-appearance order: an imported run's ``groups`` (its spec's
+    ``features.groups``) where they name the feature, else docs/features.md's (price, volume, ...);
+    the remaining features (tthf does not compute them) form one family, ``OTHER_FAMILY``."""
+    groups = groups or {}
     out: dict[str, list[str]] = {}
     for name in feature_names:
-        out.setdefault(FEATURE_GROUPS.get(name, OTHER_FAMILY), []).append(name)
+        out.setdefault(groups.get(name) or FEATURE_GROUPS.get(name, OTHER_FAMILY), []).append(name)
     return out
 
 
-def items(feature_names: Sequence[str], seq_len: int) -> list[Item]:
-    """Every feature, every family, every lag (lag 0 = the forecast minute, the window's last row)."""
+def items(feature_names: Sequence[str], seq_len: int, groups: Mapping[str, str] | None = None) -> list[Item]:
+    """Every feature, every family (``families``), every lag (lag 0 = the forecast minute, the window's last row)."""
     index = {n: i for i, n in enumerate(feature_names)}
     all_lags = tuple(range(seq_len))
     every = tuple(range(len(feature_names)))
     return [
         *(Item("feature", n, (i,), all_lags) for n, i in index.items()),
-        *(Item("family", f, tuple(index[n] for n in names), all_lags) for f, names in families(feature_names).items()),
+        *(
+            Item("family", f, tuple(index[n] for n in names), all_lags)
+            for f, names in families(feature_names, groups).items()
+        ),
         *(Item("lag", str(lag), every, (seq_len - 1 - lag,)) for lag in range(seq_len)),
     ]
 

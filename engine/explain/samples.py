@@ -1,7 +1,8 @@
 """The windows an explanation looks at: one date's sampled forecasts, their inputs and what happened after them.
 
 The inputs are built as tthf-run builds them (``DayHost``: the run's scaled features), the
-outcomes as tthf-eval computes them (``realized_day``: training's label code). Sampling keeps
+outcomes as tthf-eval computes them (``realized``: training's label code, or an imported run's
+``[labels]`` from its feature files). Sampling keeps
 every ``minute_step``-th forecast minute and, with ``max_symbols``, a random subset of
 symbols (the same for every minute, so each minute's cross-section stays comparable).
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tthf.engine import windows
-from tthf.engine.evaluation.realized import realized_day
+from tthf.engine.evaluation.realized import label_source, realized
 from tthf.engine.explain.importance import Sample
 from tthf.engine.runs import Run
 from tthf.engine.runtime.day import DayHost
@@ -49,7 +50,8 @@ def sample_date(run: Run, data: Store, day: dt.date, sampling: Sampling) -> Samp
     host = DayHost(run, data)
     feats = host.features(host.read(day)).features
     assert feats is not None
-    real = realized_day(data, day, run.config.calendar)
+    store, files = label_source(run.config, data)
+    real = realized(store, day, run.config.calendar, files, symbols=feats.symbols)
     if real.symbols != feats.symbols:
         raise DataError(f"{data.uri()}: {day} gives different symbols for inputs and outcomes; rebuild the data")
     seq_len = run.config.model.seq_len

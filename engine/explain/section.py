@@ -55,7 +55,8 @@ def explain_dates(
     sampling = sampling or Sampling()
     backend = backend or serving_backend(run)
     cfg = run.config
-    all_items = importance.items(cfg.feature_names, cfg.model.seq_len)
+    groups = cfg.imported.groups if cfg.imported is not None else None  # an import's features.groups
+    all_items = importance.items(cfg.feature_names, cfg.model.seq_len, groups)
     if on_start:
         on_start(len(dates) * len(all_items))
     bases, per_date, windows = [], [], []
@@ -81,7 +82,7 @@ def explain_dates(
     return {
         "backend": f"{backend.name} ({backend.detail})",
         "sampling": {**asdict(sampling), "text": sampling.describe(), "windows_per_date": windows},
-        "families": importance.families(cfg.feature_names),
+        "families": importance.families(cfg.feature_names, groups),
         **importance.summarize(all_items, bases, per_date),
         "attention": _pooled(attention) if attention else {"available": False, "reason": _no_attention(run)},
         "seconds": round(seconds, 2),

@@ -8,7 +8,8 @@ every mapped output and column against the model's real outputs; write the serve
 source on random windows and on windows of the held-out dates, at the fp32 bar in output
 units; then, and only then, write the run: ``config.json`` (``source = "import"``),
 ``scalers.json``, ``model.onnx`` and ``import.json`` (the spec, the sources' sha256, the
-validation) last. Nothing is written when any step fails.
+validation) last. ``[labels]`` columns are checked in the feature files before anything is
+validated. Nothing is written when any step fails.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from tthf.engine import runs
 from tthf.engine.config import ImportInfo, ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.data.dates import parse_dates
-from tthf.engine.data.featurefiles import input_dates
+from tthf.engine.data.featurefiles import check_label_columns, input_dates, list_feature_dates
 from tthf.engine.features import Scalers
 from tthf.engine.model.interface import InputSet, ModelIO
 from tthf.engine.runtime.backends import OnnxRuntimeBackend
@@ -76,6 +77,7 @@ def import_run(
     scalers, outputs, scaler_keys = load_scalers(spec, trust_pickle=trust_pickle)
     source = open_source(spec)
     config = run_config(spec, outputs, source)
+    check_labels(spec, config)
     io_ = ModelIO.of(config.model)
     probe = source_outputs(source, io_.dummy_inputs([3], seed)[0].x)
     check_outputs(outputs, {k: tuple(v.shape) for k, v in probe.items()}, 3)
@@ -126,6 +128,24 @@ def enforce_golden(spec: ImportSpec, report: GoldenReport) -> None:
         )
 
 
+def check_labels(spec: ImportSpec, config: RunConfig) -> None:
+    """``[labels]``' columns are in the feature files and numeric, checked at import rather than at tthf-eval.
+
+    Checked on the files of the held-out and golden dates that have files (the golden check
+    reports the others), or of the latest date with files when the spec lists none.
+    """
+    files = config.feature_files
+    if files is None or not files.labels:
+        return
+    store = open_store(files.root)
+    have = list_feature_dates(store, files)
+    listed = {dt.date.fromisoformat(d) for d in [*config.splits.test, *(spec.golden.dates if spec.golden else ())]}
+    try:
+        check_label_columns(store, files, sorted(listed & set(have)) or have[-1:])
+    except DataError as exc:
+        raise ModelImportError(f"{spec.source}: {exc}") from exc
+
+
 def run_config(spec: ImportSpec, outputs: dict[str, OutputMap], source: Source) -> RunConfig:
     """``config.json`` of the imported run: the interface, the output scales for the bars, the confidence meaning."""
     band = {name: c.band for name, c in spec.confidence.items() if c.kind == "band"}
@@ -155,6 +175,7 @@ def run_config(spec: ImportSpec, outputs: dict[str, OutputMap], source: Source) 
             format=source.format,
             confidence={name: c.kind for name, c in spec.confidence.items()},
             computed=spec.computed,
+            groups=dict(spec.groups),
         ),
         feature_files=files,
     )

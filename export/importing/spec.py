@@ -101,6 +101,7 @@ class ImportSpec:
     calendar: str = DEFAULT_CALENDAR
     feature_files: FeatureFiles | None = None  # [features.columns] with fill and [labels]
     golden: Golden | None = None
+    groups: dict[str, str] = field(default_factory=dict)  # features.groups: feature name -> family, for explanations
 
     @property
     def computed(self) -> list[str]:
@@ -173,6 +174,7 @@ def parse_spec(doc: dict[str, Any], where: str, base: Path) -> ImportSpec:
         calendar=_opt_str(data, where, "data.calendar") or DEFAULT_CALENDAR,
         feature_files=files,
         golden=_golden(doc["golden"], where, base) if "golden" in doc else None,
+        groups=_groups(features.get("groups", {}), names, where),
     )
 
 
@@ -209,6 +211,22 @@ def _names(features: dict[str, Any], where: str) -> tuple[str, ...]:
             "[features.columns] (the feature files) or list them in features.computed"
         )
     return tuple(names)
+
+
+def _groups(raw: Any, names: tuple[str, ...], where: str) -> dict[str, str]:
+    """``features.groups``: feature name -> family name, every key one of ``features.names`` (a name that is
+    not is refused: a typo would silently leave the feature in the wrong family)."""
+    if not isinstance(raw, dict) or not all(isinstance(v, str) and v for v in raw.values()):
+        raise ModelImportError(
+            f'{where}: features.groups must map feature names to family names, e.g. {{ ret_1 = "returns" }}'
+        )
+    unknown = [n for n in raw if n not in names]
+    if unknown:
+        raise ModelImportError(
+            f"{where}: features.groups names {unknown}, which are not in features.names; fix the names or drop them "
+            "from features.groups"
+        )
+    return {n: raw[n] for n in names if n in raw}
 
 
 def computed_names(features: dict[str, Any], names: tuple[str, ...]) -> list[str]:

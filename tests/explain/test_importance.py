@@ -86,6 +86,20 @@ def test_families_follow_the_feature_table_and_group_unknown_features() -> None:
     }
 
 
+def test_an_imports_groups_name_the_families_and_the_rest_keep_theirs() -> None:
+    names = [*FEATURE_NAMES[:2], "my_signal", "my_other", "their_flow"]
+    groups = {FEATURE_NAMES[1]: "returns", "my_signal": "returns", "their_flow": "flow"}
+    fam = importance.families(names, groups)
+    assert fam == {
+        "price": [FEATURE_NAMES[0]],
+        "returns": [FEATURE_NAMES[1], "my_signal"],
+        importance.OTHER_FAMILY: ["my_other"],
+        "flow": ["their_flow"],
+    }
+    family_items = {i.name: i.features for i in importance.items(names, T, groups) if i.kind == "family"}
+    assert family_items == {"price": (0,), "returns": (1, 2), importance.OTHER_FAMILY: (3,), "flow": (4,)}
+
+
 def test_interval_is_a_t_interval_across_dates() -> None:
     got = importance.interval([1.0, 2.0, 3.0, math.nan])
     assert got["mean"] == 2.0 and got["n"] == 3

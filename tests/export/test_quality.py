@@ -117,3 +117,47 @@ def test_without_held_out_data_the_variant_says_it_was_not_judged(tiny: runs.Run
     assert disabled["not_judged"] == "disabled with --quality-windows 0" and disabled["failed"] == ""
     empty = quality.Judge(tiny, 100, as_store(str(tmp_path / "nothing")), seed=0)(None)  # type: ignore[arg-type]
     assert empty["windows"] == 0 and "nothing" in empty["not_judged"]
+
+
+def test_a_run_without_raw_bars_is_judged_on_the_labels_of_its_feature_files(tiny: runs.Run, tmp_path: Path) -> None:
+    """A file-only run (every feature and its ``[labels]`` from feature files; its data root holds no raw bars)
+    is judged: the labels are the files' columns, at the windows' last minute."""
+    import dataclasses
+    import shutil
+
+    import polars as pl
+
+    from tthf.engine.config import FeatureFiles
+
+    cfg = tiny.config
+    root = tmp_path / "features"
+    root.mkdir()
+    for iso in cfg.splits.test:
+        date = dt.date.fromisoformat(iso)
+        day = build_day(read_day(cfg.data_root, date, calendar=cfg.calendar), date, calendar=cfg.calendar)
+        s, m = len(day.symbols), len(day.minutes)
+        features = {n: day.features[..., day.feature_names.index(n)].reshape(-1) for n in cfg.feature_names}
+        pl.DataFrame(
+            {
+                "symbol": np.repeat(day.symbols, m),
+                "ts": pl.Series(np.tile(day.minutes, s)).dt.replace_time_zone("UTC"),
+                **{n: v.astype(np.float64) for n, v in features.items()},
+                "real_ret": np.tile(np.arange(m, dtype=np.float64), s) * 1e-4,  # the minute: findable
+                "real_vol": np.repeat(np.arange(s, dtype=np.float64), m) * 1e-3 + 1e-3,  # the symbol
+            }
+        ).write_parquet(root / f"{iso}.parquet")
+    shutil.copytree(Path(tiny.ref.uri).parents[2], tmp_path / "store")
+    files = FeatureFiles(str(root), list(cfg.feature_names), labels={"ret_1h": "real_ret", "vol_10m": "real_vol"})
+    copy = runs.open_run(str(tmp_path / "store"), tiny.ref.run_id)
+    copy.write_text("config.json", dataclasses.replace(cfg, data_root=str(root), feature_files=files).to_json())
+    run = runs.open_run(str(tmp_path / "store"), tiny.ref.run_id)
+    qs = quality.quality_set(run, 300, seed=1)
+    assert 0 < len(qs) <= 300 and qs.dates == cfg.splits.test
+    # each window's ret label is the file's at its last minute (a window end), its vol label its symbol's, so
+    # the last-10-minute RV (the vol label 10 minutes earlier) equals it
+    minute = qs.labels[:, 0] * 1e4
+    assert np.allclose(minute, np.round(minute), atol=1e-3) and minute.min() >= cfg.seq_len - 1.001
+    ok = np.isfinite(qs.last_rv)
+    assert ok.any() and np.array_equal(qs.last_rv[ok], qs.labels[ok, 1])
+    record = quality.Judge(run, 300, None, seed=0)(quality.reference_backend(run))
+    assert "not_judged" not in record and record["windows"] == len(qs) and record["failed"] == ""
