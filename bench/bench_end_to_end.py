@@ -8,14 +8,22 @@ same rows; the predictions must agree (tests/test_baseline.py checks this on a t
 here at least 99.9% of rows within rtol 1e-3 / atol 1e-5: the features differ only by
 rounding order, baseline/parity.py). Per-stage seconds go into extra_info.
 
-``test_end_to_end_precision``: the same ``tthf-run --dense`` with the production-size model,
-once per CPU precision (``openvino`` fp32, ``openvino-bf16``, ``openvino-int8``) on the last
-date (a production-size fp32 date of 1000 symbols is minutes on 2 cores), each into its
-own prediction set (``--predictions fp32|bf16|int8``: a set holds one precision). A precision
-the CPU has no instruction for is skipped here, and report.py writes its row as "not run" with
-the reason (from the machine's ``cpu_peaks``); a variant export rejected is served anyway
-(the bench measures speed; its accuracy is in the inference section), with the export's verdict
-recorded.
+``test_end_to_end_precision``: the same ``tthf-run --dense`` with the production-size model
+at each CPU precision (``openvino`` fp32, ``openvino-bf16``, ``openvino-int8``) on the last
+date (a production-size fp32 date of 1000 symbols is minutes on 2 cores), each into its own
+prediction set (``--predictions fp32|bf16|int8``: a set holds one precision), in interleaved
+rounds (``benchlib.interleaved_round``, ``Sizes.rounds`` of them: 3, 1 in smoke mode): each round
+runs every precision back to back, so a load spike on the shared machine falls on one round of
+all of them and not on one precision's only run (run one after another, int8 / fp32 once read
+4.57x where interleaved rounds gave 2.03x). One benchmark entry; its extra_info holds every
+round (``rounds``: the load average at its start and end, and each precision's windows, wall
+seconds, backend and stage seconds) and ``export_verdicts``; report.py writes a row per
+precision from its best round, the rounds, and the ratio to fp32 per round (lowest..highest)
+beside best against best. ``bench/precision_rounds.py`` runs the same rounds from the command
+line. A precision the CPU has no instruction for is not run here, and report.py writes its row
+as "not run" with the reason (from the machine's ``cpu_peaks``); a variant export rejected is
+served anyway (the bench measures speed; its accuracy is in the inference section), with the
+export's verdict recorded.
 """
 
 from __future__ import annotations
@@ -24,10 +32,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from baseline import run_baseline
-from benchlib import CPU_PRECISIONS, NATIVE, served_anyway
+from benchlib import (
+    CPU_PRECISIONS,
+    NATIVE,
+    dense_precision_jobs,
+    dense_run,
+    interleaved_round,
+    served_anyway_all,
+)
 
-from tthf.engine.runs import open_run
-from tthf.engine.runtime.batch import run_inference
 from tthf.engine.runtime.options import RunOptions
 
 _done: dict[str, dict[str, pd.DataFrame]] = {}
@@ -41,13 +54,7 @@ def test_end_to_end(benchmark, sizes, market, bench_run, tmp_path, variant: str)
         options = RunOptions(dates=spec, dense=True, backend="auto", overwrite=True)
 
         def run() -> tuple[int, dict]:
-            summary = run_inference(open_run(bench_run.store, bench_run.run.ref.run_id), options)
-            assert summary.exit_code == 0 and summary.windows > 0
-            stages: dict[str, float] = {}
-            for result in summary.results:
-                for k, v in result.seconds.items():
-                    stages[k] = stages.get(k, 0.0) + v
-            return summary.windows, {"backend": summary.backend, "stages": stages}
+            return dense_run(bench_run.store, bench_run.run.ref.run_id, options)
 
         files = {d: bench_run.path / "inference" / f"{d.isoformat()}.csv" for d in dates}
     else:
@@ -86,35 +93,24 @@ def test_end_to_end(benchmark, sizes, market, bench_run, tmp_path, variant: str)
         assert share >= 0.999, f"only {share:.1%} of rows agree between tthf and the baseline"
 
 
-@pytest.mark.parametrize("precision", sorted(CPU_PRECISIONS))
-def test_end_to_end_precision(benchmark, sizes, market, production_run, precision: str) -> None:
-    if not NATIVE[precision]():
-        pytest.skip(f"this CPU has no native {precision} instruction (report.py writes the row)")
-    backend = CPU_PRECISIONS[precision]
-    spec = market.dates[-1].isoformat()
-    options = RunOptions(dates=spec, dense=True, backend=backend, overwrite=True, predictions=precision)
-
-    def once() -> tuple[int, dict]:
-        summary = run_inference(open_run(production_run.store, production_run.run.ref.run_id), options)
-        assert summary.exit_code == 0 and summary.windows > 0 and summary.precision == precision
-        stages: dict[str, float] = {}
-        for result in summary.results:
-            for k, v in result.seconds.items():
-                stages[k] = stages.get(k, 0.0) + v
-        return summary.windows, {"backend": summary.backend, "stages": stages}
-
-    with served_anyway(production_run.run, backend) as verdict:
-        windows, info = benchmark.pedantic(once, rounds=1, warmup_rounds=0)
+def test_end_to_end_precision(benchmark, sizes, market, production_run) -> None:
+    native = [p for p in CPU_PRECISIONS if NATIVE[p]()]  # report.py writes the others' rows as "not run"
+    run_id = production_run.run.ref.run_id
+    jobs = dense_precision_jobs(production_run.store, run_id, market.dates[-1].isoformat(), native)
+    rounds: list[dict] = []
+    with served_anyway_all(production_run.run, {p: CPU_PRECISIONS[p] for p in native}) as verdicts:
+        benchmark.pedantic(lambda: rounds.append(interleaved_round(jobs)), rounds=sizes.rounds, warmup_rounds=0)
+    assert len(rounds) == sizes.rounds and all(r["runs"].keys() == set(native) for r in rounds)
     benchmark.group = "end to end"
     benchmark.extra_info.update(
         section="end_to_end",
-        variant=f"tthf-run-dense-production-{precision}",
+        variant="tthf-run-dense-production",
         model="production",
-        precision=precision,
-        export_verdict=verdict,
-        units=windows,
+        interleaved=True,
+        rounds=rounds,
+        export_verdicts=verdicts,
+        units=sum(run["windows"] for run in rounds[0]["runs"].values()),  # one round of every precision
         unit="windows",
         dates=1,
         symbols=sizes.symbols,
-        **info,
     )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,13 @@ NATIVE: dict[str, Callable[[], bool]] = {"fp32": lambda: True, "bf16": cpu_has_b
 
 
 @contextlib.contextmanager
+def served_anyway_all(run: Any, backends: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """``served_anyway`` for several backends at once (name -> backend); yields name -> the export's verdict."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(served_anyway(run, backend)) for name, backend in backends.items()}
+
+
+@contextlib.contextmanager
 def served_anyway(run: Any, backend: str) -> Iterator[str]:
     """Serve ``backend`` through tthf-run even where export rejected it (a benchmark measures speed; accuracy
     is the inference section's), restoring the export manifest after; yields the export's verdict."""
@@ -53,6 +63,86 @@ def served_anyway(run: Any, backend: str) -> Iterator[str]:
         yield verdict
     finally:
         original.write(run)
+
+
+#: a benchmarked job: one whole run, returning its work done (windows) and what to record of it
+#: (``backend``, ``stages``: seconds per stage)
+Job = Callable[[], tuple[int, dict[str, Any]]]
+
+
+def dense_run(store: str, run_id: str, options: Any, precision: str | None = None) -> tuple[int, dict[str, Any]]:
+    """One ``tthf-run`` (its library function) with ``options``: windows, backend and seconds per stage
+    summed over the dates; ``precision``: the precision it must have run at."""
+    from tthf.engine.runs import open_run
+    from tthf.engine.runtime.batch import run_inference
+
+    summary = run_inference(open_run(store, run_id), options)
+    assert summary.exit_code == 0 and summary.windows > 0
+    assert precision is None or summary.precision == precision
+    stages: dict[str, float] = {}
+    for result in summary.results:
+        for k, v in result.seconds.items():
+            stages[k] = stages.get(k, 0.0) + v
+    return summary.windows, {"backend": summary.backend, "stages": stages}
+
+
+def dense_precision_jobs(store: str, run_id: str, date: str, precisions: list[str]) -> dict[str, Job]:
+    """``tthf-run --dense`` of one date at each of ``precisions`` (``CPU_PRECISIONS``' backends), each into
+    its own prediction set (``--predictions fp32|bf16|int8``: a set holds one precision)."""
+    from tthf.engine.runtime.options import RunOptions
+
+    def job(precision: str) -> Job:
+        backend = CPU_PRECISIONS[precision]
+        options = RunOptions(dates=date, dense=True, backend=backend, overwrite=True, predictions=precision)
+        return lambda: dense_run(store, run_id, options, precision)
+
+    return {p: job(p) for p in precisions}
+
+
+def interleaved_round(jobs: Mapping[str, Job]) -> dict[str, Any]:
+    """One round: every job once, back to back, so that load from other work on a shared machine falls on
+    one round of all of them instead of on every run of one (a ratio of runs made one job after another
+    can be off by 2x). Returns the round as JSON: ``load_average`` (1-minute, at its start and its end) and
+    ``runs``: job -> ``windows``, wall ``seconds`` and the job's own record."""
+    start = os.getloadavg()[0]
+    runs = {}
+    for name, job in jobs.items():
+        t0 = time.perf_counter()
+        windows, info = job()
+        runs[name] = {"windows": windows, "seconds": time.perf_counter() - t0, **info}
+    return {"load_average": [start, os.getloadavg()[0]], "runs": runs}
+
+
+def round_rates(rounds: list[dict[str, Any]], name: str) -> list[float]:
+    """``name``'s windows/s in each round (``interleaved_round``'s records)."""
+    return [r["runs"][name]["windows"] / r["runs"][name]["seconds"] for r in rounds]
+
+
+def round_ratios(rounds: list[dict[str, Any]], name: str, base: str) -> list[float]:
+    """``name``'s windows/s over ``base``'s in each round: the spread says how much load moved within rounds."""
+    return [a / b for a, b in zip(round_rates(rounds, name), round_rates(rounds, base), strict=True)]
+
+
+def best_round(rounds: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """``name``'s run of its fastest round (the least disturbed by other load)."""
+    rates = round_rates(rounds, name)
+    return rounds[rates.index(max(rates))]["runs"][name]
+
+
+def rounds_summary(rounds: list[dict[str, Any]], base: str) -> dict[str, dict[str, float]]:
+    """Per job: its ``best`` and ``median`` windows/s over the rounds, ``vs_base`` (its best over ``base``'s
+    best) and ``ratio_min`` / ``ratio_max`` (its ratio to ``base`` within a round, lowest and highest)."""
+    out = {}
+    for name in rounds[0]["runs"]:
+        rates, ratios = round_rates(rounds, name), round_ratios(rounds, name, base)
+        out[name] = {
+            "best": max(rates),
+            "median": statistics.median(rates),
+            "vs_base": max(rates) / max(round_rates(rounds, base)),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+        }
+    return out
 
 
 #: multiply-add results per cycle per core of each precision's widest native instruction, times 2

@@ -2,32 +2,27 @@
 
     python bench/precision_rounds.py [--symbols 200] [--rounds 3]
 
-bench_end_to_end.py measures each precision once, one after another; on a shared machine the
-load moves between them, and a ratio of two sequential rows can be off by 2x. Here every
-round runs the three precisions back to back on the same date (each into its own prediction
-set), so a load spike hits one round of all three; it prints each round's windows/s and load,
-then each precision's best and median and the best against fp32's best. docs/export.md
-("INT8") quotes its output.
+The same rounds as bench_end_to_end.py's ``test_end_to_end_precision`` (``benchlib.interleaved_round``:
+every round runs the three precisions back to back on the same date, each into its own
+prediction set, so a load spike hits one round of all three), on a market and run of its own,
+from the command line: it prints each round's windows/s and load, then each precision's best
+and median, its best against fp32's best and its ratio to fp32 per round (lowest..highest).
+docs/export.md ("INT8") quotes its output.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import tempfile
-import time
 from typing import Any
 
-from benchlib import CPU_PRECISIONS
+from benchlib import CPU_PRECISIONS, dense_precision_jobs, interleaved_round, rounds_summary, served_anyway_all
 from conftest import PRODUCTION_MODEL
 
 from tthf.engine.data.marketdata import write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
-from tthf.engine.runs import open_run
-from tthf.engine.runtime.batch import run_inference
-from tthf.engine.runtime.options import RunOptions
 from tthf.engine.testing import make_random_run
 from tthf.export.api import export_run
 from tthf.export.config import ExportConfig
@@ -47,26 +42,21 @@ def main(argv: list[str]) -> int:
         run = make_random_run(f"{root}/store", f"{root}/data", days, "rounds", **model)
         result = export_run(run, ExportConfig(real_windows=512, int8=True, quality_windows=0), data=f"{root}/data")
         print(result.variants_line())
-        rates: dict[str, list[float]] = {p: [] for p in CPU_PRECISIONS}
-        for round_ in range(args.rounds):
-            for precision, backend in CPU_PRECISIONS.items():
-                options = RunOptions(
-                    dates=days[-1].isoformat(), dense=True, backend=backend, overwrite=True, predictions=precision
-                )
-                t0 = time.perf_counter()
-                summary = run_inference(open_run(f"{root}/store", "rounds"), options)
-                wall = time.perf_counter() - t0
-                rates[precision].append(summary.windows / wall)
+        jobs = dense_precision_jobs(f"{root}/store", "rounds", days[-1].isoformat(), list(CPU_PRECISIONS))
+        rounds = []
+        with served_anyway_all(run, CPU_PRECISIONS):
+            for i in range(args.rounds):
+                rounds.append(interleaved_round(jobs))
+                runs, load = rounds[-1]["runs"], rounds[-1]["load_average"]
                 print(
-                    f"round {round_} {precision}: {summary.windows} windows in {wall:.1f}s, "
-                    f"{summary.windows / wall:,.0f} w/s, load {os.getloadavg()[0]:.1f}"
+                    f"round {i} (load {load[0]:.1f}-{load[1]:.1f}): "
+                    + ", ".join(f"{p} {r['windows'] / r['seconds']:,.0f} w/s" for p, r in runs.items())
+                    + f" ({runs['fp32']['windows']} windows each)"
                 )
-    best_fp32 = max(rates["fp32"])
-    for precision, values in rates.items():
-        median = sorted(values)[len(values) // 2]
+    for precision, s in rounds_summary(rounds, "fp32").items():
         print(
-            f"{precision}: best {max(values):,.0f} w/s, median {median:,.0f}, best vs fp32's best "
-            f"{max(values) / best_fp32:.2f}x"
+            f"{precision}: best {s['best']:,.0f} w/s, median {s['median']:,.0f}, best vs fp32's best "
+            f"{s['vs_base']:.2f}x, per round {s['ratio_min']:.2f}..{s['ratio_max']:.2f}x"
         )
     return 0
 

@@ -16,6 +16,11 @@ What it reads besides pytest-benchmark's own fields (``extra_info``):
 - host stages (section ``host_stages``, bench_host_stages.py): ``workers`` and
   ``core_seconds_per_day_by_workers`` (threads), ``processes`` and
   ``core_seconds_per_day_processes``, each a map from the worker count to its median;
+- end to end (section ``end_to_end``, bench_end_to_end.py): ``backend``, ``dates``, ``stages``,
+  ``rows_agreeing``; the production model's precisions come as one entry with ``interleaved``
+  true, ``rounds`` (``benchlib.interleaved_round``'s records: ``load_average`` and per precision
+  ``windows``, ``seconds``, ``backend``, ``stages``) and ``export_verdicts``: a row per precision
+  from its best round, and the ratio to fp32 best against best with its range over the rounds;
 - explain (section ``explain``, bench_explain.py): ``seconds_per_date``, ``symbols``,
   ``sampling``, ``windows_per_date``, ``passes``, ``backend``.
 """
@@ -27,6 +32,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import TypedDict
+
+from benchlib import CPU_PRECISIONS, best_round, rounds_summary
 
 
 class GpuDatasheet(TypedDict):
@@ -449,8 +456,9 @@ def _replay(e: dict) -> str:
 
 
 def _end_to_end(benches: list[dict], peaks: dict[str, dict] | None = None) -> list[str]:
-    e2e = {b["extra_info"]["variant"]: b for b in benches}
-    if not e2e:
+    e2e = {b["extra_info"]["variant"]: b for b in benches if not b["extra_info"].get("interleaved")}
+    rounds = _precision_rounds(benches)
+    if not e2e and not rounds:
         return []
     lines = [
         "## End to end (Parquet on disk to one CSV per date)",
@@ -460,13 +468,15 @@ def _end_to_end(benches: list[dict], peaks: dict[str, dict] | None = None) -> li
     ]
     for v, b in e2e.items():
         e = b["extra_info"]
-        st = ", ".join(f"{k} {s:.1f}" for k, s in e["stages"].items())
+        lines.append(_e2e_row(v, e["backend"], e["dates"], e["units"], b["stats"]["min"], e["stages"]))
+    for p in rounds[0]["runs"] if rounds else []:
+        best = best_round(rounds, p)
         lines.append(
-            f"| {v} | {e['backend']} | {e['dates']} | {e['units']:,} | {b['stats']['min']:.1f} | "
-            f"{_fmt(_rate(b))} | {st} |"
+            _e2e_row(
+                f"tthf-run-dense-production-{p}", best["backend"], 1, best["windows"], best["seconds"], best["stages"]
+            )
         )
-    prod = _production(benches)
-    for p, why in _not_run(peaks or {}, set(prod)).items():
+    for p, why in _not_run(peaks or {}, set(rounds[0]["runs"]) if rounds else set()).items():
         lines.append(f"| tthf-run-dense-production-{p} | - | - | - | - | not run: {why} | - |")
     if {"tthf-run-dense", "baseline"} <= e2e.keys():
         r = _rate(e2e["tthf-run-dense"]) / _rate(e2e["baseline"])
@@ -476,20 +486,71 @@ def _end_to_end(benches: list[dict], peaks: dict[str, dict] | None = None) -> li
             f"tthf-run --dense / baseline: **{r:.2f}x**"
             + (f"; {100 * agree:.1f}% of rows agree within tolerance" if agree is not None else ""),
         ]
-    if "fp32" in prod and len(prod) > 1:
-        ratios = [
-            f"{p} **{_rate(b) / _rate(prod['fp32']):.2f}x** (export: {b['extra_info'].get('export_verdict', '?')})"
-            for p, b in sorted(prod.items())
-            if p != "fp32"
-        ]
-        lines += ["", "Production model, `tthf-run --dense` windows/s against fp32 (openvino): " + ", ".join(ratios)]
-    return [*lines, ""]
+    return [*lines, "", *_rounds_table(rounds, _interleaved(benches).get("export_verdicts", {}))]
 
 
-def _e2e_int8(by: dict[str, list[dict]]) -> float | None:
-    """Issue 26's end-to-end ratio: production model, openvino-int8 / openvino fp32 windows/s (None: not both)."""
-    prod = _production(by["end_to_end"])
-    return _rate(prod["int8"]) / _rate(prod["fp32"]) if {"int8", "fp32"} <= prod.keys() else None
+def _e2e_row(variant: str, backend: str, dates: int, windows: int, seconds: float, stages: dict) -> str:
+    st = ", ".join(f"{k} {s:.1f}" for k, s in stages.items())
+    return f"| {variant} | {backend} | {dates} | {windows:,} | {seconds:.1f} | {_fmt(windows / seconds)} | {st} |"
+
+
+def _interleaved(benches: list[dict]) -> dict:
+    """The extra_info of the production model's interleaved rounds (bench_end_to_end's
+    ``test_end_to_end_precision``), {} when absent."""
+    return next((b["extra_info"] for b in benches if b["extra_info"].get("interleaved")), {})
+
+
+def _precision_rounds(benches: list[dict]) -> list[dict]:
+    """The production model's interleaved rounds, [] when absent."""
+    return _interleaved(benches).get("rounds", [])
+
+
+def _rounds_table(rounds: list[dict], verdicts: dict[str, str]) -> list[str]:
+    """Each interleaved round's windows/s per precision (its ratio to fp32 in that round), then best against best."""
+    if not rounds or "fp32" not in rounds[0]["runs"]:
+        return []
+    precisions = list(rounds[0]["runs"])
+    lines = [
+        f"The `tthf-run-dense-production-*` rows come from {len(rounds)} interleaved "
+        f"round{'s' if len(rounds) != 1 else ''}: each round runs "
+        f"{', '.join(precisions)} back to back on the last date, so load from other jobs falls on one round of all "
+        "of them; each row is its precision's best round. Windows/s per round (the round's ratio to fp32 in "
+        "brackets; load average at its start-end):",
+        "",
+        "| round (load) | " + " | ".join(f"{p} ({CPU_PRECISIONS[p]})" for p in precisions) + " |",
+        "| --- | " + " | ".join("---:" for _ in precisions) + " |",
+    ]
+    for i, r in enumerate(rounds):
+        fp32 = r["runs"]["fp32"]["windows"] / r["runs"]["fp32"]["seconds"]
+        cells = []
+        for p in precisions:
+            rate = r["runs"][p]["windows"] / r["runs"][p]["seconds"]
+            cells.append(_fmt(rate) + ("" if p == "fp32" else f" ({rate / fp32:.2f}x)"))
+        load = r["load_average"]
+        lines.append(f"| {i} ({load[0]:.1f}-{load[1]:.1f}) | " + " | ".join(cells) + " |")
+    summary = rounds_summary(rounds, "fp32")
+    ratios = [
+        f"{p} **{s['vs_base']:.2f}x** (per round {s['ratio_min']:.2f}..{s['ratio_max']:.2f}x; "
+        f"export: {verdicts.get(p, '?')})"
+        for p, s in summary.items()
+        if p != "fp32"
+    ]
+    return [
+        *lines,
+        "",
+        "Production model, `tthf-run --dense` windows/s against fp32 (openvino), best round against best round: "
+        + (", ".join(ratios) or "fp32 only"),
+        "",
+    ]
+
+
+def _e2e_int8(by: dict[str, list[dict]]) -> dict[str, float] | None:
+    """Issue 26's end-to-end ratio: production model, openvino-int8 / openvino fp32 windows/s, best round
+    against best round with the per-round range (``benchlib.rounds_summary``; None: not both measured)."""
+    rounds = _precision_rounds(by["end_to_end"])
+    if not rounds or not {"int8", "fp32"} <= rounds[0]["runs"].keys():
+        return None
+    return rounds_summary(rounds, "fp32")["int8"]
 
 
 HostRows = dict[tuple[int, str], dict]  # _host_stages' rows
@@ -592,6 +653,8 @@ def _targets(
     p99 = realtime.get("p99_ms")
     prod = [r for b in inf.get("production", {}).get(batch, {}).values() if (r := _roofline(b, refs)) is not None]
     roof = max(prod) if prod else None
+    int8 = _e2e_int8(by)
+    int8_name = "`tthf-run --dense`, production model, int8 vs fp32 (openvino), interleaved rounds"
     rows = [
         (f"best fp32 CPU backend vs torch eager, batch {batch}", TARGETS["fp32_vs_torch"], fp32, "x", True),
         (f"validated bf16 path vs torch eager, batch {batch}", TARGETS["bf16_vs_torch"], bf16, "x", True),
@@ -613,19 +676,14 @@ def _targets(
             "%",
             True,
         ),
-        (
-            "`tthf-run --dense`, production model, int8 vs fp32 (openvino)",
-            TARGETS["e2e_int8_vs_fp32"],
-            _e2e_int8(by),
-            "x",
-            True,
-        ),
+        (int8_name, TARGETS["e2e_int8_vs_fp32"], int8["vs_base"] if int8 else None, "x", True),
     ]
+    notes = {int8_name: f" best vs best (per round {int8['ratio_min']:.2f}..{int8['ratio_max']:.2f}x)"} if int8 else {}
     out = []
     for name, goal, value, unit, at_least in rows:
         scale = 100 if unit == "%" else 1
         digits = {" ms": 0, "%": 1}.get(unit, 2)
-        text = "" if value is None else f"{scale * value:.{digits}f}{unit}"
+        text = "" if value is None else f"{scale * value:.{digits}f}{unit}{notes.get(name, '')}"
         goal_text = f"{'>=' if at_least else '<='} {scale * goal:g}{unit}"
         out.append((name, goal_text, *_verdict(value, goal, text, at_least)))
     return out

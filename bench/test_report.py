@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import report
+from benchlib import CPU_PRECISIONS
 
 
 def _bench(section: str, variant: str, seconds: float, units: float, **extra) -> dict:
@@ -143,28 +144,64 @@ def _realtime(model: str, variant: str, p99: float, precision: str = "fp32") -> 
     )  # fmt: skip
 
 
-def _e2e(precision: str, seconds: float) -> dict:
+def _round(load: float, **rates: float) -> dict:
+    """One interleaved round (``benchlib.interleaved_round``'s record): 100,000 windows per precision at ``rates``."""
+    runs = {
+        p: {"windows": 100_000, "seconds": 1e5 / r, "backend": CPU_PRECISIONS[p], "stages": {"predict": 0.99e5 / r}}
+        for p, r in rates.items()
+    }
+    return {"load_average": [load, load + 0.5], "runs": runs}
+
+
+def _e2e_rounds(*rounds: dict) -> dict:
+    verdicts = {p: "accepted" for p in rounds[0]["runs"]}
     return _bench(
-        "end_to_end", f"tthf-run-dense-production-{precision}", seconds, 1e6, backend=f"openvino-{precision}",
-        dates=2, stages={}, model="production", precision=precision, export_verdict="accepted",
+        "end_to_end", "tthf-run-dense-production", 1.0, 1e5 * len(rounds[0]["runs"]), model="production",
+        interleaved=True, rounds=list(rounds), export_verdicts=verdicts, dates=1,
     )  # fmt: skip
 
 
+#: three rounds; fp32 runs in a load spike in round 1, where int8 alone would read 4.38x
+ROUNDS = [_round(2.0, fp32=4000, int8=7380), _round(6.0, fp32=1600, int8=7000), _round(5.0, fp32=4100, int8=6560)]
+
+
 def test_precision_rows_end_to_end_and_real_time_and_what_this_cpu_lacks() -> None:
-    """Issue 26: the production model per precision; a precision without an instruction says so, no number."""
+    """Issue 26: the production model per precision, from interleaved rounds (each row its best round, the
+    ratio best against best with its range over the rounds); a precision without an instruction says so."""
     from benchlib import cpu_peaks
 
-    e2e = [_e2e("fp32", 100.0), _e2e("int8", 55.0)]  # int8 1.82x: misses >= 2x
     realtime = [_realtime("production", "RealtimePredictor (openvino-int8)", 200.0, "int8"), FULL[-1]]
-    doc = _doc([*FULL[:-1], *e2e, *realtime])
+    doc = _doc([*FULL[:-1], _e2e_rounds(*ROUNDS), *realtime])
     doc["machine_info"]["tthf"]["cpu_peaks"] = cpu_peaks(2, {"avx2", "avx512f", "avx512_vnni"}, mhz=2000.0)
     text = report.render(doc)
-    assert "int8 **1.82x** (export: accepted)" in text
+    # each row is its precision's best round: fp32 round 2, int8 round 0
+    assert "| tthf-run-dense-production-fp32 | openvino | 1 | 100,000 | 24.4 | 4,100 | predict 24.1 |" in text
+    assert "| tthf-run-dense-production-int8 | openvino-int8 | 1 | 100,000 | 13.6 | 7,380 | predict 13.4 |" in text
+    assert "come from 3 interleaved rounds: each round runs fp32, int8 back to back" in text
+    assert "| 1 (6.0-6.5) | 1,600 | 7,000 (4.38x) |" in text
+    # 7380 / 4100 = 1.80x best against best; rounds 1.84x, 4.38x, 1.60x
+    assert "int8 **1.80x** (per round 1.60..4.38x; export: accepted)" in text
     assert "| tthf-run-dense-production-bf16 | - | - | - | - | not run: no native bf16 instruction" in text
     assert "| production | bf16 | - | - | not run: no native bf16 instruction" in text
     assert "| production | RealtimePredictor (openvino-int8) | 1000 | 9 | 100.0 | 180.0 | 200.0 |" in text
     rows = text.split("## Targets", 1)[1].split("## Machine", 1)[0]
-    assert "| `tthf-run --dense`, production model, int8 vs fp32 (openvino) | >= 2x | 1.82x | **missed** |" in rows
+    name = "`tthf-run --dense`, production model, int8 vs fp32 (openvino), interleaved rounds"
+    assert f"| {name} | >= 2x | 1.80x best vs best (per round 1.60..4.38x) | **missed** |" in rows
     assert "| real-time p99, 1000 symbols | <= 75 ms | 80 ms | **missed** |" in rows  # the default model's row
-    lacking = report.render({**doc, "benchmarks": [*FULL[:-1], e2e[0], FULL[-1]]})
+    fp32_only = [
+        _round(r["load_average"][0], fp32=r["runs"]["fp32"]["windows"] / r["runs"]["fp32"]["seconds"]) for r in ROUNDS
+    ]
+    lacking = report.render({**doc, "benchmarks": [*FULL[:-1], _e2e_rounds(*fp32_only), FULL[-1]]})
     assert "| tthf-run-dense-production-int8 |" not in lacking  # this CPU has VNNI: absent, not "not run"
+    assert f"| {name} | >= 2x | not measured | - |" in lacking
+    assert "windows/s against fp32 (openvino), best round against best round: fp32 only" in lacking
+
+
+def test_the_int8_target_is_met_on_best_against_best_whatever_one_round_says() -> None:
+    """A round where int8 ran loaded reads below 2x, yet the best rounds meet it; a slower best int8 misses."""
+    met = [_round(2.0, fp32=4000, int8=8200), _round(6.0, fp32=3900, int8=5000)]
+    got = _targets([*FULL, _e2e_rounds(*met)])
+    name = "`tthf-run --dense`, production model, int8 vs fp32 (openvino), interleaved rounds"
+    assert got[name] == ("2.05x best vs best (per round 1.28..2.05x)", "met")
+    slower = [_round(2.0, fp32=4000, int8=7900), met[1]]
+    assert _targets([*FULL, _e2e_rounds(*slower)])[name] == ("1.98x best vs best (per round 1.28..1.98x)", "**missed**")
