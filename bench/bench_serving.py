@@ -2,7 +2,7 @@
 
 The server runs ``--backend auto`` (OpenVINO on a CPU host with the export) over the bench
 run, ``--no-clock`` (a past day: only the feeder closes minutes). The client (this process,
-``engine/serving/client.Feeder``) sends one minute of every symbol per call and waits for
+``Feeder`` of engine/serving/client.py) sends one minute of every symbol per call and waits for
 its reply (lockstep, full speed), for all 390 minutes of the market's last day. Per minute:
 the server's time (queue + predictor call + building the replies, from the reply's
 metadata), the client's round trip (the call written to its first reply read) and their
