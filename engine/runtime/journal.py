@@ -65,6 +65,9 @@ class DayJournal:
         self.schema = schema
         self._file: BinaryIO | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        #: the rows written so far and the last minute closed: the prefix a restart would replay (``Replay``)
+        #: after this batch, the tag of the outputs published with it (outputlog.py)
+        self.written: tuple[int, int | None] = (0, None)
 
     def open(self, held: Replay) -> None:
         """Start the file afresh with ``held`` (what the old file held in full), durably, then keep it open."""
@@ -88,6 +91,7 @@ class DayJournal:
         )
         self._writer.write_batch(batch, custom_metadata=meta)
         self._sync()
+        self.written = (self.written[0] + batch.num_rows, close_us)
 
     def _sync(self) -> None:
         assert self._file is not None
