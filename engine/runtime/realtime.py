@@ -28,7 +28,10 @@ The rules (docs/running.md, "Real time"):
 - **The journal.** With ``journal=`` (a folder), every accepted call is appended to the
   day's Arrow IPC file and fsync'd before ``update`` returns (engine/runtime/journal.py);
   ``reset`` replays it in one catch-up and returns the last minute it holds closed. That
-  minute is reopened: resend from it and its predictions come again.
+  minute is reopened: resend from it and its predictions come again. What each journaled
+  call published goes to a file beside it (engine/runtime/outputlog.py): ``reset`` restores
+  the day's outputs so far (``replayed``) from it instead of predicting every held minute
+  again, and predicts them again when the file is missing, torn or damaged.
 
 An imported run whose inputs all come from the user's feature files takes rows in the files'
 schema instead (``symbol``, ``ts`` and its feature columns, as ``[features.columns]`` names
