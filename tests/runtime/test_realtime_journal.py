@@ -66,6 +66,11 @@ def test_a_restart_replays_up_to_the_call_that_closed_the_last_minute(tmp_path: 
     assert read_journal(path, SCHEMA) == held  # the call that closed 2 is the last one again
     again.append(_rows(1, 3), _us(3))
     assert read_journal(path, SCHEMA).close_us == _us(2)
+    # a second restart before any call: the prefix the first held is held again, not resent
+    third = DayJournal(path, SCHEMA)
+    third.open(held)
+    third.close()
+    assert read_journal(path, SCHEMA) == held
     assert read_journal(tmp_path / "none.arrows", SCHEMA) == Replay(SCHEMA.empty_table(), None)
 
 
