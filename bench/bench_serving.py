@@ -9,8 +9,10 @@ metadata), the client's round trip (the call written to its first reply read) an
 difference, the transport both ways (Arrow IPC over gRPC on loopback, and the client's
 decoding). Then the server is killed (SIGKILL) and restarted on the day's full journal:
 restart to ready is the time from the new process's start to ``/v2/health/ready`` = 200
-(Python imports, the run and backend opened, the journal replayed, the replay's predictions
-recomputed, the warm-up); ``replay_s`` is the part from the replay on (the server's log).
+(Python imports, the run and backend opened, the journal replayed, the day's outputs so far
+restored from the outputs file beside it, the warm-up); ``replay_s`` is the part from the
+replay on (the server's log). Then once more without the outputs file (``recompute``: the
+fallback, every held minute predicted again -- what every restart did before the file).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import urllib.request
 
 import numpy as np
 
+from tthf.engine.runtime.outputlog import outputs_path
 from tthf.engine.serving.client import Feeder, feed_day
 from tthf.engine.testing import free_port
 
@@ -64,14 +67,23 @@ def test_serving_latency(benchmark, sizes, market, bench_run, tmp_path) -> None:
         calls = calls[:45]
     proc, first_ready_s = start()
     reports = []
+    logs = []  # the restarted servers' output
+
+    def kill9() -> None:
+        proc.kill()
+        logs.append(proc.communicate(timeout=30)[0])
+
     try:
         benchmark.pedantic(lambda: reports.append(Feeder(f"grpc://127.0.0.1:{port}", day, calls).run()), rounds=1)
-        proc.kill()
-        proc.wait(30)
-        proc, restart_s = start()  # the day's full journal
+        kill9()
+        proc, restart_s = start()  # the day's full journal, its outputs restored
+        kill9()
+        outputs_path(tmp_path / "journal", day).unlink()
+        proc, recompute_s = start()  # the same, every held minute predicted again
     finally:
         proc.terminate()
         out = proc.communicate(timeout=60)[0]
+    logs.append(out)
     report = reports[0]
     assert len(report.round_trip_ms) == len(calls) and report.received.height, out[-2000:]
     summary = report.summary()
@@ -79,7 +91,7 @@ def test_serving_latency(benchmark, sizes, market, bench_run, tmp_path) -> None:
     server = np.array([report.server_ms[s] for s in report.round_trip_ms])
     stages = [m["stages_ms"] for m in report.replies if m.get("kind") == "minute" and "stages_ms" in m]
     backend = next((line.split("(")[1].split(")")[0] for line in out.splitlines() if "served" in line), "?")
-    replay = re.search(r"journal's replay \(([\d.]+) s\)", out)  # the restarted server's log: replay + warm-up
+    replays = [re.search(r"journal's replay \(([\d.]+) s\)", log) for log in logs[1:]]  # replay + warm-up
     benchmark.group = "serving"
     benchmark.extra_info.update(
         section="serving",
@@ -94,5 +106,7 @@ def test_serving_latency(benchmark, sizes, market, bench_run, tmp_path) -> None:
         stage_ms_median={k: float(np.median([s[k] for s in stages])) for k in stages[0]},
         first_ready_s=first_ready_s,
         restart_to_ready_s=restart_s,
-        replay_s=float(replay.group(1)) if replay else None,
+        replay_s=float(replays[0].group(1)) if replays[0] else None,
+        restart_recompute_s=recompute_s,
+        replay_recompute_s=float(replays[1].group(1)) if replays[1] else None,
     )

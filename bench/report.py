@@ -431,7 +431,8 @@ def _serving(benches: list[dict]) -> list[str]:
         "",
         "Per minute: server = queue + predictor call + replies (the reply's metadata); round trip = the client's, "
         "call written to reply read; transport = their difference (both ways). Restart = a new process to "
-        "ready with the day's full journal.",
+        "ready with the day's full journal, the day's outputs restored from the file beside it; without the "
+        "outputs file = the same with every held minute predicted again (the fallback).",
         "",
         "| variant | symbols | minutes | server p50 / p95 / p99 ms | round trip p50 / p95 / p99 ms "
         "| transport p50 ms (share) | restart to ready s |",
@@ -451,8 +452,11 @@ def _serving(benches: list[dict]) -> list[str]:
 
 
 def _replay(e: dict) -> str:
-    """`` (replay + warm-up X)`` when the bench read it from the server's log."""
-    return f" (replay + warm-up {e['replay_s']:.2f})" if e.get("replay_s") is not None else ""
+    """`` (replay + warm-up X; without the outputs file Y)``: what the bench recorded of the restarts."""
+    parts = [f"replay + warm-up {e['replay_s']:.2f}"] if e.get("replay_s") is not None else []
+    if e.get("restart_recompute_s") is not None:
+        parts.append(f"without the outputs file {e['restart_recompute_s']:.2f}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _end_to_end(benches: list[dict], peaks: dict[str, dict] | None = None) -> list[str]:

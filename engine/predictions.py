@@ -34,6 +34,16 @@ def empty() -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMA)
 
 
+def final_outputs(received: pl.DataFrame) -> pl.DataFrame:
+    """The day's outputs from every reply row received in order: each (ts, symbol)'s last version,
+    withdrawn rows (null outputs) dropped -- what ``realtime.apply_update`` keeps, in one pass
+    (a client's received replies, a restart's outputs file: engine/runtime/outputlog.py)."""
+    if received.height == 0:
+        return empty()
+    last = received.select(COLUMNS).unique(["ts", "symbol"], keep="last", maintain_order=True)
+    return last.filter(pl.col(OUTPUT_NAMES[0]).is_not_null()).sort("ts", "symbol")
+
+
 def table(ts: np.ndarray, symbols: pl.Series, outputs: dict[str, np.ndarray], source_ts: np.ndarray) -> pl.DataFrame:
     """The predictions table from row-aligned arrays: minutes (datetime64[us], UTC), symbols, outputs, sources."""
     columns = {

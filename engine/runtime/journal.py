@@ -6,8 +6,9 @@ call closed in the batch's metadata (``close``: µs since the epoch; a close wit
 a batch without rows). Each batch is flushed and fsync'd before ``append`` returns, so a
 process killed at any point loses at most the call that had not returned. Reading keeps
 the batches written in full and drops a torn tail (the batch being written at the kill);
-reopening rewrites that prefix to a new file and renames it over the old one, so the file
-is always one valid stream that this process goes on appending to.
+reopening rewrites that prefix to a new file (one batch, marked ``held``: a second restart
+replays it whole) and renames it over the old one, so the file is always one valid stream
+that this process goes on appending to.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import BinaryIO, NamedTuple
 import pyarrow as pa
 
 _CLOSE = b"close"
+_HELD = b"held"  # the batch a reopening wrote: the prefix held then, replayed whole
 
 
 class Replay(NamedTuple):
@@ -42,6 +44,7 @@ def read_journal(path: Path, schema: pa.Schema) -> Replay:
     """What ``path`` holds to replay (see ``Replay``); a torn last batch is dropped; empty when there is no file."""
     batches: list[pa.RecordBatch] = []
     closes: list[int] = []  # the minute each batch's call had closed (-1: none yet)
+    held = 0  # 1 when the first batch is the prefix a reopening held (not a call to resend)
     if path.exists() and path.stat().st_size:
         with pa.OSFile(str(path), "rb") as source:
             try:
@@ -50,9 +53,10 @@ def read_journal(path: Path, schema: pa.Schema) -> Replay:
                     batch, meta = reader.read_next_batch_with_custom_metadata()
                     batches.append(batch)
                     closes.append(int(meta[_CLOSE]) if meta is not None and _CLOSE in meta else -1)
+                    held = held or int(len(batches) == 1 and meta is not None and _HELD in meta)
             except (StopIteration, pa.ArrowInvalid, OSError):
                 pass  # the end, or the batch being written when the process died
-    keep = closes.index(closes[-1]) if closes else 0  # the first call that closed the last minute
+    keep = max(closes.index(closes[-1]), held) if closes else 0  # the first call that closed the last minute
     table = pa.Table.from_batches(batches[:keep], schema) if keep else schema.empty_table()
     return Replay(table, closes[keep - 1] if keep and closes[keep - 1] >= 0 else None)
 
@@ -65,6 +69,9 @@ class DayJournal:
         self.schema = schema
         self._file: BinaryIO | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        #: the rows written so far and the last minute closed: the prefix a restart would replay (``Replay``)
+        #: after this batch, the tag of the outputs published with it (outputlog.py)
+        self.written: tuple[int, int | None] = (0, None)
 
     def open(self, held: Replay) -> None:
         """Start the file afresh with ``held`` (what the old file held in full), durably, then keep it open."""
@@ -73,21 +80,24 @@ class DayJournal:
         self._file = open(fresh, "wb")  # noqa: SIM115 -- kept open for the day, closed by close()
         self._writer = pa.ipc.new_stream(self._file, self.schema)
         if held.rows.num_rows or held.close_us is not None:
-            self.append(held.rows, held.close_us)
+            self.append(held.rows, held.close_us, held=True)
         else:
             self._sync()
         os.replace(fresh, self.path)
         _sync_folder(self.path.parent)
 
-    def append(self, rows: pa.Table, close_us: int | None) -> None:
-        """Write ``rows`` (one batch) and the minute closed; on disk when this returns."""
+    def append(self, rows: pa.Table, close_us: int | None, *, held: bool = False) -> None:
+        """Write ``rows`` (one batch) and the minute closed; on disk when this returns. ``held``: the
+        prefix a reopening holds, replayed whole by the next restart too (none of its calls is resent)."""
         assert self._writer is not None, "open() the journal first"
-        meta = {_CLOSE: str(close_us).encode()} if close_us is not None else None
+        meta = {_CLOSE: str(close_us).encode()} if close_us is not None else {}
+        meta |= {_HELD: b"1"} if held else {}
         batch = pa.RecordBatch.from_arrays(
             [rows.column(i).combine_chunks() for i in range(rows.num_columns)], schema=self.schema
         )
-        self._writer.write_batch(batch, custom_metadata=meta)
+        self._writer.write_batch(batch, custom_metadata=meta or None)
         self._sync()
+        self.written = (self.written[0] + batch.num_rows, close_us)
 
     def _sync(self) -> None:
         assert self._file is not None

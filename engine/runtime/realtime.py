@@ -28,7 +28,10 @@ The rules (docs/running.md, "Real time"):
 - **The journal.** With ``journal=`` (a folder), every accepted call is appended to the
   day's Arrow IPC file and fsync'd before ``update`` returns (engine/runtime/journal.py);
   ``reset`` replays it in one catch-up and returns the last minute it holds closed. That
-  minute is reopened: resend from it and its predictions come again.
+  minute is reopened: resend from it and its predictions come again. What each journaled
+  call published goes to a file beside it (engine/runtime/outputlog.py): ``reset`` restores
+  the day's outputs so far (``replayed``) from it instead of predicting every held minute
+  again, and predicts them again when the file is missing, torn or damaged.
 
 An imported run whose inputs all come from the user's feature files takes rows in the files'
 schema instead (``symbol``, ``ts`` and its feature columns, as ``[features.columns]`` names
@@ -72,6 +75,7 @@ from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.base import FixedBatch
 from tthf.engine.runtime.backends.tensorrt import Rebuild
 from tthf.engine.runtime.journal import DayJournal, journal_path, read_journal
+from tthf.engine.runtime.outputlog import OutputLog, outputs_path, read_outputs
 from tthf.engine.store import Store
 from tthf.errors import DataError, UsageError
 
@@ -164,6 +168,8 @@ class RealtimePredictor:
         self.closed = -1  # the last minute closed (index into the session)
         self.seconds: dict[str, float] = {}  # where the last update's time went
         self._journal: DayJournal | None = None
+        self._outputs: OutputLog | None = None  # what the journaled calls published (outputlog.py)
+        self._replayed = predictions.empty()  # the day's outputs up to the minute the journal holds
         self._day_us = (0, 0)  # the day's local midnights, µs since the epoch
         self._buffer = np.empty((0, self.seq_len, len(self.feature_names)), dtype=np.float32)
         self._fixed: FixedBatch | None = None  # the backend's all-symbols batch, where it has one (TensorRT)
@@ -212,6 +218,10 @@ class RealtimePredictor:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        if self._outputs is not None:
+            self._outputs.close()
+            self._outputs = None
+        self._replayed = predictions.empty()
         self.grid = DayGrid(day, calendar)
         self._rows = self._feature_rows(None) if self.files is not None else pl.DataFrame()
         self.closed = -1
@@ -226,20 +236,31 @@ class RealtimePredictor:
         self._journal.open(held)
         if held.rows.num_rows:
             self._add(_frame(held.rows))
-        if held.close_us is None:
-            return None
-        self.closed = self._minute_index(held.close_us)
-        self._warm()
-        return self._instant(self.closed)
+        if held.close_us is not None:
+            self.closed = self._minute_index(held.close_us)
+            self._warm()
+        self._restore(outputs_path(self.journal_dir, day), self._journal.written)
+        return None if held.close_us is None else self._instant(self.closed)
+
+    def _restore(self, path: Path, tag: tuple[int, int | None]) -> None:
+        """The day's outputs up to the minute the journal holds: from the outputs file when it vouches for
+        them, else predicted again (every closed minute); then the file starts afresh with them."""
+        restored = read_outputs(path, tag) if self.closed >= 0 else predictions.empty()
+        if restored is None:
+            log.info("%s: no outputs to restore for the journal's %d rows; predicting its minutes again", path, tag[0])
+            restored = self._predict(0, self.closed, {})[0]
+        self._replayed = restored
+        self._outputs = OutputLog(path)
+        self._outputs.open(restored, tag)
 
     def replayed(self) -> pl.DataFrame:
-        """After ``reset`` replayed a journal: the rows of every minute it holds closed, with every
-        correction it holds applied. A restarted feed publishes them again as revisions
+        """After ``reset`` replayed a journal: the day's outputs of every minute it holds closed, each
+        (ts, symbol)'s last version. A restarted feed publishes them again as revisions
         (``apply_update``), so that a reply the process computed but never delivered before it died
-        is not lost; those minutes are not resent."""
-        if self.grid is None or self.closed < 0:
-            return predictions.empty()
-        return self._predict(0, self.closed, {})[0]
+        is not lost; those minutes are not resent. They come from the outputs file beside the journal
+        (outputlog.py) -- what the journaled calls published, with ``revise=None`` the bits of predicting
+        every held minute again -- or, when it cannot vouch for them, from predicting them again."""
+        return self._replayed
 
     def close(self, minute: dt.datetime) -> Update:
         """Say that every minute up to ``minute`` is complete: predict those not predicted yet."""
@@ -258,6 +279,16 @@ class RealtimePredictor:
         whose inputs all come from feature files takes ``rows`` in the files' schema; one that
         also computes features takes the raw bars as ``rows`` and its feature rows as ``features``.
         """
+        result = self._apply(rows, close, features)
+        if self._outputs is not None and self._journal is not None and self._journal.written != self._outputs.tag:
+            # beside the call's journal batch, what it published: a restart restores it (outputlog.py)
+            self._outputs.append(pl.concat([result.predictions, result.revisions]), self._journal.written)
+        return result
+
+    def _apply(
+        self, rows: pl.DataFrame | pa.Table | None, close: dt.datetime | None, features: pl.DataFrame | pa.Table | None
+    ) -> Update:
+        """``update`` up to its outputs file: the rows applied, journaled, and the minutes they close predicted."""
         t0 = time.perf_counter()
         if features is not None and not (self.files is not None and self.computed):
             raise UsageError(

@@ -29,6 +29,7 @@ import pyarrow as pa
 from tthf.engine import predictions
 from tthf.engine.config import OUTPUT_NAMES
 from tthf.engine.data import marketdata
+from tthf.engine.predictions import final_outputs as final_outputs  # the clients' name for it
 
 LATEST, STREAM = "latest", "stream"
 #: reply kinds: the first message of a feed, a closed minute, revised minutes, a call that closed nothing new
@@ -112,12 +113,3 @@ def retry_after(message: str, default_ms: int = 500) -> float:
     """Seconds to wait before retrying, from a ``retry`` refusal's message."""
     found = _RETRY.search(message)
     return (int(found.group(1)) if found else default_ms) / 1000
-
-
-def final_outputs(received: pl.DataFrame) -> pl.DataFrame:
-    """The day's outputs from every reply row received in order: each (ts, symbol)'s last version,
-    withdrawn rows (null outputs) dropped -- what ``realtime.apply_update`` keeps, in one pass."""
-    if received.height == 0:
-        return predictions.empty()
-    last = received.select(predictions.COLUMNS).unique(["ts", "symbol"], keep="last", maintain_order=True)
-    return last.filter(pl.col(OUTPUT_NAMES[0]).is_not_null()).sort("ts", "symbol")

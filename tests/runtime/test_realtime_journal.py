@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -13,16 +15,20 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
+from realtime_feeder import sends  # the rows of each call: tests/runtime is on sys.path (no __init__.py)
 
 from tthf.engine import predictions, runs
 from tthf.engine.data import marketdata
+from tthf.engine.data.calendar import session_minutes
 from tthf.engine.data.marketdata import read_day
 from tthf.engine.runtime.journal import DayJournal, Replay, journal_path, read_journal
-from tthf.engine.runtime.realtime import Update, apply_update
+from tthf.engine.runtime.outputlog import outputs_path, read_outputs
+from tthf.engine.runtime.realtime import RealtimePredictor, Update, apply_update
 from tthf.engine.testing import DAYS, dense_batch, make_data, make_run
 
 DAY = DAYS[1]
 FEEDER = Path(__file__).with_name("realtime_feeder.py")
+HALF = 170  # the minute a restart test feeds up to (after the feeder's wrong row and its correction)
 SCHEMA = marketdata.conform(marketdata.ARROW_SCHEMA.empty_table(), "journal").schema
 
 
@@ -60,6 +66,11 @@ def test_a_restart_replays_up_to_the_call_that_closed_the_last_minute(tmp_path: 
     assert read_journal(path, SCHEMA) == held  # the call that closed 2 is the last one again
     again.append(_rows(1, 3), _us(3))
     assert read_journal(path, SCHEMA).close_us == _us(2)
+    # a second restart before any call: the prefix the first held is held again, not resent
+    third = DayJournal(path, SCHEMA)
+    third.open(held)
+    third.close()
+    assert read_journal(path, SCHEMA) == held
     assert read_journal(tmp_path / "none.arrows", SCHEMA) == Replay(SCHEMA.empty_table(), None)
 
 
@@ -108,3 +119,84 @@ def test_kill_9_at_random_points_restart_and_resend_equals_batch(
         )
         published = apply_update(published, update)
     assert published.equals(batch), starts
+
+
+@pytest.fixture(scope="module")
+def fed(day: tuple[Path, Path, pl.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """A journal (and its outputs file) of a day fed up to ``HALF``, a wrong row and its correction included."""
+    store, data, _ = day
+    journal = tmp_path_factory.mktemp("fed")
+    rt = RealtimePredictor.from_run(str(store), "jen", backend="torch", journal=journal)
+    rt.reset(DAY)
+    minutes = _minutes()
+    for t, rows in enumerate(sends(read_day(str(data), DAY), minutes)[: HALF + 1]):
+        rt.update(rows, close=minutes[t])
+    # the call that closed HALF is resent: the journal holds HALF - 1; a symbol that reads otherwise reversed
+    symbol = next(s for s in rt.grid.symbols if s != s[::-1])  # type: ignore[union-attr]
+    return journal, HALF - 1, symbol
+
+
+def _minutes() -> list[dt.datetime]:
+    return [m.astype("datetime64[us]").item().replace(tzinfo=dt.timezone.utc) for m in session_minutes(DAY)]
+
+
+def _restart(
+    store: Path, fed: tuple[Path, int, str], folder: Path, caplog: pytest.LogCaptureFixture, damage: str | None = None
+) -> tuple[RealtimePredictor, pl.DataFrame, bool]:
+    """A restart on a copy of the fed journal, its outputs file damaged (``DAMAGES``): the predictor,
+    its ``replayed()``, and whether it predicted the held minutes again."""
+    journal = folder / "journal"
+    shutil.copytree(fed[0], journal)
+    outputs = outputs_path(journal, DAY)
+    data = outputs.read_bytes()
+    if damage == "missing":
+        outputs.unlink()
+    elif damage == "truncated":
+        outputs.write_bytes(data[: len(data) // 2])
+    elif damage == "corrupted":  # a symbol's name changed in the first batch with rows: still valid Arrow
+        at = data.index(fed[2].encode())
+        outputs.write_bytes(data[:at] + fed[2][::-1].encode() + data[at + len(fed[2]) :])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tthf.realtime"):
+        rt = RealtimePredictor.from_run(str(store), "jen", backend="torch", journal=journal)
+        held = rt.reset(DAY)
+    assert held == _minutes()[fed[1]]
+    return rt, rt.replayed(), "predicting its minutes again" in caplog.text
+
+
+@pytest.mark.slow  # the day fed up to HALF (fixture ``fed``, shared with the tests below)
+def test_restored_outputs_equal_the_recomputed_ones(
+    day: tuple[Path, Path, pl.DataFrame], fed: tuple[Path, int, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _, batch = day
+    _, restored, again = _restart(store, fed, tmp_path / "intact", caplog)
+    assert not again  # restored from the outputs file: no minute predicted again
+    _, recomputed, again = _restart(store, fed, tmp_path / "missing", caplog, "missing")
+    assert again and recomputed.equals(restored)
+    assert restored.equals(batch.filter(pl.col("ts") <= _minutes()[fed[1]]))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_a_damaged_outputs_file_falls_back_to_the_full_replay(
+    day: tuple[Path, Path, pl.DataFrame],
+    fed: tuple[Path, int, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+) -> None:
+    store, _, batch = day
+    _, replayed, again = _restart(store, fed, tmp_path, caplog, damage)
+    assert again and replayed.equals(batch.filter(pl.col("ts") <= _minutes()[fed[1]]))
+
+
+@pytest.mark.slow
+def test_after_a_fall_back_the_day_ends_equal_to_batch_and_the_file_vouches_again(
+    day: tuple[Path, Path, pl.DataFrame], fed: tuple[Path, int, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, data, batch = day
+    rt, published, _ = _restart(store, fed, tmp_path, caplog, "missing")
+    minutes = _minutes()
+    for t, rows in enumerate(sends(read_day(str(data), DAY), minutes)[fed[1] + 1 :], fed[1] + 1):
+        published = apply_update(published, rt.update(rows, close=minutes[t]))
+    assert published.equals(batch)
+    assert read_outputs(outputs_path(tmp_path / "journal", DAY), rt._journal.written).equals(batch)  # type: ignore[union-attr]
