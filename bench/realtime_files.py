@@ -1,6 +1,6 @@
 """Real time from feature rows: the host side's cost per minute along the day (is it flat, or does it grow?).
 
-    python bench/realtime_files.py --symbols 100 1000
+    python bench/realtime_files.py --symbols 100 1000 [--minutes 390]
 
 A run that reads all 59 of its inputs from feature files, fed minute by minute with
 ``RealtimePredictor.update(<that minute's feature rows>, close=minute)`` for a whole
@@ -62,13 +62,13 @@ def feature_rows(names: list[str], n_symbols: int) -> pl.DataFrame:
     ).with_columns(pl.col(names).fill_nan(None))
 
 
-def measure(run: runs.Run, n_symbols: int) -> list[float]:
-    """Milliseconds of each minute's ``update`` over the whole day."""
+def measure(run: runs.Run, n_symbols: int, n_minutes: int) -> list[float]:
+    """Milliseconds of each minute's ``update`` over the day's first ``n_minutes``."""
     rt = RealtimePredictor(run, StubBackend())  # type: ignore[arg-type]
     rows = feature_rows(list(run.config.feature_names), n_symbols)
     parts = rows.partition_by("ts", as_dict=True, maintain_order=True)
     out = []
-    for minute in session_minutes(DAY):
+    for minute in session_minutes(DAY)[:n_minutes]:
         close = minute.astype("datetime64[us]").item().replace(tzinfo=dt.timezone.utc)
         part = parts[(close,)]
         t0 = time.perf_counter()
@@ -80,6 +80,7 @@ def measure(run: runs.Run, n_symbols: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--minutes", type=int, default=390, help="feed the day's first minutes only (a slow baseline)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -90,10 +91,12 @@ def main() -> None:
         print(f"\nms per minute (median) of RealtimePredictor.update from feature rows, {len(files.columns)} columns")
         print(f"{'symbols':>8} " + " ".join(f"{k:>11}" for k in SPANS) + f" {'last/first':>11} {'day s':>7}")
         for n in args.symbols:
-            ms = measure(run, n)
-            med = [statistics.median(ms[i] for i in span) for span in SPANS.values()]
-            cells = " ".join(f"{m:>11.2f}" for m in med)
-            print(f"{n:>8} {cells} {med[-1] / med[0]:>11.1f} {sum(ms) / 1e3:>7.1f}", flush=True)
+            ms = measure(run, n, args.minutes)
+            med = [statistics.median(ms[i] for i in span if i < len(ms)) if span[0] < len(ms) else None
+                   for span in SPANS.values()]  # fmt: skip
+            cells = " ".join(f"{m:>11.2f}" if m is not None else f"{'-':>11}" for m in med)
+            ratio = f"{med[-1] / med[0]:>11.1f}" if med[-1] is not None and med[0] else f"{'-':>11}"
+            print(f"{n:>8} {cells} {ratio} {sum(ms) / 1e3:>7.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ The rules (docs/running.md, "Real time"):
 
 An imported run whose inputs all come from the user's feature files takes rows in the files'
 schema instead (``symbol``, ``ts`` and its feature columns, as ``[features.columns]`` names
-them) and builds each closed minute's inputs with batch's own grid, fill and scaling; one that
-computes some features takes raw bars as ``rows`` and its feature rows as ``features=``.
+them): they land in a ``features.files.FileDayGrid``, which fills and scales each closed
+minute once with batch's fill and scaling; late and corrected feature rows revise as raw rows
+do, and the journal holds the rows as ``conform_features`` gives them. A run that computes some
+features takes raw bars as ``rows`` and its feature rows as ``features=`` (no journal: two feeds).
 
 Exactness: the predictor keeps the day's clean grid in a ``features.DayGrid`` and calls
 ``features.compute_grid`` -- the function batch calls -- from ``seq_len`` minutes before
