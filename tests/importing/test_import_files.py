@@ -37,7 +37,7 @@ from tthf.engine.data.featurefiles import list_feature_dates, read_feature_day
 from tthf.engine.runs import open_run
 from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS
-from tthf.errors import DataError
+from tthf.errors import DataError, UsageError
 from tthf.export.api import export_run
 from tthf.export.config import ExportConfig
 from tthf.export.importing import import_run, load_spec
@@ -231,6 +231,13 @@ def test_mixed_sources_equal_the_script_on_tthfs_own_computed_values(user: User,
     assert published.height == frame.height and published["symbol"].equals(frame["symbol"])
     for n in OUTPUT_NAMES:
         assert np.allclose(published[n].to_numpy(), frame[n].to_numpy(), rtol=1e-6, atol=0), n
+    # its two feeds: no journal, so tthf-serve does not serve it and tthf-feed --run says so
+    from tthf.engine.serving.client import feed_run
+
+    with pytest.raises(UsageError, match="beside raw bars: real time keeps no journal"):
+        RealtimePredictor(run, backend, journal=tmp_path / "journal")
+    with pytest.raises(UsageError, match="beside raw bars; tthf-serve serves runs whose inputs all come"):
+        feed_run(run, CLEAN_DAY)
 
 
 def bad_root(tmp_path: Path, frame: pl.DataFrame, name: str = "{date}.parquet") -> FeatureFiles:
