@@ -231,6 +231,24 @@ def test_mixed_sources_equal_the_script_on_tthfs_own_computed_values(user: User,
     assert published.height == frame.height and published["symbol"].equals(frame["symbol"])
     for n in OUTPUT_NAMES:
         assert np.allclose(published[n].to_numpy(), frame[n].to_numpy(), rtol=1e-6, atol=0), n
+    # a feature row held back and sent 10 minutes late revises its symbol's minutes from its own on
+    rt = RealtimePredictor(run, backend)
+    at = [m.item().replace(tzinfo=dt.timezone.utc) for m in minutes[: SEQ_LEN + 15]]
+    symbol = file["symbol"][0]
+    held = (pl.col("symbol") == symbol) & (pl.col("ts") == at[SEQ_LEN + 2])
+    published, updates = frame.clear(), []
+    for m, close in enumerate(at):
+        new = (pl.col("ts") <= close) & (pl.col("ts") > at[m - 1] if m else pl.lit(True))
+        rows = pl.concat([file.filter(new & ~held), file.filter(held) if m == SEQ_LEN + 12 else file.clear()])
+        updates.append(rt.update(raw.filter(new), close=close, features=rows))
+        published = apply_update(published, updates[-1])
+    revised = updates[SEQ_LEN + 12].revisions
+    assert updates[SEQ_LEN + 12].late_rows == 1 and set(revised["symbol"]) == {symbol}
+    assert revised["ts"].min() == at[SEQ_LEN + 2] and revised["ts"].max() == at[SEQ_LEN + 11]
+    want = frame.filter(pl.col("ts") <= at[-1]).sort("ts", "symbol")
+    assert published.height == want.height and published["symbol"].equals(want["symbol"])
+    for n in OUTPUT_NAMES:
+        assert np.allclose(published[n].to_numpy(), want[n].to_numpy(), rtol=1e-6, atol=0), n
     # its two feeds: no journal, so tthf-serve does not serve it and tthf-feed --run says so
     from tthf.engine.serving.client import feed_run
 
