@@ -8,11 +8,22 @@ import json
 import sys
 from pathlib import Path
 
-from tthf.cli._common import add_endpoint_option, add_logging_option, command_parser, open_data_from_args, run_cli
+from tthf.cli._common import (
+    add_endpoint_option,
+    add_logging_option,
+    add_store_option,
+    command_parser,
+    open_data_from_args,
+    open_run_from_args,
+    run_cli,
+)
 from tthf.cli.serve import TOKEN_ENV, token_from_args
 from tthf.errors import UsageError
 
 EPILOG = f"""\
+With --run NAME (and --store) instead of DATA it replays the run's own inputs: for a run that
+reads feature files, the day's feature rows (the files' symbol and ts columns and the run's
+columns) as feature-schema batches (docs/serving.md, "Feature-file runs").
 Sends the day's rows minute by minute, each minute closed by its last batch (the rows before
 the session's first minute go with it, those after the last with the last), at --speed (60x:
 a minute a second; max: as fast as the server answers, --in-flight minutes ahead). Every
@@ -28,7 +39,11 @@ printed), 8 when the server refused or was unreachable.
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("tthf-feed", "Replay a day into tthf-serve and measure it.", EPILOG)
-    p.add_argument("data", metavar="DATA", help="data root to replay (a folder or s3://bucket/prefix)")
+    p.add_argument("data", metavar="DATA", nargs="?", default=None, help="data root to replay (folder or s3://...)")
+    p.add_argument("--run", default=None, help="replay this run's own inputs instead of DATA (its feature files)")
+    add_store_option(p)
+    p.add_argument("--experiment", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model-type", default=None, help=argparse.SUPPRESS)
     p.add_argument("--date", required=True, type=dt.date.fromisoformat, help="the day to replay (YYYY-MM-DD)")
     p.add_argument("--to", required=True, help="server address, e.g. grpc://127.0.0.1:8815 (grpc+tls:// for TLS)")
     p.add_argument("--speed", default="max", help="60x (one minute a second), 390x, ... or max (default: max)")
@@ -62,12 +77,18 @@ def speed_from_arg(text: str) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from tthf.engine.config import DEFAULT_CALENDAR
-        from tthf.engine.serving.client import Feeder, feed_day
+        from tthf.engine.serving.client import Feeder, feed_day, feed_run
 
+        if (args.data is None) == (args.run is None):
+            raise UsageError("give DATA (a data root of raw bars) or --run NAME (the run's own inputs), one of them")
+        if args.run is not None:
+            calls = feed_run(open_run_from_args(args), args.date, endpoint_url=args.s3_endpoint_url)
+        else:
+            calls = feed_day(open_data_from_args(args), args.date, args.calendar or DEFAULT_CALENDAR)
         feeder = Feeder(
             args.to,
             args.date,
-            feed_day(open_data_from_args(args), args.date, args.calendar or DEFAULT_CALENDAR),
+            calls,
             token=token_from_args(args),
             tls_root=args.tls_root.read_bytes() if args.tls_root else None,
             speed=speed_from_arg(args.speed),

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from tthf.engine import runs
-from tthf.engine.config import DEFAULT_CALENDAR, ModelConfig, RunConfig, Splits, TrainConfig
+from tthf.engine.config import DEFAULT_CALENDAR, OUTPUT_NAMES, ModelConfig, RunConfig, Splits, TrainConfig
 from tthf.engine.data.marketdata import partition, read_day, write_day
 from tthf.engine.data.synth import SynthConfig, generate_day
 from tthf.engine.features import build_day
@@ -220,15 +220,38 @@ class ScaledStandIn(Backend):
         return {n: v * np.float32(self.scale) for n, v in self.inner.predict(batch).items()}
 
 
-def dense_batch(run: runs.Run, raw: pl.DataFrame, day: dt.date) -> pl.DataFrame:
-    """What ``tthf-run --dense --backend torch`` writes for ``day`` from ``raw``, sorted by (ts, symbol):
-    the batch side of every real-time-equals-batch test."""
+class OneByOne(Backend):
+    """A backend's outputs window by window: bits that do not depend on how windows are batched (ONNX Runtime's
+    CPU kernels may round a window differently in a batch of another size), for bit-for-bit tests of inputs."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def predict(self, batch: np.ndarray) -> Outputs:
+        outs = [self.inner.predict(batch[i : i + 1]) for i in range(len(batch))]
+        return {
+            n: np.concatenate([np.asarray(o[n]) for o in outs]) if outs else np.empty(0, np.float32)
+            for n in OUTPUT_NAMES
+        }
+
+
+def dense_batch(
+    run: runs.Run, raw: pl.DataFrame | None, day: dt.date, backend: str | Backend = "torch"
+) -> pl.DataFrame:
+    """What ``tthf-run --dense --backend BACKEND`` writes for ``day`` from ``raw`` (None: the run's own sources, e.g.
+    its feature files), sorted by (ts, symbol): the batch side of every real-time-equals-batch test."""
     from tthf.engine.runtime.backends import open_backend
     from tthf.engine.runtime.day import Day, DayHost, DayPredictor
     from tthf.engine.store import open_store
 
-    features = DayHost(run, open_store(run.config.data_root)).features(Day(day, raw=raw))
-    frame = DayPredictor(run, open_backend(run, "torch"), stride=1, batch_size=512).predict(features).frame
+    host = DayHost(run, open_store(run.config.data_root))
+    features = host.features(Day(day, raw=raw) if raw is not None else host.read(day))
+    backend_ = open_backend(run, backend) if isinstance(backend, str) else backend
+    frame = DayPredictor(run, backend_, stride=1, batch_size=512).predict(features).frame
     if frame is None:
         raise AssertionError(f"no predictions for {day}")
     return frame.sort("ts", "symbol")

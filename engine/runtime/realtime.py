@@ -35,8 +35,10 @@ The rules (docs/running.md, "Real time"):
 
 An imported run whose inputs all come from the user's feature files takes rows in the files'
 schema instead (``symbol``, ``ts`` and its feature columns, as ``[features.columns]`` names
-them) and builds each closed minute's inputs with batch's own grid, fill and scaling; one that
-computes some features takes raw bars as ``rows`` and its feature rows as ``features=``.
+them): they land in a ``features.files.FileDayGrid``, which fills and scales each closed
+minute once with batch's fill and scaling; late and corrected feature rows revise as raw rows
+do, and the journal holds the rows as ``conform_features`` gives them. A run that computes some
+features takes raw bars as ``rows`` and its feature rows as ``features=`` (no journal: two feeds).
 
 Exactness: the predictor keeps the day's clean grid in a ``features.DayGrid`` and calls
 ``features.compute_grid`` -- the function batch calls -- from ``seq_len`` minutes before
@@ -69,7 +71,7 @@ from tthf.engine.data.calendar import is_trading_day, timezone
 from tthf.engine.data.featurefiles import conform_features
 from tthf.engine.features import FEATURE_NAMES, DayGrid, compute_grid
 from tthf.engine.features.clean import MINUTE_US
-from tthf.engine.features.files import file_grid, in_model_order, scaled_files
+from tthf.engine.features.files import FileDayGrid, in_model_order
 from tthf.engine.runs import Run, find_run
 from tthf.engine.runtime.backends import Backend, open_backend
 from tthf.engine.runtime.backends.base import FixedBatch
@@ -144,17 +146,17 @@ class RealtimePredictor:
         #: them (``_update_files``), as ``features=`` beside the raw bars when it computes some too
         self.files = cfg.feature_files
         self.computed = cfg.computed_names
-        if self.files is not None and journal is not None:
+        if self.files is not None and self.computed and journal is not None:
             raise UsageError(
-                f"run {run.ref.name} reads feature files: real time keeps no journal of feature rows yet; "
-                "leave journal unset (resend the day's rows after a restart)"
+                f"run {run.ref.name} reads feature files beside raw bars: real time keeps no journal of such a "
+                "run's two feeds; leave journal unset (resend the day's rows after a restart)"
             )
         #: the kernel writes the run's scaled inputs (of the computed names) directly (Scalers.transform's bits)
         computing = self.scalers if self.files is None else self.scalers.subset(self.computed)
         self._scale = (
             computing.kernel_scale(FEATURE_NAMES, self.computed, what="the run's features") if self.computed else None
         )
-        self._rows = pl.DataFrame()  # a feature-file run's rows of the day so far (one per symbol and minute)
+        self.fgrid: FileDayGrid | None = None  # a feature-file run's rows of the day so far, in their cells
         self._tz = timezone(cfg.calendar)  # the exchange's local time: what "a trading day" means
         #: a minute's features are latency-bound: every core this process may use (same bits as one)
         self._threads = len(os.sched_getaffinity(0))
@@ -223,19 +225,22 @@ class RealtimePredictor:
             self._outputs = None
         self._replayed = predictions.empty()
         self.grid = DayGrid(day, calendar)
-        self._rows = self._feature_rows(None) if self.files is not None else pl.DataFrame()
+        if self.files is not None:
+            self.fgrid = FileDayGrid(self.grid.session, self.files.columns, self.files.fill, self.scalers)
+            if not self.computed:
+                self.grid.symbols = self.fgrid.symbols  # the day's symbols: those with feature rows (one list)
         self.closed = -1
         midnight = dt.datetime.combine(day, dt.time(), self._tz)  # the local day, in µs since the epoch
         self._day_us = (int(midnight.timestamp() * 1e6), int((midnight + dt.timedelta(days=1)).timestamp() * 1e6))
         if self.journal_dir is None:
             return None
-        schema = marketdata.conform(marketdata.ARROW_SCHEMA.empty_table(), "journal").schema
+        schema = self._schema()
         path = journal_path(self.journal_dir, day)
         held = read_journal(path, schema)
         self._journal = DayJournal(path, schema)
         self._journal.open(held)
         if held.rows.num_rows:
-            self._add(_frame(held.rows))
+            self._add(_frame(held.rows), None)
         if held.close_us is not None:
             self.closed = self._minute_index(held.close_us)
             self._warm()
@@ -296,7 +301,8 @@ class RealtimePredictor:
                 "from feature files; a run without feature files takes raw bars only"
             )
         if self.files is not None and not self.computed:
-            table, frame = None, self._feature_rows(rows)
+            frame = self._feature_rows(rows)
+            table = frame.to_arrow().cast(self._schema())
         else:
             table = marketdata.conform(_arrow(rows), "realtime bars")
             frame = _frame(table)
@@ -314,13 +320,12 @@ class RealtimePredictor:
         closed = max(before, self._close_index(close, now))
         keep, rejected = self._screen(frame, self._open_minute(closed, now))
         accepted = frame.filter(keep)
-        if table is None:
-            return self._update_files(frame.height, accepted, before, closed, rejected, t0)
+        extra = None
         if features is not None:  # a mixed run's feature rows: screened by the same clock
             feature_rows = self._feature_rows(features)
             fkeep, _ = self._screen(feature_rows, self._open_minute(closed, now))
-            self._keep_rows(feature_rows.filter(fkeep))
-        tid, sid, counts, by_minute = self._add(accepted)
+            extra = feature_rows.filter(fkeep)
+        tid, sid, counts, by_minute = self._add(accepted, extra)
         rejected |= {"null_key": counts.get("null_key", 0), "off_session": counts.get("extended_hours", 0)}
         if self._journal is not None and (accepted.height or closed > before):
             self._journal.append(table.filter(keep.to_arrow()), self._close_us(closed))
@@ -346,56 +351,26 @@ class RealtimePredictor:
             return pl.DataFrame(schema={**keys, **{name: pl.Float64() for name in files.columns}})
         return conform_features(_arrow(rows), "realtime feature rows", files, files.columns)
 
-    def _update_files(
-        self, n_rows: int, frame: pl.DataFrame, before: int, closed: int, rejected: dict[str, int], t0: float
-    ) -> Update:
-        """``update``'s rest for a run whose inputs all come from feature files: the screened rows ``frame``.
-
-        The day's rows so far go through batch's own functions (``file_grid``, ``fill``,
-        ``Scalers.transform``): a minute's filled values depend only on rows at or before it,
-        so each closed minute gets the batch inputs and outputs. A later row for a (symbol,
-        minute) replaces the earlier one; rows for minutes already closed are kept for the
-        minutes after them and counted as ``late_rows`` (their own minutes are not revised).
-        """
-        files, grid = self.files, self.grid
-        assert files is not None and grid is not None
-        accepted = self._keep_rows(frame)
-        rejected["null_key"] = frame.height - accepted.height
-        late = int((accepted["ts"].dt.epoch("us") < self._close_us(before + 1)).sum()) if accepted.height else 0
-        t1 = time.perf_counter()
-        new = predictions.empty()
-        if self._rows.height and closed >= max(before + 1, self.seq_len - 1):
-            fgrid = file_grid(self._rows, grid.day, files.columns, calendar=grid.calendar)
-            grid.symbols = fgrid.symbols  # the day's symbols: those with feature rows so far, sorted as in batch
-            scaled, mask = scaled_files(fgrid, files.fill, self.scalers, files.columns)
-            scaled = in_model_order(self.feature_names, (files.columns, scaled))
-            sym, ends = _cells(self._window_ok(mask), max(before + 1, self.seq_len - 1), closed)
-            new = self._table(sym, ends, self._run(scaled, sym, ends))
-        t2 = time.perf_counter()
-        self.closed = closed
-        self.seconds = {"ingest": t1 - t0, "features": 0.0, "predict": t2 - t1, "total": t2 - t0}
-        counts = {"rows_in": n_rows, "rows_used": accepted.height}
-        return self._result(new, predictions.empty(), counts, rejected, late, self.seconds)
-
-    def _keep_rows(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Add keyed feature rows to the day's (a later row for a (symbol, minute) replaces the earlier); returns them."""
-        keyed = frame.filter(pl.col("symbol").is_not_null() & pl.col("ts").is_not_null())
-        if keyed.height:
-            minute = pl.col("ts").dt.truncate("1m")
-            joined = pl.concat([self._rows, keyed])
-            self._rows = joined.unique(subset=["symbol", minute], keep="last", maintain_order=True)
-        return keyed
+    def _schema(self) -> pa.Schema:
+        """The rows' schema in the journal: the raw one, or a feature-file run's rows as ``conform_features`` gives them."""
+        if self.files is not None and not self.computed:
+            return self._feature_rows(None).to_arrow().schema
+        return marketdata.conform(marketdata.ARROW_SCHEMA.empty_table(), "journal").schema
 
     def _with_files(self, part: np.ndarray, mask: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
         """A mixed run's inputs: the kernel's computed columns ``part`` (minutes ``start..``) and the file columns
         of the same symbols and minutes, in the run's order; a minute is usable when both sources say so."""
-        files, grid = self.files, self.grid
-        assert files is not None and grid is not None
-        fgrid = file_grid(self._rows, grid.day, files.columns, symbols=grid.symbols, calendar=grid.calendar)
-        scaled, file_mask = scaled_files(fgrid, files.fill, self.scalers, files.columns)
-        top = mask.shape[1]
-        inputs = in_model_order(self.feature_names, (self.computed, part), (files.columns, scaled[:, start:top]))
-        return inputs, mask & file_mask[:, :top]
+        files, grid, fgrid = self.files, self.grid, self.fgrid
+        assert files is not None and grid is not None and fgrid is not None
+        top = mask.shape[1] - 1
+        scaled, file_mask = fgrid.inputs(top)
+        at = np.array([fgrid.sid.get(s, -1) for s in grid.symbols], dtype=np.int64)  # the raw grid's symbols
+        have = at >= 0  # a symbol without feature rows yet has no usable minute (batch: none in its file grid)
+        columns = np.zeros((len(at), top + 1 - start, len(files.columns)), dtype=np.float32)
+        columns[have] = scaled[at[have], start:]
+        usable = np.zeros(mask.shape, dtype=np.bool_)
+        usable[have] = file_mask[at[have]]
+        return in_model_order(self.feature_names, (self.computed, part), (files.columns, columns)), mask & usable
 
     def _result(
         self,
@@ -459,14 +434,42 @@ class RealtimePredictor:
 
     # -- rows ------------------------------------------------------------------------------------
 
-    def _add(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, int], pl.DataFrame | None]:
-        """Put ``frame`` into the grid: the (minute, symbol) cells it changed, its cleaning counts, by minute."""
-        if frame.height == 0:
-            empty = np.empty(0, dtype=np.int64)
-            return empty, empty, {}, None
-        assert self.grid is not None
-        added = self.grid.add(frame, f"realtime bars of {self.grid.day}")
-        return added.tid, added.sid, added.counts, added.by_minute
+    def _add(
+        self, frame: pl.DataFrame, features: pl.DataFrame | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, int], pl.DataFrame | None]:
+        """Put ``frame`` (raw bars, or a feature-file run's rows) and a mixed run's ``features`` into the day's grids.
+
+        Returns the (minute, symbol) cells they changed (the symbol's index in ``grid.symbols``),
+        the counts of ``frame``'s rows, and the raw bars' counts by minute.
+        """
+        grid = self.grid
+        assert grid is not None
+        if self.files is not None and not self.computed:
+            return (*self._add_files(frame), None)
+        tid = sid = np.empty(0, dtype=np.int64)
+        counts: dict[str, int] = {}
+        by_minute = None
+        if frame.height:
+            added = grid.add(frame, f"realtime bars of {grid.day}")
+            tid, sid, counts, by_minute = added.tid, added.sid, added.counts, added.by_minute
+        if features is not None and features.height:  # late file cells revise the raw grid's symbols too
+            ftid, fsid, _ = self._add_files(features)
+            fgrid = self.fgrid
+            assert fgrid is not None
+            at = {s: i for i, s in enumerate(grid.symbols)}
+            gsid = np.array([at.get(fgrid.symbols[i], -1) for i in fsid.tolist()], dtype=np.int64)
+            tid, sid = np.concatenate([tid, ftid[gsid >= 0]]), np.concatenate([sid, gsid[gsid >= 0]])
+        return tid, sid, counts, by_minute
+
+    def _add_files(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """Feature rows into the file grid: the cells they changed and their counts (named as the raw bars')."""
+        fgrid = self.fgrid
+        assert fgrid is not None
+        keyed = frame.filter(pl.col("symbol").is_not_null() & pl.col("ts").is_not_null())
+        tid, sid, added = fgrid.add(keyed)
+        counts = {"rows_in": frame.height, "null_key": frame.height - keyed.height}
+        counts |= {"extended_hours": added.pop("off_session")} | added
+        return tid, sid, counts
 
     def _revisions(self, tid: np.ndarray, sid: np.ndarray, before: int) -> dict[int, int]:
         """Symbol -> the first minute to predict again, from the late cells, within the look-back."""
@@ -486,7 +489,9 @@ class RealtimePredictor:
         """Bring the day statistics up to the last closed minute (after a replay): the next minute costs one minute."""
         grid = self.grid
         assert grid is not None
-        if self.closed >= 0:
+        if self.fgrid is not None:
+            self.fgrid.inputs(self.closed)
+        if self.closed >= 0 and self.computed:
             start = max(self.closed - self.seq_len + 1, 0)
             compute_grid(grid.so_far(self.closed), grid.session.n_minutes, start=start, state=grid.state,
                          labels=False, scale=self._scale, threads=self._threads)  # fmt: skip
@@ -500,10 +505,7 @@ class RealtimePredictor:
         if (lo > last and not revise) or top < self.seq_len - 1:
             return predictions.empty(), predictions.empty(), time.perf_counter()
         start = lo - self.seq_len + 1
-        scaled, mask, _ = compute_grid(grid.so_far(top), grid.session.n_minutes, start=start, state=grid.state,
-                                       labels=False, scale=self._scale, threads=self._threads)  # fmt: skip
-        if self.files is not None:
-            scaled, mask = self._with_files(scaled, mask, start)
+        scaled, mask = self._inputs(start, top)
         t_features = time.perf_counter()
         ok = self._window_ok(mask)
         new_s, new_t = _cells(ok, max(first, self.seq_len - 1), last)
@@ -521,6 +523,18 @@ class RealtimePredictor:
         revised = self._table(rev_s[rev_ok], rev_t[rev_ok], {k: v[n_new:] for k, v in out.items()})
         withdrawn = self._table(rev_s[~rev_ok], rev_t[~rev_ok], None)
         return new, pl.concat([revised, withdrawn]).sort("ts", "symbol"), t_features
+
+    def _inputs(self, start: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the scaled inputs of minutes ``start..top`` in the run's order, (S, W, F); the mask of minutes ``0..top``)."""
+        grid, files = self.grid, self.files
+        assert grid is not None
+        if files is not None and not self.computed:
+            assert self.fgrid is not None
+            scaled, mask = self.fgrid.inputs(top)
+            return in_model_order(self.feature_names, (files.columns, scaled[:, start:])), mask
+        scaled, mask, _ = compute_grid(grid.so_far(top), grid.session.n_minutes, start=start, state=grid.state,
+                                       labels=False, scale=self._scale, threads=self._threads)  # fmt: skip
+        return self._with_files(scaled, mask, start) if files is not None else (scaled, mask)
 
     def _window_ok(self, mask: np.ndarray) -> np.ndarray:
         """(S, W) bool: the ``seq_len`` minutes ending at each minute all have a usable quote."""

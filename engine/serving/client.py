@@ -29,13 +29,15 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from tthf.engine import predictions
-from tthf.engine.config import DEFAULT_CALENDAR, OUTPUT_NAMES
+from tthf.engine.config import DEFAULT_CALENDAR, OUTPUT_NAMES, FeatureFiles
 from tthf.engine.data import marketdata
 from tthf.engine.data.calendar import session_minutes
+from tthf.engine.data.featurefiles import read_feature_day
 from tthf.engine.data.marketdata import read_day
+from tthf.engine.runs import Run
 from tthf.engine.serving import protocol
-from tthf.engine.store import Store
-from tthf.errors import ServiceError
+from tthf.engine.store import Store, open_store
+from tthf.errors import ServiceError, UsageError
 
 #: columns of ``FeedReport.received`` beside the predictions file's: the reply's kind and number
 RECEIVED_EXTRA = {"kind": pl.String(), "reply": pl.Int64()}
@@ -65,19 +67,44 @@ def day_sends(
     return [(parts.get((m,), empty), m) for m in minutes]
 
 
-def plan(sends: Sequence[tuple[pl.DataFrame | pa.Table, dt.datetime]]) -> list[FeedCall]:
-    """The calls of ``sends`` (rows, minute it closes) in order: numbered, in the raw schema."""
+def plan(sends: Sequence[tuple[pl.DataFrame | pa.Table, dt.datetime]], *, raw: bool = True) -> list[FeedCall]:
+    """The calls of ``sends`` (rows, minute it closes) in order: numbered, in the raw schema (``raw``) or as given
+    (a feature-file run's rows: every call in one schema)."""
     calls, close = [], None
     for seq, (rows, minute) in enumerate(sends):
         table = rows if isinstance(rows, pa.Table) else rows.to_arrow()
         close = minute if close is None else max(close, minute)
-        calls.append(FeedCall(seq, minute, marketdata.conform(table, "the feed").combine_chunks(), close))
+        table = marketdata.conform(table, "the feed") if raw else table
+        calls.append(FeedCall(seq, minute, table.combine_chunks(), close))
     return calls
 
 
 def feed_day(data: Store | str, day: dt.date, calendar: str = DEFAULT_CALENDAR) -> list[FeedCall]:
     """The calls that replay ``day`` of the data root ``data``, one per session minute."""
     return plan(day_sends(read_day(data, day, calendar=calendar), day, calendar))
+
+
+def feed_files(store: Store, files: FeatureFiles, day: dt.date, calendar: str = DEFAULT_CALENDAR) -> list[FeedCall]:
+    """The calls that replay ``day`` of a feature-file run's files (``store`` is their root): each session minute's
+    rows, closing it, in the feature schema: the files' symbol and ts columns and the run's columns (Float64)."""
+    rows = read_feature_day(store, files, day, files.columns)
+    named = {"symbol": files.symbol, "ts": files.ts}  # as the run's [features.columns] names them
+    return plan([(part.rename(named), minute) for part, minute in day_sends(rows, day, calendar)], raw=False)
+
+
+def feed_run(run: Run, day: dt.date, *, endpoint_url: str | None = None) -> list[FeedCall]:
+    """The calls that replay ``day`` of ``run``'s own inputs: its feature files when every input comes from them,
+    else the raw bars of its data root."""
+    cfg = run.config
+    if cfg.feature_files is None:
+        return feed_day(open_store(cfg.data_root, endpoint_url=endpoint_url), day, cfg.calendar)
+    if cfg.computed_names:
+        raise UsageError(
+            f"run {run.ref.name} reads feature files beside raw bars; tthf-serve serves runs whose inputs all come "
+            "from raw bars or all from feature files"
+        )
+    files = cfg.feature_files
+    return feed_files(open_store(files.root, endpoint_url=endpoint_url), files, day, cfg.calendar)
 
 
 @dataclass
@@ -128,6 +155,8 @@ class Feeder:
         on_reply: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.address, self.day, self.calls = address, day, list(calls)
+        #: the calls' schema: raw bars, or a feature-file run's rows (``feed_files``)
+        self.schema = self.calls[0].rows.schema if self.calls else protocol.FEED_SCHEMA
         self.headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
         self.tls_root = tls_root
         self.interval = 0.0 if not speed else 60.0 / speed  # seconds between minutes at ``speed``x
@@ -176,7 +205,7 @@ class Feeder:
         stop = threading.Event()
         try:
             self.send_error = None
-            writer.begin(protocol.FEED_SCHEMA)
+            writer.begin(self.schema)
             hello = reader.read_chunk()
             self.report.connects += 1  # a connection the server took (a refusal comes instead of the hello)
             first = self._hello(protocol.decode(hello.app_metadata), protocol.reply_frame(hello.data))
@@ -231,7 +260,7 @@ class Feeder:
                 if delay > 0:
                     time.sleep(delay)
                 batches = call.rows.to_batches()  # one: ``plan`` combined its chunks
-                body = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=protocol.FEED_SCHEMA)
+                body = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=self.schema)
                 self.sent[call.seq] = time.perf_counter()
                 writer.write_with_metadata(body, protocol.call_metadata(call.minute, call.seq))
             writer.done_writing()

@@ -32,3 +32,10 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, monkeypa
         serve.token_from_args(parser.parse_args(["--run", "x", "--token-file", str(tmp_path / "none")]))
     assert "--token" not in parser._option_string_actions  # no flag puts the token itself on the command line
     assert parser.parse_args(["--run", "x"]).host == "127.0.0.1"
+
+
+def test_feed_replays_data_or_a_runs_own_inputs_one_of_them(capsys: pytest.CaptureFixture[str]) -> None:
+    to = ["--date", "2024-01-03", "--to", "grpc://127.0.0.1:1"]
+    for args in (to, ["data/market", "--run", "jennifer", *to]):
+        assert feed.main(args) == 2
+        assert "give DATA (a data root of raw bars) or --run NAME" in capsys.readouterr().err

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,13 @@ from user_pipeline import (
     LATE_START,
     SEQ_LEN,
     USER_FEATURES,
+    Files,
     User,
     feature_frame,
     files_spec,
+    import_files_run,
     user_predict,
-    write_feature_root,
-    write_golden,
+    write_files,
 )
 
 from tthf.cli import check as check_cli
@@ -37,7 +37,7 @@ from tthf.engine.data.featurefiles import list_feature_dates, read_feature_day
 from tthf.engine.runs import open_run
 from tthf.engine.store import open_store
 from tthf.engine.testing import DAYS
-from tthf.errors import DataError
+from tthf.errors import DataError, UsageError
 from tthf.export.api import export_run
 from tthf.export.config import ExportConfig
 from tthf.export.importing import import_run, load_spec
@@ -48,28 +48,16 @@ TOLERANCE = 2e-6
 CLEAN_DAY = DAYS[1]
 
 
-@dataclass
-class Files:
-    root: Path  # the feature root ({date}.parquet)
-    dense: Path  # the user's dense predictions, {date}.csv
-    sparse: Path  # the user's sparse predictions
-
-
 @pytest.fixture(scope="module")
 def files(user: User, tmp_path_factory: pytest.TempPathFactory) -> Files:
-    folder = tmp_path_factory.mktemp("files")
-    root = write_feature_root(user, folder / "features")
-    return Files(root, write_golden(user, root, folder / "dense"), write_golden(user, root, folder / "sparse", 10))
+    return write_files(user, tmp_path_factory.mktemp("files"))
 
 
 @pytest.fixture(scope="module")
 def imported(user: User, files: Files, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding the user's run imported from their feature files (no golden) and exported: shared by the
     tests that only read it."""
-    store = tmp_path_factory.mktemp("imported") / "store"
-    run = import_run(load_spec(write(user, "plain.toml", files_spec(user, files.root))), str(store)).run
-    export_run(run, ExportConfig(real_windows=0, random_batches=(1,)))
-    return store
+    return import_files_run(user, files.root, tmp_path_factory.mktemp("imported") / "store")
 
 
 def golden(folder: Path, dates: list[dt.date], mode: str = "dense") -> str:
@@ -243,6 +231,31 @@ def test_mixed_sources_equal_the_script_on_tthfs_own_computed_values(user: User,
     assert published.height == frame.height and published["symbol"].equals(frame["symbol"])
     for n in OUTPUT_NAMES:
         assert np.allclose(published[n].to_numpy(), frame[n].to_numpy(), rtol=1e-6, atol=0), n
+    # a feature row held back and sent 10 minutes late revises its symbol's minutes from its own on
+    rt = RealtimePredictor(run, backend)
+    at = [m.item().replace(tzinfo=dt.timezone.utc) for m in minutes[: SEQ_LEN + 15]]
+    symbol = file["symbol"][0]
+    held = (pl.col("symbol") == symbol) & (pl.col("ts") == at[SEQ_LEN + 2])
+    published, updates = frame.clear(), []
+    for m, close in enumerate(at):
+        new = (pl.col("ts") <= close) & (pl.col("ts") > at[m - 1] if m else pl.lit(True))
+        rows = pl.concat([file.filter(new & ~held), file.filter(held) if m == SEQ_LEN + 12 else file.clear()])
+        updates.append(rt.update(raw.filter(new), close=close, features=rows))
+        published = apply_update(published, updates[-1])
+    revised = updates[SEQ_LEN + 12].revisions
+    assert updates[SEQ_LEN + 12].late_rows == 1 and set(revised["symbol"]) == {symbol}
+    assert revised["ts"].min() == at[SEQ_LEN + 2] and revised["ts"].max() == at[SEQ_LEN + 11]
+    want = frame.filter(pl.col("ts") <= at[-1]).sort("ts", "symbol")
+    assert published.height == want.height and published["symbol"].equals(want["symbol"])
+    for n in OUTPUT_NAMES:
+        assert np.allclose(published[n].to_numpy(), want[n].to_numpy(), rtol=1e-6, atol=0), n
+    # its two feeds: no journal, so tthf-serve does not serve it and tthf-feed --run says so
+    from tthf.engine.serving.client import feed_run
+
+    with pytest.raises(UsageError, match="beside raw bars: real time keeps no journal"):
+        RealtimePredictor(run, backend, journal=tmp_path / "journal")
+    with pytest.raises(UsageError, match="beside raw bars; tthf-serve serves runs whose inputs all come"):
+        feed_run(run, CLEAN_DAY)
 
 
 def bad_root(tmp_path: Path, frame: pl.DataFrame, name: str = "{date}.parquet") -> FeatureFiles:
@@ -321,6 +334,61 @@ def test_real_time_from_feature_rows_equals_batch(user: User, imported: Path) ->
     with pytest.raises(DataError, match=r"column\(s\) \['my_spread_bps'\] named by the run are missing"):
         rt.reset(HOLEY_DAY)
         rt.update(rows.drop("my_spread_bps").head(3), close=instant(3))
+
+
+@pytest.mark.slow
+def test_real_time_feature_rows_late_and_corrected_revise_and_a_restart_replays_the_journal(
+    user: User, imported: Path, tmp_path: Path
+) -> None:
+    """A row held back 50 minutes and a wrong row corrected later give revisions of their symbols' minutes; a new
+    predictor on the journal replays the morning (same outputs); at the close the outputs are batch's bits
+    (``OneByOne``: ONNX Runtime's bits may depend on the batch's size)."""
+    from tthf.engine.runtime.backends import open_backend
+    from tthf.engine.runtime.realtime import RealtimePredictor, apply_update
+    from tthf.engine.testing import OneByOne, dense_batch
+
+    run = open_run(str(imported), "jennifer")
+    rows = feature_frame(user, HOLEY_DAY, holes=True)
+    backend = OneByOne(open_backend(run, "onnxruntime"))
+    batch = dense_batch(run, None, HOLEY_DAY, backend)
+    minutes = [m.item().replace(tzinfo=dt.timezone.utc) for m in session_minutes(HOLEY_DAY).astype("datetime64[us]")]
+    symbols = sorted(rows["symbol"].unique().to_list())
+    held = (pl.col("symbol") == symbols[0]) & (pl.col("ts") == minutes[50])
+    wrong = (pl.col("symbol") == symbols[2]) & (pl.col("ts") == minutes[60])
+    sends = [(rows.filter((pl.col("ts") == m) & ~held), m) for m in minutes]
+    sends[60] = (
+        sends[60][0].with_columns(pl.when(wrong).then(pl.col(FILE_NAMES) * 1.5).otherwise(pl.col(FILE_NAMES))),
+        minutes[60],
+    )
+    sends[100] = (pl.concat([sends[100][0], rows.filter(held | wrong)]), minutes[100])  # late, and the correction
+
+    def feed(rt: RealtimePredictor, part: list, published: pl.DataFrame) -> tuple[pl.DataFrame, list]:
+        updates = []
+        for frame, minute in part:
+            updates.append(rt.update(frame, close=minute))
+            published = apply_update(published, updates[-1])
+        return published, updates
+
+    rt = RealtimePredictor(run, backend, journal=tmp_path)
+    morning, updates = feed(rt, sends[:121], batch.clear())
+    late = updates[100]
+    assert late.late_rows == 2 and late.counts["corrections"] == 1
+    revised = late.revisions.filter(pl.col(OUTPUT_NAMES[0]).is_not_null())
+    assert set(revised["symbol"]) == {symbols[0], symbols[2]}  # only the two symbols' windows
+    assert revised["ts"].min() == minutes[50] and revised["ts"].max() == minutes[100 - 1]
+    # the morning's outputs after the correction are batch's
+    want = batch.filter(pl.col("ts") <= minutes[120])
+    assert morning.equals(want)
+    assert morning.equals(want)
+    # a restart: the journal replays the morning, its outputs come again, the feed resumes after the minute held
+    again = RealtimePredictor(run, backend, journal=tmp_path)
+    assert again.reset(HOLEY_DAY) == minutes[119]  # up to the call that closed its last minute: resend from there
+    assert again.replayed().equals(morning.filter(pl.col("ts") <= minutes[119]))
+    day, _ = feed(again, sends[120:], morning)
+    assert day.equals(batch)
+    # without the revisions the day would differ: the check can fail
+    stale = pl.concat([u.predictions for u in updates]).sort("ts", "symbol")
+    assert not stale.equals(batch.filter(pl.col("ts") <= minutes[120]))
 
 
 @pytest.mark.slow

@@ -300,3 +300,31 @@ vol_10m = "fwd_vol_10m"
     features_extra = f"computed = {computed!r}\n".replace("'", '"') if computed else ""
     text = text.replace("\n[scalers]", f'fill = "ffill_then_zero"\n{features_extra}{table}\n[scalers]')
     return text + golden + extra
+
+
+@dataclass
+class Files:
+    """The user's feature root and their own predictions of it (dense, and sparse every 10th row)."""
+
+    root: Path  # the feature root ({date}.parquet)
+    dense: Path  # the user's dense predictions, {date}.csv
+    sparse: Path  # the user's sparse predictions
+
+
+def write_files(user: User, folder: Path) -> Files:
+    """The user's feature files of DAYS under ``folder`` and their script's predictions of them."""
+    root = write_feature_root(user, folder / "features")
+    return Files(root, write_golden(user, root, folder / "dense"), write_golden(user, root, folder / "sparse", 10))
+
+
+def import_files_run(user: User, root: Path, store: Path) -> Path:
+    """``store`` holding the user's run ``jennifer`` imported from their feature files under ``root`` (no golden
+    check) and exported (ONNX): the feature-file run that tests of real time and serving share."""
+    from tthf.export.api import export_run
+    from tthf.export.config import ExportConfig
+    from tthf.export.importing import import_run, load_spec
+
+    spec = user.folder / "plain.toml"
+    spec.write_text(files_spec(user, root))
+    export_run(import_run(load_spec(spec), str(store)).run, ExportConfig(real_windows=0, random_batches=(1,)))
+    return store

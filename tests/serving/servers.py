@@ -50,12 +50,13 @@ class Server:
     """``tthf-serve`` as a child process on free loopback ports (backend torch: what ``dense_batch`` runs)."""
 
     def __init__(
-        self, market: Market, journal: Path, *args: str, day=DAYS[1], token: str | None = None, tls: bool = False
-    ) -> None:  # type: ignore[no-untyped-def]
+        self, market: Market, journal: Path, *args: str, day=DAYS[1], token: str | None = None, tls: bool = False,
+        run: str = "jen", backend: str = "torch",
+    ) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
         self.port, self.http_port = free_port(), free_port()
         self.cmd = [
-            sys.executable, "-m", "tthf.cli.serve", "--run", "jen", "--store", str(market.store),
-            "--journal", str(journal), "--day", day.isoformat(), "--backend", "torch",
+            sys.executable, "-m", "tthf.cli.serve", "--run", run, "--store", str(market.store),
+            "--journal", str(journal), "--day", day.isoformat(), "--backend", backend,
             "--port", str(self.port), "--http-port", str(self.http_port), "--drain", "5", *args,
         ]  # fmt: skip
         self.env = env() | ({"TTHF_SERVE_TOKEN": token} if token else {})
