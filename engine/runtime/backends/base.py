@@ -84,7 +84,8 @@ class BackendSpec:
     - ``auto_rank``: None: ``auto`` never picks it;
     - ``optional``: a variant (a reduced CPU precision of ``model.onnx``): ``tthf-export``
       validates it against its own bar and records it accepted or rejected without failing
-      the export; it is served only when accepted, and only when named;
+      the export; it is served only when accepted: when named, or by ``auto`` on a CPU host
+      when the export opted into its precision (``--auto-precision``, the manifest's ``auto_precision``);
     - ``options``: which of ``OpenOptions`` its ``from_run`` takes;
     - ``also_validates``: (file, precision) of exported files besides ``needs.artifact`` that
       export checks through it (ONNX Runtime, the reference ONNX runtime, checks

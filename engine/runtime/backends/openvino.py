@@ -209,7 +209,7 @@ OPENVINO_BF16 = OpenVinoBf16Backend.spec = BackendSpec(
     precision="bf16",
     device="cpu",
     needs=Needs(("openvino",), FP32_ONNX),
-    optional=True,  # auto never picks a reduced precision on the CPU
+    optional=True,  # auto picks it on the CPU only when the export opted in (--auto-precision bf16)
     options=("threads",),
 )
 OPENVINO_INT8 = OpenVinoInt8Backend.spec = BackendSpec(
@@ -218,6 +218,6 @@ OPENVINO_INT8 = OpenVinoInt8Backend.spec = BackendSpec(
     precision="int8",
     device="cpu",
     needs=Needs(("openvino",), INT8_XML),
-    optional=True,  # built only by tthf-export --int8; auto never picks a reduced precision on the CPU
+    optional=True,  # built only by tthf-export --int8; auto picks it only when the export opted in (--auto-precision int8)
     options=("threads",),
 )
